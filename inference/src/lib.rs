@@ -1,0 +1,1 @@
+//! Model inference for tapstream.

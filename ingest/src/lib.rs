@@ -1,0 +1,15 @@
+//! Packet ingestion for tapstream: capture files in, packet records out.
+//!
+//! This crate owns everything that touches raw packet bytes: reading
+//! pcap/pcapng files (gzip-compressed or not), decoding link, network and
+//! transport headers into fixed-size [`PacketRecord`]s, counting every packet
+//! that cannot become part of a flow by reason, and the per-shard flow table
+//! that decides when flows start and end. It depends on no other tapstream
+//! crate, so the CPU feature extractor and the CUDA kernels share its types.
+
+pub mod flowmeta;
+pub mod packet;
+pub mod pcapgen;
+
+pub use flowmeta::{EndReason, FlowMeta};
+pub use packet::PacketRecord;

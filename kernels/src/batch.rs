@@ -1,0 +1,54 @@
+//! Batches of ended flows with their feature rows, passed from the flow
+//! workers to inference and to CSV export.
+
+use tapstream_ingest::FlowMeta;
+
+use crate::schema::NUM_FEATURES;
+
+/// Ended flows and their feature rows: `rows[i*NUM_FEATURES..(i+1)*NUM_FEATURES]`
+/// belongs to `metas[i]`. Rows are `f64` so CSV export prints exactly what the
+/// extractor computed; models receive `f32` copies.
+#[derive(Clone, Debug, Default)]
+pub struct FlowBatch {
+    /// One entry per ended flow.
+    pub metas: Vec<FlowMeta>,
+    /// Row-major feature matrix, `metas.len() × NUM_FEATURES`.
+    pub rows: Vec<f64>,
+}
+
+impl FlowBatch {
+    /// An empty batch with room for `flows` flows.
+    pub fn with_capacity(flows: usize) -> Self {
+        FlowBatch {
+            metas: Vec::with_capacity(flows),
+            rows: Vec::with_capacity(flows * NUM_FEATURES),
+        }
+    }
+
+    /// Number of flows.
+    pub fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// True when no flow is in the batch.
+    pub fn is_empty(&self) -> bool {
+        self.metas.is_empty()
+    }
+
+    /// Appends one flow and its row.
+    pub fn push(&mut self, meta: FlowMeta, row: &[f64; NUM_FEATURES]) {
+        self.metas.push(meta);
+        self.rows.extend_from_slice(row);
+    }
+
+    /// The feature row of flow `i`, if it exists.
+    pub fn row(&self, i: usize) -> Option<&[f64]> {
+        self.rows.get(i * NUM_FEATURES..(i + 1) * NUM_FEATURES)
+    }
+
+    /// Empties the batch, keeping its allocations for reuse.
+    pub fn clear(&mut self) {
+        self.metas.clear();
+        self.rows.clear();
+    }
+}

@@ -1,0 +1,8 @@
+//! Flow features: the CIC schema and its CPU reference extractor.
+//!
+//! The CPU extractor here is the *definition* of every feature value; the
+//! CUDA kernels (behind the `cuda` feature, later) must reproduce it.
+pub mod batch;
+pub mod schema;
+
+pub use batch::FlowBatch;

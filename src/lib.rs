@@ -1,0 +1,1 @@
+//! tapstream library facade.
