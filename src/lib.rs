@@ -1,1 +1,18 @@
-//! tapstream library facade.
+//! tapstream: packets in, scored flows and EVE alerts out.
+//!
+//! This crate is the facade over the workspace: the configuration, the stage
+//! threads that connect ingest → kernels → inference → connectors, the model
+//! loading rules, the demo capture and the benchmark. The binary in
+//! `main.rs` is a thin command-line layer over it, and the integration tests
+//! drive it directly.
+
+pub mod bench;
+pub mod config;
+pub mod consumer;
+pub mod demo;
+pub mod model;
+pub mod pipeline;
+pub mod summary;
+
+pub use config::Config;
+pub use pipeline::{run, Progress, RunReport};

@@ -1,1 +1,25 @@
-//! Alert output for tapstream.
+//! Alert output for tapstream: Suricata-compatible EVE JSON, Community ID,
+//! and the sinks alerts are written to.
+//!
+//! Why a crate of its own: this is the edge where tapstream meets the tools
+//! security teams already run. Its contract is other people's formats
+//! (Suricata's EVE field names, the Community ID spec), so it is kept apart
+//! from the data path, depends only on `ingest`'s [`FlowMeta`], and is the
+//! only crate that will link output clients such as Kafka.
+//!
+//! - [`community_id`]: Community ID v1, exactly per the spec.
+//! - [`eve`]: [`Alert`] and the [`EveWriter`] that formats it as one EVE
+//!   JSON line, allocation-free.
+//! - [`sink`]: the [`AlertSink`] trait, [`StdoutSink`] and [`FileSink`].
+//!
+//! [`FlowMeta`]: tapstream_ingest::FlowMeta
+
+#![warn(missing_docs)]
+
+pub mod community_id;
+pub mod eve;
+pub mod sink;
+
+pub use community_id::{CommunityId, FlowTuple};
+pub use eve::{Alert, EveWriter, ModelInfo};
+pub use sink::{AlertSink, FileSink, SinkError, StdoutSink};

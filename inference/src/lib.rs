@@ -1,1 +1,44 @@
-//! Model inference for tapstream.
+//! Model inference for tapstream: the [`Engine`] trait, its ONNX Runtime
+//! backend, and the checks that make sure a model is fed what it was trained
+//! on.
+//!
+//! This crate exists so that everything about running a model sits behind one
+//! narrow interface. The pipeline only does:
+//!
+//! 1. [`OnnxEngine::load`]: find ONNX Runtime ([`ort_library`]), verify the
+//!    file (optional SHA-256 pin), read and check its [`ModelContract`] from
+//!    the ONNX metadata, check the graph's input and output against it;
+//! 2. [`select_features`]: pick, order and scale the model's columns from the
+//!    extractor's feature rows;
+//! 3. [`Batcher`]: decide when a batch is big enough or old enough to run;
+//! 4. [`Engine::infer`]: score a batch into a reused buffer of
+//!    [`Prediction`]s.
+//!
+//! Backends other than ONNX Runtime on CPU (CUDA, TensorRT) will be further
+//! [`ExecutionProvider`]s and [`Engine`] implementations; nothing above
+//! changes for them.
+//!
+//! ONNX Runtime is loaded at run time from `libonnxruntime.so` (see
+//! [`ort_library`]); `scripts/fetch-onnxruntime.sh` installs the tested
+//! version into `.deps/onnxruntime/`. Nothing in this crate panics on a bad
+//! model or bad input: every problem is an [`InferenceError`].
+
+#![warn(missing_docs)]
+
+mod batcher;
+pub mod contract;
+mod engine;
+mod error;
+mod features;
+mod library;
+mod onnx;
+
+pub use batcher::{Batcher, Flush};
+pub use contract::{ModelContract, OutputKind, Precision, Scaler};
+pub use engine::{Engine, Prediction};
+pub use error::InferenceError;
+pub use features::select_features;
+pub use library::{
+    init_runtime, ort_library, DEPS_DIR, ORT_DYLIB_PATH, ORT_LIBRARY_FILE, ORT_VERSION,
+};
+pub use onnx::{sha256_hex, ExecutionProvider, OnnxConfig, OnnxEngine, MAX_THREADS};

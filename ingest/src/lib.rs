@@ -7,9 +7,16 @@
 //! that decides when flows start and end. It depends on no other tapstream
 //! crate, so the CPU feature extractor and the CUDA kernels share its types.
 
+pub mod capture;
+pub mod decode;
+pub mod flow;
 pub mod flowmeta;
 pub mod packet;
 pub mod pcapgen;
+pub mod skip;
 
+pub use capture::{CaptureError, CaptureFormat, CaptureReader, RawPacket};
+pub use decode::decode;
 pub use flowmeta::{EndReason, FlowMeta};
 pub use packet::PacketRecord;
+pub use skip::{SkipCounters, SkipReason};

@@ -65,7 +65,14 @@ pub struct Frame {
 
 impl Frame {
     /// A TCP frame with no options, window 8192 and zero sequence numbers.
-    pub fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, flags: u8, payload: usize) -> Self {
+    pub fn tcp(
+        src: IpAddr,
+        dst: IpAddr,
+        sport: u16,
+        dport: u16,
+        flags: u8,
+        payload: usize,
+    ) -> Self {
         Frame {
             src,
             dst,

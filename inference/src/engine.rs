@@ -1,0 +1,259 @@
+//! The [`Engine`] trait: the one interface the pipeline scores flows through.
+//!
+//! Backends differ (ONNX Runtime on CPU today; CUDA and TensorRT later) but
+//! the pipeline should not: it hands an engine a batch of model-ready rows
+//! and gets one [`Prediction`] per row in a buffer it owns. Reading a model's
+//! raw output into predictions is shared here, so every backend turns
+//! probabilities and scores into attack scores the same way.
+
+use crate::contract::{ModelContract, OutputKind};
+use crate::InferenceError;
+
+/// The model's verdict on one row.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Prediction {
+    /// Attack score: `1 - p(benign)` for a probabilities model, or the
+    /// model's score output. Compare it with the contract's (or configured)
+    /// threshold. It is what the model computed; it is not clamped.
+    pub score: f32,
+    /// Index into [`ModelContract::labels`] of the most likely non-benign
+    /// class (lowest index on ties). A score model has no per-class output,
+    /// so this is its first non-benign label.
+    pub class: usize,
+}
+
+/// A loaded, verified model that scores batches of rows.
+///
+/// An engine is used by one thread at a time (it is `Send`, not `Sync`);
+/// run one per inference thread.
+pub trait Engine: Send {
+    /// The model's verified contract: its features, labels and threshold.
+    fn contract(&self) -> &ModelContract;
+
+    /// Scores `rows` rows of model input.
+    ///
+    /// `input` is row-major `rows × contract().features.len()` `f32` values,
+    /// as [`select_features`](crate::select_features) writes them. `out` is
+    /// cleared and receives exactly `rows` predictions, in input order; its
+    /// capacity is reused. `rows == 0` succeeds without running the model.
+    ///
+    /// Errors: [`InferenceError::InputSize`] when `input.len()` is not
+    /// `rows × features`; [`InferenceError::OutputShape`] when the model
+    /// returns an unexpected shape; [`InferenceError::Runtime`] when the
+    /// backend fails. On error `out` is left empty.
+    fn infer(
+        &mut self,
+        input: &[f32],
+        rows: usize,
+        out: &mut Vec<Prediction>,
+    ) -> Result<(), InferenceError>;
+
+    /// Runs the model once on `rows` rows of zeros, so that lazy
+    /// initialisation (memory arenas, kernel selection) happens before the
+    /// first real batch rather than during it. Use the largest batch size
+    /// the pipeline will send.
+    fn warmup(&mut self, rows: usize) -> Result<(), InferenceError> {
+        let rows = rows.max(1);
+        let features = self.contract().num_features();
+        let len = rows
+            .checked_mul(features)
+            .ok_or(InferenceError::InputSize {
+                rows,
+                features,
+                found: 0,
+            })?;
+        let input = vec![0.0; len];
+        let mut out = Vec::with_capacity(rows);
+        self.infer(&input, rows, &mut out)
+    }
+}
+
+/// Checks `input.len() == rows × features` for [`Engine::infer`].
+pub(crate) fn check_input(
+    contract: &ModelContract,
+    input: &[f32],
+    rows: usize,
+) -> Result<(), InferenceError> {
+    let features = contract.num_features();
+    if rows.checked_mul(features) != Some(input.len()) {
+        return Err(InferenceError::InputSize {
+            rows,
+            features,
+            found: input.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Turns a model's raw output (`shape`, `data`) for `rows` rows into
+/// predictions appended to `out`, checking the shape against the contract.
+pub(crate) fn read_output(
+    contract: &ModelContract,
+    rows: usize,
+    shape: &[i64],
+    data: &[f32],
+    out: &mut Vec<Prediction>,
+) -> Result<(), InferenceError> {
+    let rows_i64 = i64::try_from(rows).unwrap_or(i64::MAX);
+    match contract.output {
+        OutputKind::Probabilities => {
+            let classes = contract.labels.len();
+            let ok = shape.len() == 2
+                && shape[0] == rows_i64
+                && usize::try_from(shape[1]) == Ok(classes)
+                && data.len() == rows * classes;
+            if !ok {
+                return Err(InferenceError::OutputShape {
+                    rows,
+                    expected: format!("[{rows}, {classes}] (one probability per label)"),
+                    found: shape.to_vec(),
+                });
+            }
+            // The contract guarantees a benign label for probabilities.
+            let benign = contract.benign.unwrap_or(usize::MAX);
+            out.extend(data.chunks_exact(classes).map(|p| {
+                let mut best = None::<(usize, f32)>;
+                for (i, &v) in p.iter().enumerate() {
+                    // A NaN probability loses to any number.
+                    let v = if v.is_nan() { f32::NEG_INFINITY } else { v };
+                    if i != benign && best.is_none_or(|(_, b)| v > b) {
+                        best = Some((i, v));
+                    }
+                }
+                Prediction {
+                    score: 1.0 - p.get(benign).copied().unwrap_or(0.0),
+                    class: best.map_or(0, |(i, _)| i),
+                }
+            }));
+        }
+        OutputKind::Score => {
+            let ok = match shape {
+                [n] => *n == rows_i64,
+                [n, 1] => *n == rows_i64,
+                _ => false,
+            } && data.len() == rows;
+            if !ok {
+                return Err(InferenceError::OutputShape {
+                    rows,
+                    expected: format!("[{rows}] or [{rows}, 1] (one score per row)"),
+                    found: shape.to_vec(),
+                });
+            }
+            let class = first_attack_label(contract);
+            out.extend(data.iter().map(|&score| Prediction { score, class }));
+        }
+    }
+    Ok(())
+}
+
+/// The first label that is not the benign one (the contract guarantees one).
+pub(crate) fn first_attack_label(contract: &ModelContract) -> usize {
+    (0..contract.labels.len())
+        .find(|&i| Some(i) != contract.benign)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::keys;
+    use std::collections::HashMap;
+    use tapstream_kernels::schema::{SCHEMA_NAME, SCHEMA_VERSION};
+
+    fn contract(output: &str, labels: &str, benign: Option<&str>) -> ModelContract {
+        let mut m = HashMap::from([
+            (keys::SCHEMA, SCHEMA_NAME.to_owned()),
+            (keys::SCHEMA_VERSION, SCHEMA_VERSION.to_string()),
+            (keys::FEATURES, r#"["Dst Port","Protocol"]"#.to_owned()),
+            (keys::SCALER, "in-graph".to_owned()),
+            (keys::LABELS, labels.to_owned()),
+            (keys::OUTPUT, output.to_owned()),
+            (keys::THRESHOLD, "0.5".to_owned()),
+            (keys::MODEL_NAME, "m".to_owned()),
+            (keys::MODEL_VERSION, "1".to_owned()),
+        ]);
+        if let Some(b) = benign {
+            m.insert(keys::BENIGN_LABEL, b.to_owned());
+        }
+        ModelContract::from_metadata(|k| m.get(k).cloned(), "00").unwrap()
+    }
+
+    #[test]
+    fn probabilities_give_one_minus_benign_and_best_attack() {
+        // Benign in the middle, to check the index is honoured.
+        let c = contract(
+            "probabilities",
+            r#"["DoS","BENIGN","Scan"]"#,
+            Some("BENIGN"),
+        );
+        let mut out = Vec::new();
+        let data = [0.1, 0.7, 0.2, 0.5, 0.0, 0.5, 0.0, 1.0, 0.0];
+        read_output(&c, 3, &[3, 3], &data, &mut out).unwrap();
+        assert_eq!(out[0].class, 2);
+        assert!((out[0].score - 0.3).abs() < 1e-6);
+        assert_eq!(
+            out[1],
+            Prediction {
+                score: 1.0,
+                class: 0
+            },
+            "tie → lowest"
+        );
+        assert_eq!(
+            out[2],
+            Prediction {
+                score: 0.0,
+                class: 0
+            }
+        );
+    }
+
+    #[test]
+    fn score_outputs_accept_rank_one_and_two() {
+        let c = contract("score", r#"["BENIGN","ATTACK"]"#, Some("BENIGN"));
+        let mut out = Vec::new();
+        read_output(&c, 2, &[2], &[0.25, 0.75], &mut out).unwrap();
+        read_output(&c, 2, &[2, 1], &[0.5, 1.0], &mut out).unwrap();
+        let scores: Vec<f32> = out.iter().map(|p| p.score).collect();
+        assert_eq!(scores, [0.25, 0.75, 0.5, 1.0]);
+        assert!(out.iter().all(|p| p.class == 1));
+    }
+
+    #[test]
+    fn wrong_shapes_are_errors_not_panics() {
+        let c = contract("probabilities", r#"["BENIGN","A"]"#, Some("BENIGN"));
+        let mut out = Vec::new();
+        for (shape, len) in [
+            (&[2i64, 3][..], 6),
+            (&[3, 2][..], 6),
+            (&[2][..], 2),
+            (&[2, 2][..], 3),
+        ] {
+            assert!(matches!(
+                read_output(&c, 2, shape, &vec![0.0; len], &mut out),
+                Err(InferenceError::OutputShape { .. })
+            ));
+        }
+        let c = contract("score", r#"["A"]"#, None);
+        assert!(matches!(
+            read_output(&c, 2, &[2, 2], &[0.0; 4], &mut out),
+            Err(InferenceError::OutputShape { .. })
+        ));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn input_size_is_checked() {
+        let c = contract("score", r#"["A"]"#, None);
+        assert!(check_input(&c, &[0.0; 4], 2).is_ok());
+        assert!(matches!(
+            check_input(&c, &[0.0; 5], 2),
+            Err(InferenceError::InputSize {
+                rows: 2,
+                features: 2,
+                found: 5
+            })
+        ));
+        assert!(check_input(&c, &[], usize::MAX).is_err());
+    }
+}

@@ -1,0 +1,619 @@
+//! The ONNX Runtime backend: load, verify and run a model in-process.
+//!
+//! Loading is where trust is established, so [`OnnxEngine::load`] does it in
+//! a fixed order: check the settings, read the file once, check its SHA-256
+//! against the pin, build the session *from those same bytes* (so the bytes
+//! verified are the bytes run), then check the contract in the metadata and
+//! the graph's input and output against it. Anything off is refused with a
+//! specific [`InferenceError`] before a single flow is scored.
+//!
+//! Session settings are explicit (thread counts, graph optimisation level,
+//! execution providers, no custom-op libraries), not ONNX Runtime defaults
+//! left to chance. Execution providers are an ordered list
+//! ([`OnnxConfig::providers`]) registered with `error_on_failure`, so that
+//! when GPU providers are added a provider that cannot start is an error,
+//! never a silent fall back to CPU.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ort::ep::{ExecutionProviderDispatch, CPU};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::{Outlet, TensorElementType, TensorRef, ValueType};
+use sha2::{Digest, Sha256};
+
+use crate::contract::{ModelContract, OutputKind};
+use crate::engine::{check_input, read_output, Engine, Prediction};
+use crate::{library, InferenceError};
+
+/// Most threads either thread pool may be given.
+pub const MAX_THREADS: usize = 256;
+
+/// Where ONNX Runtime runs the graph. A session registers a list of them in
+/// order of preference; see [`OnnxEngine::providers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExecutionProvider {
+    /// ONNX Runtime's default CPU provider (MLAS kernels), with its memory
+    /// arena.
+    Cpu,
+}
+
+impl ExecutionProvider {
+    /// Short name, as used in logs and bench names: `cpu`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionProvider::Cpu => "cpu",
+        }
+    }
+
+    fn dispatch(self) -> ExecutionProviderDispatch {
+        match self {
+            ExecutionProvider::Cpu => CPU::default()
+                .with_arena_allocator(true)
+                .build()
+                .error_on_failure(),
+        }
+    }
+}
+
+impl fmt::Display for ExecutionProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Settings for [`OnnxEngine::load`].
+///
+/// ```
+/// # use tapstream_inference::OnnxConfig;
+/// let cfg = OnnxConfig {
+///     intra_threads: 2,
+///     sha256: Some("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into()),
+///     ..OnnxConfig::default()
+/// };
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnnxConfig {
+    /// The ONNX Runtime library to load; `None` searches as
+    /// [`ort_library`](crate::ort_library) describes. One library per
+    /// process: the first load decides, and naming another later is an error.
+    pub library: Option<PathBuf>,
+    /// Threads that parallelise work inside one operator (1..=256).
+    pub intra_threads: usize,
+    /// Threads that run independent operators concurrently (1..=256); more
+    /// than 1 turns on ONNX Runtime's parallel execution mode.
+    pub inter_threads: usize,
+    /// Expected SHA-256 of the model file (64 hex digits, any case); a
+    /// mismatch refuses the model.
+    pub sha256: Option<String>,
+}
+
+impl Default for OnnxConfig {
+    /// The library search path, one thread per pool, no pin.
+    fn default() -> Self {
+        OnnxConfig {
+            library: None,
+            intra_threads: 1,
+            inter_threads: 1,
+            sha256: None,
+        }
+    }
+}
+
+impl OnnxConfig {
+    /// Checks the settings; returns the normalised (lower-case) pin, if any.
+    fn validate(&self) -> Result<Option<String>, InferenceError> {
+        for (field, value) in [
+            ("intra_threads", self.intra_threads),
+            ("inter_threads", self.inter_threads),
+        ] {
+            if !(1..=MAX_THREADS).contains(&value) {
+                return Err(InferenceError::InvalidConfig {
+                    field,
+                    reason: format!("{value} is not between 1 and {MAX_THREADS}"),
+                });
+            }
+        }
+        self.sha256.as_deref().map(normalise_pin).transpose()
+    }
+
+    /// The execution providers to register, in order of preference. CPU only
+    /// for now; GPU providers will come first when configured.
+    fn providers(&self) -> Vec<ExecutionProvider> {
+        vec![ExecutionProvider::Cpu]
+    }
+}
+
+fn normalise_pin(pin: &str) -> Result<String, InferenceError> {
+    let trimmed = pin.trim();
+    if trimmed.len() == 64 && trimmed.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(trimmed.to_ascii_lowercase())
+    } else {
+        Err(InferenceError::InvalidPin {
+            pin: pin.to_owned(),
+        })
+    }
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use fmt::Write;
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
+}
+
+/// A model running in ONNX Runtime, verified against its contract.
+///
+/// The session is built once in [`load`](Self::load); [`Engine::infer`]
+/// borrows the caller's input slice as the input tensor (no copy) and writes
+/// predictions straight from ONNX Runtime's output into the caller's
+/// buffer.
+pub struct OnnxEngine {
+    session: Session,
+    contract: ModelContract,
+    path: PathBuf,
+    library: PathBuf,
+    providers: Vec<ExecutionProvider>,
+}
+
+impl fmt::Debug for OnnxEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OnnxEngine")
+            .field("path", &self.path)
+            .field("library", &self.library)
+            .field("providers", &self.providers)
+            .field("model", &self.contract.name)
+            .field("version", &self.contract.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OnnxEngine {
+    /// Loads the model at `path`, verifies it and builds its session.
+    ///
+    /// In order: settings are checked ([`InferenceError::InvalidConfig`],
+    /// [`InferenceError::InvalidPin`]); the file is read once and its SHA-256
+    /// compared with `cfg.sha256` ([`InferenceError::Sha256Mismatch`]); ONNX
+    /// Runtime is loaded if it is not yet ([`InferenceError::LibraryNotFound`],
+    /// …); the session is built from the verified bytes
+    /// ([`InferenceError::LoadModel`]); the `tapstream.*` metadata is parsed
+    /// into a [`ModelContract`] (see [`ModelContract::from_metadata`]); and the
+    /// graph must have exactly one `f32` input `[batch, features]` with a
+    /// dynamic batch axis ([`InferenceError::BadInput`]) and one `f32` output
+    /// matching `tapstream.output` and the labels
+    /// ([`InferenceError::BadOutput`]).
+    pub fn load(path: &Path, cfg: &OnnxConfig) -> Result<Self, InferenceError> {
+        let pin = cfg.validate()?;
+        let bytes = std::fs::read(path).map_err(|source| InferenceError::ReadModel {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let digest = sha256_hex(&bytes);
+        if let Some(expected) = pin {
+            if expected != digest {
+                return Err(InferenceError::Sha256Mismatch {
+                    path: path.to_path_buf(),
+                    expected,
+                    actual: digest,
+                });
+            }
+        }
+
+        let runtime = library::runtime(cfg.library.as_deref())?;
+        let session = build_session(&runtime.environment, cfg, &bytes).map_err(|source| {
+            InferenceError::LoadModel {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        drop(bytes);
+
+        let contract = {
+            let metadata = session
+                .metadata()
+                .map_err(|source| InferenceError::Runtime {
+                    context: "reading the model metadata",
+                    source,
+                })?;
+            ModelContract::from_metadata(|key| metadata.custom(key), &digest)?
+        };
+        let inputs: Vec<IoSpec> = session.inputs().iter().map(IoSpec::from_outlet).collect();
+        let outputs: Vec<IoSpec> = session.outputs().iter().map(IoSpec::from_outlet).collect();
+        check_io(&contract, &inputs, &outputs)?;
+
+        tracing::info!(
+            message = "loaded model",
+            path = %path.display(),
+            model = %contract.name,
+            version = %contract.version,
+            sha256 = %contract.sha256,
+            features = contract.features.len(),
+            labels = contract.labels.len(),
+            precision = %contract.precision,
+        );
+        Ok(OnnxEngine {
+            session,
+            contract,
+            path: path.to_path_buf(),
+            library: runtime.path,
+            providers: cfg.providers(),
+        })
+    }
+
+    /// The model file this engine was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The ONNX Runtime library in use.
+    pub fn library(&self) -> &Path {
+        &self.library
+    }
+
+    /// The execution providers the session was built with, in order.
+    pub fn providers(&self) -> &[ExecutionProvider] {
+        &self.providers
+    }
+}
+
+fn build_session(
+    environment: &ort::environment::Environment,
+    cfg: &OnnxConfig,
+    bytes: &[u8],
+) -> Result<Session, ort::Error> {
+    let providers: Vec<ExecutionProviderDispatch> =
+        cfg.providers().into_iter().map(|p| p.dispatch()).collect();
+    let mut builder = Session::builder(environment)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)?
+        .with_intra_threads(cfg.intra_threads)?
+        .with_inter_threads(cfg.inter_threads)?
+        .with_parallel_execution(cfg.inter_threads > 1)?
+        .with_execution_providers(providers)?;
+    builder.commit_from_memory(bytes)
+}
+
+impl Engine for OnnxEngine {
+    fn contract(&self) -> &ModelContract {
+        &self.contract
+    }
+
+    fn infer(
+        &mut self,
+        input: &[f32],
+        rows: usize,
+        out: &mut Vec<Prediction>,
+    ) -> Result<(), InferenceError> {
+        out.clear();
+        check_input(&self.contract, input, rows)?;
+        if rows == 0 {
+            return Ok(());
+        }
+        let features = self.contract.num_features();
+        let tensor = TensorRef::from_array_view(([rows, features], input)).map_err(|source| {
+            InferenceError::Runtime {
+                context: "creating the input tensor",
+                source,
+            }
+        })?;
+        let outputs =
+            self.session
+                .run(ort::inputs![tensor])
+                .map_err(|source| InferenceError::Runtime {
+                    context: "running the model",
+                    source,
+                })?;
+        let value = outputs
+            .values()
+            .next()
+            .ok_or_else(|| InferenceError::OutputShape {
+                rows,
+                expected: "one output".to_owned(),
+                found: Vec::new(),
+            })?;
+        let (shape, data) =
+            value
+                .try_extract_tensor::<f32>()
+                .map_err(|source| InferenceError::Runtime {
+                    context: "reading the model output",
+                    source,
+                })?;
+        out.reserve(rows);
+        read_output(&self.contract, rows, shape, data, out)
+    }
+}
+
+/// A graph input or output, as far as the contract cares.
+#[derive(Clone, Debug, PartialEq)]
+struct IoSpec {
+    name: String,
+    /// Element type, or `None` when not a tensor.
+    ty: Option<TensorElementType>,
+    /// Dimensions; -1 for a dynamic (symbolic) one.
+    dims: Vec<i64>,
+    /// How ONNX Runtime prints the type, for messages.
+    display: String,
+}
+
+impl IoSpec {
+    fn from_outlet(outlet: &Outlet) -> Self {
+        let dtype: &ValueType = outlet.dtype();
+        IoSpec {
+            name: outlet.name().to_owned(),
+            ty: dtype.tensor_type(),
+            dims: dtype
+                .tensor_shape()
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default(),
+            display: dtype.to_string(),
+        }
+    }
+}
+
+fn dim_is(dim: i64, want: usize) -> bool {
+    dim < 0 || usize::try_from(dim) == Ok(want)
+}
+
+/// Checks the graph's inputs and outputs against the contract.
+fn check_io(
+    contract: &ModelContract,
+    inputs: &[IoSpec],
+    outputs: &[IoSpec],
+) -> Result<(), InferenceError> {
+    let n = contract.num_features();
+    let bad_input = |reason: String| Err(InferenceError::BadInput { reason });
+    let [input] = inputs else {
+        return bad_input(format!(
+            "the model has {} inputs ({}); it must have exactly one, `[batch, {n}]` float32",
+            inputs.len(),
+            names(inputs)
+        ));
+    };
+    if input.ty != Some(TensorElementType::Float32) {
+        return bad_input(format!(
+            "input `{}` is {}; it must be a float32 tensor `[batch, {n}]`",
+            input.name, input.display
+        ));
+    }
+    match input.dims[..] {
+        [batch, width] => {
+            if batch >= 0 {
+                return bad_input(format!(
+                    "input `{}` has a fixed batch size of {batch}; export it with a dynamic \
+                     batch axis, `[batch, {n}]`",
+                    input.name
+                ));
+            }
+            if !dim_is(width, n) {
+                return bad_input(format!(
+                    "input `{}` is {} wide but tapstream.features lists {n} features",
+                    input.name, width
+                ));
+            }
+        }
+        _ => {
+            return bad_input(format!(
+                "input `{}` is {}; it must have rank 2, `[batch, {n}]`",
+                input.name, input.display
+            ))
+        }
+    }
+
+    let bad_output = |reason: String| Err(InferenceError::BadOutput { reason });
+    let [output] = outputs else {
+        return bad_output(format!(
+            "the model has {} outputs ({}); it must have exactly one",
+            outputs.len(),
+            names(outputs)
+        ));
+    };
+    if output.ty != Some(TensorElementType::Float32) {
+        return bad_output(format!(
+            "output `{}` is {}; it must be a float32 tensor",
+            output.name, output.display
+        ));
+    }
+    match contract.output {
+        OutputKind::Probabilities => {
+            let c = contract.labels.len();
+            match output.dims[..] {
+                [_, width] if dim_is(width, c) => {}
+                [_, width] => {
+                    return bad_output(format!(
+                        "output `{}` has {width} probability columns but tapstream.labels \
+                         lists {c} labels",
+                        output.name
+                    ))
+                }
+                _ => {
+                    return bad_output(format!(
+                        "output `{}` is {}; tapstream.output = probabilities needs `[batch, {c}]`",
+                        output.name, output.display
+                    ))
+                }
+            }
+        }
+        OutputKind::Score => match output.dims[..] {
+            [_] => {}
+            [_, width] if dim_is(width, 1) => {}
+            _ => {
+                return bad_output(format!(
+                    "output `{}` is {}; tapstream.output = score needs `[batch]` or `[batch, 1]`",
+                    output.name, output.display
+                ))
+            }
+        },
+    }
+    Ok(())
+}
+
+fn names(specs: &[IoSpec]) -> String {
+    if specs.is_empty() {
+        return "none".to_owned();
+    }
+    specs
+        .iter()
+        .map(|s| format!("`{}`: {}", s.name, s.display))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::keys;
+    use std::collections::HashMap;
+    use tapstream_kernels::schema::{SCHEMA_NAME, SCHEMA_VERSION};
+
+    fn contract(output: &str) -> ModelContract {
+        let m = HashMap::from([
+            (keys::SCHEMA, SCHEMA_NAME.to_owned()),
+            (keys::SCHEMA_VERSION, SCHEMA_VERSION.to_string()),
+            (
+                keys::FEATURES,
+                r#"["Dst Port","Protocol","Flow Duration"]"#.to_owned(),
+            ),
+            (keys::SCALER, "in-graph".to_owned()),
+            (keys::LABELS, r#"["BENIGN","DoS"]"#.to_owned()),
+            (keys::BENIGN_LABEL, "BENIGN".to_owned()),
+            (keys::OUTPUT, output.to_owned()),
+            (keys::THRESHOLD, "0.5".to_owned()),
+            (keys::MODEL_NAME, "m".to_owned()),
+            (keys::MODEL_VERSION, "1".to_owned()),
+        ]);
+        ModelContract::from_metadata(|k| m.get(k).cloned(), "00").unwrap()
+    }
+
+    fn spec(ty: TensorElementType, dims: &[i64]) -> IoSpec {
+        IoSpec {
+            name: "x".to_owned(),
+            ty: Some(ty),
+            dims: dims.to_vec(),
+            display: format!("{ty:?}{dims:?}"),
+        }
+    }
+
+    const F32: TensorElementType = TensorElementType::Float32;
+
+    #[test]
+    fn accepts_dynamic_and_exact_dims() {
+        let p = contract("probabilities");
+        let s = contract("score");
+        assert!(check_io(&p, &[spec(F32, &[-1, 3])], &[spec(F32, &[-1, 2])]).is_ok());
+        assert!(check_io(&p, &[spec(F32, &[-1, -1])], &[spec(F32, &[-1, -1])]).is_ok());
+        assert!(check_io(&s, &[spec(F32, &[-1, 3])], &[spec(F32, &[-1])]).is_ok());
+        assert!(check_io(&s, &[spec(F32, &[-1, 3])], &[spec(F32, &[-1, 1])]).is_ok());
+    }
+
+    #[test]
+    fn refuses_bad_inputs() {
+        let p = contract("probabilities");
+        let out = [spec(F32, &[-1, 2])];
+        for inputs in [
+            vec![],
+            vec![spec(F32, &[-1, 3]), spec(F32, &[-1, 3])],
+            vec![spec(TensorElementType::Int64, &[-1, 3])],
+            vec![spec(TensorElementType::Float16, &[-1, 3])],
+            vec![spec(F32, &[-1, 4])],
+            vec![spec(F32, &[8, 3])],
+            vec![spec(F32, &[-1])],
+            vec![spec(F32, &[-1, 3, 1])],
+            vec![IoSpec {
+                ty: None,
+                ..spec(F32, &[])
+            }],
+        ] {
+            assert!(
+                matches!(
+                    check_io(&p, &inputs, &out),
+                    Err(InferenceError::BadInput { .. })
+                ),
+                "{inputs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_bad_outputs() {
+        let p = contract("probabilities");
+        let s = contract("score");
+        let input = [spec(F32, &[-1, 3])];
+        for (c, outputs) in [
+            (&p, vec![]),
+            (&p, vec![spec(F32, &[-1, 2]), spec(F32, &[-1, 2])]),
+            (&p, vec![spec(TensorElementType::Int64, &[-1, 2])]),
+            (&p, vec![spec(F32, &[-1, 3])]),
+            (&p, vec![spec(F32, &[-1])]),
+            (&s, vec![spec(F32, &[-1, 2])]),
+            (&s, vec![spec(F32, &[])]),
+        ] {
+            assert!(
+                matches!(
+                    check_io(c, &input, &outputs),
+                    Err(InferenceError::BadOutput { .. })
+                ),
+                "{outputs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pins_are_normalised_and_checked() {
+        let hex = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08";
+        assert_eq!(normalise_pin(hex).unwrap(), hex.to_ascii_lowercase());
+        assert!(matches!(
+            normalise_pin("abc"),
+            Err(InferenceError::InvalidPin { .. })
+        ));
+        assert!(matches!(
+            normalise_pin(&"g".repeat(64)),
+            Err(InferenceError::InvalidPin { .. })
+        ));
+        assert_eq!(
+            sha256_hex(b"test"),
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+        );
+    }
+
+    #[test]
+    fn config_is_checked_before_anything_is_read() {
+        let mut cfg = OnnxConfig {
+            intra_threads: 0,
+            ..OnnxConfig::default()
+        };
+        let missing = Path::new("/nonexistent/model.onnx");
+        assert!(matches!(
+            OnnxEngine::load(missing, &cfg),
+            Err(InferenceError::InvalidConfig {
+                field: "intra_threads",
+                ..
+            })
+        ));
+        cfg.intra_threads = 1;
+        cfg.inter_threads = 257;
+        assert!(matches!(
+            OnnxEngine::load(missing, &cfg),
+            Err(InferenceError::InvalidConfig {
+                field: "inter_threads",
+                ..
+            })
+        ));
+        cfg.inter_threads = 1;
+        cfg.sha256 = Some("nope".to_owned());
+        assert!(matches!(
+            OnnxEngine::load(missing, &cfg),
+            Err(InferenceError::InvalidPin { .. })
+        ));
+        cfg.sha256 = None;
+        assert!(matches!(
+            OnnxEngine::load(missing, &cfg),
+            Err(InferenceError::ReadModel { .. })
+        ));
+    }
+}

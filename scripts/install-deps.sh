@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs the system packages tapstream needs on a Debian 12 (bookworm)
+# machine. Usage: install-deps.sh [run|test|bench]
+#   run   : nothing beyond a Rust toolchain and python3 + pip (checked here)
+#   test  : + Suricata 7 from bookworm-backports (Community ID cross-check)
+#   bench : + Suricata 7, tshark tools (editcap/mergecap/capinfos), nfstream
+# Idempotent: packages already present are not reinstalled.
+set -euo pipefail
+what=${1:-run}
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "tapstream: $1 is required but not installed" >&2; exit 1; }; }
+need cargo
+need python3
+
+sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else echo "tapstream: need root to install $*" >&2; exit 1; fi; }
+
+apt_install() {
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+backports() {
+  if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo "deb http://deb.debian.org/debian bookworm-backports main" | sudo_ tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
+    sudo_ apt-get update -qq
+  fi
+}
+
+suricata7() {
+  if ! command -v suricata >/dev/null || ! suricata -V 2>/dev/null | grep -q "version 7"; then
+    backports
+    sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports suricata >/dev/null
+  fi
+}
+
+case "$what" in
+  run) ;;
+  test)
+    sudo_ apt-get update -qq || true
+    suricata7
+    ;;
+  bench)
+    sudo_ apt-get update -qq || true
+    suricata7
+    apt_install tshark
+    python3 -m pip install -q --disable-pip-version-check nfstream==6.6.0
+    ;;
+  *) echo "usage: $0 [run|test|bench]" >&2; exit 2 ;;
+esac

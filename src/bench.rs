@@ -1,0 +1,306 @@
+//! `tapstream bench`: per-stage and end-to-end throughput on one capture.
+//!
+//! Each stage is timed alone on one thread (read; read + decode; flow table +
+//! CPU features over records already in memory; model inference over the
+//! resulting rows), then the whole pipeline runs with its configured threads
+//! and EVE output discarded. The report names the CPU and ends with one JSON
+//! line so scripts can collect it. Numbers are measured on the machine the
+//! command runs on; nothing is extrapolated.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context, Result};
+use tapstream_connectors::eve::{Alert, EveWriter};
+use tapstream_connectors::sink::{AlertSink, SinkError};
+use tapstream_inference::{select_features, Prediction};
+use tapstream_ingest::capture::{CaptureError, CaptureReader};
+use tapstream_ingest::decode::decode;
+use tapstream_ingest::PacketRecord;
+use tapstream_kernels::shard::ShardProcessor;
+use tapstream_kernels::FlowBatch;
+
+use crate::config::Config;
+use crate::consumer::{AlertStage, Consumer};
+use crate::model;
+use crate::pipeline::{self, Progress};
+use crate::summary::human;
+
+/// Most packet records the single-stage benchmarks keep in memory (about
+/// 1.2 GB); larger captures are measured on their first this-many packets.
+const MAX_RECORDS: usize = 16 << 20;
+
+/// One measured stage.
+#[derive(Clone, Debug)]
+pub struct StageResult {
+    /// Stage name.
+    pub name: &'static str,
+    /// Items processed (packets, or rows for inference).
+    pub items: u64,
+    /// Unit of `items`.
+    pub unit: &'static str,
+    /// Wall time of the stage.
+    pub seconds: f64,
+}
+
+impl StageResult {
+    /// Items per second.
+    pub fn rate(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.items as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The whole benchmark result.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    /// CPU model name and core count.
+    pub cpu: String,
+    /// Single-stage results, then the end-to-end one.
+    pub stages: Vec<StageResult>,
+    /// End-to-end packets.
+    pub packets: u64,
+    /// End-to-end flows.
+    pub flows: u64,
+    /// End-to-end wall seconds.
+    pub seconds: f64,
+    /// End-to-end worker threads.
+    pub workers: usize,
+}
+
+/// The CPU's model name and logical core count, from /proc/cpuinfo.
+pub fn cpu_name() -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let name = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    format!("{name} ({cores} logical cores)")
+}
+
+/// Runs every stage on `input`.
+pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<BenchReport> {
+    let mut stages = Vec::new();
+
+    // 1. Read only.
+    let t = Instant::now();
+    let mut reader = CaptureReader::open(input).with_context(|| input.display().to_string())?;
+    let mut n = 0u64;
+    loop {
+        match reader.next_packet() {
+            Ok(Some(_)) => n += 1,
+            Ok(None) => break,
+            Err(CaptureError::TruncatedRecord { .. }) => n += 1,
+            Err(_) => break,
+        }
+    }
+    stages.push(StageResult {
+        name: "read",
+        items: n,
+        unit: "pkt",
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
+    // 2. Read + decode, keeping the records for stage 3.
+    let t = Instant::now();
+    let mut reader = CaptureReader::open(input).with_context(|| input.display().to_string())?;
+    let mut recs: Vec<PacketRecord> = Vec::with_capacity((n as usize).min(MAX_RECORDS));
+    let mut rec = PacketRecord::default();
+    let mut n = 0u64;
+    loop {
+        match reader.next_packet() {
+            Ok(Some(p)) => {
+                n += 1;
+                if decode(&p, &mut rec).is_ok() && recs.len() < MAX_RECORDS {
+                    recs.push(rec);
+                }
+            }
+            Ok(None) => break,
+            Err(CaptureError::TruncatedRecord { .. }) => n += 1,
+            Err(_) => break,
+        }
+    }
+    stages.push(StageResult {
+        name: "read+decode",
+        items: n,
+        unit: "pkt",
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
+    // 3. Flow table + CPU features on one thread.
+    let flow_cfg = pipeline::flow_config(cfg, 1)?;
+    let mut shard = ShardProcessor::new(flow_cfg, 0).map_err(|e| anyhow!("flow table: {e}"))?;
+    let mut out = FlowBatch::with_capacity(4096);
+    let mut kept = FlowBatch::default();
+    let t = Instant::now();
+    for chunk in recs.chunks(4096) {
+        shard.process(chunk, &mut out);
+        if kept.len() < 65_536 {
+            for i in 0..out.len().min(65_536 - kept.len()) {
+                if let (Some(m), Some(r)) = (out.metas.get(i), out.row(i)) {
+                    kept.metas.push(*m);
+                    kept.rows.extend_from_slice(r);
+                }
+            }
+        }
+        out.clear();
+    }
+    shard.flush(&mut out);
+    let feature_secs = t.elapsed().as_secs_f64();
+    stages.push(StageResult {
+        name: "flows+features (1 thread)",
+        items: recs.len() as u64,
+        unit: "pkt",
+        seconds: feature_secs,
+    });
+    if kept.len() < 65_536 {
+        let take = out.len().min(65_536 - kept.len());
+        kept.metas.extend_from_slice(&out.metas[..take]);
+        kept.rows
+            .extend_from_slice(&out.rows[..take * tapstream_kernels::schema::NUM_FEATURES]);
+    }
+    drop(recs);
+
+    // 4. Inference on the rows of stage 3.
+    let mut loaded = model::load(cfg, model_path)?;
+    let contract = loaded.engine.contract().clone();
+    let mut input_rows = Vec::new();
+    let mut preds: Vec<Prediction> = Vec::new();
+    let batch = cfg.inference.batch_rows;
+    let rows = kept.len();
+    let t = Instant::now();
+    let mut done = 0usize;
+    while done < rows {
+        let k = batch.min(rows - done);
+        let slice = &kept.rows[done * tapstream_kernels::schema::NUM_FEATURES
+            ..(done + k) * tapstream_kernels::schema::NUM_FEATURES];
+        select_features(&contract, slice, k, &mut input_rows);
+        loaded
+            .engine
+            .infer(&input_rows, k, &mut preds)
+            .map_err(|e| anyhow!("inference: {e}"))?;
+        done += k;
+    }
+    stages.push(StageResult {
+        name: "inference (1 thread)",
+        items: rows as u64,
+        unit: "row",
+        seconds: t.elapsed().as_secs_f64(),
+    });
+
+    // 5. End to end with every stage on its own thread, EVE discarded.
+    let stage = AlertStage {
+        engine: loaded.engine,
+        sink: Box::new(DiscardSink {
+            eve: EveWriter::new(cfg.output.community_id_seed),
+            buf: Vec::with_capacity(4096),
+        }),
+        model: loaded.info,
+        threshold: loaded.threshold,
+        batch_rows: cfg.inference.batch_rows,
+        max_delay: cfg.inference.max_delay,
+    };
+    let report = pipeline::run(
+        input,
+        cfg,
+        Consumer::Alerts(stage),
+        Arc::new(Progress::default()),
+    )?;
+    let e2e = StageResult {
+        name: "end to end",
+        items: report.reader.packets,
+        unit: "pkt",
+        seconds: report.wall.as_secs_f64(),
+    };
+    stages.push(e2e);
+    Ok(BenchReport {
+        cpu: cpu_name(),
+        stages,
+        packets: report.reader.packets,
+        flows: report.flows(),
+        seconds: report.wall.as_secs_f64(),
+        workers: report.workers.workers,
+    })
+}
+
+impl BenchReport {
+    /// The human-readable table followed by the final JSON line.
+    pub fn render(&self, input: &Path) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "tapstream bench: {}", input.display());
+        let _ = writeln!(s, "cpu: {}", self.cpu);
+        let _ = writeln!(
+            s,
+            "{:<28} {:>12} {:>10} {:>14}",
+            "stage", "items", "seconds", "rate"
+        );
+        for st in &self.stages {
+            let _ = writeln!(
+                s,
+                "{:<28} {:>12} {:>10.3} {:>11}{}/s",
+                st.name,
+                st.items,
+                st.seconds,
+                human(st.rate()),
+                st.unit
+            );
+        }
+        let flows_rate = if self.seconds > 0.0 {
+            self.flows as f64 / self.seconds
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            s,
+            "end to end: {} workers, {} flows, {}flows/s",
+            self.workers,
+            self.flows,
+            human(flows_rate)
+        );
+        let pps = if self.seconds > 0.0 {
+            self.packets as f64 / self.seconds
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            s,
+            "{}",
+            serde_json::json!({
+                "packets": self.packets,
+                "flows": self.flows,
+                "seconds": (self.seconds * 1e6).round() / 1e6,
+                "pps": pps.round(),
+            })
+        );
+        s
+    }
+}
+
+/// Formats every alert as an EVE line (so the cost is measured) and drops it.
+struct DiscardSink {
+    eve: EveWriter,
+    buf: Vec<u8>,
+}
+
+impl AlertSink for DiscardSink {
+    fn write(&mut self, alert: &Alert<'_>) -> Result<(), SinkError> {
+        self.eve.write(alert, &mut self.buf);
+        std::hint::black_box(&self.buf);
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,396 @@
+//! The TOML configuration: every knob of a run, checked before anything starts.
+//!
+//! Every field has a default, so an empty file (or no file) is a valid
+//! configuration. Unknown fields are rejected so a typo never silently falls
+//! back to a default, and [`Config::validate`] checks ranges and cross-field
+//! rules, returning a typed error before a single packet is read. Command-line
+//! flags override the file (see `cli.rs`). `tapstream config --default`
+//! prints a fully commented file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Errors found while loading or checking a configuration.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown field, wrong type, …).
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said, with line and column.
+        message: String,
+    },
+    /// A value is out of its allowed range.
+    #[error("config field `{field}`: {message}")]
+    Invalid {
+        /// Dotted path of the field, e.g. `flow.timeout`.
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Flow table: timeouts and size.
+    pub flow: FlowSection,
+    /// Threads, batch sizes and queue depths.
+    pub pipeline: PipelineSection,
+    /// The model to score flows with.
+    pub model: ModelSection,
+    /// ONNX Runtime session settings and inference batching.
+    pub inference: InferenceSection,
+    /// Where alerts go.
+    pub output: OutputSection,
+}
+
+/// `[flow]`: how packets become flows. Times are packet time, not wall time.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowSection {
+    /// Flow (active) timeout: a flow ends once packet time passes this much
+    /// after its first packet (CICFlowMeter's flow timeout). Default 120 s.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Activity timeout: a gap longer than this splits a flow's active and
+    /// idle periods (CICFlowMeter's activity timeout). Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub activity_timeout: Duration,
+    /// A TCP flow whose teardown is complete (FIN/FIN/ACK or RST) ends after
+    /// this much quiet, so its alert is not held back until the flow timeout.
+    /// Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub tcp_close_linger: Duration,
+    /// Most flows held at once, over all workers; beyond it the least
+    /// recently seen flow is evicted (and counted). Default 1,048,576.
+    pub max_flows: usize,
+}
+
+impl Default for FlowSection {
+    fn default() -> Self {
+        FlowSection {
+            timeout: Duration::from_secs(120),
+            activity_timeout: Duration::from_secs(5),
+            tcp_close_linger: Duration::from_secs(5),
+            max_flows: 1 << 20,
+        }
+    }
+}
+
+/// `[pipeline]`: stage threads and the batches between them.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSection {
+    /// Flow worker threads (flow table + features), each owning one shard of
+    /// the flow hash space. 0 means one per CPU core minus the reader's,
+    /// at least 1. At most 256.
+    pub workers: usize,
+    /// Packet records per batch between the reader and a worker (64..=65536).
+    pub batch_packets: usize,
+    /// Batches in flight per worker; the reader waits when all are in use, so
+    /// offline input never drops (1..=1024).
+    pub queue_batches: usize,
+    /// Ended flows per batch from a worker to inference (1..=65536).
+    pub batch_flows: usize,
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        PipelineSection {
+            workers: 0,
+            batch_packets: 4096,
+            queue_batches: 8,
+            batch_flows: 1024,
+        }
+    }
+}
+
+/// `[model]`: which ONNX model scores flows.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSection {
+    /// Path of the ONNX model. Default: the shipped `models/cic-mlp.onnx`,
+    /// looked up in the current directory and beside the executable.
+    pub path: Option<PathBuf>,
+    /// Expected SHA-256 of the model file (hex). A mismatch refuses the model.
+    pub sha256: Option<String>,
+    /// Decision threshold on the attack score, overriding the model's own
+    /// `tapstream.threshold` (0.0..=1.0).
+    pub threshold: Option<f32>,
+}
+
+/// `[inference]`: ONNX Runtime and batching.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceSection {
+    /// Path of `libonnxruntime.so`. Default: `ORT_DYLIB_PATH`, then
+    /// `.deps/onnxruntime/` (made by `scripts/fetch-onnxruntime.sh`).
+    pub onnxruntime_library: Option<PathBuf>,
+    /// Rows per inference call at most (1..=1,048,576).
+    pub batch_rows: usize,
+    /// Longest time a flow waits for its batch to fill before it is scored
+    /// anyway (wall time; 0 scores whatever is there at once). At most 60 s.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// ONNX Runtime intra-op threads (1..=256).
+    pub intra_threads: usize,
+    /// ONNX Runtime inter-op threads (1..=256).
+    pub inter_threads: usize,
+}
+
+impl Default for InferenceSection {
+    fn default() -> Self {
+        InferenceSection {
+            onnxruntime_library: None,
+            batch_rows: 1024,
+            max_delay: Duration::from_millis(50),
+            intra_threads: 1,
+            inter_threads: 1,
+        }
+    }
+}
+
+/// `[output]`: alert destination.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputSection {
+    /// EVE JSON destination: `-` for stdout (default) or a file path (appended).
+    pub eve: String,
+    /// Community ID seed (0 unless your other sensors use another).
+    pub community_id_seed: u16,
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        OutputSection {
+            eve: "-".to_string(),
+            community_id_seed: 0,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every range and cross-field rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(field: &'static str, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                field,
+                message: message.into(),
+            }
+        }
+        let f = &self.flow;
+        if f.timeout.is_zero() || f.timeout > Duration::from_secs(86_400) {
+            return Err(invalid("flow.timeout", "must be between 1µs and 24h"));
+        }
+        if f.activity_timeout.is_zero() || f.activity_timeout > f.timeout {
+            return Err(invalid(
+                "flow.activity_timeout",
+                "must be positive and not longer than flow.timeout",
+            ));
+        }
+        if f.tcp_close_linger > f.timeout {
+            return Err(invalid(
+                "flow.tcp_close_linger",
+                "must not be longer than flow.timeout",
+            ));
+        }
+        if f.max_flows == 0 || f.max_flows > 1 << 28 {
+            return Err(invalid("flow.max_flows", "must be between 1 and 268435456"));
+        }
+        let p = &self.pipeline;
+        if p.workers > 256 {
+            return Err(invalid(
+                "pipeline.workers",
+                "must be at most 256 (0 = auto)",
+            ));
+        }
+        if !(64..=65536).contains(&p.batch_packets) {
+            return Err(invalid(
+                "pipeline.batch_packets",
+                "must be between 64 and 65536",
+            ));
+        }
+        if !(1..=1024).contains(&p.queue_batches) {
+            return Err(invalid(
+                "pipeline.queue_batches",
+                "must be between 1 and 1024",
+            ));
+        }
+        if !(1..=65536).contains(&p.batch_flows) {
+            return Err(invalid(
+                "pipeline.batch_flows",
+                "must be between 1 and 65536",
+            ));
+        }
+        if let Some(t) = self.model.threshold {
+            if !(0.0..=1.0).contains(&t) {
+                return Err(invalid("model.threshold", "must be between 0.0 and 1.0"));
+            }
+        }
+        if let Some(h) = &self.model.sha256 {
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(invalid(
+                    "model.sha256",
+                    "must be 64 hexadecimal digits (the SHA-256 of the model file)",
+                ));
+            }
+        }
+        let i = &self.inference;
+        if !(1..=1 << 20).contains(&i.batch_rows) {
+            return Err(invalid(
+                "inference.batch_rows",
+                "must be between 1 and 1048576",
+            ));
+        }
+        if i.max_delay > Duration::from_secs(60) {
+            return Err(invalid("inference.max_delay", "must be at most 60s"));
+        }
+        if !(1..=256).contains(&i.intra_threads) {
+            return Err(invalid(
+                "inference.intra_threads",
+                "must be between 1 and 256",
+            ));
+        }
+        if !(1..=256).contains(&i.inter_threads) {
+            return Err(invalid(
+                "inference.inter_threads",
+                "must be between 1 and 256",
+            ));
+        }
+        if self.output.eve.is_empty() {
+            return Err(invalid("output.eve", "must be `-` (stdout) or a file path"));
+        }
+        Ok(())
+    }
+
+    /// Worker threads to start: the configured count, or one per core minus
+    /// the reader's (at least one) when 0.
+    pub fn worker_threads(&self) -> usize {
+        if self.pipeline.workers > 0 {
+            return self.pipeline.workers;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores.saturating_sub(1).max(1)
+    }
+}
+
+/// A commented configuration file with every field at its default.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../deploy/tapstream.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn shipped_example_parses_to_the_defaults() {
+        assert_eq!(parse(DEFAULT_CONFIG_TOML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn durations_and_overrides_parse() {
+        let c = parse(
+            "[flow]\ntimeout = \"30s\"\nactivity_timeout = \"2s\"\nmax_flows = 1000\n\
+             [model]\nthreshold = 0.9\n[inference]\nmax_delay = \"10ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.flow.timeout, Duration::from_secs(30));
+        assert_eq!(c.flow.activity_timeout, Duration::from_secs(2));
+        assert_eq!(c.flow.max_flows, 1000);
+        assert_eq!(c.model.threshold, Some(0.9));
+        assert_eq!(c.inference.max_delay, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_with_its_name() {
+        let e = parse("[flow]\ntimeuot = \"30s\"\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("timeuot"), "{msg}");
+        assert!(matches!(e, ConfigError::Parse { .. }));
+    }
+
+    #[test]
+    fn wrong_type_is_rejected() {
+        let e = parse("[flow]\nmax_flows = \"many\"\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+        let e = parse("[flow]\ntimeout = \"soon\"\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_field() {
+        for (text, field) in [
+            ("[flow]\nmax_flows = 0\n", "flow.max_flows"),
+            (
+                "[flow]\nactivity_timeout = \"200s\"\n",
+                "flow.activity_timeout",
+            ),
+            ("[flow]\ntimeout = \"0s\"\n", "flow.timeout"),
+            ("[pipeline]\nbatch_packets = 1\n", "pipeline.batch_packets"),
+            ("[pipeline]\nworkers = 1000\n", "pipeline.workers"),
+            ("[model]\nthreshold = 1.5\n", "model.threshold"),
+            ("[model]\nsha256 = \"abc\"\n", "model.sha256"),
+            (
+                "[inference]\nintra_threads = 0\n",
+                "inference.intra_threads",
+            ),
+            ("[inference]\nmax_delay = \"5m\"\n", "inference.max_delay"),
+            ("[output]\neve = \"\"\n", "output.eve"),
+        ] {
+            match parse(text) {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field, "{text}"),
+                other => panic!("{text}: expected Invalid({field}), got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn auto_workers_is_at_least_one() {
+        assert!(Config::default().worker_threads() >= 1);
+        let mut c = Config::default();
+        c.pipeline.workers = 3;
+        assert_eq!(c.worker_threads(), 3);
+    }
+}

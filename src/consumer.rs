@@ -1,0 +1,334 @@
+//! What happens to ended flows: scoring and alerting, or CSV export.
+//!
+//! The consumer is the last stage of a run. For `run` it batches feature rows
+//! (up to a size or a deadline, whichever first), scores them with the model,
+//! and hands flows at or above the threshold to the alert sink on its own
+//! thread. For `features` it writes CSV rows. `bench` can discard flows to
+//! measure the stages before it.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use tapstream_connectors::eve::Alert;
+use tapstream_connectors::sink::AlertSink;
+use tapstream_connectors::ModelInfo;
+use tapstream_inference::{select_features, Batcher, Engine, Prediction};
+use tapstream_ingest::FlowMeta;
+use tapstream_kernels::{csv, FlowBatch};
+
+use crate::pipeline::recv_until;
+
+/// What the consumer stage does with ended flows.
+pub enum Consumer {
+    /// Score flows and write alerts.
+    Alerts(AlertStage),
+    /// Write one CSV row per flow.
+    Features(Box<dyn Write + Send>),
+    /// Count flows and drop them (benchmarks of the stages before).
+    Discard,
+}
+
+/// Scoring and alerting settings.
+pub struct AlertStage {
+    /// The model.
+    pub engine: Box<dyn Engine>,
+    /// Where alerts go.
+    pub sink: Box<dyn AlertSink>,
+    /// Model identity for the alerts.
+    pub model: ModelInfo,
+    /// Decision threshold on the attack score.
+    pub threshold: f32,
+    /// Rows per inference call at most.
+    pub batch_rows: usize,
+    /// Longest wait for a batch to fill.
+    pub max_delay: Duration,
+}
+
+/// What the consumer counted.
+#[derive(Clone, Debug, Default)]
+pub struct ConsumerReport {
+    /// Flows received from the workers.
+    pub flows: u64,
+    /// Rows scored by the model.
+    pub scored: u64,
+    /// Inference calls.
+    pub inference_calls: u64,
+    /// Time inside the engine.
+    pub inference_busy: Duration,
+    /// Time selecting features, scoring and thresholding (not waiting).
+    pub busy: Duration,
+    /// Class labels, index-aligned with `alerts_by_class`.
+    pub labels: Vec<String>,
+    /// Alerts written, per class.
+    pub alerts_by_class: Vec<u64>,
+    /// Time the sink spent writing.
+    pub sink_busy: Duration,
+    /// Why the sink stopped, if it did.
+    pub sink_error: Option<String>,
+    /// True when the sink stopped because its reader closed it (a closed
+    /// pipe): output ended early on purpose, not a failure.
+    pub sink_closed: bool,
+    /// CSV rows written (features mode).
+    pub csv_rows: u64,
+}
+
+impl ConsumerReport {
+    /// All alerts written.
+    pub fn alerts(&self) -> u64 {
+        self.alerts_by_class.iter().sum()
+    }
+}
+
+/// A flow the model flagged.
+struct Flagged {
+    meta: FlowMeta,
+    prediction: Prediction,
+}
+
+impl Consumer {
+    /// Runs until every worker has hung up. Sets `stop` when output fails so
+    /// the reader stops early.
+    pub fn run(
+        self,
+        rx: Receiver<FlowBatch>,
+        pool: Sender<FlowBatch>,
+        stop: &AtomicBool,
+    ) -> Result<ConsumerReport> {
+        match self {
+            Consumer::Alerts(stage) => stage.run(rx, pool, stop),
+            Consumer::Features(out) => run_csv(out, rx, pool, stop),
+            Consumer::Discard => {
+                let started = Instant::now();
+                let mut report = ConsumerReport::default();
+                for mut b in rx.iter() {
+                    report.flows += b.len() as u64;
+                    b.clear();
+                    let _ = pool.try_send(b);
+                }
+                report.busy = started.elapsed();
+                Ok(report)
+            }
+        }
+    }
+}
+
+fn run_csv(
+    out: Box<dyn Write + Send>,
+    rx: Receiver<FlowBatch>,
+    pool: Sender<FlowBatch>,
+    stop: &AtomicBool,
+) -> Result<ConsumerReport> {
+    let mut report = ConsumerReport::default();
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
+    let mut blocked = Duration::ZERO;
+    let started = Instant::now();
+    let mut result = csv::write_header(&mut w).context("writing CSV header");
+    while let Ok(Some(mut b)) = recv_until(&rx, None, &mut blocked) {
+        report.flows += b.len() as u64;
+        if result.is_ok() {
+            result = csv::write_rows(&mut w, &b).context("writing CSV rows");
+            if result.is_ok() {
+                report.csv_rows += b.len() as u64;
+            } else {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+        b.clear();
+        let _ = pool.try_send(b);
+    }
+    if result.is_ok() {
+        result = w.flush().context("flushing CSV output");
+    }
+    report.busy = started.elapsed().saturating_sub(blocked);
+    result.map(|()| report)
+}
+
+impl AlertStage {
+    fn run(
+        self,
+        rx: Receiver<FlowBatch>,
+        pool: Sender<FlowBatch>,
+        stop: &AtomicBool,
+    ) -> Result<ConsumerReport> {
+        let started = Instant::now();
+        let AlertStage {
+            mut engine,
+            sink,
+            model,
+            threshold,
+            batch_rows,
+            max_delay,
+        } = self;
+        let contract = engine.contract().clone();
+        let labels = contract.labels.clone();
+        let mut report = ConsumerReport {
+            labels: labels.clone(),
+            alerts_by_class: vec![0; labels.len()],
+            ..ConsumerReport::default()
+        };
+        let (alert_tx, alert_rx) = bounded::<Vec<Flagged>>(16);
+        let (alert_pool_tx, alert_pool_rx) = bounded::<Vec<Flagged>>(18);
+        let sink_labels = labels.clone();
+        let sink_handle = thread::Builder::new()
+            .name("alert-sink".into())
+            .spawn(move || {
+                sink_loop(
+                    sink,
+                    alert_rx,
+                    alert_pool_tx,
+                    &model,
+                    &sink_labels,
+                    threshold,
+                )
+            })
+            .context("spawning alert sink")?;
+
+        // Flow batches are gathered whole: their metadata and the model's
+        // columns of their rows are appended, then scored in chunks of at
+        // most `batch_rows` once the batcher says the batch is full or due.
+        let mut batcher = Batcher::new(batch_rows, max_delay);
+        let mut metas: Vec<FlowMeta> = Vec::with_capacity(batch_rows);
+        let mut input: Vec<f32> = Vec::with_capacity(batch_rows * contract.num_features());
+        let mut preds: Vec<Prediction> = Vec::with_capacity(batch_rows);
+        let mut blocked = Duration::ZERO;
+        let mut sink_open = true;
+        let width = contract.num_features();
+        loop {
+            let closed = match recv_until(&rx, batcher.deadline(), &mut blocked) {
+                Ok(Some(mut b)) => {
+                    let n = b.len();
+                    report.flows += n as u64;
+                    let written = select_features(&contract, &b.rows, n, &mut input);
+                    metas.extend_from_slice(&b.metas[..written]);
+                    batcher.add(written, Instant::now());
+                    b.clear();
+                    let _ = pool.try_send(b);
+                    false
+                }
+                Ok(None) => false, // the deadline passed
+                Err(()) => true,   // every worker is done
+            };
+            if !closed && !batcher.ready(Instant::now()) {
+                continue;
+            }
+            let mut flagged = alert_pool_rx.try_recv().unwrap_or_default();
+            for (chunk_metas, chunk) in metas
+                .chunks(batch_rows)
+                .zip(input.chunks(batch_rows * width))
+            {
+                let n = chunk_metas.len();
+                let t = Instant::now();
+                engine
+                    .infer(chunk, n, &mut preds)
+                    .map_err(|e| anyhow!("inference failed: {e}"))?;
+                let took = t.elapsed();
+                report.inference_busy += took;
+                report.inference_calls += 1;
+                report.scored += n as u64;
+                metrics::histogram!("tapstream_inference_batch_rows").record(n as f64);
+                metrics::histogram!("tapstream_inference_latency_seconds")
+                    .record(took.as_secs_f64());
+                for (meta, p) in chunk_metas.iter().zip(preds.iter()) {
+                    if p.score >= threshold {
+                        flagged.push(Flagged {
+                            meta: *meta,
+                            prediction: *p,
+                        });
+                    }
+                }
+            }
+            if sink_open && !flagged.is_empty() {
+                let t = Instant::now();
+                sink_open = alert_tx.send(flagged).is_ok();
+                blocked += t.elapsed();
+                if !sink_open {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            }
+            metas.clear();
+            input.clear();
+            batcher.reset();
+            if closed {
+                break;
+            }
+        }
+        drop(alert_tx);
+        let sink_report = sink_handle
+            .join()
+            .map_err(|_| anyhow!("alert sink thread panicked"))?;
+        report.alerts_by_class = sink_report.per_class;
+        report.sink_busy = sink_report.busy;
+        report.sink_error = sink_report.error;
+        report.sink_closed = sink_report.closed;
+        report.busy = started.elapsed().saturating_sub(blocked);
+        Ok(report)
+    }
+}
+
+struct SinkReport {
+    per_class: Vec<u64>,
+    busy: Duration,
+    error: Option<String>,
+    closed: bool,
+}
+
+fn sink_loop(
+    mut sink: Box<dyn AlertSink>,
+    rx: Receiver<Vec<Flagged>>,
+    pool: Sender<Vec<Flagged>>,
+    model: &ModelInfo,
+    labels: &[String],
+    threshold: f32,
+) -> SinkReport {
+    let mut report = SinkReport {
+        per_class: vec![0; labels.len()],
+        busy: Duration::ZERO,
+        error: None,
+        closed: false,
+    };
+    for mut batch in rx.iter() {
+        let t = Instant::now();
+        if report.error.is_none() {
+            for f in &batch {
+                let class = labels
+                    .get(f.prediction.class)
+                    .map_or("unknown", String::as_str);
+                let alert = Alert {
+                    flow: &f.meta,
+                    score: f.prediction.score,
+                    class,
+                    class_index: u16::try_from(f.prediction.class).unwrap_or(u16::MAX),
+                    model,
+                    threshold,
+                };
+                if let Err(e) = sink.write(&alert) {
+                    report.closed = e.is_closed();
+                    report.error = Some(e.to_string());
+                    break;
+                }
+                if let Some(c) = report.per_class.get_mut(f.prediction.class) {
+                    *c += 1;
+                }
+                metrics::counter!("tapstream_alerts_total", "class" => class.to_string())
+                    .increment(1);
+            }
+            if report.error.is_none() {
+                if let Err(e) = sink.flush() {
+                    report.closed = e.is_closed();
+                    report.error = Some(e.to_string());
+                }
+            }
+        }
+        report.busy += t.elapsed();
+        batch.clear();
+        let _ = pool.try_send(batch);
+        if report.error.is_some() {
+            break;
+        }
+    }
+    report
+}

@@ -1,0 +1,184 @@
+//! The end-of-run summary printed to stderr: what came in, what was skipped
+//! and why, how many flows and alerts came out, and how fast each stage ran.
+//!
+//! Every packet is accounted for: the summary states whether packets in flows
+//! plus every skip counter equals the packets read, and says so loudly if not.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tapstream_ingest::EndReason;
+
+use crate::pipeline::RunReport;
+
+fn rate(n: u64, d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s <= 0.0 {
+        return "-".to_string();
+    }
+    human(n as f64 / s)
+}
+
+/// 1234567.0 → "1.23 M".
+pub fn human(x: f64) -> String {
+    if x >= 1e9 {
+        format!("{:.2} G", x / 1e9)
+    } else if x >= 1e6 {
+        format!("{:.2} M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1} k", x / 1e3)
+    } else {
+        format!("{x:.0} ")
+    }
+}
+
+/// Renders the summary as text.
+pub fn render(r: &RunReport) -> String {
+    let mut s = String::new();
+    let rd = &r.reader;
+    let w = &r.workers;
+    let c = &r.consumer;
+    let _ = writeln!(s, "tapstream summary for {}", r.input.display());
+    let _ = writeln!(
+        s,
+        "  packets read       {:>12}  ({} bytes on the wire)",
+        rd.packets, rd.bytes
+    );
+    let _ = writeln!(s, "  packets in flows   {:>12}", w.stats.packets);
+    for (reason, n) in rd.skipped.iter() {
+        if n > 0 {
+            let _ = writeln!(s, "  skipped {:<18} {:>8}", reason.as_str(), n);
+        }
+    }
+    let accounted = r.accounted_packets();
+    if accounted == rd.packets {
+        let _ = writeln!(s, "  accounting         every packet accounted for");
+    } else {
+        let _ = writeln!(
+            s,
+            "  accounting         MISMATCH: {} in flows + skipped vs {} read",
+            accounted, rd.packets
+        );
+    }
+    if let Some(e) = &rd.read_error {
+        let _ = writeln!(s, "  read stopped early: {e}");
+    }
+    let _ = writeln!(s, "  flows              {:>12}", r.flows());
+    for reason in EndReason::ALL {
+        let n = w.stats.ended_for(reason);
+        if n > 0 {
+            let _ = writeln!(s, "    ended {:<16} {:>10}", reason.as_str(), n);
+        }
+    }
+    if w.stats.evictions > 0 {
+        let _ = writeln!(s, "  flow table evictions {:>10}", w.stats.evictions);
+    }
+    if c.scored > 0 || !c.labels.is_empty() {
+        let _ = writeln!(
+            s,
+            "  flows scored       {:>12}  ({} inference calls)",
+            c.scored, c.inference_calls
+        );
+        let _ = writeln!(s, "  alerts             {:>12}", c.alerts());
+        for (label, n) in c.labels.iter().zip(&c.alerts_by_class) {
+            if *n > 0 {
+                let _ = writeln!(s, "    {label:<26} {n:>8}");
+            }
+        }
+    }
+    if c.csv_rows > 0 {
+        let _ = writeln!(s, "  CSV rows written   {:>12}", c.csv_rows);
+    }
+    if let Some(e) = &c.sink_error {
+        let _ = writeln!(s, "  alert output stopped: {e}");
+    }
+    let _ = writeln!(s, "  stage rates (busy time, excluding waits on queues):");
+    let _ = writeln!(
+        s,
+        "    read+decode      {:>10}pkt/s  ({:.3} s)",
+        rate(rd.packets, rd.busy),
+        rd.busy.as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "    flows+features   {:>10}pkt/s  ({:.3} s over {} worker{})",
+        rate(w.stats.packets, w.busy),
+        w.busy.as_secs_f64(),
+        w.workers,
+        if w.workers == 1 { "" } else { "s" }
+    );
+    if c.inference_calls > 0 {
+        let _ = writeln!(
+            s,
+            "    inference        {:>10}rows/s ({:.3} s)",
+            rate(c.scored, c.inference_busy),
+            c.inference_busy.as_secs_f64()
+        );
+        let _ = writeln!(
+            s,
+            "    alert output     {:>10}alerts/s ({:.3} s)",
+            rate(c.alerts(), c.sink_busy),
+            c.sink_busy.as_secs_f64()
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  end to end         {:>10}pkt/s, {}flows/s  ({:.3} s wall)",
+        rate(rd.packets, r.wall),
+        rate(r.flows(), r.wall),
+        r.wall.as_secs_f64()
+    );
+    s
+}
+
+/// The summary as JSON (for `--summary-json` and scripts).
+pub fn to_json(r: &RunReport) -> serde_json::Value {
+    let skipped: serde_json::Map<String, serde_json::Value> = r
+        .reader
+        .skipped
+        .iter()
+        .map(|(reason, n)| (reason.as_str().to_string(), n.into()))
+        .collect();
+    let ended: serde_json::Map<String, serde_json::Value> = EndReason::ALL
+        .iter()
+        .map(|reason| {
+            (
+                reason.as_str().to_string(),
+                r.workers.stats.ended_for(*reason).into(),
+            )
+        })
+        .collect();
+    let alerts: serde_json::Map<String, serde_json::Value> = r
+        .consumer
+        .labels
+        .iter()
+        .zip(&r.consumer.alerts_by_class)
+        .filter(|(_, n)| **n > 0)
+        .map(|(l, n)| (l.clone(), (*n).into()))
+        .collect();
+    serde_json::json!({
+        "input": r.input.display().to_string(),
+        "packets": r.reader.packets,
+        "bytes": r.reader.bytes,
+        "packets_in_flows": r.workers.stats.packets,
+        "skipped": skipped,
+        "accounted": r.accounted_packets() == r.reader.packets,
+        "read_error": r.reader.read_error,
+        "flows": r.flows(),
+        "flows_ended": ended,
+        "evictions": r.workers.stats.evictions,
+        "scored": r.consumer.scored,
+        "alerts": r.consumer.alerts(),
+        "alerts_by_class": alerts,
+        "csv_rows": r.consumer.csv_rows,
+        "sink_error": r.consumer.sink_error,
+        "workers": r.workers.workers,
+        "seconds": r.wall.as_secs_f64(),
+        "stage_busy_seconds": {
+            "read_decode": r.reader.busy.as_secs_f64(),
+            "flows_features": r.workers.busy.as_secs_f64(),
+            "inference": r.consumer.inference_busy.as_secs_f64(),
+            "alert_output": r.consumer.sink_busy.as_secs_f64(),
+        },
+    })
+}

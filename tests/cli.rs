@@ -1,0 +1,149 @@
+//! The command line on the demo capture and on bad input.
+
+use std::io::Write;
+
+use crate::util::{bin, demo_pcap, have_ort, output, root, shared_data};
+
+#[test]
+fn features_header_is_the_improved_cic_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = demo_pcap(dir.path());
+    let csv = dir.path().join("f.csv");
+    let o = output(
+        bin()
+            .args(["features", "--quiet", "--pcap"])
+            .arg(&pcap)
+            .arg("--out")
+            .arg(&csv),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let header = text.lines().next().unwrap();
+    let cols: Vec<&str> = header.split(',').collect();
+    assert_eq!(cols.len(), 88);
+    if let Some(data) = shared_data("features_header_is_the_improved_cic_header") {
+        let reference = std::fs::read_to_string(
+            data.join("flows/cicids2017_improved_sample/data_header_reference.csv"),
+        )
+        .unwrap();
+        let expected: Vec<&str> = reference
+            .trim()
+            .split(',')
+            .filter(|c| !matches!(*c, "id" | "Label" | "Attempted Category"))
+            .collect();
+        assert_eq!(cols, expected);
+    }
+    // One row per flow, each with 88 fields.
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert!(rows.len() > 1000, "{} rows", rows.len());
+    assert!(rows.iter().all(|r| r.split(',').count() == 88));
+}
+
+#[test]
+fn demo_run_prints_eve_alerts_from_the_default_model() {
+    if !have_ort("demo_run_prints_eve_alerts_from_the_default_model") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = demo_pcap(dir.path());
+    let summary = dir.path().join("s.json");
+    let o = output(
+        bin()
+            .current_dir(root())
+            .args(["run", "--pcap"])
+            .arg(&pcap)
+            .arg("--summary-json")
+            .arg(&summary),
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("every packet accounted for"), "{stderr}");
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    let alerts: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(alerts.len() >= 100, "only {} alerts", alerts.len());
+    for a in &alerts {
+        assert_eq!(a["event_type"], "alert");
+        assert!(a["community_id"].as_str().unwrap().starts_with("1:"));
+        assert!(a["tapstream"]["score"].as_f64().unwrap() >= 0.0);
+    }
+    // The port scan's attacker address is among the alert sources.
+    assert!(alerts
+        .iter()
+        .any(|a| a["src_ip"] == "198.18.66.6" || a["dest_ip"] == "198.18.66.6"));
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(s["accounted"], true);
+    assert_eq!(s["alerts"].as_u64().unwrap(), alerts.len() as u64);
+}
+
+#[test]
+fn not_a_capture_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("notes.txt");
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(b"this is not a capture file at all\n")
+        .unwrap();
+    let o = output(
+        bin()
+            .args(["features", "--pcap"])
+            .arg(&p)
+            .args(["--out", "-"]),
+    );
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("notes.txt"), "{stderr}");
+}
+
+#[test]
+fn bad_config_is_refused_before_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = demo_pcap(dir.path());
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[flow]\nmax_flows = -3\n").unwrap();
+    let o = output(
+        bin()
+            .args(["features", "--pcap"])
+            .arg(&pcap)
+            .args(["--out", "-", "--config"])
+            .arg(&cfg),
+    );
+    assert!(!o.status.success());
+    assert!(
+        o.stdout.is_empty(),
+        "nothing may be written before the config is checked"
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("max_flows"), "{stderr}");
+}
+
+#[test]
+fn missing_model_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = demo_pcap(dir.path());
+    let o = output(
+        bin()
+            .args(["run", "--pcap"])
+            .arg(&pcap)
+            .args(["--model", "/nonexistent/model.onnx"]),
+    );
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("/nonexistent/model.onnx"), "{stderr}");
+}
+
+#[test]
+fn default_config_round_trips() {
+    let o = output(bin().arg("config"));
+    assert!(o.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("t.toml");
+    std::fs::write(&p, &o.stdout).unwrap();
+    let o = output(bin().arg("config").arg(&p));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -1,0 +1,14 @@
+//! Integration tests: one binary, one module per area (ripgrep's layout).
+//!
+//! Tests over `../shared/data` print a line and return when that directory
+//! is absent (a user's clone); CI always has it.
+
+// The command line on the demo capture and on bad input.
+mod cli;
+// Every shared capture through `tapstream run`: exit codes, no panics,
+// packet conservation.
+mod shared_captures;
+// Community ID of tapstream's flows against Suricata 7's.
+mod suricata;
+// Shared helpers.
+mod util;

@@ -1,0 +1,77 @@
+//! Helpers shared by the integration tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The tapstream binary built for these tests.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tapstream"))
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/data`, or `None` (after saying so) when it is absent.
+pub fn shared_data(test: &str) -> Option<PathBuf> {
+    let p = root().join("../shared/data");
+    if p.is_dir() {
+        Some(p)
+    } else {
+        eprintln!("{test}: skipped, {} not found", p.display());
+        None
+    }
+}
+
+/// True when the ONNX Runtime library can be found (or the test must fail
+/// because CI requires it).
+pub fn have_ort(test: &str) -> bool {
+    let found = std::env::var_os("ORT_DYLIB_PATH").is_some()
+        || root()
+            .join(".deps/onnxruntime/libonnxruntime.so.1.31.1")
+            .exists();
+    if !found && std::env::var_os("TAPSTREAM_REQUIRE_ORT").is_none() {
+        eprintln!("{test}: skipped, ONNX Runtime not found (run scripts/fetch-onnxruntime.sh)");
+        return false;
+    }
+    true
+}
+
+/// Runs a command and returns its output, panicking with its stderr if it
+/// could not start.
+pub fn output(cmd: &mut Command) -> Output {
+    match cmd.output() {
+        Ok(o) => o,
+        Err(e) => panic!("cannot run {cmd:?}: {e}"),
+    }
+}
+
+/// Writes the demo capture into `dir` and returns its path.
+pub fn demo_pcap(dir: &Path) -> PathBuf {
+    let p = dir.join("demo.pcap");
+    let o = output(bin().arg("demo-pcap").arg("--out").arg(&p));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    p
+}
+
+/// Every file under `dir`, recursively, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
