@@ -184,6 +184,7 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
         let k = batch.min(rows - done);
         let slice = &kept.rows[done * tapstream_kernels::schema::NUM_FEATURES
             ..(done + k) * tapstream_kernels::schema::NUM_FEATURES];
+        input_rows.clear();
         select_features(&contract, slice, k, &mut input_rows);
         loaded
             .engine
@@ -198,7 +199,17 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
         seconds: t.elapsed().as_secs_f64(),
     });
 
-    // 5. End to end with every stage on its own thread, EVE discarded.
+    // 5. The threaded pipeline up to features, flows discarded: what the
+    // stages before inference sustain together.
+    let report = pipeline::run(input, cfg, Consumer::Discard, Arc::new(Progress::default()))?;
+    stages.push(StageResult {
+        name: "pipeline, flows discarded",
+        items: report.reader.packets,
+        unit: "pkt",
+        seconds: report.wall.as_secs_f64(),
+    });
+
+    // 6. End to end with every stage on its own thread, EVE discarded.
     let stage = AlertStage {
         engine: loaded.engine,
         sink: Box::new(DiscardSink {

@@ -25,14 +25,22 @@ use tapstream_ingest::decode::decode;
 use tapstream_ingest::flow::FlowConfig;
 use tapstream_ingest::skip::{SkipCounters, SkipReason};
 use tapstream_ingest::PacketRecord;
-use tapstream_kernels::shard::{ShardProcessor, ShardStats};
+use tapstream_kernels::shard::{Output, ShardProcessor, ShardStats};
 use tapstream_kernels::FlowBatch;
 
 use crate::config::Config;
 use crate::consumer::{Consumer, ConsumerReport};
 
-/// Packet time between forced batch flushes, so idle shards' clocks advance.
+/// Flow batches in flight per worker between the workers and the consumer.
+const FLOW_QUEUE: usize = 16;
+
+/// Packet time between clock ticks sent to shards that have nothing pending,
+/// so an idle shard still sweeps its timed-out flows.
 const TICK_US: i64 = 1_000_000;
+
+/// Wall time after which partly filled batches are sent anyway, so a slow
+/// trickle of packets is not held back waiting for a batch to fill.
+const FLUSH_WALL: Duration = Duration::from_millis(100);
 
 /// A batch of packet records for one shard; `now_us` is the reader's packet
 /// clock when it was sent (shards sweep idle flows up to it).
@@ -130,8 +138,11 @@ pub fn run(
             .send(Vec::with_capacity(batch_packets))
             .map_err(|_| anyhow!("batch pool closed during start-up"))?;
     }
-    let (flow_tx, flow_rx) = bounded::<FlowBatch>(workers * 2 + 2);
-    let (flow_pool_tx, flow_pool_rx) = bounded::<FlowBatch>(workers * 2 + 4);
+    // Flows end in bursts (a capture's quiet flows all time out together),
+    // so the queue to the consumer is deep enough to absorb a burst while
+    // the workers keep going.
+    let (flow_tx, flow_rx) = bounded::<FlowBatch>(FLOW_QUEUE * workers);
+    let (flow_pool_tx, flow_pool_rx) = bounded::<FlowBatch>(FLOW_QUEUE * workers + workers + 2);
     let stop = Arc::new(AtomicBool::new(false));
 
     let mut work_txs = Vec::with_capacity(workers);
@@ -249,6 +260,7 @@ fn reader_loop(
     let mut now_us = i64::MIN;
     let mut next_tick = i64::MIN;
     let mut since_publish = 0u32;
+    let mut last_flush = Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -287,10 +299,14 @@ fn reader_loop(
             Err(reason) => report.skipped.add(reason),
         }
         if now_us >= next_tick {
-            // Advance every shard's clock at least once per second of packet time.
+            // A shard with nothing pending gets an empty batch as a clock
+            // tick; shards with pending records advance when those are sent.
             if next_tick != i64::MIN {
                 for s in 0..shards {
-                    if !send_batch(&work_txs, &pool_rx, &mut batches, s, now_us, &mut blocked) {
+                    let idle = batches.get(s).is_some_and(Vec::is_empty);
+                    if idle
+                        && !send_batch(&work_txs, &pool_rx, &mut batches, s, now_us, &mut blocked)
+                    {
                         break;
                     }
                 }
@@ -302,6 +318,17 @@ fn reader_loop(
             since_publish = 0;
             progress.bytes.store(reader.bytes_read(), Ordering::Relaxed);
             progress.packets.store(report.packets, Ordering::Relaxed);
+            if last_flush.elapsed() >= FLUSH_WALL {
+                last_flush = Instant::now();
+                for s in 0..shards {
+                    let pending = batches.get(s).is_some_and(|b| !b.is_empty());
+                    if pending
+                        && !send_batch(&work_txs, &pool_rx, &mut batches, s, now_us, &mut blocked)
+                    {
+                        break;
+                    }
+                }
+            }
         }
     }
     for (s, batch) in batches.into_iter().enumerate() {
@@ -376,44 +403,69 @@ fn worker_loop(
     batch_flows: usize,
 ) -> (ShardStats, Duration) {
     let started = Instant::now();
-    let mut blocked = Duration::ZERO;
+    let mut recv_blocked = Duration::ZERO;
+    let mut send_blocked = Duration::ZERO;
     let fresh = |pool: &Receiver<FlowBatch>| {
         pool.try_recv()
             .unwrap_or_else(|_| FlowBatch::with_capacity(batch_flows))
     };
     let mut out = fresh(&flow_pool_rx);
     let mut open = true;
+    // Sends a non-empty batch on and leaves an empty one from the pool in its
+    // place; once the consumer is gone, flows are dropped.
+    let mut handoff = |b: &mut FlowBatch| {
+        if b.is_empty() {
+            return;
+        }
+        if open {
+            let full = std::mem::replace(b, fresh(&flow_pool_rx));
+            let t = Instant::now();
+            open = flow_tx.send(full).is_ok();
+            send_blocked += t.elapsed();
+        } else {
+            b.clear();
+        }
+    };
     loop {
         let msg = match rx.try_recv() {
             Ok(m) => Some(m),
             Err(_) => {
                 let t = Instant::now();
                 let m = rx.recv().ok();
-                blocked += t.elapsed();
+                recv_blocked += t.elapsed();
                 m
             }
         };
         let Some(mut batch) = msg else { break };
         let n = batch.recs.len() as u64;
-        proc.process(&batch.recs, &mut out);
-        proc.advance(batch.now_us, &mut out);
+        let mut output = Output {
+            batch: &mut out,
+            max_flows: batch_flows,
+            handoff: &mut handoff,
+        };
+        proc.process_into(&batch.recs, &mut output);
+        proc.advance_into(batch.now_us, &mut output);
         batch.recs.clear();
         let _ = pool_tx.try_send(batch.recs);
         metrics::counter!("tapstream_packets_processed_total").increment(n);
-        if open && !out.is_empty() {
-            let full = std::mem::replace(&mut out, fresh(&flow_pool_rx));
-            let t = Instant::now();
-            open = flow_tx.send(full).is_ok();
-            blocked += t.elapsed();
-        }
+        // Hand off what ended in this batch now, so alerts are not delayed.
+        handoff(&mut out);
     }
-    proc.flush(&mut out);
-    if open && !out.is_empty() {
-        let _ = flow_tx.send(out);
-    }
+    proc.flush_into(&mut Output {
+        batch: &mut out,
+        max_flows: batch_flows,
+        handoff: &mut handoff,
+    });
+    handoff(&mut out);
     let stats = proc.stats();
     metrics::gauge!("tapstream_flows_active").set(0.0);
-    (stats, started.elapsed().saturating_sub(blocked))
+    (
+        stats,
+        started
+            .elapsed()
+            .saturating_sub(recv_blocked)
+            .saturating_sub(send_blocked),
+    )
 }
 
 /// Receives from `rx` until `deadline`, timing the wait into `blocked`.

@@ -41,6 +41,21 @@ impl FlowBatch {
         self.rows.extend_from_slice(row);
     }
 
+    /// Appends one flow whose row `fill` writes in place (no copy of the
+    /// row; `fill` receives zeros).
+    pub fn push_with(&mut self, meta: FlowMeta, fill: impl FnOnce(&mut [f64; NUM_FEATURES])) {
+        let start = self.rows.len();
+        self.rows.resize(start + NUM_FEATURES, 0.0);
+        if let Some(row) = self
+            .rows
+            .get_mut(start..)
+            .and_then(|s| <&mut [f64; NUM_FEATURES]>::try_from(s).ok())
+        {
+            fill(row);
+        }
+        self.metas.push(meta);
+    }
+
     /// The feature row of flow `i`, if it exists.
     pub fn row(&self, i: usize) -> Option<&[f64]> {
         self.rows.get(i * NUM_FEATURES..(i + 1) * NUM_FEATURES)

@@ -12,7 +12,6 @@ use tapstream_ingest::{EndReason, PacketRecord};
 
 use crate::batch::FlowBatch;
 use crate::cpu::CpuExtractor;
-use crate::schema::NUM_FEATURES;
 
 /// Why a shard could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +59,39 @@ pub struct ShardProcessor {
     shard_id: u32,
 }
 
-/// Finalizes an ended flow into `out`.
-#[inline]
-fn emit(ext: &CpuExtractor, ended: &EndedFlow, out: &mut FlowBatch) {
-    let mut row = [0.0; NUM_FEATURES];
-    ext.finalize(ended.slot, &ended.meta, &mut row);
-    out.push(ended.meta, &row);
+/// Where a shard puts ended flows: a batch, and what to do when it is full.
+///
+/// Flows end in bursts (a jump in packet time can time out a whole capture's
+/// flows at once), so a shard hands off full batches as it goes instead of
+/// growing one batch without bound.
+pub struct Output<'a, F: FnMut(&mut FlowBatch)> {
+    /// The batch being filled.
+    pub batch: &'a mut FlowBatch,
+    /// Flows per batch at most before `handoff` is called.
+    pub max_flows: usize,
+    /// Takes a full batch (typically sends it and leaves an empty one).
+    pub handoff: F,
+}
+
+impl<F: FnMut(&mut FlowBatch)> Output<'_, F> {
+    /// Finalizes an ended flow into the batch, handing it off when full.
+    #[inline]
+    fn emit(&mut self, ext: &CpuExtractor, ended: &EndedFlow) {
+        self.batch
+            .push_with(ended.meta, |row| ext.finalize(ended.slot, &ended.meta, row));
+        if self.batch.len() >= self.max_flows {
+            (self.handoff)(self.batch);
+        }
+    }
+}
+
+/// An output that only appends to `out` (no size limit).
+fn unbounded(out: &mut FlowBatch) -> Output<'_, fn(&mut FlowBatch)> {
+    Output {
+        batch: out,
+        max_flows: usize::MAX,
+        handoff: |_| {},
+    }
 }
 
 impl ShardProcessor {
@@ -82,9 +108,18 @@ impl ShardProcessor {
     /// Processes records in order; flows that end are appended to `out`
     /// (meta and feature row). `out` is not cleared.
     pub fn process(&mut self, recs: &[PacketRecord], out: &mut FlowBatch) {
+        self.process_into(recs, &mut unbounded(out));
+    }
+
+    /// Like [`process`](Self::process), handing off full batches.
+    pub fn process_into<F: FnMut(&mut FlowBatch)>(
+        &mut self,
+        recs: &[PacketRecord],
+        out: &mut Output<'_, F>,
+    ) {
         let ShardProcessor { table, ext, .. } = self;
         for rec in recs {
-            let placement = table.process(rec, &mut |e: EndedFlow| emit(ext, &e, out));
+            let placement = table.process(rec, &mut |e: EndedFlow| out.emit(ext, &e));
             ext.on_packet(rec, &placement);
         }
     }
@@ -92,14 +127,24 @@ impl ShardProcessor {
     /// Moves packet time to `now_us` (for a shard that saw no packets
     /// lately), appending flows that became idle or finished lingering.
     pub fn advance(&mut self, now_us: i64, out: &mut FlowBatch) {
+        self.advance_into(now_us, &mut unbounded(out));
+    }
+
+    /// Like [`advance`](Self::advance), handing off full batches.
+    pub fn advance_into<F: FnMut(&mut FlowBatch)>(&mut self, now_us: i64, out: &mut Output<'_, F>) {
         let ShardProcessor { table, ext, .. } = self;
-        table.advance(now_us, &mut |e: EndedFlow| emit(ext, &e, out));
+        table.advance(now_us, &mut |e: EndedFlow| out.emit(ext, &e));
     }
 
     /// Ends every open flow ([`EndReason::EndOfInput`]) into `out`.
     pub fn flush(&mut self, out: &mut FlowBatch) {
+        self.flush_into(&mut unbounded(out));
+    }
+
+    /// Like [`flush`](Self::flush), handing off full batches.
+    pub fn flush_into<F: FnMut(&mut FlowBatch)>(&mut self, out: &mut Output<'_, F>) {
         let ShardProcessor { table, ext, .. } = self;
-        table.flush(&mut |e: EndedFlow| emit(ext, &e, out));
+        table.flush(&mut |e: EndedFlow| out.emit(ext, &e));
     }
 
     /// Counters since the shard was created.

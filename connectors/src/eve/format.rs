@@ -20,10 +20,19 @@ pub fn write_timestamp(out: &mut Vec<u8>, micros: i64) {
     let (year, month, day) = civil_from_days(days);
 
     if (0..=9999).contains(&year) {
-        push_digits(out, year as u32, 4);
-    } else {
-        out.extend_from_slice(itoa::Buffer::new().format(year).as_bytes());
+        // The common case: fill a fixed-size line on the stack, append once.
+        let mut buf = *b"0000-00-00T00:00:00.000000+0000";
+        fill_digits(&mut buf[0..4], year as u32);
+        fill_digits(&mut buf[5..7], month);
+        fill_digits(&mut buf[8..10], day);
+        fill_digits(&mut buf[11..13], sod / 3600);
+        fill_digits(&mut buf[14..16], sod / 60 % 60);
+        fill_digits(&mut buf[17..19], sod % 60);
+        fill_digits(&mut buf[20..26], frac);
+        out.extend_from_slice(&buf);
+        return;
     }
+    out.extend_from_slice(itoa::Buffer::new().format(year).as_bytes());
     out.push(b'-');
     push_digits(out, month, 2);
     out.push(b'-');
@@ -37,6 +46,16 @@ pub fn write_timestamp(out: &mut Vec<u8>, micros: i64) {
     out.push(b'.');
     push_digits(out, frac, 6);
     out.extend_from_slice(b"+0000");
+}
+
+/// Writes `value` as zero-padded decimal digits filling `slot` (the high
+/// digits are dropped if it does not fit, which callers rule out).
+#[inline]
+fn fill_digits(slot: &mut [u8], mut value: u32) {
+    for d in slot.iter_mut().rev() {
+        *d = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 /// Converts days since 1970-01-01 to a proleptic Gregorian (year, month,
@@ -58,12 +77,11 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// Appends `value` as exactly `width` decimal digits (zero-padded; higher
 /// digits beyond `width` are dropped, callers pass values that fit).
-fn push_digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
+fn push_digits(out: &mut Vec<u8>, value: u32, width: usize) {
     let start = out.len();
     out.resize(start + width, b'0');
-    for slot in out[start..].iter_mut().rev() {
-        *slot = b'0' + (value % 10) as u8;
-        value /= 10;
+    if let Some(slot) = out.get_mut(start..) {
+        fill_digits(slot, value);
     }
 }
 
