@@ -30,7 +30,14 @@ now() { date +%s.%N; }
 
 # tapstream: the bench command's last line is JSON with pps.
 target/release/tapstream bench --pcap "$pcap" | tee "$tmp/tapstream.txt" >&2
-ts_pps=$(tail -n 1 "$tmp/tapstream.txt" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pps"])')
+ts_pps=$(tail -n 1 "$tmp/tapstream.txt" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["pps"]))')
+
+# tapstream as a whole process, timed like the others (start-up, model load,
+# EVE formatting to /dev/null included).
+t0=$(now)
+target/release/tapstream run -q --pcap "$pcap" --eve /dev/null
+t1=$(now)
+tr_pps=$(python3 -c "print(round($packets/($t1-$t0)))")
 
 # Suricata 7, offline, no rules, default outputs.
 t0=$(now)
@@ -50,7 +57,8 @@ read -r nf_secs nf_flows < <(python3 "$tmp/nfs.py" "$pcap")
 nf_pps=$(python3 -c "print(round($packets/$nf_secs))")
 
 printf '\nmachine: %s (%s cores)\ncapture: %s (%s packets)\n' "$cpu" "$(nproc)" "$pcap" "$packets"
-printf '%-44s %14s\n' "tool" "packets/s"
-printf '%-44s %14s\n' "tapstream (end to end, CPU, default model)" "$ts_pps"
-printf '%-44s %14s\n' "Suricata $(suricata -V | awk '{print $NF}') (-r, no rules)" "$su_pps"
-printf '%-44s %14s\n' "nfstream (statistical, no DPI)" "$nf_pps"
+printf '%-58s %14s\n' "tool" "packets/s"
+printf '%-58s %14s\n' "tapstream bench, end to end (CPU, default model)" "$ts_pps"
+printf '%-58s %14s\n' "tapstream run, whole process (start-up and model load)" "$tr_pps"
+printf '%-58s %14s\n' "Suricata $(suricata -V | awk '{print $5}') (-r, no rules)" "$su_pps"
+printf '%-58s %14s\n' "nfstream $(python3 -c 'import nfstream; print(nfstream.__version__)' 2>/dev/null) (statistical, no DPI)" "$nf_pps"
