@@ -76,7 +76,7 @@ fn stages(c: &mut Criterion) {
         )
     });
     let cfg = Config::default();
-    let flow_cfg = pipeline::flow_config(&cfg, 1).expect("default config");
+    let flow_cfg = pipeline::flow_config(&cfg, 1);
     g.bench_function("cpu_flows_features", |b| {
         b.iter_batched(
             || ShardProcessor::new(flow_cfg, 0).expect("default config"),

@@ -138,7 +138,7 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
     });
 
     // 3. Flow table + CPU features on one thread.
-    let flow_cfg = pipeline::flow_config(cfg, 1)?;
+    let flow_cfg = pipeline::flow_config(cfg, 1);
     let mut shard = ShardProcessor::new(flow_cfg, 0).map_err(|e| anyhow!("flow table: {e}"))?;
     let mut out = FlowBatch::with_capacity(4096);
     let mut kept = FlowBatch::default();

@@ -20,7 +20,7 @@ use tapstream_inference::{select_features, Batcher, Engine, Prediction};
 use tapstream_ingest::FlowMeta;
 use tapstream_kernels::{csv, FlowBatch};
 
-use crate::pipeline::recv_until;
+use crate::pipeline::{recv_until, Recv};
 
 /// What the consumer stage does with ended flows.
 pub enum Consumer {
@@ -127,7 +127,7 @@ fn run_csv(
     let mut blocked = Duration::ZERO;
     let started = Instant::now();
     let mut result = csv::write_header(&mut w).context("writing CSV header");
-    while let Ok(Some(mut b)) = recv_until(&rx, None, &mut blocked) {
+    while let Recv::Item(mut b) = recv_until(&rx, None, &mut blocked) {
         report.flows += b.len() as u64;
         if result.is_ok() {
             result = csv::write_rows(&mut w, &b).context("writing CSV rows");
@@ -199,7 +199,7 @@ impl AlertStage {
         let width = contract.num_features();
         loop {
             let closed = match recv_until(&rx, batcher.deadline(), &mut blocked) {
-                Ok(Some(mut b)) => {
+                Recv::Item(mut b) => {
                     let n = b.len();
                     report.flows += n as u64;
                     let written = select_features(&contract, &b.rows, n, &mut input);
@@ -209,8 +209,8 @@ impl AlertStage {
                     let _ = pool.try_send(b);
                     false
                 }
-                Ok(None) => false, // the deadline passed
-                Err(()) => true,   // every worker is done
+                Recv::Timeout => false,
+                Recv::Closed => true, // every worker is done
             };
             if !closed && !batcher.ready(Instant::now()) {
                 continue;

@@ -125,7 +125,7 @@ pub fn run(
     let started = Instant::now();
     let reader = CaptureReader::open(input).with_context(|| format!("{}", input.display()))?;
     let workers = cfg.worker_threads();
-    let flow_cfg = flow_config(cfg, workers)?;
+    let flow_cfg = flow_config(cfg, workers);
     let q = cfg.pipeline.queue_batches;
     let batch_packets = cfg.pipeline.batch_packets;
 
@@ -169,7 +169,14 @@ pub fn run(
         .name("consumer".into())
         .spawn({
             let stop = stop.clone();
-            move || consumer.run(flow_rx, flow_pool_tx, &stop)
+            move || {
+                let r = consumer.run(flow_rx, flow_pool_tx, &stop);
+                if r.is_err() {
+                    // Nothing downstream can take flows: stop reading.
+                    stop.store(true, Ordering::Relaxed);
+                }
+                r
+            }
         })
         .context("spawning consumer")?;
 
@@ -219,15 +226,14 @@ fn merge_stats(total: &mut ShardStats, s: &ShardStats) {
 
 /// The flow table configuration for one shard: the configured maximum is
 /// split evenly over the shards.
-pub fn flow_config(cfg: &Config, shards: usize) -> Result<FlowConfig> {
+pub fn flow_config(cfg: &Config, shards: usize) -> FlowConfig {
     let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-    let fc = FlowConfig {
+    FlowConfig {
         flow_timeout_us: us(cfg.flow.timeout),
         activity_timeout_us: us(cfg.flow.activity_timeout),
         tcp_close_linger_us: us(cfg.flow.tcp_close_linger),
         max_flows: cfg.flow.max_flows.div_ceil(shards.max(1)).max(1),
-    };
-    Ok(fc)
+    }
 }
 
 /// Which shard owns a flow hash.
@@ -468,22 +474,33 @@ fn worker_loop(
     )
 }
 
-/// Receives from `rx` until `deadline`, timing the wait into `blocked`.
+/// What waiting on a queue gave.
+pub(crate) enum Recv<T> {
+    /// A message.
+    Item(T),
+    /// The deadline passed first.
+    Timeout,
+    /// Every sender is gone and the queue is empty.
+    Closed,
+}
+
+/// Receives from `rx`, waiting until `deadline` at most (forever for
+/// `None`), and adds the time spent waiting to `blocked`.
 pub(crate) fn recv_until<T>(
     rx: &Receiver<T>,
     deadline: Option<Instant>,
     blocked: &mut Duration,
-) -> Result<Option<T>, ()> {
+) -> Recv<T> {
     if let Ok(m) = rx.try_recv() {
-        return Ok(Some(m));
+        return Recv::Item(m);
     }
     let t = Instant::now();
     let r = match deadline {
-        None => rx.recv().map(Some).map_err(|_| ()),
+        None => rx.recv().map_or(Recv::Closed, Recv::Item),
         Some(d) => match rx.recv_deadline(d) {
-            Ok(m) => Ok(Some(m)),
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(()),
+            Ok(m) => Recv::Item(m),
+            Err(RecvTimeoutError::Timeout) => Recv::Timeout,
+            Err(RecvTimeoutError::Disconnected) => Recv::Closed,
         },
     };
     *blocked += t.elapsed();
@@ -514,7 +531,7 @@ mod tests {
     #[test]
     fn flow_config_splits_max_flows() {
         let cfg = Config::default();
-        let fc = flow_config(&cfg, 4).unwrap();
+        let fc = flow_config(&cfg, 4);
         assert_eq!(fc.max_flows, (1 << 20) / 4);
         assert_eq!(fc.flow_timeout_us, 120_000_000);
         assert_eq!(fc.activity_timeout_us, 5_000_000);

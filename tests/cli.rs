@@ -147,3 +147,30 @@ fn default_config_round_trips() {
     let o = output(bin().arg("config").arg(&p));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn features_do_not_depend_on_the_number_of_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = demo_pcap(dir.path());
+    let mut outputs = Vec::new();
+    for workers in ["1", "3"] {
+        let csv = dir.path().join(format!("w{workers}.csv"));
+        let o = output(
+            bin()
+                .args(["features", "--quiet", "--workers", workers, "--pcap"])
+                .arg(&pcap)
+                .arg("--out")
+                .arg(&csv),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let mut rows: Vec<String> = std::fs::read_to_string(&csv)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        rows.sort();
+        outputs.push(rows);
+    }
+    assert!(outputs[0].len() > 1000);
+    assert_eq!(outputs[0], outputs[1]);
+}

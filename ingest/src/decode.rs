@@ -784,9 +784,37 @@ fn write(
 const HASH_SEED: u64 = 0x243F_6A88_85A3_08D3; // digits of pi
 const HASH_MUL: u64 = 0x9E37_79B9_7F4A_7C15; // 2^64 / golden ratio, odd
 
+/// Absorbs one 64-bit word: xor, multiply by an odd constant, rotate (a
+/// bijection of the word for a fixed state, so no input word is cancelled).
 #[inline]
-fn absorb(h: u64, w: u64) -> u64 {
+pub(crate) fn absorb(h: u64, w: u64) -> u64 {
     (h ^ w).wrapping_mul(HASH_MUL).rotate_left(31)
+}
+
+/// Absorbs a 5-tuple, endpoints in the order given (addresses big-endian,
+/// then both ports, the protocol and the family in one word), starting from
+/// `seed`. Shared by the symmetric [`flow_hash`] and the flow table's
+/// oriented, time-stamped flow id; finish with [`fmix64`].
+#[inline]
+pub(crate) fn absorb_tuple(
+    seed: u64,
+    first: (u128, u16),
+    second: (u128, u16),
+    proto: u8,
+    v6: bool,
+) -> u64 {
+    let mut h = seed;
+    h = absorb(h, (first.0 >> 64) as u64);
+    h = absorb(h, first.0 as u64);
+    h = absorb(h, (second.0 >> 64) as u64);
+    h = absorb(h, second.0 as u64);
+    absorb(
+        h,
+        u64::from(first.1)
+            | (u64::from(second.1) << 16)
+            | (u64::from(proto) << 32)
+            | (u64::from(v6) << 40),
+    )
 }
 
 /// The symmetric flow hash stored in [`PacketRecord::hash`].
@@ -794,12 +822,11 @@ fn absorb(h: u64, w: u64) -> u64 {
 /// Both endpoints `(address, port)` are put in a canonical order (the smaller
 /// address as a big-endian number first, then the smaller port), so the two
 /// directions of a flow hash the same. The ordered tuple, the protocol and the
-/// address family are absorbed 64 bits at a time (xor, multiply by an odd
-/// constant, rotate: a bijection of each word for a fixed state, so no input
-/// word is ever cancelled) and finished with MurmurHash3's `fmix64` avalanche.
-/// Fixed constants, explicit byte orders: the same tuple gives the same hash
-/// on every run and every machine. It is not keyed, so it is not a defence
-/// against crafted collisions; the flow table bounds its probing instead.
+/// address family are absorbed 64 bits at a time ([`absorb_tuple`]) and
+/// finished with MurmurHash3's `fmix64` avalanche. Fixed constants, explicit
+/// byte orders: the same tuple gives the same hash on every run and every
+/// machine. It is not keyed, so it is not a defence against crafted
+/// collisions; the flow table bounds its probing instead.
 #[inline]
 pub fn flow_hash(
     src: &[u8; 16],
@@ -809,31 +836,15 @@ pub fn flow_hash(
     proto: u8,
     v6: bool,
 ) -> u64 {
-    let a = u128::from_be_bytes(*src);
-    let b = u128::from_be_bytes(*dst);
-    let ((lo, lo_port), (hi, hi_port)) = if (a, sport) <= (b, dport) {
-        ((a, sport), (b, dport))
-    } else {
-        ((b, dport), (a, sport))
-    };
-    let mut h = HASH_SEED;
-    h = absorb(h, (lo >> 64) as u64);
-    h = absorb(h, lo as u64);
-    h = absorb(h, (hi >> 64) as u64);
-    h = absorb(h, hi as u64);
-    h = absorb(
-        h,
-        u64::from(lo_port)
-            | (u64::from(hi_port) << 16)
-            | (u64::from(proto) << 32)
-            | (u64::from(v6) << 40),
-    );
-    fmix64(h)
+    let a = (u128::from_be_bytes(*src), sport);
+    let b = (u128::from_be_bytes(*dst), dport);
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    fmix64(absorb_tuple(HASH_SEED, lo, hi, proto, v6))
 }
 
 /// MurmurHash3's 64-bit finaliser: every input bit affects every output bit.
 #[inline]
-fn fmix64(mut k: u64) -> u64 {
+pub(crate) fn fmix64(mut k: u64) -> u64 {
     k ^= k >> 33;
     k = k.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
     k ^= k >> 33;

