@@ -99,6 +99,13 @@ impl RunReport {
         self.workers.stats.packets + self.reader.skipped.total()
     }
 
+    /// True when every packet read is in a flow or a skip counter, and every
+    /// decoded packet reached a flow.
+    pub fn all_accounted(&self) -> bool {
+        self.accounted_packets() == self.reader.packets
+            && self.reader.decoded == self.workers.stats.packets
+    }
+
     /// Flows that ended (and were handed to the consumer).
     pub fn flows(&self) -> u64 {
         self.workers.stats.ended_total()

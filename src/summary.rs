@@ -50,14 +50,16 @@ pub fn render(r: &RunReport) -> String {
             let _ = writeln!(s, "  skipped {:<18} {:>8}", reason.as_str(), n);
         }
     }
-    let accounted = r.accounted_packets();
-    if accounted == rd.packets {
+    if r.all_accounted() {
         let _ = writeln!(s, "  accounting         every packet accounted for");
     } else {
         let _ = writeln!(
             s,
-            "  accounting         MISMATCH: {} in flows + skipped vs {} read",
-            accounted, rd.packets
+            "  accounting         MISMATCH: {} in flows + {} skipped vs {} read ({} decoded)",
+            w.stats.packets,
+            rd.skipped.total(),
+            rd.packets,
+            rd.decoded
         );
     }
     if let Some(e) = &rd.read_error {
@@ -89,6 +91,13 @@ pub fn render(r: &RunReport) -> String {
     if c.csv_rows > 0 {
         let _ = writeln!(s, "  CSV rows written   {:>12}", c.csv_rows);
     }
+    let csv_line = (c.csv_rows > 0).then(|| {
+        format!(
+            "    CSV output       {:>10}rows/s ({:.3} s)",
+            rate(c.csv_rows, c.busy),
+            c.busy.as_secs_f64()
+        )
+    });
     if let Some(e) = &c.sink_error {
         let _ = writeln!(s, "  alert output stopped: {e}");
     }
@@ -120,6 +129,9 @@ pub fn render(r: &RunReport) -> String {
             rate(c.alerts(), c.sink_busy),
             c.sink_busy.as_secs_f64()
         );
+    }
+    if let Some(line) = csv_line {
+        let _ = writeln!(s, "{line}");
     }
     let _ = writeln!(
         s,
@@ -160,9 +172,10 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
         "input": r.input.display().to_string(),
         "packets": r.reader.packets,
         "bytes": r.reader.bytes,
+        "decoded": r.reader.decoded,
         "packets_in_flows": r.workers.stats.packets,
         "skipped": skipped,
-        "accounted": r.accounted_packets() == r.reader.packets,
+        "accounted": r.all_accounted(),
         "read_error": r.reader.read_error,
         "flows": r.flows(),
         "flows_ended": ended,
@@ -179,6 +192,7 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
             "flows_features": r.workers.busy.as_secs_f64(),
             "inference": r.consumer.inference_busy.as_secs_f64(),
             "alert_output": r.consumer.sink_busy.as_secs_f64(),
+            "consumer": r.consumer.busy.as_secs_f64(),
         },
     })
 }
