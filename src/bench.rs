@@ -59,6 +59,10 @@ impl StageResult {
 /// The whole benchmark result.
 #[derive(Clone, Debug)]
 pub struct BenchReport {
+    /// Stages left out, and why.
+    pub notes: Vec<String>,
+    /// Where features were computed end to end ("cpu" or the GPU).
+    pub device: String,
     /// CPU model name and core count.
     pub cpu: String,
     /// Single-stage results, then the end-to-end one.
@@ -91,6 +95,7 @@ pub fn cpu_name() -> String {
 /// Runs every stage on `input`.
 pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<BenchReport> {
     let mut stages = Vec::new();
+    let mut notes = Vec::new();
 
     // 1. Read only.
     let t = Instant::now();
@@ -158,11 +163,28 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
     shard.flush(&mut out);
     let feature_secs = t.elapsed().as_secs_f64();
     stages.push(StageResult {
-        name: "flows+features (1 thread)",
+        name: "cpu flows+features (1 thread)",
         items: recs.len() as u64,
         unit: "pkt",
         seconds: feature_secs,
     });
+    // 3b. The GPU feature stage on the same records, when the device is CUDA.
+    let device = crate::device::resolve(cfg)?;
+    #[cfg(feature = "cuda")]
+    if let crate::device::Resolved::Cuda(dev) = &device {
+        for r in crate::gpu::stage_rate(dev, flow_cfg, &recs, cfg.gpu.batch_records, 2.0)? {
+            stages.push(StageResult {
+                name: if r.rows_copied {
+                    "cuda features, rows to host"
+                } else {
+                    "cuda features, rows on device"
+                },
+                items: r.packets,
+                unit: "pkt",
+                seconds: r.seconds,
+            });
+        }
+    }
     if kept.len() < 65_536 {
         let take = out.len().min(65_536 - kept.len());
         kept.metas.extend_from_slice(&out.metas[..take]);
@@ -171,70 +193,87 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
     }
     drop(recs);
 
-    // 4. Inference on the rows of stage 3.
-    let mut loaded = model::load(cfg, model_path)?;
-    let contract = loaded.engine.contract().clone();
-    let mut input_rows = Vec::new();
-    let mut preds: Vec<Prediction> = Vec::new();
-    let batch = cfg.inference.batch_rows;
-    let rows = kept.len();
-    let t = Instant::now();
-    let mut done = 0usize;
-    while done < rows {
-        let k = batch.min(rows - done);
-        let slice = &kept.rows[done * tapstream_kernels::schema::NUM_FEATURES
-            ..(done + k) * tapstream_kernels::schema::NUM_FEATURES];
-        input_rows.clear();
-        select_features(&contract, slice, k, &mut input_rows);
-        loaded
-            .engine
-            .infer(&input_rows, k, &mut preds)
-            .map_err(|e| anyhow!("inference: {e}"))?;
-        done += k;
+    // 4. Inference on the rows of stage 3 (skipped, with a note, when the
+    // model or ONNX Runtime cannot be loaded, so feature-stage figures are
+    // still reported).
+    let mut loaded = match model::load(cfg, model_path) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            notes.push(format!("inference and alerts skipped: {e:#}"));
+            None
+        }
+    };
+    if let Some(m) = loaded.as_mut() {
+        let contract = m.engine.contract().clone();
+        let mut input_rows = Vec::new();
+        let mut preds: Vec<Prediction> = Vec::new();
+        let batch = cfg.inference.batch_rows;
+        let rows = kept.len();
+        let t = Instant::now();
+        let mut done = 0usize;
+        while done < rows {
+            let k = batch.min(rows - done);
+            let slice = &kept.rows[done * tapstream_kernels::schema::NUM_FEATURES
+                ..(done + k) * tapstream_kernels::schema::NUM_FEATURES];
+            input_rows.clear();
+            select_features(&contract, slice, k, &mut input_rows);
+            m.engine
+                .infer(&input_rows, k, &mut preds)
+                .map_err(|e| anyhow!("inference: {e}"))?;
+            done += k;
+        }
+        stages.push(StageResult {
+            name: "inference (1 thread)",
+            items: rows as u64,
+            unit: "row",
+            seconds: t.elapsed().as_secs_f64(),
+        });
     }
-    stages.push(StageResult {
-        name: "inference (1 thread)",
-        items: rows as u64,
-        unit: "row",
-        seconds: t.elapsed().as_secs_f64(),
-    });
 
     // 5. The threaded pipeline up to features, flows discarded: what the
     // stages before inference sustain together.
-    let report = pipeline::run(input, cfg, Consumer::Discard, Arc::new(Progress::default()))?;
+    let discarded = pipeline::run(input, cfg, Consumer::Discard, Arc::new(Progress::default()))?;
     stages.push(StageResult {
         name: "pipeline, flows discarded",
-        items: report.reader.packets,
+        items: discarded.reader.packets,
         unit: "pkt",
-        seconds: report.wall.as_secs_f64(),
+        seconds: discarded.wall.as_secs_f64(),
     });
 
-    // 6. End to end with every stage on its own thread, EVE discarded.
-    let stage = AlertStage {
-        engine: loaded.engine,
-        sink: Box::new(DiscardSink {
-            eve: EveWriter::new(cfg.output.community_id_seed),
-            buf: Vec::with_capacity(4096),
-        }),
-        model: loaded.info,
-        threshold: loaded.threshold,
-        batch_rows: cfg.inference.batch_rows,
-        max_delay: cfg.inference.max_delay,
+    // 6. End to end with every stage on its own thread, EVE discarded (or,
+    // without a model, the pipeline with flows discarded stands for it).
+    let report = match loaded {
+        Some(m) => {
+            let stage = AlertStage {
+                engine: m.engine,
+                sink: Box::new(DiscardSink {
+                    eve: EveWriter::new(cfg.output.community_id_seed),
+                    buf: Vec::with_capacity(4096),
+                }),
+                model: m.info,
+                threshold: m.threshold,
+                batch_rows: cfg.inference.batch_rows,
+                max_delay: cfg.inference.max_delay,
+            };
+            let report = pipeline::run(
+                input,
+                cfg,
+                Consumer::Alerts(stage),
+                Arc::new(Progress::default()),
+            )?;
+            stages.push(StageResult {
+                name: "end to end",
+                items: report.reader.packets,
+                unit: "pkt",
+                seconds: report.wall.as_secs_f64(),
+            });
+            report
+        }
+        None => discarded,
     };
-    let report = pipeline::run(
-        input,
-        cfg,
-        Consumer::Alerts(stage),
-        Arc::new(Progress::default()),
-    )?;
-    let e2e = StageResult {
-        name: "end to end",
-        items: report.reader.packets,
-        unit: "pkt",
-        seconds: report.wall.as_secs_f64(),
-    };
-    stages.push(e2e);
     Ok(BenchReport {
+        notes,
+        device: device.describe(),
         cpu: cpu_name(),
         stages,
         packets: report.reader.packets,
@@ -250,21 +289,25 @@ impl BenchReport {
         let mut s = String::new();
         let _ = writeln!(s, "tapstream bench: {}", input.display());
         let _ = writeln!(s, "cpu: {}", self.cpu);
+        let _ = writeln!(s, "feature device: {}", self.device);
         let _ = writeln!(
             s,
-            "{:<28} {:>12} {:>10} {:>14}",
+            "{:<32} {:>12} {:>10} {:>14}",
             "stage", "items", "seconds", "rate"
         );
         for st in &self.stages {
             let _ = writeln!(
                 s,
-                "{:<28} {:>12} {:>10.3} {:>11}{}/s",
+                "{:<32} {:>12} {:>10.3} {:>11}{}/s",
                 st.name,
                 st.items,
                 st.seconds,
                 human(st.rate()),
                 st.unit
             );
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "note: {n}");
         }
         let flows_rate = if self.seconds > 0.0 {
             self.flows as f64 / self.seconds
@@ -287,6 +330,7 @@ impl BenchReport {
             s,
             "{}",
             serde_json::json!({
+                "device": self.device,
                 "packets": self.packets,
                 "flows": self.flows,
                 "seconds": (self.seconds * 1e6).round() / 1e6,

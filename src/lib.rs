@@ -7,9 +7,13 @@
 //! drive it directly.
 
 pub mod bench;
+pub mod benchfile;
 pub mod config;
 pub mod consumer;
 pub mod demo;
+pub mod device;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod model;
 pub mod pipeline;
 pub mod summary;

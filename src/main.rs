@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use tapstream::config::{Config, DEFAULT_CONFIG_TOML};
+use tapstream::config::{Config, Device, DEFAULT_CONFIG_TOML};
 use tapstream::consumer::{AlertStage, Consumer};
 use tapstream::pipeline::{self, Progress, RunReport};
 use tapstream::{bench, demo, model, summary};
@@ -41,6 +41,27 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Rebuild the throughput benchmark capture (as make-bench-pcap.sh does).
+    MakeBenchPcap {
+        /// The shared data directory holding MANIFEST.tsv.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Output pcap file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Times the sequence of captures is repeated.
+        #[arg(long, default_value_t = 8)]
+        repeat: u32,
+    },
+    /// Compare GPU and CPU feature rows on captures (needs a GPU).
+    Parity {
+        /// Capture files or directories (searched recursively).
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+        /// TOML configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Print the default configuration, or check a configuration file.
     Config {
         /// File to check (prints the effective configuration when valid).
@@ -65,6 +86,9 @@ struct Common {
     /// Also write the run summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
+    /// Where flow features are computed (overrides gpu.device).
+    #[arg(long, value_enum)]
+    device: Option<Device>,
 }
 
 #[derive(Args, Debug)]
@@ -122,6 +146,9 @@ fn load_config(common: &Common) -> Result<Config> {
     };
     if let Some(w) = common.workers {
         cfg.pipeline.workers = w;
+    }
+    if let Some(d) = common.device {
+        cfg.gpu.device = d;
     }
     cfg.validate()?;
     Ok(cfg)
@@ -187,6 +214,25 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 stats.attack_sessions
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::MakeBenchPcap { data, out, repeat } => {
+            let files = tapstream::benchfile::manifest_list(&data)?;
+            let stats = tapstream::benchfile::build(&files, repeat, &out)?;
+            eprintln!(
+                "wrote {} ({} packets; {} captures × {repeat}; {} left out)",
+                out.display(),
+                stats.packets,
+                stats.captures,
+                stats.skipped
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Parity { paths, config } => {
+            let cfg = match &config {
+                Some(p) => Config::load(p)?,
+                None => Config::default(),
+            };
+            parity(&paths, &cfg)
         }
         Command::Config { file } => {
             match file {
@@ -257,4 +303,97 @@ fn finish(report: &RunReport, common: &Common) -> Result<ExitCode> {
         }
         _ => ExitCode::SUCCESS,
     })
+}
+
+#[cfg(feature = "cuda")]
+fn parity(paths: &[PathBuf], cfg: &Config) -> Result<ExitCode> {
+    use tapstream::gpu;
+    use tapstream_kernels::gpu::cuda::CudaDevice;
+    let dev = CudaDevice::open(cfg.gpu.ordinal, cfg.gpu.ptx_cache.as_deref())?;
+    let i = dev.info();
+    println!(
+        "GPU: {} (compute {}.{}, driver {}, {} MiB)",
+        i.name,
+        i.compute_capability.0,
+        i.compute_capability.1,
+        i.driver_version,
+        i.memory >> 20
+    );
+    let flow = tapstream::pipeline::flow_config(cfg, 1);
+    let mut gpu_shard = gpu::GpuRows::new(&dev, flow, cfg.gpu.batch_records)?;
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d)?.flatten() {
+                    let q = e.path();
+                    if q.is_dir() {
+                        stack.push(q);
+                    } else {
+                        files.push(q);
+                    }
+                }
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    files.sort();
+    let mut total = gpu::Parity::default();
+    let mut failed = 0;
+    let mut compared = 0;
+    for f in &files {
+        let recs = match gpu::records(f) {
+            Ok(r) if !r.is_empty() => r,
+            _ => continue,
+        };
+        let cpu = gpu::cpu_rows(flow, &recs)?;
+        let gpu_rows = gpu_shard.rows(&recs)?;
+        let p = gpu::compare(&cpu, &gpu_rows);
+        compared += 1;
+        if !p.ok() {
+            failed += 1;
+            println!(
+                "MISMATCH {}: {}",
+                f.display(),
+                p.first_problem
+                    .as_deref()
+                    .unwrap_or("values beyond tolerance")
+            );
+        }
+        total.merge(&p);
+    }
+    let identical = total.values - total.differing;
+    println!(
+        "parity: {compared} captures, {} flows, {} values: {} bit-identical ({:.6} %), \
+         {} integer mismatches, {} float values beyond {:e} (max relative difference {:e}{})",
+        total.flows,
+        total.values,
+        identical,
+        if total.values == 0 {
+            100.0
+        } else {
+            identical as f64 * 100.0 / total.values as f64
+        },
+        total.integer_mismatches,
+        total.float_violations,
+        gpu::FLOAT_TOLERANCE,
+        total.max_rel.0,
+        if total.max_rel.1.is_empty() {
+            String::new()
+        } else {
+            format!(" in {}", total.max_rel.1)
+        },
+    );
+    Ok(if failed == 0 && compared > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn parity(_paths: &[PathBuf], _cfg: &Config) -> Result<ExitCode> {
+    anyhow::bail!("this tapstream was built without CUDA support (build with `--features cuda`)")
 }

@@ -25,11 +25,12 @@ use tapstream_ingest::decode::decode;
 use tapstream_ingest::flow::FlowConfig;
 use tapstream_ingest::skip::{SkipCounters, SkipReason};
 use tapstream_ingest::PacketRecord;
-use tapstream_kernels::shard::{Output, ShardProcessor, ShardStats};
+use tapstream_kernels::shard::{Output, ShardStats};
 use tapstream_kernels::FlowBatch;
 
 use crate::config::Config;
 use crate::consumer::{Consumer, ConsumerReport};
+use crate::device::{self, Extractor};
 
 /// Flow batches in flight per worker between the workers and the consumer.
 const FLOW_QUEUE: usize = 16;
@@ -75,6 +76,8 @@ pub struct WorkersReport {
     pub workers: usize,
     /// Sum of the workers' busy time (not waiting on queues).
     pub busy: Duration,
+    /// Where features were computed ("cpu" or the GPU).
+    pub device: String,
 }
 
 /// Everything a run measured.
@@ -131,6 +134,7 @@ pub fn run(
 ) -> Result<RunReport> {
     let started = Instant::now();
     let reader = CaptureReader::open(input).with_context(|| format!("{}", input.display()))?;
+    let device = device::resolve(cfg)?;
     let workers = cfg.worker_threads();
     let flow_cfg = flow_config(cfg, workers);
     let q = cfg.pipeline.queue_batches;
@@ -157,8 +161,7 @@ pub fn run(
     for shard in 0..workers {
         let (tx, rx) = bounded::<PacketBatch>(q);
         work_txs.push(tx);
-        let mut proc =
-            ShardProcessor::new(flow_cfg, shard as u32).map_err(|e| anyhow!("flow table: {e}"))?;
+        let mut proc = Extractor::new(&device, flow_cfg, shard as u32, cfg)?;
         let pool_tx = pool_tx.clone();
         let flow_tx = flow_tx.clone();
         let flow_pool_rx = flow_pool_rx.clone();
@@ -201,16 +204,22 @@ pub fn run(
         .map_err(|_| anyhow!("reader thread panicked"))?;
     let mut workers_report = WorkersReport {
         workers,
+        device: device.describe(),
         ..WorkersReport::default()
     };
+    let mut device_error = None;
     for h in worker_handles {
-        let (stats, busy) = h.join().map_err(|_| anyhow!("flow worker panicked"))?;
+        let (stats, busy, error) = h.join().map_err(|_| anyhow!("flow worker panicked"))?;
         merge_stats(&mut workers_report.stats, &stats);
         workers_report.busy += busy;
+        device_error = device_error.or(error);
     }
     let consumer_report = consumer_handle
         .join()
         .map_err(|_| anyhow!("consumer thread panicked"))??;
+    if let Some(e) = device_error {
+        anyhow::bail!("the GPU extractor failed, flows were lost: {e}");
+    }
     Ok(RunReport {
         input: input.to_path_buf(),
         reader: reader_report,
@@ -407,14 +416,18 @@ fn send_batch(
     }
 }
 
+/// How long a GPU worker waits for packets before delivering the flows that
+/// are waiting in a partly filled batch.
+const GPU_IDLE: Duration = Duration::from_millis(50);
+
 fn worker_loop(
-    proc: &mut ShardProcessor,
+    proc: &mut Extractor,
     rx: Receiver<PacketBatch>,
     pool_tx: Sender<Vec<PacketRecord>>,
     flow_tx: Sender<FlowBatch>,
     flow_pool_rx: Receiver<FlowBatch>,
     batch_flows: usize,
-) -> (ShardStats, Duration) {
+) -> (ShardStats, Duration, Option<String>) {
     let started = Instant::now();
     let mut recv_blocked = Duration::ZERO;
     let mut send_blocked = Duration::ZERO;
@@ -442,6 +455,25 @@ fn worker_loop(
     loop {
         let msg = match rx.try_recv() {
             Ok(m) => Some(m),
+            Err(_) if proc.batched() => {
+                let t = Instant::now();
+                let m = match rx.recv_timeout(GPU_IDLE) {
+                    Ok(m) => Some(m),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        recv_blocked += t.elapsed();
+                        proc.idle(&mut Output {
+                            batch: &mut out,
+                            max_flows: batch_flows,
+                            handoff: &mut handoff,
+                        });
+                        handoff(&mut out);
+                        continue;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => None,
+                };
+                recv_blocked += t.elapsed();
+                m
+            }
             Err(_) => {
                 let t = Instant::now();
                 let m = rx.recv().ok();
@@ -478,6 +510,7 @@ fn worker_loop(
             .elapsed()
             .saturating_sub(recv_blocked)
             .saturating_sub(send_blocked),
+        proc.error(),
     )
 }
 

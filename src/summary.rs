@@ -65,7 +65,12 @@ pub fn render(r: &RunReport) -> String {
     if let Some(e) = &rd.read_error {
         let _ = writeln!(s, "  read stopped early: {e}");
     }
-    let _ = writeln!(s, "  flows              {:>12}", r.flows());
+    let _ = writeln!(
+        s,
+        "  flows              {:>12}  (features on {})",
+        r.flows(),
+        w.device
+    );
     for reason in EndReason::ALL {
         let n = w.stats.ended_for(reason);
         if n > 0 {
@@ -186,6 +191,7 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
         "csv_rows": r.consumer.csv_rows,
         "sink_error": r.consumer.sink_error,
         "workers": r.workers.workers,
+        "device": r.workers.device,
         "seconds": r.wall.as_secs_f64(),
         "stage_busy_seconds": {
             "read_decode": r.reader.busy.as_secs_f64(),

@@ -265,7 +265,15 @@ impl<W: Write> PcapWriter<W> {
     /// Writes one record with timestamp `ts_us` (microseconds since the epoch).
     pub fn write(&mut self, ts_us: i64, data: &[u8]) -> io::Result<()> {
         let orig = u32::try_from(data.len()).unwrap_or(u32::MAX);
-        let cap = orig.min(self.snaplen);
+        self.write_record(ts_us, orig, data)
+    }
+
+    /// Writes one record whose original (wire) length was `orig_len`; `data`
+    /// is what was captured (cut to the snap length).
+    pub fn write_record(&mut self, ts_us: i64, orig_len: u32, data: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        let cap = len.min(self.snaplen);
+        let orig = orig_len.max(cap);
         let secs = ts_us.div_euclid(1_000_000);
         let micros = ts_us.rem_euclid(1_000_000);
         self.out.write_all(&(secs as u32).to_le_bytes())?;

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod cpu;
 pub mod csv;
+pub mod gpu;
 pub mod schema;
 pub mod shard;
 

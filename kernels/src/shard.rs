@@ -8,7 +8,7 @@
 //! before the slot is reused.
 
 use tapstream_ingest::flow::{EndedFlow, FlowConfig, FlowConfigError, FlowTable};
-use tapstream_ingest::{EndReason, PacketRecord};
+use tapstream_ingest::{EndReason, FlowMeta, PacketRecord};
 
 use crate::batch::FlowBatch;
 use crate::cpu::CpuExtractor;
@@ -79,6 +79,21 @@ impl<F: FnMut(&mut FlowBatch)> Output<'_, F> {
     fn emit(&mut self, ext: &CpuExtractor, ended: &EndedFlow) {
         self.batch
             .push_with(ended.meta, |row| ext.finalize(ended.slot, &ended.meta, row));
+        self.handoff_if_full();
+    }
+
+    /// Appends a flow whose row was computed elsewhere (the GPU extractor).
+    pub(crate) fn emit_row(&mut self, meta: FlowMeta, row: &[f64]) {
+        self.batch.push_with(meta, |dst| {
+            for (d, s) in dst.iter_mut().zip(row) {
+                *d = *s;
+            }
+        });
+        self.handoff_if_full();
+    }
+
+    #[inline]
+    fn handoff_if_full(&mut self) {
         if self.batch.len() >= self.max_flows {
             (self.handoff)(self.batch);
         }

@@ -1,0 +1,507 @@
+//! The CUDA executor: NVRTC compilation (cached), device buffers, two
+//! streams so one batch's copies overlap the other's kernels, and the
+//! accumulator array that stays on the device across batches.
+//!
+//! cudarc loads the driver and NVRTC dynamically; both presences are checked
+//! before anything is created, so a machine without them gets
+//! [`GpuError::Unavailable`] and never a panic.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{
+    result as drv, CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, DevicePtrMut,
+    LaunchConfig, PushKernelArg,
+};
+use cudarc::nvrtc::{CompileOptions, Ptx};
+
+use super::records::{BatchExecutor, Column, Columns, GpuError, RecordBatch, ACC_STRIDE};
+use super::{FLOW_FEATURES_CU, FLOW_FEATURES_NAME, NVRTC_OPTIONS};
+use crate::schema::NUM_FEATURES;
+
+fn driver_err(what: &'static str) -> impl Fn(cudarc::driver::DriverError) -> GpuError {
+    move |e| GpuError::Driver {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// True when both the CUDA driver library and NVRTC can be loaded.
+pub fn libraries_present() -> bool {
+    // SAFETY: only tries to dlopen the libraries; no symbol is called.
+    unsafe { cudarc::driver::sys::is_culib_present() && cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// The virtual architecture NVRTC targets for a compute capability (PTX is
+/// JIT-compiled by the driver for the exact GPU).
+pub fn arch_for(major: i32, minor: i32) -> &'static str {
+    match (major, minor) {
+        (m, _) if m >= 10 => "compute_100",
+        (9, _) => "compute_90",
+        (8, 9) => "compute_89",
+        (8, 6..=8) => "compute_86",
+        (8, _) => "compute_80",
+        (7, 5) => "compute_75",
+        _ => "compute_70",
+    }
+}
+
+/// Compiles the kernels to PTX for `arch` (needs NVRTC, not a GPU).
+pub fn compile_ptx(arch: &'static str) -> Result<Ptx, GpuError> {
+    // SAFETY: only tries to dlopen the library.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(GpuError::Unavailable(
+            "libnvrtc not found (pip install nvidia-cuda-nvrtc==13.0.88 and add its lib directory to LD_LIBRARY_PATH)".into(),
+        ));
+    }
+    let opts = CompileOptions {
+        arch: Some(arch),
+        options: NVRTC_OPTIONS.iter().map(|s| s.to_string()).collect(),
+        name: Some(FLOW_FEATURES_NAME.to_string()),
+        ..Default::default()
+    };
+    cudarc::nvrtc::compile_ptx_with_opts(FLOW_FEATURES_CU, opts).map_err(|e| GpuError::Compile {
+        name: FLOW_FEATURES_NAME,
+        log: e.to_string(),
+    })
+}
+
+/// PTX text compiled once per process per architecture, optionally also
+/// cached on disk keyed by source, architecture and driver version.
+fn cached_ptx(arch: &'static str, driver: i32, disk: Option<&Path>) -> Result<String, GpuError> {
+    static MEMORY: OnceLock<Mutex<Vec<(&'static str, String)>>> = OnceLock::new();
+    let memory = MEMORY.get_or_init(|| Mutex::new(Vec::new()));
+    if let Ok(m) = memory.lock() {
+        if let Some((_, ptx)) = m.iter().find(|(a, _)| *a == arch) {
+            return Ok(ptx.clone());
+        }
+    }
+    let file = disk.map(|dir| dir.join(format!("{:016x}.ptx", cache_key(arch, driver))));
+    let from_disk = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok());
+    let ptx = match from_disk {
+        Some(p) => p,
+        None => {
+            let p = compile_ptx(arch)?.to_src();
+            if let Some(f) = &file {
+                // A cache that cannot be written only costs a recompile.
+                if let Some(dir) = f.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                let _ = std::fs::write(f, &p);
+            }
+            p
+        }
+    };
+    if let Ok(mut m) = memory.lock() {
+        m.push((arch, ptx.clone()));
+    }
+    Ok(ptx)
+}
+
+/// FNV-1a over the source, options, architecture and driver version: a cache
+/// key, not a security boundary.
+fn cache_key(arch: &str, driver: i32) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    feed(FLOW_FEATURES_CU.as_bytes());
+    for o in NVRTC_OPTIONS {
+        feed(o.as_bytes());
+    }
+    feed(arch.as_bytes());
+    feed(&driver.to_le_bytes());
+    h
+}
+
+/// What the device is, for logs and benchmark reports.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    /// Device name, e.g. "NVIDIA H100 80GB HBM3".
+    pub name: String,
+    /// Compute capability.
+    pub compute_capability: (i32, i32),
+    /// Driver version (e.g. 13000).
+    pub driver_version: i32,
+    /// Device memory in bytes.
+    pub memory: usize,
+}
+
+/// A CUDA context with the kernels loaded.
+#[derive(Clone)]
+pub struct CudaDevice {
+    ctx: Arc<CudaContext>,
+    build_perm: CudaFunction,
+    process: CudaFunction,
+    info: DeviceInfo,
+}
+
+impl CudaDevice {
+    /// Opens GPU `ordinal` and loads the kernels, compiling them with NVRTC
+    /// (or taking them from the cache). Never panics without a GPU.
+    pub fn open(ordinal: usize, ptx_cache: Option<&Path>) -> Result<Self, GpuError> {
+        // SAFETY: only tries to dlopen the libraries.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(GpuError::Unavailable(
+                "the CUDA driver library (libcuda.so) was not found".into(),
+            ));
+        }
+        let count = CudaContext::device_count().map_err(driver_err("counting devices"))?;
+        if count <= 0 || ordinal >= count as usize {
+            return Err(GpuError::Unavailable(format!(
+                "GPU {ordinal} requested, {count} present"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(driver_err("creating a context"))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(driver_err("reading the compute capability"))?;
+        let mut driver_version: std::ffi::c_int = 0;
+        // SAFETY: the driver library is loaded (a context exists) and the
+        // call only writes the integer it is given.
+        let _ = unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut driver_version) };
+        let info = DeviceInfo {
+            name: ctx.name().unwrap_or_else(|_| "unknown GPU".into()),
+            compute_capability: (major, minor),
+            driver_version,
+            memory: ctx.total_mem().unwrap_or(0),
+        };
+        let ptx = cached_ptx(arch_for(major, minor), driver_version, ptx_cache)?;
+        let module = ctx
+            .load_module(Ptx::from_src(ptx))
+            .map_err(driver_err("loading the kernels"))?;
+        let build_perm = module
+            .load_function("build_perm")
+            .map_err(driver_err("finding build_perm"))?;
+        let process = module
+            .load_function("process_segments")
+            .map_err(driver_err("finding process_segments"))?;
+        Ok(CudaDevice {
+            ctx,
+            build_perm,
+            process,
+            info,
+        })
+    }
+
+    /// What the device is.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// An executor on this device for batches of up to `cap` records.
+    pub fn executor(&self, cap: usize, activity_timeout_us: i64) -> Result<CudaExecutor, GpuError> {
+        CudaExecutor::new(self.clone(), cap, activity_timeout_us)
+    }
+}
+
+/// Device buffers of one in-flight batch.
+struct Set {
+    stream: Arc<CudaStream>,
+    seg: CudaSlice<u32>,
+    rank: CudaSlice<u32>,
+    ts: CudaSlice<i64>,
+    payload: CudaSlice<u32>,
+    header: CudaSlice<u16>,
+    window: CudaSlice<u16>,
+    flags: CudaSlice<u8>,
+    kind: CudaSlice<u8>,
+    aux: CudaSlice<i64>,
+    seg_start: CudaSlice<u32>,
+    seg_slot: CudaSlice<u32>,
+    fin_meta: CudaSlice<u64>,
+    perm: CudaSlice<u32>,
+    rows: CudaSlice<f64>,
+    host_rows: Column<f64>,
+    done: CudaEvent,
+}
+
+/// Runs record batches on a GPU; see the module docs.
+pub struct CudaExecutor {
+    dev: CudaDevice,
+    sets: [Set; 2],
+    next: usize,
+    pending: VecDeque<(usize, usize)>,
+    accs: CudaSlice<u8>,
+    acc_slots: usize,
+    activity_timeout_us: i64,
+    cap: usize,
+    fin_cap: usize,
+    copy_rows: bool,
+}
+
+impl CudaExecutor {
+    fn new(dev: CudaDevice, cap: usize, activity_timeout_us: i64) -> Result<Self, GpuError> {
+        let cap = cap.max(2);
+        let fin_cap = super::records::fin_capacity(cap);
+        let mk = |dev: &CudaDevice| -> Result<Set, GpuError> {
+            let stream = dev
+                .ctx
+                .new_stream()
+                .map_err(driver_err("creating a stream"))?;
+            let e = driver_err("allocating device buffers");
+            let host_rows = pinned::<f64>(&dev.ctx, fin_cap * NUM_FEATURES, 0)?;
+            Ok(Set {
+                seg: stream.alloc_zeros(cap).map_err(&e)?,
+                rank: stream.alloc_zeros(cap).map_err(&e)?,
+                ts: stream.alloc_zeros(cap).map_err(&e)?,
+                payload: stream.alloc_zeros(cap).map_err(&e)?,
+                header: stream.alloc_zeros(cap).map_err(&e)?,
+                window: stream.alloc_zeros(cap).map_err(&e)?,
+                flags: stream.alloc_zeros(cap).map_err(&e)?,
+                kind: stream.alloc_zeros(cap).map_err(&e)?,
+                aux: stream.alloc_zeros(cap).map_err(&e)?,
+                seg_start: stream.alloc_zeros(cap + 1).map_err(&e)?,
+                seg_slot: stream.alloc_zeros(cap).map_err(&e)?,
+                fin_meta: stream.alloc_zeros(fin_cap).map_err(&e)?,
+                perm: stream.alloc_zeros(cap).map_err(&e)?,
+                rows: stream.alloc_zeros(fin_cap * NUM_FEATURES).map_err(&e)?,
+                host_rows,
+                done: dev
+                    .ctx
+                    .new_event(None)
+                    .map_err(driver_err("creating an event"))?,
+                stream,
+            })
+        };
+        let sets = [mk(&dev)?, mk(&dev)?];
+        let accs = sets[0]
+            .stream
+            .alloc_zeros::<u8>(ACC_STRIDE * 4096)
+            .map_err(driver_err("allocating accumulators"))?;
+        Ok(CudaExecutor {
+            dev,
+            sets,
+            next: 0,
+            pending: VecDeque::with_capacity(2),
+            accs,
+            acc_slots: 4096,
+            activity_timeout_us,
+            cap,
+            fin_cap,
+            copy_rows: true,
+        })
+    }
+
+    /// The device.
+    pub fn device(&self) -> &CudaDevice {
+        &self.dev
+    }
+
+    /// Whether finished rows are copied back to the host (the default). A
+    /// GPU inference engine reading the device feature matrix turns it off;
+    /// [`finish`](BatchExecutor::finish) then returns no rows.
+    pub fn set_copy_rows(&mut self, copy: bool) {
+        self.copy_rows = copy;
+    }
+
+    /// Grows the accumulator array (keeping its contents) to hold `slots`.
+    fn ensure_slots(&mut self, slots: usize, stream: &Arc<CudaStream>) -> Result<(), GpuError> {
+        if slots <= self.acc_slots {
+            return Ok(());
+        }
+        let mut n = self.acc_slots.max(1);
+        while n < slots {
+            n *= 2;
+        }
+        let mut bigger = stream
+            .alloc_zeros::<u8>(n * ACC_STRIDE)
+            .map_err(driver_err("growing accumulators"))?;
+        {
+            let mut view = bigger.slice_mut(0..self.acc_slots * ACC_STRIDE);
+            stream
+                .memcpy_dtod(&self.accs, &mut view)
+                .map_err(driver_err("copying accumulators"))?;
+        }
+        self.accs = bigger;
+        self.acc_slots = n;
+        Ok(())
+    }
+}
+
+/// Pinned host memory as a [`Column`] (`flags` 0: readable by the host;
+/// write-combined for columns the host only writes).
+fn pinned<
+    T: Copy + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + Send + 'static,
+>(
+    ctx: &Arc<CudaContext>,
+    len: usize,
+    flags: u32,
+) -> Result<Column<T>, GpuError> {
+    let len = len.max(1);
+    // SAFETY: the memory is uninitialized; columns are written before the
+    // device reads them, and only the written prefix is ever copied or read.
+    let mut slice = unsafe { ctx.alloc_pinned_with_flags::<T>(len, flags) }
+        .map_err(driver_err("allocating pinned host memory"))?;
+    let ptr = slice
+        .as_mut_ptr()
+        .map_err(driver_err("mapping pinned host memory"))?;
+    // SAFETY: `ptr` is valid for `len` elements while `slice` (moved into the
+    // column as its owner) lives; the column is its only user.
+    Ok(unsafe { Column::from_raw(ptr, len, Box::new(slice)) })
+}
+
+/// Async copy of the first `n` elements of a pinned column to the device.
+fn upload<T: Copy>(
+    col: &Column<T>,
+    n: usize,
+    dst: &mut CudaSlice<T>,
+    stream: &CudaStream,
+) -> Result<(), GpuError> {
+    if n == 0 {
+        return Ok(());
+    }
+    let src = col.as_slice(n);
+    let (ptr, _guard) = dst.device_ptr_mut(stream);
+    // SAFETY: `src` is pinned memory that is not written again until this
+    // batch's completion event fired (the shard keeps the batch in flight);
+    // `dst` holds at least `n` elements (both sized to the batch capacity).
+    unsafe { drv::memcpy_htod_async(ptr, src, stream.cu_stream()) }
+        .map_err(driver_err("copying records to the device"))
+}
+
+fn blocks(n: usize, threads: u32) -> u32 {
+    (n as u64)
+        .div_ceil(u64::from(threads))
+        .min(u64::from(u32::MAX)) as u32
+}
+
+impl BatchExecutor for CudaExecutor {
+    fn columns(&mut self, cap: usize, fin_cap: usize) -> Result<Columns, GpuError> {
+        let cap = cap.min(self.cap).max(1);
+        let fin_cap = fin_cap.min(self.fin_cap).max(1);
+        let ctx = &self.dev.ctx;
+        let wc = cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED;
+        Ok(Columns {
+            seg: pinned(ctx, cap, wc)?,
+            rank: pinned(ctx, cap, wc)?,
+            ts: pinned(ctx, cap, wc)?,
+            payload: pinned(ctx, cap, wc)?,
+            header: pinned(ctx, cap, wc)?,
+            window: pinned(ctx, cap, wc)?,
+            flags: pinned(ctx, cap, wc)?,
+            kind: pinned(ctx, cap, wc)?,
+            aux: pinned(ctx, cap, wc)?,
+            seg_start: pinned(ctx, cap + 1, wc)?,
+            seg_slot: pinned(ctx, cap, wc)?,
+            fin_meta: pinned(ctx, fin_cap, wc)?,
+        })
+    }
+
+    fn submit(&mut self, batch: &RecordBatch) -> Result<(), GpuError> {
+        let k = self.next;
+        self.next ^= 1;
+        let n = batch.len().min(self.cap);
+        let segs = batch.segments().min(self.cap);
+        let nf = batch.finalized().min(self.fin_cap);
+        let stream = self.sets[k].stream.clone();
+        self.ensure_slots(batch.slots_needed, &stream)?;
+        let c = &batch.cols;
+        let set = &mut self.sets[k];
+        upload(&c.seg, n, &mut set.seg, &stream)?;
+        upload(&c.rank, n, &mut set.rank, &stream)?;
+        upload(&c.ts, n, &mut set.ts, &stream)?;
+        upload(&c.payload, n, &mut set.payload, &stream)?;
+        upload(&c.header, n, &mut set.header, &stream)?;
+        upload(&c.window, n, &mut set.window, &stream)?;
+        upload(&c.flags, n, &mut set.flags, &stream)?;
+        upload(&c.kind, n, &mut set.kind, &stream)?;
+        upload(&c.aux, n, &mut set.aux, &stream)?;
+        upload(&c.seg_start, segs + 1, &mut set.seg_start, &stream)?;
+        upload(&c.seg_slot, segs, &mut set.seg_slot, &stream)?;
+        upload(&c.fin_meta, nf, &mut set.fin_meta, &stream)?;
+        if n > 0 {
+            let n32 = n as u32;
+            let mut b = stream.launch_builder(&self.dev.build_perm);
+            b.arg(&set.seg)
+                .arg(&set.rank)
+                .arg(&set.seg_start)
+                .arg(&mut set.perm)
+                .arg(&n32);
+            let cfg = LaunchConfig {
+                grid_dim: (blocks(n, 256), 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: build_perm(seg, rank, seg_start, perm, n) reads n
+            // records and writes perm at positions < n (the host's segment
+            // starts and ranks form a permutation of 0..n).
+            unsafe { b.launch(cfg) }.map_err(driver_err("launching build_perm"))?;
+        }
+        if segs > 0 {
+            let segs32 = segs as u32;
+            let mut b = stream.launch_builder(&self.dev.process);
+            b.arg(&mut self.accs)
+                .arg(&set.seg_start)
+                .arg(&set.seg_slot)
+                .arg(&segs32)
+                .arg(&set.perm)
+                .arg(&set.ts)
+                .arg(&set.payload)
+                .arg(&set.header)
+                .arg(&set.window)
+                .arg(&set.flags)
+                .arg(&set.kind)
+                .arg(&set.aux)
+                .arg(&set.fin_meta)
+                .arg(&self.activity_timeout_us)
+                .arg(&mut set.rows);
+            let cfg = LaunchConfig {
+                grid_dim: (blocks(segs, 128), 1, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: process_segments touches the accumulators of the slots
+            // named by seg_slot (all < acc_slots, ensured above) and writes
+            // rows < nf (finalize records carry row indices < nf).
+            unsafe { b.launch(cfg) }.map_err(driver_err("launching process_segments"))?;
+        }
+        if nf > 0 && self.copy_rows {
+            let len = nf * NUM_FEATURES;
+            let (ptr, _guard) = set.rows.device_ptr_mut(&stream);
+            let dst = set.host_rows.as_slice(len);
+            // SAFETY: host_rows is pinned, sized cap×NUM_FEATURES, and read by
+            // the host only after `done` fires.
+            unsafe {
+                drv::memcpy_dtoh_async(
+                    std::slice::from_raw_parts_mut(dst.as_ptr() as *mut f64, dst.len()),
+                    ptr,
+                    stream.cu_stream(),
+                )
+            }
+            .map_err(driver_err("copying rows to the host"))?;
+        }
+        set.done
+            .record(&stream)
+            .map_err(driver_err("recording an event"))?;
+        self.pending.push_back((k, nf));
+        Ok(())
+    }
+
+    fn finish(&mut self, rows: &mut Vec<f64>) -> Result<(), GpuError> {
+        let Some((k, nf)) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        let set = &self.sets[k];
+        set.done
+            .synchronize()
+            .map_err(driver_err("waiting for a batch"))?;
+        if self.copy_rows {
+            rows.extend_from_slice(set.host_rows.as_slice(nf * NUM_FEATURES));
+        }
+        Ok(())
+    }
+}
+
+/// The default on-disk PTX cache: `$XDG_CACHE_HOME/tapstream/ptx` or
+/// `~/.cache/tapstream/ptx`.
+pub fn default_ptx_cache() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("tapstream").join("ptx"))
+}

@@ -1,0 +1,674 @@
+// CUDA twin of kernels/src/cpu.rs: per-flow accumulators resident in device
+// memory, updated from columnar packet records, finalized into the 84 CIC
+// feature values. Every operation mirrors the CPU extractor: integer
+// accumulators (128-bit sums of squares), saturating and wrapping arithmetic
+// where the CPU has it, and floating point only at finalize, with the same
+// correctly rounded conversions and no FMA contraction (compile with
+// --fmad=false), so rows are bit-identical to the CPU's.
+//
+// The file is self-contained (no #include): NVRTC compiles it at start-up
+// with no CUDA headers, and tests compile it as plain C++ with a small shim
+// (kernels/tests/gpu_emulation.rs) to check the logic on machines with no GPU.
+
+typedef long long i64;
+typedef unsigned long long u64;
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned char u8;
+
+#ifndef TS_DEVICE
+#define TS_DEVICE __device__ __forceinline__
+#endif
+#ifndef TS_KERNEL
+#define TS_KERNEL extern "C" __global__
+#endif
+
+#define I64_MAX 0x7fffffffffffffffLL
+#define I64_MIN (-I64_MAX - 1LL)
+#define NO_BULK I64_MIN
+#define BULK_GAP_US 1000000LL
+#define BULK_MIN_PACKETS 4ULL
+
+// Record kinds (low two bits of `kind`); bit 7 marks a backward packet.
+#define KIND_UPDATE 0
+#define KIND_FIRST 1
+#define KIND_FINALIZE 2
+#define KIND_MASK 3
+#define DIR_BACKWARD 0x80
+
+// TCP flag bit positions.
+#define B_FIN 0
+#define B_SYN 1
+#define B_RST 2
+#define B_PSH 3
+#define B_ACK 4
+#define B_URG 5
+#define B_ECE 6
+#define B_CWR 7
+
+// Feature row indices: must equal kernels/src/schema.rs `idx` (a test checks).
+#define NUM_FEATURES 84
+#define IDX_SRC_PORT 0
+#define IDX_DST_PORT 1
+#define IDX_PROTOCOL 2
+#define IDX_FLOW_DURATION 3
+#define IDX_TOTAL_FWD_PACKET 4
+#define IDX_TOTAL_BWD_PACKETS 5
+#define IDX_TOTAL_LENGTH_OF_FWD_PACKET 6
+#define IDX_TOTAL_LENGTH_OF_BWD_PACKET 7
+#define IDX_FWD_PACKET_LENGTH_MAX 8
+#define IDX_FWD_PACKET_LENGTH_MIN 9
+#define IDX_FWD_PACKET_LENGTH_MEAN 10
+#define IDX_FWD_PACKET_LENGTH_STD 11
+#define IDX_BWD_PACKET_LENGTH_MAX 12
+#define IDX_BWD_PACKET_LENGTH_MIN 13
+#define IDX_BWD_PACKET_LENGTH_MEAN 14
+#define IDX_BWD_PACKET_LENGTH_STD 15
+#define IDX_FLOW_BYTES_S 16
+#define IDX_FLOW_PACKETS_S 17
+#define IDX_FLOW_IAT_MEAN 18
+#define IDX_FLOW_IAT_STD 19
+#define IDX_FLOW_IAT_MAX 20
+#define IDX_FLOW_IAT_MIN 21
+#define IDX_FWD_IAT_TOTAL 22
+#define IDX_FWD_IAT_MEAN 23
+#define IDX_FWD_IAT_STD 24
+#define IDX_FWD_IAT_MAX 25
+#define IDX_FWD_IAT_MIN 26
+#define IDX_BWD_IAT_TOTAL 27
+#define IDX_BWD_IAT_MEAN 28
+#define IDX_BWD_IAT_STD 29
+#define IDX_BWD_IAT_MAX 30
+#define IDX_BWD_IAT_MIN 31
+#define IDX_FWD_PSH_FLAGS 32
+#define IDX_BWD_PSH_FLAGS 33
+#define IDX_FWD_URG_FLAGS 34
+#define IDX_BWD_URG_FLAGS 35
+#define IDX_FWD_RST_FLAGS 36
+#define IDX_BWD_RST_FLAGS 37
+#define IDX_FWD_HEADER_LENGTH 38
+#define IDX_BWD_HEADER_LENGTH 39
+#define IDX_FWD_PACKETS_S 40
+#define IDX_BWD_PACKETS_S 41
+#define IDX_PACKET_LENGTH_MIN 42
+#define IDX_PACKET_LENGTH_MAX 43
+#define IDX_PACKET_LENGTH_MEAN 44
+#define IDX_PACKET_LENGTH_STD 45
+#define IDX_PACKET_LENGTH_VARIANCE 46
+#define IDX_FIN_FLAG_COUNT 47
+#define IDX_SYN_FLAG_COUNT 48
+#define IDX_RST_FLAG_COUNT 49
+#define IDX_PSH_FLAG_COUNT 50
+#define IDX_ACK_FLAG_COUNT 51
+#define IDX_URG_FLAG_COUNT 52
+#define IDX_CWR_FLAG_COUNT 53
+#define IDX_ECE_FLAG_COUNT 54
+#define IDX_DOWN_UP_RATIO 55
+#define IDX_AVERAGE_PACKET_SIZE 56
+#define IDX_FWD_SEGMENT_SIZE_AVG 57
+#define IDX_BWD_SEGMENT_SIZE_AVG 58
+#define IDX_FWD_BYTES_BULK_AVG 59
+#define IDX_FWD_PACKET_BULK_AVG 60
+#define IDX_FWD_BULK_RATE_AVG 61
+#define IDX_BWD_BYTES_BULK_AVG 62
+#define IDX_BWD_PACKET_BULK_AVG 63
+#define IDX_BWD_BULK_RATE_AVG 64
+#define IDX_SUBFLOW_FWD_PACKETS 65
+#define IDX_SUBFLOW_FWD_BYTES 66
+#define IDX_SUBFLOW_BWD_PACKETS 67
+#define IDX_SUBFLOW_BWD_BYTES 68
+#define IDX_FWD_INIT_WIN_BYTES 69
+#define IDX_BWD_INIT_WIN_BYTES 70
+#define IDX_FWD_ACT_DATA_PKTS 71
+#define IDX_FWD_SEG_SIZE_MIN 72
+#define IDX_ACTIVE_MEAN 73
+#define IDX_ACTIVE_STD 74
+#define IDX_ACTIVE_MAX 75
+#define IDX_ACTIVE_MIN 76
+#define IDX_IDLE_MEAN 77
+#define IDX_IDLE_STD 78
+#define IDX_IDLE_MAX 79
+#define IDX_IDLE_MIN 80
+#define IDX_ICMP_CODE 81
+#define IDX_ICMP_TYPE 82
+#define IDX_TOTAL_TCP_FLOW_TIME 83
+
+// Bytes per slot in the accumulator array (kernels/src/gpu/records.rs ACC_STRIDE).
+#define ACC_STRIDE 768
+
+#define PROTO_ICMP 1
+#define PROTO_TCP 6
+#define PROTO_ICMPV6 58
+
+// ---------------------------------------------------------------- integers
+
+// Rust's i64::saturating_sub.
+TS_DEVICE i64 sat_sub(i64 a, i64 b) {
+    i64 r = (i64)((u64)a - (u64)b);
+    if (((a ^ b) & (a ^ r)) < 0) {
+        return a < 0 ? I64_MIN : I64_MAX;
+    }
+    return r;
+}
+
+// Rust's i64::saturating_add.
+TS_DEVICE i64 sat_add(i64 a, i64 b) {
+    i64 r = (i64)((u64)a + (u64)b);
+    if (((a ^ r) & (b ^ r)) < 0) {
+        return a < 0 ? I64_MIN : I64_MAX;
+    }
+    return r;
+}
+
+TS_DEVICE i64 min_i64(i64 a, i64 b) { return a < b ? a : b; }
+TS_DEVICE i64 max_i64(i64 a, i64 b) { return a > b ? a : b; }
+TS_DEVICE u64 unsigned_abs(i64 x) { return x < 0 ? 0ULL - (u64)x : (u64)x; }
+
+// Leading zero bits of a non-zero 64-bit value.
+TS_DEVICE int clz64(u64 x) {
+#ifdef __CUDA_ARCH__
+    return __clzll((long long)x);
+#else
+    return __builtin_clzll(x);
+#endif
+}
+
+// High 64 bits of a 64x64 product.
+TS_DEVICE u64 mul_hi(u64 a, u64 b) {
+#ifdef __CUDA_ARCH__
+    return __umul64hi(a, b);
+#else
+    return (u64)(((unsigned __int128)a * b) >> 64);
+#endif
+}
+
+struct U128 {
+    u64 lo;
+    u64 hi;
+};
+
+TS_DEVICE U128 u128_mul64(u64 a, u64 b) {
+    U128 r;
+    r.lo = a * b;
+    r.hi = mul_hi(a, b);
+    return r;
+}
+
+TS_DEVICE bool u128_is_max(U128 a) { return a.lo == ~0ULL && a.hi == ~0ULL; }
+
+TS_DEVICE U128 u128_sat_add(U128 a, U128 b) {
+    U128 r;
+    r.lo = a.lo + b.lo;
+    u64 carry = r.lo < a.lo ? 1ULL : 0ULL;
+    u64 hi = a.hi + b.hi;
+    bool overflow = hi < a.hi;
+    r.hi = hi + carry;
+    overflow = overflow || r.hi < hi;
+    if (overflow) {
+        r.lo = ~0ULL;
+        r.hi = ~0ULL;
+    }
+    return r;
+}
+
+TS_DEVICE U128 u128_sat_sub(U128 a, U128 b) {
+    if (a.hi < b.hi || (a.hi == b.hi && a.lo < b.lo)) {
+        U128 z = {0, 0};
+        return z;
+    }
+    U128 r;
+    r.lo = a.lo - b.lo;
+    r.hi = a.hi - b.hi - (a.lo < b.lo ? 1ULL : 0ULL);
+    return r;
+}
+
+// a * b for a u128 and a u64; false when the product needs more than 128 bits.
+TS_DEVICE bool u128_checked_mul64(U128 a, u64 b, U128* out) {
+    U128 lo = u128_mul64(a.lo, b);
+    U128 hi = u128_mul64(a.hi, b);
+    if (hi.hi != 0) return false;
+    u64 h = lo.hi + hi.lo;
+    if (h < lo.hi) return false;
+    out->lo = lo.lo;
+    out->hi = h;
+    return true;
+}
+
+// Round-to-nearest-even conversion of a u128 to double (Rust's `as f64`).
+TS_DEVICE double u128_to_f64(U128 a) {
+    if (a.hi == 0) return (double)a.lo;  // cvt.rn.f64.u64: correctly rounded
+    int lz = clz64(a.hi);
+    int top = 127 - lz;  // index of the highest set bit, >= 64
+    int shift = top - 52;  // bits below the 53-bit mantissa, >= 12
+    // mantissa = a >> shift (53 bits); remainder = a mod 2^shift.
+    u64 m;
+    u64 rem_hi, rem_lo;  // the remainder, as a 128-bit number
+    if (shift >= 64) {
+        m = a.hi >> (shift - 64);
+        rem_hi = shift - 64 == 0 ? 0 : (a.hi & ((1ULL << (shift - 64)) - 1));
+        rem_lo = a.lo;
+    } else {
+        m = (a.hi << (64 - shift)) | (a.lo >> shift);
+        rem_hi = 0;
+        rem_lo = a.lo & ((1ULL << shift) - 1);
+    }
+    // half = 2^(shift-1)
+    u64 half_hi = shift - 1 >= 64 ? (1ULL << (shift - 1 - 64)) : 0;
+    u64 half_lo = shift - 1 >= 64 ? 0 : (1ULL << (shift - 1));
+    bool above = rem_hi > half_hi || (rem_hi == half_hi && rem_lo > half_lo);
+    bool equal = rem_hi == half_hi && rem_lo == half_lo;
+    if (above || (equal && (m & 1ULL))) {
+        m += 1;  // may carry to 2^53: still exact in a double
+    }
+    // m * 2^shift, exact: m has at most 54 bits and the scale is a power of two.
+    double d = (double)m;
+    double scale = 1.0;
+    for (int i = 0; i < shift; ++i) scale *= 2.0;
+    return d * scale;
+}
+
+TS_DEVICE double i64_to_f64(i64 x) { return (double)x; }
+TS_DEVICE double u64_to_f64(u64 x) { return (double)x; }
+
+// ------------------------------------------------------------------ stats
+
+struct IntStats {
+    U128 sumsq;
+    i64 sum;
+    u64 n;
+    i64 min;
+    i64 max;
+};
+
+TS_DEVICE void stats_empty(IntStats* s) {
+    s->sumsq.lo = 0;
+    s->sumsq.hi = 0;
+    s->sum = 0;
+    s->n = 0;
+    s->min = I64_MAX;
+    s->max = I64_MIN;
+}
+
+TS_DEVICE void stats_push(IntStats* s, i64 x) {
+    u64 a = unsigned_abs(x);
+    s->sumsq = u128_sat_add(s->sumsq, u128_mul64(a, a));
+    s->sum = (i64)((u64)s->sum + (u64)x);
+    s->n += 1;
+    s->min = min_i64(s->min, x);
+    s->max = max_i64(s->max, x);
+}
+
+TS_DEVICE IntStats stats_merged(const IntStats* a, const IntStats* b) {
+    IntStats r;
+    r.sumsq = u128_sat_add(a->sumsq, b->sumsq);
+    r.sum = (i64)((u64)a->sum + (u64)b->sum);
+    r.n = a->n + b->n;
+    r.min = min_i64(a->min, b->min);
+    r.max = max_i64(a->max, b->max);
+    return r;
+}
+
+TS_DEVICE double stats_min(const IntStats* s) { return s->n == 0 ? 0.0 : i64_to_f64(s->min); }
+TS_DEVICE double stats_max(const IntStats* s) { return s->n == 0 ? 0.0 : i64_to_f64(s->max); }
+
+TS_DEVICE double stats_mean(const IntStats* s) {
+    if (s->n == 0) return 0.0;
+    return i64_to_f64(s->sum) / u64_to_f64(s->n);
+}
+
+TS_DEVICE double stats_variance(const IntStats* s) {
+    if (s->n < 2) return 0.0;
+    u64 sabs = unsigned_abs(s->sum);
+    U128 a;
+    bool exact = !u128_is_max(s->sumsq) && u128_checked_mul64(s->sumsq, s->n, &a);
+    if (exact) {
+        U128 b = u128_mul64(sabs, sabs);
+        U128 num = u128_sat_sub(a, b);
+        U128 den = u128_mul64(s->n, s->n - 1);
+        return u128_to_f64(num) / u128_to_f64(den);
+    }
+    double nf = u64_to_f64(s->n);
+    double sf = i64_to_f64(s->sum);
+    double v = (u128_to_f64(s->sumsq) - sf * sf / nf) / (nf - 1.0);
+    return v > 0.0 ? v : (v != v ? 0.0 : (v < 0.0 ? 0.0 : v));
+}
+
+TS_DEVICE double stats_std(const IntStats* s) { return sqrt(stats_variance(s)); }
+
+// ------------------------------------------------------------------- bulk
+
+struct Bulk {
+    i64 start;
+    i64 last;
+    u64 cand_pkts;
+    u64 cand_bytes;
+    u64 bulks;
+    u64 pkts;
+    u64 bytes;
+    i64 duration;
+};
+
+TS_DEVICE void bulk_empty(Bulk* b) {
+    b->start = NO_BULK;
+    b->last = NO_BULK;
+    b->cand_pkts = 0;
+    b->cand_bytes = 0;
+    b->bulks = 0;
+    b->pkts = 0;
+    b->bytes = 0;
+    b->duration = 0;
+}
+
+TS_DEVICE void bulk_update(Bulk* b, i64 other_last, i64 ts, u32 size32) {
+    if (other_last > b->start) b->start = NO_BULK;
+    if (size32 == 0) return;
+    u64 size = size32;
+    if (b->start == NO_BULK || sat_sub(ts, b->last) > BULK_GAP_US) {
+        b->start = ts;
+        b->last = ts;
+        b->cand_pkts = 1;
+        b->cand_bytes = size;
+        return;
+    }
+    b->cand_pkts += 1;
+    b->cand_bytes += size;
+    if (b->cand_pkts == BULK_MIN_PACKETS) {
+        b->bulks += 1;
+        b->pkts += b->cand_pkts;
+        b->bytes += b->cand_bytes;
+        b->duration = sat_add(b->duration, sat_sub(ts, b->start));
+    } else if (b->cand_pkts > BULK_MIN_PACKETS) {
+        b->pkts += 1;
+        b->bytes += size;
+        b->duration = sat_add(b->duration, sat_sub(ts, b->last));
+    }
+    b->last = ts;
+}
+
+TS_DEVICE double bulk_per(u64 x, u64 bulks) { return bulks == 0 ? 0.0 : u64_to_f64(x / bulks); }
+
+TS_DEVICE double bulk_rate(const Bulk* b) {
+    if (b->duration == 0) return 0.0;
+    return trunc(u64_to_f64(b->bytes) / (i64_to_f64(b->duration) / 1000000.0));
+}
+
+// ------------------------------------------------------------ accumulator
+
+struct DirStats {
+    IntStats len;
+    IntStats iat;
+    u64 header_bytes;
+    i64 last_ts;
+    u32 flags[8];
+    Bulk bulk;
+    u16 init_win;
+};
+
+struct FlowAcc {
+    DirStats dirs[2];
+    IntStats flow_iat;
+    IntStats active;
+    IntStats idle;
+    i64 start_ts;
+    i64 last_ts;
+    i64 conn_start_ts;
+    i64 start_active;
+    i64 end_active;
+    u64 fwd_act_data;
+    u16 fwd_min_seg;
+    u8 first_flags;
+    u8 first_dir;
+};
+
+TS_DEVICE void dir_empty(DirStats* d) {
+    stats_empty(&d->len);
+    stats_empty(&d->iat);
+    d->header_bytes = 0;
+    d->last_ts = 0;
+    for (int i = 0; i < 8; ++i) d->flags[i] = 0;
+    bulk_empty(&d->bulk);
+    d->init_win = 0;
+}
+
+TS_DEVICE void count_flags(DirStats* d, u8 flags) {
+    for (int b = 0; b < 8; ++b) d->flags[b] += (flags >> b) & 1u;
+}
+
+TS_DEVICE void acc_first(FlowAcc* a, i64 ts, int dir, u32 payload, u16 header, u16 window,
+                         u8 flags, i64 conn_start) {
+    dir_empty(&a->dirs[0]);
+    dir_empty(&a->dirs[1]);
+    stats_empty(&a->flow_iat);
+    stats_empty(&a->active);
+    stats_empty(&a->idle);
+    a->start_ts = ts;
+    a->last_ts = ts;
+    a->conn_start_ts = conn_start;
+    a->start_active = ts;
+    a->end_active = ts;
+    a->fwd_act_data = 0;
+    a->first_flags = flags;
+    a->first_dir = (u8)dir;
+    DirStats* ds = &a->dirs[dir];
+    bulk_update(&ds->bulk, NO_BULK, ts, payload);
+    stats_push(&ds->len, (i64)payload);
+    ds->header_bytes = header;
+    ds->last_ts = ts;
+    count_flags(ds, flags);
+    ds->init_win = window;
+    a->fwd_min_seg = dir == 0 ? header : 0;
+}
+
+TS_DEVICE void acc_update(FlowAcc* a, i64 ts, int dir, u32 payload, u16 header, u16 window,
+                          u8 flags, i64 activity_timeout) {
+    i64 gap = sat_sub(ts, a->end_active);
+    if (gap > activity_timeout) {
+        i64 active = sat_sub(a->end_active, a->start_active);
+        if (active > 0) stats_push(&a->active, active);
+        stats_push(&a->idle, gap);
+        a->start_active = ts;
+    }
+    a->end_active = ts;
+
+    stats_push(&a->flow_iat, sat_sub(ts, a->last_ts));
+    a->last_ts = ts;
+
+    i64 other_last = a->dirs[dir ^ 1].bulk.last;
+    DirStats* ds = &a->dirs[dir];
+    bulk_update(&ds->bulk, other_last, ts, payload);
+    if (ds->len.n > 0) stats_push(&ds->iat, sat_sub(ts, ds->last_ts));
+    ds->last_ts = ts;
+    stats_push(&ds->len, (i64)payload);
+    ds->header_bytes += header;
+    count_flags(ds, flags);
+    if (dir == 0) {
+        a->fwd_act_data += payload > 0 ? 1 : 0;
+        a->fwd_min_seg = header < a->fwd_min_seg ? header : a->fwd_min_seg;
+    } else {
+        ds->init_win = window;
+    }
+}
+
+static_assert(sizeof(FlowAcc) <= ACC_STRIDE, "FlowAcc outgrew its slot stride");
+
+// Flow identity a finalize needs, packed by the host:
+// sport | dport << 16 | proto << 32 | icmp_type << 40 | icmp_code << 48.
+TS_DEVICE void acc_finalize(const FlowAcc* a, u64 meta, double* row) {
+    const DirStats* f = &a->dirs[0];
+    const DirStats* b = &a->dirs[1];
+    u32 sport = (u32)(meta & 0xffff);
+    u32 dport = (u32)((meta >> 16) & 0xffff);
+    u32 proto = (u32)((meta >> 32) & 0xff);
+    u32 icmp_type = (u32)((meta >> 40) & 0xff);
+    u32 icmp_code = (u32)((meta >> 48) & 0xff);
+
+    i64 dur = sat_sub(a->last_ts, a->start_ts);
+    double secs = i64_to_f64(dur) / 1000000.0;
+    u64 n_f = f->len.n;
+    u64 n_b = b->len.n;
+    u64 n = n_f + n_b;
+    IntStats all = stats_merged(&f->len, &b->len);
+    i64 bytes_f = f->len.sum;
+    i64 bytes_b = b->len.sum;
+    i64 bytes = all.sum;
+
+    row[IDX_SRC_PORT] = (double)sport;
+    row[IDX_DST_PORT] = (double)dport;
+    row[IDX_PROTOCOL] = (double)proto;
+    row[IDX_FLOW_DURATION] = i64_to_f64(dur);
+    row[IDX_TOTAL_FWD_PACKET] = u64_to_f64(n_f);
+    row[IDX_TOTAL_BWD_PACKETS] = u64_to_f64(n_b);
+    row[IDX_TOTAL_LENGTH_OF_FWD_PACKET] = i64_to_f64(bytes_f);
+    row[IDX_TOTAL_LENGTH_OF_BWD_PACKET] = i64_to_f64(bytes_b);
+
+    row[IDX_FWD_PACKET_LENGTH_MAX] = stats_max(&f->len);
+    row[IDX_FWD_PACKET_LENGTH_MIN] = stats_min(&f->len);
+    row[IDX_FWD_PACKET_LENGTH_MEAN] = stats_mean(&f->len);
+    row[IDX_FWD_PACKET_LENGTH_STD] = stats_std(&f->len);
+    row[IDX_BWD_PACKET_LENGTH_MAX] = stats_max(&b->len);
+    row[IDX_BWD_PACKET_LENGTH_MIN] = stats_min(&b->len);
+    row[IDX_BWD_PACKET_LENGTH_MEAN] = stats_mean(&b->len);
+    row[IDX_BWD_PACKET_LENGTH_STD] = stats_std(&b->len);
+
+    if (dur == 0) {
+        row[IDX_FLOW_BYTES_S] = -1.0;
+        row[IDX_FLOW_PACKETS_S] = -1.0;
+    } else {
+        row[IDX_FLOW_BYTES_S] = i64_to_f64(bytes) / secs;
+        row[IDX_FLOW_PACKETS_S] = u64_to_f64(n) / secs;
+    }
+
+    row[IDX_FLOW_IAT_MEAN] = stats_mean(&a->flow_iat);
+    row[IDX_FLOW_IAT_STD] = stats_std(&a->flow_iat);
+    row[IDX_FLOW_IAT_MAX] = stats_max(&a->flow_iat);
+    row[IDX_FLOW_IAT_MIN] = stats_min(&a->flow_iat);
+    row[IDX_FWD_IAT_TOTAL] = i64_to_f64(f->iat.sum);
+    row[IDX_FWD_IAT_MEAN] = stats_mean(&f->iat);
+    row[IDX_FWD_IAT_STD] = stats_std(&f->iat);
+    row[IDX_FWD_IAT_MAX] = stats_max(&f->iat);
+    row[IDX_FWD_IAT_MIN] = stats_min(&f->iat);
+    row[IDX_BWD_IAT_TOTAL] = i64_to_f64(b->iat.sum);
+    row[IDX_BWD_IAT_MEAN] = stats_mean(&b->iat);
+    row[IDX_BWD_IAT_STD] = stats_std(&b->iat);
+    row[IDX_BWD_IAT_MAX] = stats_max(&b->iat);
+    row[IDX_BWD_IAT_MIN] = stats_min(&b->iat);
+
+    u32 first_rst = (a->first_flags >> B_RST) & 1u;
+    u32 first_rst_f = a->first_dir == 0 ? first_rst : 0;
+    u32 first_rst_b = a->first_dir == 0 ? 0 : first_rst;
+    row[IDX_FWD_PSH_FLAGS] = (double)f->flags[B_PSH];
+    row[IDX_BWD_PSH_FLAGS] = (double)b->flags[B_PSH];
+    row[IDX_FWD_URG_FLAGS] = (double)f->flags[B_URG];
+    row[IDX_BWD_URG_FLAGS] = (double)b->flags[B_URG];
+    row[IDX_FWD_RST_FLAGS] = (double)(f->flags[B_RST] - first_rst_f);
+    row[IDX_BWD_RST_FLAGS] = (double)(b->flags[B_RST] - first_rst_b);
+    row[IDX_FWD_HEADER_LENGTH] = u64_to_f64(f->header_bytes);
+    row[IDX_BWD_HEADER_LENGTH] = u64_to_f64(b->header_bytes);
+    if (dur > 0) {
+        row[IDX_FWD_PACKETS_S] = u64_to_f64(n_f) / secs;
+        row[IDX_BWD_PACKETS_S] = u64_to_f64(n_b) / secs;
+    } else {
+        row[IDX_FWD_PACKETS_S] = 0.0;
+        row[IDX_BWD_PACKETS_S] = 0.0;
+    }
+
+    row[IDX_PACKET_LENGTH_MIN] = stats_min(&all);
+    row[IDX_PACKET_LENGTH_MAX] = stats_max(&all);
+    row[IDX_PACKET_LENGTH_MEAN] = stats_mean(&all);
+    row[IDX_PACKET_LENGTH_VARIANCE] = stats_variance(&all);
+    row[IDX_PACKET_LENGTH_STD] = sqrt(row[IDX_PACKET_LENGTH_VARIANCE]);
+
+    row[IDX_FIN_FLAG_COUNT] = (double)(f->flags[B_FIN] + b->flags[B_FIN]);
+    row[IDX_SYN_FLAG_COUNT] = (double)(f->flags[B_SYN] + b->flags[B_SYN]);
+    row[IDX_RST_FLAG_COUNT] = (double)(f->flags[B_RST] + b->flags[B_RST]);
+    row[IDX_PSH_FLAG_COUNT] = (double)(f->flags[B_PSH] + b->flags[B_PSH]);
+    row[IDX_ACK_FLAG_COUNT] = (double)(f->flags[B_ACK] + b->flags[B_ACK]);
+    row[IDX_URG_FLAG_COUNT] = (double)(f->flags[B_URG] + b->flags[B_URG]);
+    row[IDX_CWR_FLAG_COUNT] = (double)(f->flags[B_CWR] + b->flags[B_CWR]);
+    row[IDX_ECE_FLAG_COUNT] = (double)(f->flags[B_ECE] + b->flags[B_ECE]);
+
+    row[IDX_DOWN_UP_RATIO] = n_f > 0 ? u64_to_f64(n_b) / u64_to_f64(n_f) : 0.0;
+    row[IDX_AVERAGE_PACKET_SIZE] = stats_mean(&all);
+    row[IDX_FWD_SEGMENT_SIZE_AVG] = stats_mean(&f->len);
+    row[IDX_BWD_SEGMENT_SIZE_AVG] = stats_mean(&b->len);
+
+    row[IDX_FWD_BYTES_BULK_AVG] = bulk_per(f->bulk.bytes, f->bulk.bulks);
+    row[IDX_FWD_PACKET_BULK_AVG] = bulk_per(f->bulk.pkts, f->bulk.bulks);
+    row[IDX_FWD_BULK_RATE_AVG] = bulk_rate(&f->bulk);
+    row[IDX_BWD_BYTES_BULK_AVG] = bulk_per(b->bulk.bytes, b->bulk.bulks);
+    row[IDX_BWD_PACKET_BULK_AVG] = bulk_per(b->bulk.pkts, b->bulk.bulks);
+    row[IDX_BWD_BULK_RATE_AVG] = bulk_rate(&b->bulk);
+
+    row[IDX_SUBFLOW_FWD_PACKETS] = n == 0 ? 0.0 : u64_to_f64(n_f / n);
+    row[IDX_SUBFLOW_FWD_BYTES] = n == 0 ? 0.0 : u64_to_f64(unsigned_abs(bytes_f) / n);
+    row[IDX_SUBFLOW_BWD_PACKETS] = n == 0 ? 0.0 : u64_to_f64(n_b / n);
+    row[IDX_SUBFLOW_BWD_BYTES] = n == 0 ? 0.0 : u64_to_f64(unsigned_abs(bytes_b) / n);
+
+    row[IDX_FWD_INIT_WIN_BYTES] = (double)f->init_win;
+    row[IDX_BWD_INIT_WIN_BYTES] = (double)b->init_win;
+    row[IDX_FWD_ACT_DATA_PKTS] = u64_to_f64(a->fwd_act_data);
+    row[IDX_FWD_SEG_SIZE_MIN] = (double)a->fwd_min_seg;
+
+    row[IDX_ACTIVE_MEAN] = stats_mean(&a->active);
+    row[IDX_ACTIVE_STD] = stats_std(&a->active);
+    row[IDX_ACTIVE_MAX] = stats_max(&a->active);
+    row[IDX_ACTIVE_MIN] = stats_min(&a->active);
+    row[IDX_IDLE_MEAN] = stats_mean(&a->idle);
+    row[IDX_IDLE_STD] = stats_std(&a->idle);
+    row[IDX_IDLE_MAX] = stats_max(&a->idle);
+    row[IDX_IDLE_MIN] = stats_min(&a->idle);
+
+    bool icmp = proto == PROTO_ICMP || proto == PROTO_ICMPV6;
+    row[IDX_ICMP_CODE] = icmp ? (double)icmp_code : -1.0;
+    row[IDX_ICMP_TYPE] = icmp ? (double)icmp_type : -1.0;
+    row[IDX_TOTAL_TCP_FLOW_TIME] =
+        proto == PROTO_TCP ? i64_to_f64(sat_sub(a->last_ts, a->conn_start_ts)) : 0.0;
+}
+
+// ---------------------------------------------------------------- kernels
+
+// Scatters record indices into per-segment order: the host numbered each
+// record's segment (one per flow slot touched in the batch) and its rank
+// within the segment (arrival order), and computed each segment's start.
+TS_KERNEL void build_perm(const u32* seg, const u32* rank, const u32* seg_start, u32* perm,
+                          u32 n) {
+    u32 i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        perm[seg_start[seg[i]] + rank[i]] = i;
+    }
+}
+
+// One thread per segment: applies the segment's records to its slot's
+// accumulator in arrival order (first packet, updates, finalizes into a row),
+// so sequential state (inter-arrival times, active/idle, bulk) is exact.
+TS_KERNEL void process_segments(char* accs, const u32* seg_start, const u32* seg_slot,
+                                u32 n_segs, const u32* perm, const i64* ts,
+                                const u32* payload, const u16* header, const u16* window,
+                                const u8* flags, const u8* kind, const i64* aux,
+                                const u64* fin_meta, i64 activity_timeout, double* rows) {
+    u32 s = blockIdx.x * blockDim.x + threadIdx.x;
+    if (s >= n_segs) return;
+    FlowAcc* a = (FlowAcc*)(accs + (u64)seg_slot[s] * ACC_STRIDE);
+    u32 end = seg_start[s + 1];
+    for (u32 j = seg_start[s]; j < end; ++j) {
+        u32 i = perm[j];
+        u8 k = kind[i];
+        int dir = (k & DIR_BACKWARD) ? 1 : 0;
+        switch (k & KIND_MASK) {
+            case KIND_FIRST:
+                acc_first(a, ts[i], dir, payload[i], header[i], window[i], flags[i], aux[i]);
+                break;
+            case KIND_UPDATE:
+                acc_update(a, ts[i], dir, payload[i], header[i], window[i], flags[i],
+                           activity_timeout);
+                break;
+            case KIND_FINALIZE: {
+                u64 r = (u64)aux[i];
+                acc_finalize(a, fin_meta[r], rows + r * NUM_FEATURES);
+                break;
+            }
+            default:
+                break;
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The GPU twin of the CPU extractor: per-flow accumulators resident in
+//! device memory, fed with columnar packet records, finalized on the device.
+//!
+//! * [`records`]: the record layout, the batch builder and [`GpuShard`], which
+//!   drives the (host) flow table and an executor. Always compiled, so its
+//!   logic is tested on machines without a GPU.
+//! * [`FLOW_FEATURES_CU`]: the CUDA C++ source, a line-by-line twin of
+//!   `cpu.rs` (see the comments at its top). NVRTC compiles it at start-up for
+//!   the GPU found; tests also compile it to PTX (no GPU needed) and, as plain
+//!   C++, run it against the CPU extractor.
+//! * `cuda` (feature `cuda`): the executor on a real device through cudarc.
+
+pub mod records;
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
+
+pub use records::{BatchExecutor, Column, Columns, GpuError, GpuShard, RecordBatch};
+
+/// The kernel source, compiled at start-up by NVRTC.
+pub const FLOW_FEATURES_CU: &str = include_str!("flow_features.cu");
+
+/// Name of the source file (for compiler messages).
+pub const FLOW_FEATURES_NAME: &str = "flow_features.cu";
+
+/// The kernels the source defines, in launch order.
+pub const KERNELS: [&str; 2] = ["build_perm", "process_segments"];
+
+/// Compiler options every build of the kernels uses: no FMA contraction, so
+/// floating point rounds exactly as the CPU extractor's does.
+pub const NVRTC_OPTIONS: [&str; 2] = ["--fmad=false", "--std=c++17"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{feature_index, FEATURES, NUM_FEATURES};
+
+    /// The kernel's `IDX_*` constants are the schema's indices.
+    #[test]
+    fn kernel_feature_indices_match_the_schema() {
+        let mut seen = 0;
+        for line in FLOW_FEATURES_CU.lines() {
+            let Some(rest) = line.strip_prefix("#define IDX_") else {
+                continue;
+            };
+            let mut parts = rest.split_whitespace();
+            let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
+                panic!("bad line {line}");
+            };
+            let value: usize = value.parse().unwrap();
+            let (schema_name, _) = FEATURES[value];
+            let normalized: String = schema_name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect::<String>()
+                .split('_')
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join("_");
+            assert_eq!(name, normalized, "IDX_{name} = {value}");
+            assert_eq!(feature_index(schema_name), Some(value));
+            seen += 1;
+        }
+        assert_eq!(seen, NUM_FEATURES);
+        assert!(FLOW_FEATURES_CU.contains(&format!("#define NUM_FEATURES {NUM_FEATURES}")));
+    }
+
+    #[test]
+    fn kernel_constants_match_the_host() {
+        use records::*;
+        for (name, value) in [
+            ("ACC_STRIDE", ACC_STRIDE as u64),
+            ("KIND_UPDATE", u64::from(KIND_UPDATE)),
+            ("KIND_FIRST", u64::from(KIND_FIRST)),
+            ("KIND_FINALIZE", u64::from(KIND_FINALIZE)),
+            ("DIR_BACKWARD", u64::from(DIR_BACKWARD)),
+        ] {
+            let line = FLOW_FEATURES_CU
+                .lines()
+                .find(|l| l.starts_with(&format!("#define {name} ")))
+                .unwrap_or_else(|| panic!("#define {name} missing"));
+            let v = line.split_whitespace().nth(2).unwrap();
+            let v = match v.strip_prefix("0x") {
+                Some(hex) => u64::from_str_radix(hex, 16).unwrap(),
+                None => v.parse().unwrap(),
+            };
+            assert_eq!(v, value, "{name}");
+        }
+        for k in KERNELS {
+            assert!(
+                FLOW_FEATURES_CU.contains(&format!("TS_KERNEL void {k}(")),
+                "{k}"
+            );
+        }
+    }
+}

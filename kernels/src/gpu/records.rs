@@ -1,0 +1,650 @@
+//! Columnar packet records for the GPU extractor, and the shard that feeds them.
+//!
+//! The flow table stays on the host (it decides flow identity, direction and
+//! end, one packet at a time); the per-flow accumulators live on the device.
+//! For every packet the host appends one fixed-size record (timestamp,
+//! lengths, flags, window, kind and direction) and for every ended flow a
+//! *finalize* record, in event order. Records are grouped by flow slot into
+//! *segments*: the host numbers each record's segment (one per slot touched
+//! in the batch) and its rank within the segment, so the device can put every
+//! slot's records back in arrival order with one scatter and then apply them
+//! with one thread per segment, exactly as the CPU extractor would. A slot
+//! whose flow ends and restarts within a batch is one segment holding the old
+//! flow's updates, its finalize, then the new flow's first packet: order is
+//! preserved, so nothing has to wait for the next batch.
+//!
+//! Columns are written through [`Column`], which is backed by ordinary memory
+//! or (with the `cuda` feature) by pinned host memory that the device copies
+//! from asynchronously. [`GpuShard`] drives a flow table and a
+//! [`BatchExecutor`]; two batches are in flight so the copy and kernels of
+//! one overlap the host filling the next.
+
+use std::collections::VecDeque;
+
+use tapstream_ingest::flow::{Direction, EndedFlow, FlowConfig, FlowTable, PlacementKind};
+use tapstream_ingest::packet::{proto, PacketRecord};
+use tapstream_ingest::FlowMeta;
+
+use crate::batch::FlowBatch;
+use crate::schema::NUM_FEATURES;
+use crate::shard::{Output, ShardError, ShardStats};
+
+/// Record kind: a packet joining its flow.
+pub const KIND_UPDATE: u8 = 0;
+/// Record kind: a flow's first packet (resets the slot's accumulator).
+pub const KIND_FIRST: u8 = 1;
+/// Record kind: the flow ended; write its feature row.
+pub const KIND_FINALIZE: u8 = 2;
+/// Bit set in `kind` for a backward packet.
+pub const DIR_BACKWARD: u8 = 0x80;
+/// Bytes per slot in the device accumulator array (the kernel's `ACC_STRIDE`).
+pub const ACC_STRIDE: usize = 768;
+/// Bytes copied to the device per record (all columns).
+pub const RECORD_BYTES: usize = 4 + 4 + 8 + 4 + 2 + 2 + 1 + 1 + 8;
+
+/// Errors of the GPU extractor.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GpuError {
+    /// No usable CUDA driver or device.
+    #[error("no usable GPU: {0}")]
+    Unavailable(String),
+    /// NVRTC could not compile a kernel.
+    #[error("compiling {name} with NVRTC failed: {log}")]
+    Compile {
+        /// The source file.
+        name: &'static str,
+        /// The compiler's log.
+        log: String,
+    },
+    /// A CUDA driver call failed.
+    #[error("CUDA {what} failed: {message}")]
+    Driver {
+        /// What was being done.
+        what: &'static str,
+        /// The driver's message.
+        message: String,
+    },
+    /// The flow table configuration is invalid.
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+}
+
+/// One column of `T`, in memory that stays put for the column's life.
+///
+/// Backed by a `Vec` (tests, emulation) or by pinned host memory (CUDA); the
+/// owner keeps the memory alive and the column never reallocates, so the
+/// device can copy from it while the host fills another batch.
+pub struct Column<T: Copy> {
+    ptr: *mut T,
+    cap: usize,
+    _owner: Box<dyn Send>,
+}
+
+// SAFETY: the column owns its memory (through `_owner`) and hands out
+// references only through `&self`/`&mut self`, like a `Vec`.
+unsafe impl<T: Copy + Send> Send for Column<T> {}
+
+impl<T: Copy + Default + Send + 'static> Column<T> {
+    /// A column in ordinary memory.
+    pub fn in_memory(cap: usize) -> Self {
+        let mut v = vec![T::default(); cap.max(1)];
+        let ptr = v.as_mut_ptr();
+        Column {
+            ptr,
+            cap: v.len(),
+            _owner: Box::new(v),
+        }
+    }
+}
+
+impl<T: Copy> Column<T> {
+    /// A column over memory owned by `owner`.
+    ///
+    /// # Safety
+    /// `ptr` must be valid for reads and writes of `cap` elements of `T` for
+    /// as long as `owner` lives, and nothing else may access that memory
+    /// except through this column (device copies excepted, which the caller
+    /// orders with its own events).
+    pub unsafe fn from_raw(ptr: *mut T, cap: usize, owner: Box<dyn Send>) -> Self {
+        Column {
+            ptr,
+            cap,
+            _owner: owner,
+        }
+    }
+
+    /// Capacity in elements.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// The first `len` elements (clamped to the capacity).
+    pub fn as_slice(&self, len: usize) -> &[T] {
+        // SAFETY: `ptr` is valid for `cap` elements while `_owner` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, len.min(self.cap)) }
+    }
+
+    /// Raw pointer to the first element (for device copies).
+    pub fn as_ptr(&self) -> *const T {
+        self.ptr
+    }
+
+    #[inline]
+    fn set(&mut self, i: usize, v: T) {
+        if i < self.cap {
+            // SAFETY: in bounds; `&mut self` gives exclusive access.
+            unsafe { self.ptr.add(i).write(v) }
+        }
+    }
+}
+
+/// The columns of one batch.
+pub struct Columns {
+    /// Segment of each record.
+    pub seg: Column<u32>,
+    /// Rank of each record within its segment (arrival order).
+    pub rank: Column<u32>,
+    /// Packet time, µs.
+    pub ts: Column<i64>,
+    /// Transport payload bytes.
+    pub payload: Column<u32>,
+    /// Transport header bytes.
+    pub header: Column<u16>,
+    /// TCP window.
+    pub window: Column<u16>,
+    /// TCP flags (0 for non-TCP).
+    pub flags: Column<u8>,
+    /// Kind and direction.
+    pub kind: Column<u8>,
+    /// First packet: connection start (µs); finalize: row index.
+    pub aux: Column<i64>,
+    /// Start of each segment in per-segment order, plus the end.
+    pub seg_start: Column<u32>,
+    /// Flow slot of each segment.
+    pub seg_slot: Column<u32>,
+    /// Packed identity of each finalized flow (see the kernel).
+    pub fin_meta: Column<u64>,
+}
+
+impl Columns {
+    /// Columns in ordinary memory for `cap` records of which at most
+    /// `fin_cap` finalize flows.
+    pub fn in_memory(cap: usize, fin_cap: usize) -> Self {
+        Columns {
+            seg: Column::in_memory(cap),
+            rank: Column::in_memory(cap),
+            ts: Column::in_memory(cap),
+            payload: Column::in_memory(cap),
+            header: Column::in_memory(cap),
+            window: Column::in_memory(cap),
+            flags: Column::in_memory(cap),
+            kind: Column::in_memory(cap),
+            aux: Column::in_memory(cap),
+            seg_start: Column::in_memory(cap + 1),
+            seg_slot: Column::in_memory(cap),
+            fin_meta: Column::in_memory(fin_cap),
+        }
+    }
+
+    /// Records a batch can hold.
+    pub fn capacity(&self) -> usize {
+        [
+            self.seg.capacity(),
+            self.rank.capacity(),
+            self.ts.capacity(),
+            self.payload.capacity(),
+            self.header.capacity(),
+            self.window.capacity(),
+            self.flags.capacity(),
+            self.kind.capacity(),
+            self.aux.capacity(),
+            self.seg_slot.capacity(),
+            self.seg_start.capacity().saturating_sub(1),
+        ]
+        .into_iter()
+        .min()
+        .unwrap_or(0)
+    }
+}
+
+/// A batch being filled, then sealed and handed to an executor.
+pub struct RecordBatch {
+    /// The columns.
+    pub cols: Columns,
+    len: usize,
+    segs: usize,
+    seg_count: Vec<u32>,
+    /// Ended flows, in row order.
+    pub metas: Vec<FlowMeta>,
+    /// Highest slot referenced plus one.
+    pub slots_needed: usize,
+    sealed: bool,
+}
+
+impl RecordBatch {
+    /// An empty batch over `cols`.
+    pub fn new(cols: Columns) -> Self {
+        let cap = cols.capacity();
+        RecordBatch {
+            cols,
+            len: 0,
+            segs: 0,
+            seg_count: Vec::with_capacity(cap),
+            metas: Vec::new(),
+            slots_needed: 0,
+            sealed: false,
+        }
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Segments in the batch.
+    pub fn segments(&self) -> usize {
+        self.segs
+    }
+
+    /// Finalized flows in the batch.
+    pub fn finalized(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// True when one more record does not fit.
+    pub fn is_full(&self) -> bool {
+        self.len >= self.cols.capacity()
+    }
+
+    /// True when one more finalize (a record and a row) does not fit.
+    pub fn finalize_full(&self) -> bool {
+        self.is_full() || self.metas.len() >= self.cols.fin_meta.capacity()
+    }
+
+    /// Copies this batch (columns up to its length, segments, rows to come)
+    /// into `dst`, which must have at least the same capacities.
+    pub fn copy_into(&self, dst: &mut RecordBatch) {
+        fn col<T: Copy>(src: &Column<T>, dst: &mut Column<T>, n: usize) {
+            for (i, v) in src.as_slice(n).iter().enumerate() {
+                dst.set(i, *v);
+            }
+        }
+        let (n, s, f) = (self.len, self.segs, self.metas.len());
+        let (a, b) = (&self.cols, &mut dst.cols);
+        col(&a.seg, &mut b.seg, n);
+        col(&a.rank, &mut b.rank, n);
+        col(&a.ts, &mut b.ts, n);
+        col(&a.payload, &mut b.payload, n);
+        col(&a.header, &mut b.header, n);
+        col(&a.window, &mut b.window, n);
+        col(&a.flags, &mut b.flags, n);
+        col(&a.kind, &mut b.kind, n);
+        col(&a.aux, &mut b.aux, n);
+        col(&a.seg_start, &mut b.seg_start, s + 1);
+        col(&a.seg_slot, &mut b.seg_slot, s);
+        col(&a.fin_meta, &mut b.fin_meta, f);
+        dst.len = n;
+        dst.segs = s;
+        dst.seg_count.clear();
+        dst.seg_count.extend_from_slice(&self.seg_count);
+        dst.metas.clear();
+        dst.metas.extend_from_slice(&self.metas);
+        dst.slots_needed = self.slots_needed;
+        dst.sealed = self.sealed;
+    }
+
+    /// Packet records (not finalize records) in the batch.
+    pub fn packets(&self) -> usize {
+        self.len - self.metas.len()
+    }
+
+    /// Computes the segment starts; the batch is then ready to execute.
+    pub fn seal(&mut self) {
+        let mut start = 0u32;
+        for (s, &c) in self.seg_count.iter().enumerate() {
+            self.cols.seg_start.set(s, start);
+            start += c;
+        }
+        self.cols.seg_start.set(self.segs, start);
+        self.sealed = true;
+    }
+
+    /// True once [`seal`](Self::seal) ran.
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.segs = 0;
+        self.seg_count.clear();
+        self.metas.clear();
+        self.slots_needed = 0;
+        self.sealed = false;
+    }
+}
+
+/// Slot → segment of the batch being filled (stamped with the batch number
+/// so nothing has to be cleared between batches).
+#[derive(Default)]
+struct SegmentMap {
+    seg: Vec<u32>,
+    epoch: Vec<u32>,
+    current: u32,
+}
+
+impl SegmentMap {
+    fn next_batch(&mut self) {
+        self.current = self.current.wrapping_add(1);
+        if self.current == 0 {
+            self.epoch.iter_mut().for_each(|e| *e = u32::MAX);
+            self.current = 1;
+        }
+    }
+}
+
+/// Appends a record for `slot`, opening its segment if needed.
+#[allow(clippy::too_many_arguments)]
+fn push_record(
+    b: &mut RecordBatch,
+    map: &mut SegmentMap,
+    slot: u32,
+    ts: i64,
+    payload: u32,
+    header: u16,
+    window: u16,
+    flags: u8,
+    kind: u8,
+    aux: i64,
+) {
+    let s = slot as usize;
+    if s >= map.seg.len() {
+        let n = (s + 1).next_power_of_two();
+        map.seg.resize(n, 0);
+        map.epoch.resize(n, 0);
+    }
+    let seg = if map.epoch[s] == map.current {
+        map.seg[s]
+    } else {
+        let seg = b.segs as u32;
+        map.seg[s] = seg;
+        map.epoch[s] = map.current;
+        b.cols.seg_slot.set(b.segs, slot);
+        b.seg_count.push(0);
+        b.segs += 1;
+        seg
+    };
+    let rank = &mut b.seg_count[seg as usize];
+    let i = b.len;
+    b.cols.seg.set(i, seg);
+    b.cols.rank.set(i, *rank);
+    *rank += 1;
+    b.cols.ts.set(i, ts);
+    b.cols.payload.set(i, payload);
+    b.cols.header.set(i, header);
+    b.cols.window.set(i, window);
+    b.cols.flags.set(i, flags);
+    b.cols.kind.set(i, kind);
+    b.cols.aux.set(i, aux);
+    b.len += 1;
+    b.slots_needed = b.slots_needed.max(s + 1);
+}
+
+/// Packs the identity a finalize needs (must match the kernel's unpacking).
+pub fn pack_meta(m: &FlowMeta) -> u64 {
+    u64::from(m.sport)
+        | (u64::from(m.dport) << 16)
+        | (u64::from(m.proto) << 32)
+        | (u64::from(m.icmp_type) << 40)
+        | (u64::from(m.icmp_code) << 48)
+}
+
+/// Runs sealed batches against accumulators it keeps between batches.
+pub trait BatchExecutor: Send {
+    /// Starts running `batch`; its rows come back from [`finish`](Self::finish)
+    /// in submission order. At most two batches are outstanding.
+    fn submit(&mut self, batch: &RecordBatch) -> Result<(), GpuError>;
+    /// Waits for the oldest submitted batch and writes its rows
+    /// (`finalized × NUM_FEATURES`, row-major) into `rows`.
+    fn finish(&mut self, rows: &mut Vec<f64>) -> Result<(), GpuError>;
+    /// Fresh columns for one batch of `cap` records, at most `fin_cap` of
+    /// them finalizes (pinned memory for a device).
+    fn columns(&mut self, cap: usize, fin_cap: usize) -> Result<Columns, GpuError>;
+}
+
+/// A flow table whose features are computed by a [`BatchExecutor`].
+///
+/// The same table as [`crate::shard::ShardProcessor`], so flows, their ends
+/// and their order are identical; only the arithmetic moves to the device.
+/// Ended flows reach the caller's [`Output`] when their batch completes.
+pub struct GpuShard<E: BatchExecutor> {
+    table: FlowTable,
+    exec: E,
+    map: SegmentMap,
+    filling: RecordBatch,
+    spare: Option<RecordBatch>,
+    in_flight: VecDeque<RecordBatch>,
+    rows: Vec<f64>,
+    ended: Vec<EndedFlow>,
+    shard_id: u32,
+    error: Option<GpuError>,
+}
+
+impl<E: BatchExecutor> GpuShard<E> {
+    /// A shard whose batches hold up to `batch_records` records, of which at
+    /// most a quarter (and at least one) end flows.
+    pub fn new(
+        cfg: FlowConfig,
+        shard_id: u32,
+        mut exec: E,
+        batch_records: usize,
+    ) -> Result<Self, GpuError> {
+        let table = FlowTable::new(cfg).map_err(ShardError::from)?;
+        let cap = batch_records.max(2);
+        let fin_cap = fin_capacity(cap);
+        let filling = RecordBatch::new(exec.columns(cap, fin_cap)?);
+        let spare = Some(RecordBatch::new(exec.columns(cap, fin_cap)?));
+        let mut map = SegmentMap::default();
+        map.next_batch();
+        Ok(GpuShard {
+            table,
+            exec,
+            map,
+            filling,
+            spare,
+            in_flight: VecDeque::with_capacity(2),
+            rows: Vec::new(),
+            ended: Vec::new(),
+            shard_id,
+            error: None,
+        })
+    }
+
+    /// Starts over with an empty flow table, keeping the executor and its
+    /// buffers (call after [`flush_into`](Self::flush_into); accumulators
+    /// need no clearing, a flow's first record resets its slot).
+    pub fn reset(&mut self) -> Result<(), GpuError> {
+        let cfg = *self.table.config();
+        self.table = FlowTable::new(cfg).map_err(ShardError::from)?;
+        self.map.next_batch();
+        Ok(())
+    }
+
+    /// Hands back the executor (after [`flush_into`](Self::flush_into)).
+    pub fn into_executor(self) -> E {
+        self.exec
+    }
+
+    /// The first device error, if one happened (the shard then drops flows).
+    pub fn error(&self) -> Option<&GpuError> {
+        self.error.as_ref()
+    }
+
+    /// Processes packets in order; flows whose batch completes are emitted.
+    pub fn process_into<F: FnMut(&mut FlowBatch)>(
+        &mut self,
+        recs: &[PacketRecord],
+        out: &mut Output<'_, F>,
+    ) {
+        let mut ended = std::mem::take(&mut self.ended);
+        for rec in recs {
+            // Flows this packet ends (its own timed-out flow, swept idle
+            // flows, an evicted one) are finalized before its own record, so
+            // a reused slot sees the old flow's finalize first.
+            let placement = self.table.process(rec, &mut |e: EndedFlow| ended.push(e));
+            self.finalize_all(&mut ended, out);
+            if self.filling.is_full() {
+                self.rotate(out);
+            }
+            let flags = if rec.proto == proto::TCP {
+                rec.flags
+            } else {
+                0
+            };
+            let dir = match placement.dir {
+                Direction::Forward => 0,
+                Direction::Backward => DIR_BACKWARD,
+            };
+            let (kind, aux) = match placement.kind {
+                PlacementKind::New { continuation } => (
+                    KIND_FIRST,
+                    continuation.map_or(rec.ts_us, |c| c.conn_start_us),
+                ),
+                PlacementKind::Existing => (KIND_UPDATE, 0),
+            };
+            push_record(
+                &mut self.filling,
+                &mut self.map,
+                placement.slot,
+                rec.ts_us,
+                rec.payload_len,
+                rec.header_len,
+                rec.window,
+                flags,
+                kind | dir,
+                aux,
+            );
+        }
+        self.ended = ended;
+    }
+
+    /// Advances packet time (idle sweeps) like the CPU shard.
+    pub fn advance_into<F: FnMut(&mut FlowBatch)>(&mut self, now_us: i64, out: &mut Output<'_, F>) {
+        // Sweeps may end many flows at once: end them into as many batches as needed.
+        let mut ended = std::mem::take(&mut self.ended);
+        self.table
+            .advance(now_us, &mut |e: EndedFlow| ended.push(e));
+        self.finalize_all(&mut ended, out);
+        self.ended = ended;
+    }
+
+    /// Ends every flow and waits for all results.
+    pub fn flush_into<F: FnMut(&mut FlowBatch)>(&mut self, out: &mut Output<'_, F>) {
+        let mut ended = std::mem::take(&mut self.ended);
+        self.table.flush(&mut |e: EndedFlow| ended.push(e));
+        self.finalize_all(&mut ended, out);
+        self.ended = ended;
+        self.sync(out);
+    }
+
+    /// Submits what is pending and waits for every batch: all flows ended
+    /// so far are emitted when this returns.
+    pub fn sync<F: FnMut(&mut FlowBatch)>(&mut self, out: &mut Output<'_, F>) {
+        if !self.filling.is_empty() {
+            self.submit_filling(out);
+        }
+        while !self.in_flight.is_empty() {
+            self.complete_oldest(out);
+        }
+    }
+
+    /// Counters, as the CPU shard reports them.
+    pub fn stats(&self) -> ShardStats {
+        let t = self.table.stats();
+        ShardStats {
+            shard_id: self.shard_id,
+            active_flows: t.active,
+            flows_created: t.created,
+            ended: t.ended,
+            evictions: t.evictions(),
+            packets: t.packets,
+        }
+    }
+
+    fn finalize_all<F: FnMut(&mut FlowBatch)>(
+        &mut self,
+        ended: &mut Vec<EndedFlow>,
+        out: &mut Output<'_, F>,
+    ) {
+        for e in ended.drain(..) {
+            if self.filling.finalize_full() {
+                self.rotate(out);
+            }
+            finalize(&mut self.filling, &mut self.map, &e);
+        }
+    }
+
+    /// Submits the filling batch, keeping at most two in flight.
+    fn rotate<F: FnMut(&mut FlowBatch)>(&mut self, out: &mut Output<'_, F>) {
+        if !self.filling.is_empty() {
+            self.submit_filling(out);
+        }
+    }
+
+    fn submit_filling<F: FnMut(&mut FlowBatch)>(&mut self, out: &mut Output<'_, F>) {
+        if self.spare.is_none() {
+            self.complete_oldest(out);
+        }
+        let Some(next) = self.spare.take() else {
+            return;
+        };
+        let mut batch = std::mem::replace(&mut self.filling, next);
+        batch.seal();
+        self.map.next_batch();
+        if self.error.is_none() {
+            if let Err(e) = self.exec.submit(&batch) {
+                self.error = Some(e);
+            }
+        }
+        self.in_flight.push_back(batch);
+    }
+
+    fn complete_oldest<F: FnMut(&mut FlowBatch)>(&mut self, out: &mut Output<'_, F>) {
+        let Some(mut batch) = self.in_flight.pop_front() else {
+            return;
+        };
+        if self.error.is_none() {
+            self.rows.clear();
+            match self.exec.finish(&mut self.rows) {
+                Ok(()) => emit_rows(&batch.metas, &self.rows, out),
+                Err(e) => self.error = Some(e),
+            }
+        }
+        batch.clear();
+        self.spare = Some(batch);
+    }
+}
+
+/// Finalizes a batch of `cap` records may hold: a quarter, at least one.
+pub fn fin_capacity(cap: usize) -> usize {
+    (cap / 4).max(1)
+}
+
+fn finalize(b: &mut RecordBatch, map: &mut SegmentMap, e: &EndedFlow) {
+    let row = b.metas.len();
+    b.cols.fin_meta.set(row, pack_meta(&e.meta));
+    b.metas.push(e.meta);
+    push_record(b, map, e.slot, 0, 0, 0, 0, 0, KIND_FINALIZE, row as i64);
+}
+
+fn emit_rows<F: FnMut(&mut FlowBatch)>(metas: &[FlowMeta], rows: &[f64], out: &mut Output<'_, F>) {
+    for (meta, row) in metas.iter().zip(rows.chunks_exact(NUM_FEATURES)) {
+        out.emit_row(*meta, row);
+    }
+}

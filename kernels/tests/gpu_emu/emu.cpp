@@ -1,0 +1,64 @@
+// Runs kernels/src/gpu/flow_features.cu as plain C++ on the host: each
+// "launch" is a loop over the grid. Reads record batches from stdin and
+// writes each batch's feature rows to stdout; the accumulators persist
+// between batches as on the device. Used by kernels/tests/gpu_emulation.rs.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#define TS_DEVICE static inline
+#define TS_KERNEL static
+struct Dim3 {
+    unsigned x;
+};
+static Dim3 blockIdx, blockDim, threadIdx;
+using std::sqrt;
+using std::trunc;
+
+#include "flow_features.cu"
+
+template <typename T>
+static bool read_vec(std::vector<T>& v, unsigned long long n) {
+    v.resize(n ? n : 1);
+    return n == 0 || fread(v.data(), sizeof(T), n, stdin) == n;
+}
+
+int main() {
+    std::vector<char> accs;
+    for (;;) {
+        unsigned long long hdr[5];  // records, segments, finalized, slots, activity timeout
+        if (fread(hdr, sizeof hdr[0], 5, stdin) != 5) return 0;
+        u64 n = hdr[0], segs = hdr[1], nf = hdr[2], slots = hdr[3];
+        i64 activity = (i64)hdr[4];
+        std::vector<u32> seg, rank, payload, seg_start, seg_slot;
+        std::vector<i64> ts, aux;
+        std::vector<u16> header, window;
+        std::vector<u8> flags, kind;
+        std::vector<u64> fin_meta;
+        if (!read_vec(seg, n) || !read_vec(rank, n) || !read_vec(ts, n) || !read_vec(payload, n) ||
+            !read_vec(header, n) || !read_vec(window, n) || !read_vec(flags, n) ||
+            !read_vec(kind, n) || !read_vec(aux, n) || !read_vec(seg_start, segs + 1) ||
+            !read_vec(seg_slot, segs) || !read_vec(fin_meta, nf)) {
+            fprintf(stderr, "short batch\n");
+            return 2;
+        }
+        if (accs.size() < slots * ACC_STRIDE) accs.resize(slots * ACC_STRIDE, 0);
+        std::vector<u32> perm(n ? n : 1);
+        blockDim.x = 1;
+        threadIdx.x = 0;
+        for (u64 i = 0; i < n; ++i) {
+            blockIdx.x = (unsigned)i;
+            build_perm(seg.data(), rank.data(), seg_start.data(), perm.data(), (u32)n);
+        }
+        std::vector<double> rows(nf * NUM_FEATURES + 1, 0.0);
+        for (u64 s = 0; s < segs; ++s) {
+            blockIdx.x = (unsigned)s;
+            process_segments(accs.data(), seg_start.data(), seg_slot.data(), (u32)segs, perm.data(),
+                             ts.data(), payload.data(), header.data(), window.data(), flags.data(),
+                             kind.data(), aux.data(), fin_meta.data(), activity, rows.data());
+        }
+        fwrite(rows.data(), sizeof(double), nf * NUM_FEATURES, stdout);
+        fflush(stdout);
+    }
+}

@@ -1,0 +1,399 @@
+//! The GPU kernels, compiled as plain C++ and run on the host, produce
+//! exactly the CPU extractor's rows for the same packets.
+//!
+//! This checks everything but the device itself: the host batch builder
+//! (segments, ranks, finalize records, slot reuse within a batch, batch
+//! boundaries, accumulator growth) and the kernel arithmetic, bit for bit.
+//! The GPU host runs the same comparison on the real device
+//! (`scripts/gpu-check.sh`). Needs a C++ compiler (`c++`); without one the
+//! test says so and returns.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use tapstream_ingest::flow::FlowConfig;
+use tapstream_ingest::{decode, CaptureReader, PacketRecord};
+use tapstream_kernels::gpu::{BatchExecutor, Columns, GpuError, GpuShard, RecordBatch};
+use tapstream_kernels::schema::{FEATURES, NUM_FEATURES};
+use tapstream_kernels::shard::Output;
+use tapstream_kernels::{FlowBatch, ShardProcessor};
+
+fn build_emulator(dir: &Path) -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let exe = dir.join("emu");
+    let status = Command::new("c++")
+        .args([
+            "-O2",
+            "-std=c++17",
+            "-Wall",
+            "-Werror",
+            "-Wno-unused-function",
+        ])
+        .arg("-I")
+        .arg(root.join("src/gpu"))
+        .arg(root.join("tests/gpu_emu/emu.cpp"))
+        .arg("-o")
+        .arg(&exe)
+        .status();
+    match status {
+        Ok(s) if s.success() => Some(exe),
+        Ok(s) => panic!("the kernel source does not compile as C++ ({s})"),
+        Err(e) => {
+            eprintln!("gpu_emulation: skipped, no C++ compiler ({e})");
+            None
+        }
+    }
+}
+
+struct EmuExecutor {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: ChildStdout,
+    done: VecDeque<Vec<f64>>,
+    activity_timeout_us: i64,
+}
+
+impl EmuExecutor {
+    fn spawn(exe: &Path, activity_timeout_us: i64) -> Self {
+        let mut child = Command::new(exe)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        EmuExecutor {
+            child,
+            stdin,
+            stdout,
+            done: VecDeque::new(),
+            activity_timeout_us,
+        }
+    }
+}
+
+impl Drop for EmuExecutor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_col<T: Copy>(w: &mut impl Write, xs: &[T]) {
+    // SAFETY: plain-old-data columns written in the machine's byte order,
+    // read back by the emulator on the same machine.
+    let bytes =
+        unsafe { std::slice::from_raw_parts(xs.as_ptr().cast::<u8>(), std::mem::size_of_val(xs)) };
+    w.write_all(bytes).unwrap();
+}
+
+impl BatchExecutor for EmuExecutor {
+    fn columns(&mut self, cap: usize, fin_cap: usize) -> Result<Columns, GpuError> {
+        Ok(Columns::in_memory(cap, fin_cap))
+    }
+
+    // The round trip is synchronous (the pipes would deadlock with two
+    // batches outstanding); `finish` then hands out results in order.
+    fn submit(&mut self, b: &RecordBatch) -> Result<(), GpuError> {
+        let (n, segs, nf) = (b.len(), b.segments(), b.finalized());
+        let mut buf = Vec::new();
+        write_col(
+            &mut buf,
+            &[
+                n as u64,
+                segs as u64,
+                nf as u64,
+                b.slots_needed as u64,
+                self.activity_timeout_us as u64,
+            ],
+        );
+        let c = &b.cols;
+        write_col(&mut buf, c.seg.as_slice(n));
+        write_col(&mut buf, c.rank.as_slice(n));
+        write_col(&mut buf, c.ts.as_slice(n));
+        write_col(&mut buf, c.payload.as_slice(n));
+        write_col(&mut buf, c.header.as_slice(n));
+        write_col(&mut buf, c.window.as_slice(n));
+        write_col(&mut buf, c.flags.as_slice(n));
+        write_col(&mut buf, c.kind.as_slice(n));
+        write_col(&mut buf, c.aux.as_slice(n));
+        write_col(&mut buf, c.seg_start.as_slice(segs + 1));
+        write_col(&mut buf, c.seg_slot.as_slice(segs));
+        write_col(&mut buf, c.fin_meta.as_slice(nf));
+        self.stdin.write_all(&buf).unwrap();
+        self.stdin.flush().unwrap();
+        let mut raw = vec![0u8; nf * NUM_FEATURES * 8];
+        self.stdout.read_exact(&mut raw).unwrap();
+        let rows = raw
+            .chunks_exact(8)
+            .map(|c| f64::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        self.done.push_back(rows);
+        Ok(())
+    }
+
+    fn finish(&mut self, rows: &mut Vec<f64>) -> Result<(), GpuError> {
+        rows.extend(self.done.pop_front().unwrap_or_default());
+        Ok(())
+    }
+}
+
+fn records(path: &Path) -> Vec<PacketRecord> {
+    let mut reader = match CaptureReader::open(path) {
+        Ok(r) => r,
+        Err(_) => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    let mut rec = PacketRecord::default();
+    while let Ok(Some(p)) = reader.next_packet() {
+        if decode(&p, &mut rec).is_ok() {
+            out.push(rec);
+        }
+    }
+    out
+}
+
+fn cpu_rows(cfg: FlowConfig, recs: &[PacketRecord]) -> FlowBatch {
+    let mut shard = ShardProcessor::new(cfg, 0).unwrap();
+    let mut out = FlowBatch::default();
+    for chunk in recs.chunks(512) {
+        shard.process(chunk, &mut out);
+    }
+    shard.flush(&mut out);
+    out
+}
+
+fn gpu_rows(cfg: FlowConfig, recs: &[PacketRecord], exe: &Path, cap: usize) -> FlowBatch {
+    let exec = EmuExecutor::spawn(exe, cfg.activity_timeout_us);
+    let mut shard = GpuShard::new(cfg, 0, exec, cap).unwrap();
+    let mut batch = FlowBatch::default();
+    let mut out = Output {
+        batch: &mut batch,
+        max_flows: usize::MAX,
+        handoff: |_: &mut FlowBatch| {},
+    };
+    for chunk in recs.chunks(512) {
+        shard.process_into(chunk, &mut out);
+    }
+    shard.flush_into(&mut out);
+    assert!(shard.error().is_none(), "{:?}", shard.error());
+    batch
+}
+
+/// Asserts the two extractors emitted the same flows with bit-identical rows.
+fn assert_same(name: &str, cpu: &FlowBatch, gpu: &FlowBatch) {
+    assert_eq!(cpu.len(), gpu.len(), "{name}: flow count");
+    for i in 0..cpu.len() {
+        assert_eq!(cpu.metas[i], gpu.metas[i], "{name}: flow {i}");
+        let (a, b) = (cpu.row(i).unwrap(), gpu.row(i).unwrap());
+        for k in 0..NUM_FEATURES {
+            assert!(
+                a[k].to_bits() == b[k].to_bits(),
+                "{name}: flow {i} feature {:?}: cpu {} gpu {}",
+                FEATURES[k].0,
+                a[k],
+                b[k]
+            );
+        }
+    }
+}
+
+fn captures() -> Vec<PathBuf> {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    let mut out = Vec::new();
+    for dir in [
+        "lab/benign",
+        "lab/attack",
+        "pcaps/attack/scan",
+        "pcaps/attack/dos",
+    ] {
+        let mut stack = vec![data.join(dir)];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn emulated_kernels_equal_the_cpu_extractor() {
+    let dir = std::env::temp_dir().join(format!("tapstream-emu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let Some(exe) = build_emulator(&dir) else {
+        return;
+    };
+    let files = captures();
+    if files.is_empty() {
+        eprintln!(
+            "emulated_kernels_equal_the_cpu_extractor: ../shared/data absent, synthetic only"
+        );
+    }
+    // Small flow tables force eviction and slot reuse; small batches force
+    // flows across batch boundaries and reuse within a batch.
+    let configs = [
+        FlowConfig::default(),
+        FlowConfig {
+            max_flows: 64,
+            flow_timeout_us: 2_000_000,
+            ..FlowConfig::default()
+        },
+    ];
+    let mut flows = 0;
+    for f in &files {
+        let recs = records(f);
+        if recs.is_empty() {
+            continue;
+        }
+        for (ci, cfg) in configs.iter().enumerate() {
+            let cpu = cpu_rows(*cfg, &recs);
+            for cap in [97, 4096] {
+                let gpu = gpu_rows(*cfg, &recs, &exe, cap);
+                assert_same(&format!("{} cfg{ci} cap{cap}", f.display()), &cpu, &gpu);
+            }
+            flows += cpu.len();
+        }
+    }
+    eprintln!(
+        "{} captures, {flows} flows: GPU kernels (emulated) == CPU",
+        files.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Random packets whose gaps sit on every threshold of the extractor (bulk
+/// gap, activity timeout, flow timeout) and sometimes go backwards, across a
+/// handful of hosts and ports so flows collide, end and restart.
+fn synthetic(seed: u64, n: usize, bulk_focus: bool) -> Vec<PacketRecord> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    const GAPS: [i64; 12] = [
+        0,
+        1,
+        999_999,
+        1_000_000,
+        1_000_001,
+        4_999_999,
+        5_000_000,
+        5_000_001,
+        119_999_999,
+        120_000_000,
+        120_000_001,
+        -3,
+    ];
+    // Bulk focus: one TCP connection, mostly payload, gaps around 1 s.
+    const BULK_GAPS: [i64; 6] = [0, 0, 1, 999_999, 1_000_000, 1_000_001];
+    let mut ts = 1_600_000_000_000_000i64;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        ts += if bulk_focus {
+            BULK_GAPS[(next() % BULK_GAPS.len() as u64) as usize]
+        } else {
+            GAPS[(next() % GAPS.len() as u64) as usize]
+        };
+        let a = if bulk_focus { 0 } else { (next() % 3) as u8 };
+        let b = if bulk_focus {
+            3
+        } else {
+            3 + (next() % 2) as u8
+        };
+        let forward = next() % 2 == 0;
+        let proto = if bulk_focus {
+            6
+        } else {
+            [6u8, 6, 6, 17, 1][(next() % 5) as usize]
+        };
+        let (sport, dport) = match (proto, bulk_focus) {
+            (1, _) => (0, 0),
+            (_, true) => (1000, 80),
+            _ => (1000 + (next() % 3) as u16, 80),
+        };
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src[..4].copy_from_slice(&[10, 0, 0, a]);
+        dst[..4].copy_from_slice(&[10, 0, 0, b]);
+        let (src, dst, sport, dport) = if forward {
+            (src, dst, sport, dport)
+        } else {
+            (dst, src, dport, sport)
+        };
+        // Bulk focus: never FIN/RST/SYN, so the connection stays one flow.
+        let flags = match (proto, bulk_focus) {
+            (6, true) => 0x18,
+            (6, false) => (next() & 0xff) as u8,
+            _ => 0,
+        };
+        out.push(PacketRecord {
+            ts_us: ts,
+            hash: tapstream_ingest::decode::flow_hash(&src, &dst, sport, dport, proto, false),
+            src,
+            dst,
+            payload_len: if bulk_focus {
+                [0u32, 1, 100, 1448, 1448, 1448][(next() % 6) as usize]
+            } else {
+                [0u32, 0, 1, 1448, 65_535][(next() % 5) as usize]
+            },
+            wire_len: 60,
+            sport,
+            dport,
+            header_len: [20u16, 32, 60, 8][(next() % 4) as usize],
+            window: (next() & 0xffff) as u16,
+            proto,
+            flags,
+            icmp_type: if proto == 1 {
+                (next() % 3) as u8 * 8
+            } else {
+                0
+            },
+            icmp_code: if proto == 1 { (next() % 2) as u8 } else { 0 },
+            v6: false,
+        });
+    }
+    out
+}
+
+#[test]
+fn emulated_kernels_equal_the_cpu_extractor_on_threshold_streams() {
+    let dir = std::env::temp_dir().join(format!("tapstream-emu2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let Some(exe) = build_emulator(&dir) else {
+        return;
+    };
+    let mut flows = 0;
+    for seed in 1..=80u64 {
+        let recs = synthetic(seed * 0x9e37_79b9, 3000, seed % 2 == 0);
+        for cfg in [
+            FlowConfig::default(),
+            FlowConfig {
+                max_flows: 3,
+                ..FlowConfig::default()
+            },
+        ] {
+            let cpu = cpu_rows(cfg, &recs);
+            for cap in [5, 257] {
+                let gpu = gpu_rows(cfg, &recs, &exe, cap);
+                assert_same(&format!("seed {seed} cap {cap}"), &cpu, &gpu);
+            }
+            flows += cpu.len();
+        }
+    }
+    assert!(flows > 1000, "{flows}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,163 @@
+//! Where flow features are computed: the CPU extractor or the CUDA kernels.
+//!
+//! `--device cuda` without a usable GPU (or in a build without the `cuda`
+//! feature) is an error before any packet is read; `--device auto` falls
+//! back to the CPU and says so once on stderr. Both extractors run behind the
+//! same flow table, so flows, their order and their packet counts never
+//! depend on the device; the kernels reproduce the CPU's feature values.
+
+use anyhow::Result;
+use tapstream_ingest::flow::FlowConfig;
+use tapstream_ingest::PacketRecord;
+use tapstream_kernels::shard::{Output, ShardProcessor, ShardStats};
+use tapstream_kernels::FlowBatch;
+
+use crate::config::{Config, Device};
+
+#[cfg(feature = "cuda")]
+use tapstream_kernels::gpu::cuda::{CudaDevice, CudaExecutor};
+#[cfg(feature = "cuda")]
+use tapstream_kernels::gpu::GpuShard;
+
+/// The device a run uses, opened.
+#[derive(Clone)]
+pub enum Resolved {
+    /// The CPU extractor.
+    Cpu,
+    /// A GPU with the kernels loaded.
+    #[cfg(feature = "cuda")]
+    Cuda(CudaDevice),
+}
+
+impl Resolved {
+    /// A short description for summaries: "cpu" or the GPU's name.
+    pub fn describe(&self) -> String {
+        match self {
+            Resolved::Cpu => "cpu".to_string(),
+            #[cfg(feature = "cuda")]
+            Resolved::Cuda(d) => {
+                let i = d.info();
+                format!(
+                    "cuda: {} (sm_{}{}, driver {})",
+                    i.name, i.compute_capability.0, i.compute_capability.1, i.driver_version
+                )
+            }
+        }
+    }
+}
+
+/// Opens the configured device.
+pub fn resolve(cfg: &Config) -> Result<Resolved> {
+    match cfg.gpu.device {
+        Device::Cpu => Ok(Resolved::Cpu),
+        Device::Cuda => open_gpu(cfg),
+        Device::Auto => match open_gpu(cfg) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                eprintln!("tapstream: {e:#}; using the CPU extractor");
+                Ok(Resolved::Cpu)
+            }
+        },
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_gpu(cfg: &Config) -> Result<Resolved> {
+    let dev = CudaDevice::open(cfg.gpu.ordinal, cfg.gpu.ptx_cache.as_deref())?;
+    Ok(Resolved::Cuda(dev))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_gpu(_cfg: &Config) -> Result<Resolved> {
+    anyhow::bail!("this tapstream was built without CUDA support (build with `--features cuda`)")
+}
+
+/// One shard's flow table and feature extractor.
+pub enum Extractor {
+    /// Flow table and CPU accumulators.
+    Cpu(ShardProcessor),
+    /// Flow table on the host, accumulators on a GPU.
+    #[cfg(feature = "cuda")]
+    Cuda(Box<GpuShard<CudaExecutor>>),
+}
+
+impl Extractor {
+    /// A shard on `device`.
+    pub fn new(device: &Resolved, flow: FlowConfig, shard: u32, cfg: &Config) -> Result<Self> {
+        let _ = cfg;
+        match device {
+            Resolved::Cpu => Ok(Extractor::Cpu(ShardProcessor::new(flow, shard)?)),
+            #[cfg(feature = "cuda")]
+            Resolved::Cuda(dev) => {
+                let exec = dev.executor(cfg.gpu.batch_records, flow.activity_timeout_us)?;
+                let s = GpuShard::new(flow, shard, exec, cfg.gpu.batch_records)?;
+                Ok(Extractor::Cuda(Box::new(s)))
+            }
+        }
+    }
+
+    /// True for the GPU extractor (its results arrive per batch).
+    pub fn batched(&self) -> bool {
+        !matches!(self, Extractor::Cpu(_))
+    }
+
+    /// Processes packet records.
+    pub fn process_into<F: FnMut(&mut FlowBatch)>(
+        &mut self,
+        recs: &[PacketRecord],
+        out: &mut Output<'_, F>,
+    ) {
+        match self {
+            Extractor::Cpu(p) => p.process_into(recs, out),
+            #[cfg(feature = "cuda")]
+            Extractor::Cuda(g) => g.process_into(recs, out),
+        }
+    }
+
+    /// Advances packet time.
+    pub fn advance_into<F: FnMut(&mut FlowBatch)>(&mut self, now_us: i64, out: &mut Output<'_, F>) {
+        match self {
+            Extractor::Cpu(p) => p.advance_into(now_us, out),
+            #[cfg(feature = "cuda")]
+            Extractor::Cuda(g) => g.advance_into(now_us, out),
+        }
+    }
+
+    /// Nothing arrived for a while: deliver flows still waiting in a batch.
+    pub fn idle<F: FnMut(&mut FlowBatch)>(&mut self, out: &mut Output<'_, F>) {
+        match self {
+            Extractor::Cpu(_) => {
+                let _ = out;
+            }
+            #[cfg(feature = "cuda")]
+            Extractor::Cuda(g) => g.sync(out),
+        }
+    }
+
+    /// Ends every flow and delivers them all.
+    pub fn flush_into<F: FnMut(&mut FlowBatch)>(&mut self, out: &mut Output<'_, F>) {
+        match self {
+            Extractor::Cpu(p) => p.flush_into(out),
+            #[cfg(feature = "cuda")]
+            Extractor::Cuda(g) => g.flush_into(out),
+        }
+    }
+
+    /// The first device error, if the GPU failed (flows are then lost).
+    pub fn error(&self) -> Option<String> {
+        match self {
+            Extractor::Cpu(_) => None,
+            #[cfg(feature = "cuda")]
+            Extractor::Cuda(g) => g.error().map(|e| e.to_string()),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ShardStats {
+        match self {
+            Extractor::Cpu(p) => p.stats(),
+            #[cfg(feature = "cuda")]
+            Extractor::Cuda(g) => g.stats(),
+        }
+    }
+}

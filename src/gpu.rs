@@ -1,0 +1,312 @@
+//! GPU checks that need a device: CPU/GPU feature parity on captures, and
+//! the throughput of the GPU feature stage fed from pinned host records.
+//!
+//! Both drive the same flow table as the CPU path, so every flow exists on
+//! both sides in the same order and rows can be compared one to one.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use tapstream_ingest::flow::FlowConfig;
+use tapstream_ingest::{decode, CaptureReader, PacketRecord};
+use tapstream_kernels::gpu::cuda::{CudaDevice, CudaExecutor};
+use tapstream_kernels::gpu::records::fin_capacity;
+use tapstream_kernels::gpu::{BatchExecutor, Columns, GpuError, GpuShard, RecordBatch};
+use tapstream_kernels::schema::{Kind, FEATURES, NUM_FEATURES};
+use tapstream_kernels::shard::Output;
+use tapstream_kernels::{FlowBatch, ShardProcessor};
+
+/// Largest relative difference accepted for a floating-point feature. The
+/// kernels reproduce every operation of the CPU extractor with the same
+/// IEEE rounding (integer accumulators, correctly rounded conversions,
+/// division and square root, no FMA contraction), so rows are expected to be
+/// bit-identical; this bound only allows for a libm `trunc`/`sqrt` that
+/// rounds differently in the last place, which would show up here.
+pub const FLOAT_TOLERANCE: f64 = 1e-12;
+
+/// Decoded packet records of a capture (undecodable packets dropped).
+pub fn records(path: &Path) -> Result<Vec<PacketRecord>> {
+    let mut reader = CaptureReader::open(path).with_context(|| path.display().to_string())?;
+    let mut out = Vec::new();
+    let mut rec = PacketRecord::default();
+    loop {
+        match reader.next_packet() {
+            Ok(Some(p)) => {
+                if decode(&p, &mut rec).is_ok() {
+                    out.push(rec);
+                }
+            }
+            Ok(None) => break,
+            Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Rows of the CPU extractor.
+pub fn cpu_rows(flow: FlowConfig, recs: &[PacketRecord]) -> Result<FlowBatch> {
+    let mut shard = ShardProcessor::new(flow, 0)?;
+    let mut out = FlowBatch::default();
+    for chunk in recs.chunks(4096) {
+        shard.process(chunk, &mut out);
+    }
+    shard.flush(&mut out);
+    Ok(out)
+}
+
+/// A reusable GPU shard for parity checks over many captures.
+pub struct GpuRows {
+    shard: GpuShard<CudaExecutor>,
+}
+
+impl GpuRows {
+    /// A shard on `dev` with batches of `batch_records` records.
+    pub fn new(dev: &CudaDevice, flow: FlowConfig, batch_records: usize) -> Result<Self> {
+        let exec = dev.executor(batch_records, flow.activity_timeout_us)?;
+        Ok(GpuRows {
+            shard: GpuShard::new(flow, 0, exec, batch_records)?,
+        })
+    }
+
+    /// Rows of the GPU extractor for one capture's records.
+    pub fn rows(&mut self, recs: &[PacketRecord]) -> Result<FlowBatch> {
+        self.shard.reset()?;
+        let mut batch = FlowBatch::default();
+        let mut out = Output {
+            batch: &mut batch,
+            max_flows: usize::MAX,
+            handoff: |_: &mut FlowBatch| {},
+        };
+        for chunk in recs.chunks(4096) {
+            self.shard.process_into(chunk, &mut out);
+        }
+        self.shard.flush_into(&mut out);
+        if let Some(e) = self.shard.error() {
+            bail!("GPU extractor: {e}");
+        }
+        Ok(batch)
+    }
+}
+
+/// How two sets of rows compare.
+#[derive(Clone, Debug, Default)]
+pub struct Parity {
+    /// Flows compared.
+    pub flows: u64,
+    /// Feature values compared.
+    pub values: u64,
+    /// Values that are not bit-identical.
+    pub differing: u64,
+    /// Integer features that differ (must be 0).
+    pub integer_mismatches: u64,
+    /// Float features beyond [`FLOAT_TOLERANCE`] (must be 0).
+    pub float_violations: u64,
+    /// Largest relative difference of a float feature, and which one.
+    pub max_rel: (f64, &'static str),
+    /// First problem seen, for the report.
+    pub first_problem: Option<String>,
+}
+
+impl Parity {
+    /// True when every value is within the stated tolerance.
+    pub fn ok(&self) -> bool {
+        self.integer_mismatches == 0 && self.float_violations == 0 && self.first_problem.is_none()
+    }
+
+    /// Adds another comparison.
+    pub fn merge(&mut self, o: &Parity) {
+        self.flows += o.flows;
+        self.values += o.values;
+        self.differing += o.differing;
+        self.integer_mismatches += o.integer_mismatches;
+        self.float_violations += o.float_violations;
+        if o.max_rel.0 > self.max_rel.0 {
+            self.max_rel = o.max_rel;
+        }
+        if self.first_problem.is_none() {
+            self.first_problem.clone_from(&o.first_problem);
+        }
+    }
+}
+
+/// Compares CPU and GPU rows flow by flow.
+pub fn compare(cpu: &FlowBatch, gpu: &FlowBatch) -> Parity {
+    let mut p = Parity {
+        max_rel: (0.0, ""),
+        ..Parity::default()
+    };
+    if cpu.len() != gpu.len() {
+        p.first_problem = Some(format!(
+            "{} flows on the CPU, {} on the GPU",
+            cpu.len(),
+            gpu.len()
+        ));
+        return p;
+    }
+    for i in 0..cpu.len() {
+        if cpu.metas.get(i) != gpu.metas.get(i) {
+            p.first_problem
+                .get_or_insert_with(|| format!("flow {i}: different flow identity"));
+            continue;
+        }
+        let (Some(a), Some(b)) = (cpu.row(i), gpu.row(i)) else {
+            continue;
+        };
+        p.flows += 1;
+        for k in 0..NUM_FEATURES {
+            p.values += 1;
+            let (x, y) = (a[k], b[k]);
+            if x.to_bits() == y.to_bits() {
+                continue;
+            }
+            p.differing += 1;
+            let (name, kind) = FEATURES[k];
+            let problem = || format!("flow {i}, {name}: cpu {x} gpu {y}");
+            match kind {
+                Kind::Integer => {
+                    p.integer_mismatches += 1;
+                    p.first_problem.get_or_insert_with(problem);
+                }
+                Kind::Float => {
+                    let rel = (x - y).abs() / x.abs().max(y.abs()).max(f64::MIN_POSITIVE);
+                    let rel = if rel.is_nan() { f64::INFINITY } else { rel };
+                    if rel > p.max_rel.0 {
+                        p.max_rel = (rel, name);
+                    }
+                    if rel > FLOAT_TOLERANCE {
+                        p.float_violations += 1;
+                        p.first_problem.get_or_insert_with(problem);
+                    }
+                }
+            }
+        }
+    }
+    p
+}
+
+/// Keeps copies of the batches a [`GpuShard`] submits, in pinned memory
+/// (the GPU stage benchmark replays them) and returns zero rows.
+struct Recorder {
+    exec: CudaExecutor,
+    staged: Vec<RecordBatch>,
+    pending: std::collections::VecDeque<usize>,
+    cap: usize,
+}
+
+impl BatchExecutor for Recorder {
+    fn columns(&mut self, cap: usize, fin_cap: usize) -> Result<Columns, GpuError> {
+        Ok(Columns::in_memory(cap, fin_cap))
+    }
+
+    fn submit(&mut self, batch: &RecordBatch) -> Result<(), GpuError> {
+        let mut copy = RecordBatch::new(self.exec.columns(self.cap, fin_capacity(self.cap))?);
+        batch.copy_into(&mut copy);
+        self.pending.push_back(batch.finalized());
+        self.staged.push(copy);
+        Ok(())
+    }
+
+    fn finish(&mut self, rows: &mut Vec<f64>) -> Result<(), GpuError> {
+        let nf = self.pending.pop_front().unwrap_or(0);
+        rows.resize(rows.len() + nf * NUM_FEATURES, 0.0);
+        Ok(())
+    }
+}
+
+/// Throughput of the GPU feature stage.
+#[derive(Clone, Debug)]
+pub struct StageRate {
+    /// Whether the feature rows were copied back to the host.
+    pub rows_copied: bool,
+    /// Packet records processed (finalize records not counted).
+    pub packets: u64,
+    /// All records copied and processed.
+    pub records: u64,
+    /// Flows finalized.
+    pub flows: u64,
+    /// Seconds of device work, copies included.
+    pub seconds: f64,
+    /// Times the record stream was replayed.
+    pub passes: u32,
+}
+
+/// Times the GPU feature stage on `recs`: the host flow table lays the
+/// records out in pinned batches first (not timed), then the batches are
+/// copied to the device, processed and their rows copied back, two batches
+/// in flight, repeated until about `min_seconds` have passed.
+pub fn stage_rate(
+    dev: &CudaDevice,
+    flow: FlowConfig,
+    recs: &[PacketRecord],
+    batch_records: usize,
+    min_seconds: f64,
+) -> Result<Vec<StageRate>> {
+    let recorder = Recorder {
+        exec: dev.executor(batch_records, flow.activity_timeout_us)?,
+        staged: Vec::new(),
+        pending: Default::default(),
+        cap: batch_records,
+    };
+    let mut shard = GpuShard::new(flow, 0, recorder, batch_records)?;
+    let mut sink = FlowBatch::default();
+    let mut out = Output {
+        batch: &mut sink,
+        max_flows: 1 << 16,
+        handoff: |b: &mut FlowBatch| b.clear(),
+    };
+    for chunk in recs.chunks(4096) {
+        shard.process_into(chunk, &mut out);
+    }
+    shard.flush_into(&mut out);
+    let staged = shard.into_executor().staged;
+    let packets: u64 = staged.iter().map(|b| b.packets() as u64).sum();
+    let records: u64 = staged.iter().map(|b| b.len() as u64).sum();
+    let flows: u64 = staged.iter().map(|b| b.finalized() as u64).sum();
+
+    let mut results = Vec::new();
+    for rows_copied in [true, false] {
+        let mut exec = dev.executor(batch_records, flow.activity_timeout_us)?;
+        exec.set_copy_rows(rows_copied);
+        let mut rows = Vec::new();
+        // One warm-up pass (first touch of device memory, JIT of the PTX).
+        run_pass(&mut exec, &staged, &mut rows)?;
+        let t = Instant::now();
+        let mut passes = 0u32;
+        while passes < 3 || t.elapsed().as_secs_f64() < min_seconds {
+            run_pass(&mut exec, &staged, &mut rows)?;
+            passes += 1;
+            if passes >= 100_000 {
+                break;
+            }
+        }
+        results.push(StageRate {
+            rows_copied,
+            packets: packets * u64::from(passes),
+            records: records * u64::from(passes),
+            flows: flows * u64::from(passes),
+            seconds: t.elapsed().as_secs_f64(),
+            passes,
+        });
+    }
+    Ok(results)
+}
+
+fn run_pass(exec: &mut CudaExecutor, staged: &[RecordBatch], rows: &mut Vec<f64>) -> Result<()> {
+    let mut in_flight = 0;
+    for b in staged {
+        if in_flight == 2 {
+            rows.clear();
+            exec.finish(rows).map_err(|e| anyhow!("{e}"))?;
+            in_flight -= 1;
+        }
+        exec.submit(b).map_err(|e| anyhow!("{e}"))?;
+        in_flight += 1;
+    }
+    while in_flight > 0 {
+        rows.clear();
+        exec.finish(rows).map_err(|e| anyhow!("{e}"))?;
+        in_flight -= 1;
+    }
+    Ok(())
+}
