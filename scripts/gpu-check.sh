@@ -50,9 +50,12 @@ step "parity: benchmark file"
 "$bin" parity "$work/bench.pcap" > "$out/parity-bench.txt" 2>&1 || status=1
 tail -n 3 "$out/parity-bench.txt"
 
-for batch in 262144 1048576; do
-  step "bench, GPU features, batch_records=$batch"
-  printf '[gpu]\nbatch_records = %d\n' "$batch" > "$work/gpu.toml"
+# Batch size trades latency for throughput; the largest runs with 3 workers
+# (each worker holds two batches of pinned host and device memory).
+for spec in 262144:0 1048576:0 4194304:3; do
+  batch=${spec%:*} workers=${spec#*:}
+  step "bench, GPU features, batch_records=$batch, workers=$workers (0 = auto)"
+  printf '[gpu]\nbatch_records = %d\n[pipeline]\nworkers = %d\n' "$batch" "$workers" > "$work/gpu.toml"
   "$bin" bench --device cuda --config "$work/gpu.toml" --pcap "$work/bench.pcap" > "$out/bench-cuda-$batch.txt" 2>&1 || status=1
   cat "$out/bench-cuda-$batch.txt"
 done

@@ -173,6 +173,16 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
     #[cfg(feature = "cuda")]
     if let crate::device::Resolved::Cuda(dev) = &device {
         for r in crate::gpu::stage_rate(dev, flow_cfg, &recs, cfg.gpu.batch_records, 2.0)? {
+            notes.push(format!(
+                "cuda stage ({}): {} batches of up to {} records per pass, {:.0} flows per batch on average, longest flow segment {} records, {} passes, {:.1} M records/s",
+                if r.rows_copied { "rows to host" } else { "rows on device" },
+                r.batches,
+                cfg.gpu.batch_records,
+                r.mean_segments,
+                r.longest_segment,
+                r.passes,
+                r.records as f64 / r.seconds.max(1e-9) / 1e6,
+            ));
             stages.push(StageResult {
                 name: if r.rows_copied {
                     "cuda features, rows to host"

@@ -229,6 +229,12 @@ pub struct StageRate {
     pub seconds: f64,
     /// Times the record stream was replayed.
     pub passes: u32,
+    /// Batches per replay.
+    pub batches: usize,
+    /// Segments (flows touched) per batch, on average.
+    pub mean_segments: f64,
+    /// Longest segment of any batch, in records.
+    pub longest_segment: usize,
 }
 
 /// Times the GPU feature stage on `recs`: the host flow table lays the
@@ -263,18 +269,25 @@ pub fn stage_rate(
     let packets: u64 = staged.iter().map(|b| b.packets() as u64).sum();
     let records: u64 = staged.iter().map(|b| b.len() as u64).sum();
     let flows: u64 = staged.iter().map(|b| b.finalized() as u64).sum();
+    let batches = staged.len();
+    let mean_segments =
+        staged.iter().map(|b| b.segments() as f64).sum::<f64>() / batches.max(1) as f64;
+    let longest_segment = staged
+        .iter()
+        .map(RecordBatch::longest_segment)
+        .max()
+        .unwrap_or(0);
 
     let mut results = Vec::new();
     for rows_copied in [true, false] {
         let mut exec = dev.executor(batch_records, flow.activity_timeout_us)?;
         exec.set_copy_rows(rows_copied);
-        let mut rows = Vec::new();
         // One warm-up pass (first touch of device memory, JIT of the PTX).
-        run_pass(&mut exec, &staged, &mut rows)?;
+        run_pass(&mut exec, &staged)?;
         let t = Instant::now();
         let mut passes = 0u32;
         while passes < 3 || t.elapsed().as_secs_f64() < min_seconds {
-            run_pass(&mut exec, &staged, &mut rows)?;
+            run_pass(&mut exec, &staged)?;
             passes += 1;
             if passes >= 100_000 {
                 break;
@@ -287,25 +300,28 @@ pub fn stage_rate(
             flows: flows * u64::from(passes),
             seconds: t.elapsed().as_secs_f64(),
             passes,
+            batches,
+            mean_segments,
+            longest_segment,
         });
     }
     Ok(results)
 }
 
-fn run_pass(exec: &mut CudaExecutor, staged: &[RecordBatch], rows: &mut Vec<f64>) -> Result<()> {
+/// One replay of the staged batches, two in flight; rows are copied to
+/// pinned host memory (or left on the device) but not into host vectors.
+fn run_pass(exec: &mut CudaExecutor, staged: &[RecordBatch]) -> Result<()> {
     let mut in_flight = 0;
     for b in staged {
         if in_flight == 2 {
-            rows.clear();
-            exec.finish(rows).map_err(|e| anyhow!("{e}"))?;
+            exec.wait_oldest().map_err(|e| anyhow!("{e}"))?;
             in_flight -= 1;
         }
         exec.submit(b).map_err(|e| anyhow!("{e}"))?;
         in_flight += 1;
     }
     while in_flight > 0 {
-        rows.clear();
-        exec.finish(rows).map_err(|e| anyhow!("{e}"))?;
+        exec.wait_oldest().map_err(|e| anyhow!("{e}"))?;
         in_flight -= 1;
     }
     Ok(())

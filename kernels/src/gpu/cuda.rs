@@ -136,6 +136,7 @@ pub struct DeviceInfo {
 pub struct CudaDevice {
     ctx: Arc<CudaContext>,
     build_perm: CudaFunction,
+    gather: CudaFunction,
     process: CudaFunction,
     info: DeviceInfo,
 }
@@ -177,12 +178,16 @@ impl CudaDevice {
         let build_perm = module
             .load_function("build_perm")
             .map_err(driver_err("finding build_perm"))?;
+        let gather = module
+            .load_function("gather")
+            .map_err(driver_err("finding gather"))?;
         let process = module
             .load_function("process_segments")
             .map_err(driver_err("finding process_segments"))?;
         Ok(CudaDevice {
             ctx,
             build_perm,
+            gather,
             process,
             info,
         })
@@ -215,6 +220,13 @@ struct Set {
     seg_slot: CudaSlice<u32>,
     fin_meta: CudaSlice<u64>,
     perm: CudaSlice<u32>,
+    s_ts: CudaSlice<i64>,
+    s_payload: CudaSlice<u32>,
+    s_header: CudaSlice<u16>,
+    s_window: CudaSlice<u16>,
+    s_flags: CudaSlice<u8>,
+    s_kind: CudaSlice<u8>,
+    s_aux: CudaSlice<i64>,
     rows: CudaSlice<f64>,
     host_rows: Column<f64>,
     done: CudaEvent,
@@ -259,6 +271,13 @@ impl CudaExecutor {
                 seg_slot: stream.alloc_zeros(cap).map_err(&e)?,
                 fin_meta: stream.alloc_zeros(fin_cap).map_err(&e)?,
                 perm: stream.alloc_zeros(cap).map_err(&e)?,
+                s_ts: stream.alloc_zeros(cap).map_err(&e)?,
+                s_payload: stream.alloc_zeros(cap).map_err(&e)?,
+                s_header: stream.alloc_zeros(cap).map_err(&e)?,
+                s_window: stream.alloc_zeros(cap).map_err(&e)?,
+                s_flags: stream.alloc_zeros(cap).map_err(&e)?,
+                s_kind: stream.alloc_zeros(cap).map_err(&e)?,
+                s_aux: stream.alloc_zeros(cap).map_err(&e)?,
                 rows: stream.alloc_zeros(fin_cap * NUM_FEATURES).map_err(&e)?,
                 host_rows,
                 done: dev
@@ -307,6 +326,13 @@ impl CudaExecutor {
         let mut n = self.acc_slots.max(1);
         while n < slots {
             n *= 2;
+        }
+        // Rare (the array doubles): let both streams drain so the old buffer
+        // is not freed under a kernel still using it.
+        for set in &self.sets {
+            set.stream
+                .synchronize()
+                .map_err(driver_err("waiting before growing accumulators"))?;
         }
         let mut bigger = stream
             .alloc_zeros::<u8>(n * ACC_STRIDE)
@@ -431,6 +457,26 @@ impl BatchExecutor for CudaExecutor {
             // records and writes perm at positions < n (the host's segment
             // starts and ranks form a permutation of 0..n).
             unsafe { b.launch(cfg) }.map_err(driver_err("launching build_perm"))?;
+            let mut b = stream.launch_builder(&self.dev.gather);
+            b.arg(&set.perm)
+                .arg(&n32)
+                .arg(&set.ts)
+                .arg(&set.payload)
+                .arg(&set.header)
+                .arg(&set.window)
+                .arg(&set.flags)
+                .arg(&set.kind)
+                .arg(&set.aux)
+                .arg(&mut set.s_ts)
+                .arg(&mut set.s_payload)
+                .arg(&mut set.s_header)
+                .arg(&mut set.s_window)
+                .arg(&mut set.s_flags)
+                .arg(&mut set.s_kind)
+                .arg(&mut set.s_aux);
+            // SAFETY: gather reads perm[j] < n and the record columns at
+            // those indices, and writes the sorted columns at j < n.
+            unsafe { b.launch(cfg) }.map_err(driver_err("launching gather"))?;
         }
         if segs > 0 {
             let segs32 = segs as u32;
@@ -439,14 +485,13 @@ impl BatchExecutor for CudaExecutor {
                 .arg(&set.seg_start)
                 .arg(&set.seg_slot)
                 .arg(&segs32)
-                .arg(&set.perm)
-                .arg(&set.ts)
-                .arg(&set.payload)
-                .arg(&set.header)
-                .arg(&set.window)
-                .arg(&set.flags)
-                .arg(&set.kind)
-                .arg(&set.aux)
+                .arg(&set.s_ts)
+                .arg(&set.s_payload)
+                .arg(&set.s_header)
+                .arg(&set.s_window)
+                .arg(&set.s_flags)
+                .arg(&set.s_kind)
+                .arg(&set.s_aux)
                 .arg(&set.fin_meta)
                 .arg(&self.activity_timeout_us)
                 .arg(&mut set.rows);
@@ -456,8 +501,9 @@ impl BatchExecutor for CudaExecutor {
                 shared_mem_bytes: 0,
             };
             // SAFETY: process_segments touches the accumulators of the slots
-            // named by seg_slot (all < acc_slots, ensured above) and writes
-            // rows < nf (finalize records carry row indices < nf).
+            // named by seg_slot (all < acc_slots, ensured above), reads the
+            // sorted records of its segment, and writes rows < nf (finalize
+            // records carry row indices < nf).
             unsafe { b.launch(cfg) }.map_err(driver_err("launching process_segments"))?;
         }
         if nf > 0 && self.copy_rows {
@@ -494,6 +540,22 @@ impl BatchExecutor for CudaExecutor {
             rows.extend_from_slice(set.host_rows.as_slice(nf * NUM_FEATURES));
         }
         Ok(())
+    }
+}
+
+impl CudaExecutor {
+    /// Waits for the oldest submitted batch without reading its rows back
+    /// into host vectors (the rows were still copied to pinned memory when
+    /// [`set_copy_rows`](Self::set_copy_rows) is on): for benchmarks of the
+    /// device stage alone.
+    pub fn wait_oldest(&mut self) -> Result<(), GpuError> {
+        let Some((k, _)) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        self.sets[k]
+            .done
+            .synchronize()
+            .map_err(driver_err("waiting for a batch"))
     }
 }
 

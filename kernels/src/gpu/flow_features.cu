@@ -628,8 +628,8 @@ TS_DEVICE void acc_finalize(const FlowAcc* a, u64 meta, double* row) {
 // ---------------------------------------------------------------- kernels
 
 // Scatters record indices into per-segment order: the host numbered each
-// record's segment (one per flow slot touched in the batch) and its rank
-// within the segment (arrival order), and computed each segment's start.
+// record's segment (one per flow touched in the batch) and its rank within
+// the segment (arrival order), and computed each segment's start.
 TS_KERNEL void build_perm(const u32* seg, const u32* rank, const u32* seg_start, u32* perm,
                           u32 n) {
     u32 i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -638,37 +638,74 @@ TS_KERNEL void build_perm(const u32* seg, const u32* rank, const u32* seg_start,
     }
 }
 
-// One thread per segment: applies the segment's records to its slot's
-// accumulator in arrival order (first packet, updates, finalizes into a row),
-// so sequential state (inter-arrival times, active/idle, bulk) is exact.
+// Copies the records into segment order (coalesced writes), so the thread
+// of each segment then reads consecutive memory.
+TS_KERNEL void gather(const u32* perm, u32 n, const i64* ts, const u32* payload,
+                      const u16* header, const u16* window, const u8* flags, const u8* kind,
+                      const i64* aux, i64* s_ts, u32* s_payload, u16* s_header, u16* s_window,
+                      u8* s_flags, u8* s_kind, i64* s_aux) {
+    u32 j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j < n) {
+        u32 i = perm[j];
+        s_ts[j] = ts[i];
+        s_payload[j] = payload[i];
+        s_header[j] = header[i];
+        s_window[j] = window[i];
+        s_flags[j] = flags[i];
+        s_kind[j] = kind[i];
+        s_aux[j] = aux[i];
+    }
+}
+
+// One thread per segment, i.e. per flow touched in the batch (the host
+// gives every flow its own accumulator slot and never reuses a slot within a
+// batch): applies the flow's records in arrival order to a private copy of
+// its accumulator (first packet, updates, finalize into a row), so
+// sequential state (inter-arrival times, active/idle, bulk) is exact, and
+// stores the accumulator back if the flow is still open.
 TS_KERNEL void process_segments(char* accs, const u32* seg_start, const u32* seg_slot,
-                                u32 n_segs, const u32* perm, const i64* ts,
-                                const u32* payload, const u16* header, const u16* window,
-                                const u8* flags, const u8* kind, const i64* aux,
-                                const u64* fin_meta, i64 activity_timeout, double* rows) {
+                                u32 n_segs, const i64* ts, const u32* payload,
+                                const u16* header, const u16* window, const u8* flags,
+                                const u8* kind, const i64* aux, const u64* fin_meta,
+                                i64 activity_timeout, double* rows) {
     u32 s = blockIdx.x * blockDim.x + threadIdx.x;
     if (s >= n_segs) return;
-    FlowAcc* a = (FlowAcc*)(accs + (u64)seg_slot[s] * ACC_STRIDE);
+    FlowAcc* g = (FlowAcc*)(accs + (u64)seg_slot[s] * ACC_STRIDE);
+    FlowAcc a;
+    bool loaded = false;
+    bool dirty = false;
     u32 end = seg_start[s + 1];
     for (u32 j = seg_start[s]; j < end; ++j) {
-        u32 i = perm[j];
-        u8 k = kind[i];
+        u8 k = kind[j];
         int dir = (k & DIR_BACKWARD) ? 1 : 0;
         switch (k & KIND_MASK) {
             case KIND_FIRST:
-                acc_first(a, ts[i], dir, payload[i], header[i], window[i], flags[i], aux[i]);
+                acc_first(&a, ts[j], dir, payload[j], header[j], window[j], flags[j], aux[j]);
+                loaded = true;
+                dirty = true;
                 break;
             case KIND_UPDATE:
-                acc_update(a, ts[i], dir, payload[i], header[i], window[i], flags[i],
+                if (!loaded) {
+                    a = *g;
+                    loaded = true;
+                }
+                acc_update(&a, ts[j], dir, payload[j], header[j], window[j], flags[j],
                            activity_timeout);
+                dirty = true;
                 break;
             case KIND_FINALIZE: {
-                u64 r = (u64)aux[i];
-                acc_finalize(a, fin_meta[r], rows + r * NUM_FEATURES);
+                if (!loaded) {
+                    a = *g;
+                    loaded = true;
+                }
+                u64 r = (u64)aux[j];
+                acc_finalize(&a, fin_meta[r], rows + r * NUM_FEATURES);
+                dirty = false;
                 break;
             }
             default:
                 break;
         }
     }
+    if (dirty) *g = a;
 }

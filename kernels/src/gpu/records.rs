@@ -4,14 +4,14 @@
 //! end, one packet at a time); the per-flow accumulators live on the device.
 //! For every packet the host appends one fixed-size record (timestamp,
 //! lengths, flags, window, kind and direction) and for every ended flow a
-//! *finalize* record, in event order. Records are grouped by flow slot into
-//! *segments*: the host numbers each record's segment (one per slot touched
-//! in the batch) and its rank within the segment, so the device can put every
-//! slot's records back in arrival order with one scatter and then apply them
-//! with one thread per segment, exactly as the CPU extractor would. A slot
-//! whose flow ends and restarts within a batch is one segment holding the old
-//! flow's updates, its finalize, then the new flow's first packet: order is
-//! preserved, so nothing has to wait for the next batch.
+//! *finalize* record, in event order. Every flow gets its own device
+//! accumulator slot, never reused within a batch, and records are grouped by
+//! device slot into *segments* (one per flow touched in the batch): the host
+//! numbers each record's segment and its rank within the segment, so the
+//! device puts every flow's records back in arrival order with one scatter
+//! and applies them with one thread per segment, exactly as the CPU extractor
+//! would. A segment is as long as the flow's packets in the batch, whatever
+//! the table does with its own slots.
 //!
 //! Columns are written through [`Column`], which is backed by ordinary memory
 //! or (with the `cuda` feature) by pinned host memory that the device copies
@@ -299,6 +299,11 @@ impl RecordBatch {
         dst.sealed = self.sealed;
     }
 
+    /// Records in the batch's longest segment (what one GPU thread walks).
+    pub fn longest_segment(&self) -> usize {
+        self.seg_count.iter().copied().max().unwrap_or(0) as usize
+    }
+
     /// Packet records (not finalize records) in the batch.
     pub fn packets(&self) -> usize {
         self.len - self.metas.len()
@@ -349,7 +354,7 @@ impl SegmentMap {
     }
 }
 
-/// Appends a record for `slot`, opening its segment if needed.
+/// Appends a record for device slot `slot`, opening its segment if needed.
 #[allow(clippy::too_many_arguments)]
 fn push_record(
     b: &mut RecordBatch,
@@ -432,8 +437,55 @@ pub struct GpuShard<E: BatchExecutor> {
     in_flight: VecDeque<RecordBatch>,
     rows: Vec<f64>,
     ended: Vec<EndedFlow>,
+    slots: DeviceSlots,
     shard_id: u32,
     error: Option<GpuError>,
+}
+
+/// Device accumulator slots, one per flow: a flow keeps its slot for life,
+/// and a slot freed by a flow that ended in the batch being filled is only
+/// handed out again in a later batch. So a batch touches each device slot in
+/// at most one flow, every segment is one flow, and no GPU thread ever walks
+/// a chain of short flows that happened to share a table slot.
+#[derive(Default)]
+struct DeviceSlots {
+    of_table: Vec<u32>,
+    free: Vec<u32>,
+    quarantine: Vec<u32>,
+    next: u32,
+}
+
+impl DeviceSlots {
+    /// Gives table slot `t`'s new flow a device slot.
+    fn open(&mut self, t: u32) -> u32 {
+        let d = self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next - 1
+        });
+        let t = t as usize;
+        if t >= self.of_table.len() {
+            self.of_table.resize((t + 1).next_power_of_two(), 0);
+        }
+        self.of_table[t] = d;
+        d
+    }
+
+    /// The device slot of table slot `t`'s flow.
+    fn of(&self, t: u32) -> u32 {
+        self.of_table.get(t as usize).copied().unwrap_or(0)
+    }
+
+    /// The flow in table slot `t` ended in the batch being filled.
+    fn close(&mut self, t: u32) -> u32 {
+        let d = self.of(t);
+        self.quarantine.push(d);
+        d
+    }
+
+    /// The batch was sealed: slots freed in it may be reused.
+    fn release(&mut self) {
+        self.free.append(&mut self.quarantine);
+    }
 }
 
 impl<E: BatchExecutor> GpuShard<E> {
@@ -461,6 +513,7 @@ impl<E: BatchExecutor> GpuShard<E> {
             in_flight: VecDeque::with_capacity(2),
             rows: Vec::new(),
             ended: Vec::new(),
+            slots: DeviceSlots::default(),
             shard_id,
             error: None,
         })
@@ -473,6 +526,7 @@ impl<E: BatchExecutor> GpuShard<E> {
         let cfg = *self.table.config();
         self.table = FlowTable::new(cfg).map_err(ShardError::from)?;
         self.map.next_batch();
+        self.slots.release();
         Ok(())
     }
 
@@ -511,17 +565,18 @@ impl<E: BatchExecutor> GpuShard<E> {
                 Direction::Forward => 0,
                 Direction::Backward => DIR_BACKWARD,
             };
-            let (kind, aux) = match placement.kind {
+            let (kind, aux, dslot) = match placement.kind {
                 PlacementKind::New { continuation } => (
                     KIND_FIRST,
                     continuation.map_or(rec.ts_us, |c| c.conn_start_us),
+                    self.slots.open(placement.slot),
                 ),
-                PlacementKind::Existing => (KIND_UPDATE, 0),
+                PlacementKind::Existing => (KIND_UPDATE, 0, self.slots.of(placement.slot)),
             };
             push_record(
                 &mut self.filling,
                 &mut self.map,
-                placement.slot,
+                dslot,
                 rec.ts_us,
                 rec.payload_len,
                 rec.header_len,
@@ -586,7 +641,8 @@ impl<E: BatchExecutor> GpuShard<E> {
             if self.filling.finalize_full() {
                 self.rotate(out);
             }
-            finalize(&mut self.filling, &mut self.map, &e);
+            let dslot = self.slots.close(e.slot);
+            finalize(&mut self.filling, &mut self.map, dslot, &e);
         }
     }
 
@@ -607,6 +663,7 @@ impl<E: BatchExecutor> GpuShard<E> {
         let mut batch = std::mem::replace(&mut self.filling, next);
         batch.seal();
         self.map.next_batch();
+        self.slots.release();
         if self.error.is_none() {
             if let Err(e) = self.exec.submit(&batch) {
                 self.error = Some(e);
@@ -636,11 +693,11 @@ pub fn fin_capacity(cap: usize) -> usize {
     (cap / 4).max(1)
 }
 
-fn finalize(b: &mut RecordBatch, map: &mut SegmentMap, e: &EndedFlow) {
+fn finalize(b: &mut RecordBatch, map: &mut SegmentMap, dslot: u32, e: &EndedFlow) {
     let row = b.metas.len();
     b.cols.fin_meta.set(row, pack_meta(&e.meta));
     b.metas.push(e.meta);
-    push_record(b, map, e.slot, 0, 0, 0, 0, 0, KIND_FINALIZE, row as i64);
+    push_record(b, map, dslot, 0, 0, 0, 0, 0, KIND_FINALIZE, row as i64);
 }
 
 fn emit_rows<F: FnMut(&mut FlowBatch)>(metas: &[FlowMeta], rows: &[f64], out: &mut Output<'_, F>) {

@@ -51,12 +51,23 @@ int main() {
             blockIdx.x = (unsigned)i;
             build_perm(seg.data(), rank.data(), seg_start.data(), perm.data(), (u32)n);
         }
+        std::vector<i64> s_ts(n ? n : 1), s_aux(n ? n : 1);
+        std::vector<u32> s_payload(n ? n : 1);
+        std::vector<u16> s_header(n ? n : 1), s_window(n ? n : 1);
+        std::vector<u8> s_flags(n ? n : 1), s_kind(n ? n : 1);
+        for (u64 j = 0; j < n; ++j) {
+            blockIdx.x = (unsigned)j;
+            gather(perm.data(), (u32)n, ts.data(), payload.data(), header.data(), window.data(),
+                   flags.data(), kind.data(), aux.data(), s_ts.data(), s_payload.data(),
+                   s_header.data(), s_window.data(), s_flags.data(), s_kind.data(), s_aux.data());
+        }
         std::vector<double> rows(nf * NUM_FEATURES + 1, 0.0);
         for (u64 s = 0; s < segs; ++s) {
             blockIdx.x = (unsigned)s;
-            process_segments(accs.data(), seg_start.data(), seg_slot.data(), (u32)segs, perm.data(),
-                             ts.data(), payload.data(), header.data(), window.data(), flags.data(),
-                             kind.data(), aux.data(), fin_meta.data(), activity, rows.data());
+            process_segments(accs.data(), seg_start.data(), seg_slot.data(), (u32)segs,
+                             s_ts.data(), s_payload.data(), s_header.data(), s_window.data(),
+                             s_flags.data(), s_kind.data(), s_aux.data(), fin_meta.data(), activity,
+                             rows.data());
         }
         fwrite(rows.data(), sizeof(double), nf * NUM_FEATURES, stdout);
         fflush(stdout);
