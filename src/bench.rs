@@ -249,6 +249,12 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
         unit: "pkt",
         seconds: discarded.wall.as_secs_f64(),
     });
+    if discarded.setup.as_secs_f64() > 0.05 {
+        notes.push(format!(
+            "pipeline start-up (device, buffers, threads) took {:.3} s of each end-to-end time",
+            discarded.setup.as_secs_f64()
+        ));
+    }
 
     // 6. End to end with every stage on its own thread, EVE discarded (or,
     // without a model, the pipeline with flows discarded stands for it).

@@ -93,6 +93,9 @@ pub struct RunReport {
     pub consumer: ConsumerReport,
     /// Wall time of the whole run.
     pub wall: Duration,
+    /// Of which start-up: opening the device, allocating buffers, starting
+    /// threads (before the first packet is read).
+    pub setup: Duration,
 }
 
 impl RunReport {
@@ -190,6 +193,7 @@ pub fn run(
         })
         .context("spawning consumer")?;
 
+    let setup = started.elapsed();
     let reader_handle = thread::Builder::new()
         .name("reader".into())
         .spawn({
@@ -226,6 +230,7 @@ pub fn run(
         workers: workers_report,
         consumer: consumer_report,
         wall: started.elapsed(),
+        setup,
     })
 }
 

@@ -140,10 +140,11 @@ pub fn render(r: &RunReport) -> String {
     }
     let _ = writeln!(
         s,
-        "  end to end         {:>10}pkt/s, {}flows/s  ({:.3} s wall)",
+        "  end to end         {:>10}pkt/s, {}flows/s  ({:.3} s wall, {:.3} s of it start-up)",
         rate(rd.packets, r.wall),
         rate(r.flows(), r.wall),
-        r.wall.as_secs_f64()
+        r.wall.as_secs_f64(),
+        r.setup.as_secs_f64()
     );
     s
 }
@@ -193,6 +194,7 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
         "workers": r.workers.workers,
         "device": r.workers.device,
         "seconds": r.wall.as_secs_f64(),
+        "setup_seconds": r.setup.as_secs_f64(),
         "stage_busy_seconds": {
             "read_decode": r.reader.busy.as_secs_f64(),
             "flows_features": r.workers.busy.as_secs_f64(),

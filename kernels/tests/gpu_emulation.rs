@@ -30,6 +30,8 @@ fn build_emulator(dir: &Path) -> Option<PathBuf> {
             "-Wall",
             "-Werror",
             "-Wno-unused-function",
+            // GCC cannot see that a role initializes its part before storing it.
+            "-Wno-maybe-uninitialized",
         ])
         .arg("-I")
         .arg(root.join("src/gpu"))
@@ -107,6 +109,8 @@ impl BatchExecutor for EmuExecutor {
                 nf as u64,
                 b.slots_needed as u64,
                 self.activity_timeout_us as u64,
+                b.short_segments() as u64,
+                b.long_segments() as u64,
             ],
         );
         let c = &b.cols;
@@ -122,6 +126,8 @@ impl BatchExecutor for EmuExecutor {
         write_col(&mut buf, c.seg_start.as_slice(segs + 1));
         write_col(&mut buf, c.seg_slot.as_slice(segs));
         write_col(&mut buf, c.fin_meta.as_slice(nf));
+        write_col(&mut buf, c.short_segs.as_slice(b.short_segments()));
+        write_col(&mut buf, c.long_segs.as_slice(b.long_segments()));
         self.stdin.write_all(&buf).unwrap();
         self.stdin.flush().unwrap();
         let mut raw = vec![0u8; nf * NUM_FEATURES * 8];
@@ -276,7 +282,11 @@ fn emulated_kernels_equal_the_cpu_extractor() {
 /// Random packets whose gaps sit on every threshold of the extractor (bulk
 /// gap, activity timeout, flow timeout) and sometimes go backwards, across a
 /// handful of hosts and ports so flows collide, end and restart.
-fn synthetic(seed: u64, n: usize, bulk_focus: bool) -> Vec<PacketRecord> {
+/// `mode` 0: many flows, threshold gaps; 1: one TCP connection, gaps around
+/// the bulk gap; 2: one TCP connection, threshold gaps (long flows cross the
+/// activity timeout, so the warp path sees active/idle splits).
+fn synthetic(seed: u64, n: usize, mode: u64) -> Vec<PacketRecord> {
+    let bulk_focus = mode != 0;
     let mut x = seed | 1;
     let mut next = move || {
         x ^= x << 13;
@@ -303,8 +313,11 @@ fn synthetic(seed: u64, n: usize, bulk_focus: bool) -> Vec<PacketRecord> {
     let mut ts = 1_600_000_000_000_000i64;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        ts += if bulk_focus {
+        ts += if mode == 1 {
             BULK_GAPS[(next() % BULK_GAPS.len() as u64) as usize]
+        } else if mode == 2 && next() % 4 != 0 {
+            // Mostly short gaps so the connection stays long, some on the thresholds.
+            (next() % 1000) as i64
         } else {
             GAPS[(next() % GAPS.len() as u64) as usize]
         };
@@ -377,8 +390,8 @@ fn emulated_kernels_equal_the_cpu_extractor_on_threshold_streams() {
         return;
     };
     let mut flows = 0;
-    for seed in 1..=80u64 {
-        let recs = synthetic(seed * 0x9e37_79b9, 3000, seed % 2 == 0);
+    for seed in 1..=120u64 {
+        let recs = synthetic(seed * 0x9e37_79b9, 3000, seed % 3);
         for cfg in [
             FlowConfig::default(),
             FlowConfig {

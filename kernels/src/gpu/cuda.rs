@@ -138,6 +138,8 @@ pub struct CudaDevice {
     build_perm: CudaFunction,
     gather: CudaFunction,
     process: CudaFunction,
+    process_long: CudaFunction,
+    finalize_long: CudaFunction,
     info: DeviceInfo,
 }
 
@@ -184,11 +186,19 @@ impl CudaDevice {
         let process = module
             .load_function("process_segments")
             .map_err(driver_err("finding process_segments"))?;
+        let process_long = module
+            .load_function("process_long")
+            .map_err(driver_err("finding process_long"))?;
+        let finalize_long = module
+            .load_function("finalize_long")
+            .map_err(driver_err("finding finalize_long"))?;
         Ok(CudaDevice {
             ctx,
             build_perm,
             gather,
             process,
+            process_long,
+            finalize_long,
             info,
         })
     }
@@ -219,6 +229,8 @@ struct Set {
     seg_start: CudaSlice<u32>,
     seg_slot: CudaSlice<u32>,
     fin_meta: CudaSlice<u64>,
+    short_segs: CudaSlice<u32>,
+    long_segs: CudaSlice<u32>,
     perm: CudaSlice<u32>,
     s_ts: CudaSlice<i64>,
     s_payload: CudaSlice<u32>,
@@ -270,6 +282,8 @@ impl CudaExecutor {
                 seg_start: stream.alloc_zeros(cap + 1).map_err(&e)?,
                 seg_slot: stream.alloc_zeros(cap).map_err(&e)?,
                 fin_meta: stream.alloc_zeros(fin_cap).map_err(&e)?,
+                short_segs: stream.alloc_zeros(cap).map_err(&e)?,
+                long_segs: stream.alloc_zeros(cap).map_err(&e)?,
                 perm: stream.alloc_zeros(cap).map_err(&e)?,
                 s_ts: stream.alloc_zeros(cap).map_err(&e)?,
                 s_payload: stream.alloc_zeros(cap).map_err(&e)?,
@@ -415,6 +429,8 @@ impl BatchExecutor for CudaExecutor {
             seg_start: pinned(ctx, cap + 1, wc)?,
             seg_slot: pinned(ctx, cap, wc)?,
             fin_meta: pinned(ctx, fin_cap, wc)?,
+            short_segs: pinned(ctx, cap, wc)?,
+            long_segs: pinned(ctx, cap, wc)?,
         })
     }
 
@@ -423,6 +439,7 @@ impl BatchExecutor for CudaExecutor {
         self.next ^= 1;
         let n = batch.len().min(self.cap);
         let segs = batch.segments().min(self.cap);
+        debug_assert!(batch.is_sealed());
         let nf = batch.finalized().min(self.fin_cap);
         let stream = self.sets[k].stream.clone();
         self.ensure_slots(batch.slots_needed, &stream)?;
@@ -440,6 +457,10 @@ impl BatchExecutor for CudaExecutor {
         upload(&c.seg_start, segs + 1, &mut set.seg_start, &stream)?;
         upload(&c.seg_slot, segs, &mut set.seg_slot, &stream)?;
         upload(&c.fin_meta, nf, &mut set.fin_meta, &stream)?;
+        let n_short = batch.short_segments().min(self.cap);
+        let n_long = batch.long_segments().min(self.cap);
+        upload(&c.short_segs, n_short, &mut set.short_segs, &stream)?;
+        upload(&c.long_segs, n_long, &mut set.long_segs, &stream)?;
         if n > 0 {
             let n32 = n as u32;
             let mut b = stream.launch_builder(&self.dev.build_perm);
@@ -478,13 +499,14 @@ impl BatchExecutor for CudaExecutor {
             // those indices, and writes the sorted columns at j < n.
             unsafe { b.launch(cfg) }.map_err(driver_err("launching gather"))?;
         }
-        if segs > 0 {
-            let segs32 = segs as u32;
+        if n_short > 0 {
+            let n32 = n_short as u32;
             let mut b = stream.launch_builder(&self.dev.process);
             b.arg(&mut self.accs)
                 .arg(&set.seg_start)
                 .arg(&set.seg_slot)
-                .arg(&segs32)
+                .arg(&set.short_segs)
+                .arg(&n32)
                 .arg(&set.s_ts)
                 .arg(&set.s_payload)
                 .arg(&set.s_header)
@@ -496,15 +518,58 @@ impl BatchExecutor for CudaExecutor {
                 .arg(&self.activity_timeout_us)
                 .arg(&mut set.rows);
             let cfg = LaunchConfig {
-                grid_dim: (blocks(segs, 128), 1, 1),
+                grid_dim: (blocks(n_short, 128), 1, 1),
                 block_dim: (128, 1, 1),
                 shared_mem_bytes: 0,
             };
             // SAFETY: process_segments touches the accumulators of the slots
-            // named by seg_slot (all < acc_slots, ensured above), reads the
-            // sorted records of its segment, and writes rows < nf (finalize
-            // records carry row indices < nf).
+            // named by seg_slot (all < acc_slots, ensured above) for the
+            // short segments listed, reads the sorted records of each, and
+            // writes rows < nf (finalize records carry row indices < nf).
             unsafe { b.launch(cfg) }.map_err(driver_err("launching process_segments"))?;
+        }
+        if n_long > 0 {
+            let n32 = n_long as u32;
+            let mut b = stream.launch_builder(&self.dev.process_long);
+            b.arg(&mut self.accs)
+                .arg(&set.seg_start)
+                .arg(&set.seg_slot)
+                .arg(&set.long_segs)
+                .arg(&n32)
+                .arg(&set.s_ts)
+                .arg(&set.s_payload)
+                .arg(&set.s_header)
+                .arg(&set.s_window)
+                .arg(&set.s_flags)
+                .arg(&set.s_kind)
+                .arg(&set.s_aux)
+                .arg(&self.activity_timeout_us);
+            let cfg = LaunchConfig {
+                grid_dim: (blocks(n_long * 32, 128), 1, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: one warp per long segment; each of its first seven
+            // lanes writes only its own part of that segment's accumulator.
+            unsafe { b.launch(cfg) }.map_err(driver_err("launching process_long"))?;
+            let mut b = stream.launch_builder(&self.dev.finalize_long);
+            b.arg(&self.accs)
+                .arg(&set.seg_start)
+                .arg(&set.seg_slot)
+                .arg(&set.long_segs)
+                .arg(&n32)
+                .arg(&set.s_kind)
+                .arg(&set.s_aux)
+                .arg(&set.fin_meta)
+                .arg(&mut set.rows);
+            let cfg = LaunchConfig {
+                grid_dim: (blocks(n_long, 128), 1, 1),
+                block_dim: (128, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            // SAFETY: reads the accumulators process_long stored (same
+            // stream, so after it) and writes rows < nf.
+            unsafe { b.launch(cfg) }.map_err(driver_err("launching finalize_long"))?;
         }
         if nf > 0 && self.copy_rows {
             let len = nf * NUM_FEATURES;

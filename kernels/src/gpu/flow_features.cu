@@ -340,6 +340,9 @@ TS_DEVICE double stats_std(const IntStats* s) { return sqrt(stats_variance(s)); 
 struct Bulk {
     i64 start;
     i64 last;
+    // The other direction's `last` (its last payload packet's time), kept
+    // here too so a direction's bulk state never reads the other's.
+    i64 other_last;
     u64 cand_pkts;
     u64 cand_bytes;
     u64 bulks;
@@ -351,6 +354,7 @@ struct Bulk {
 TS_DEVICE void bulk_empty(Bulk* b) {
     b->start = NO_BULK;
     b->last = NO_BULK;
+    b->other_last = NO_BULK;
     b->cand_pkts = 0;
     b->cand_bytes = 0;
     b->bulks = 0;
@@ -402,6 +406,7 @@ struct DirStats {
     u32 flags[8];
     Bulk bulk;
     u16 init_win;
+    u8 seen;  // the direction has packets (len.n > 0), kept apart for the IAT lane
 };
 
 struct FlowAcc {
@@ -428,6 +433,7 @@ TS_DEVICE void dir_empty(DirStats* d) {
     for (int i = 0; i < 8; ++i) d->flags[i] = 0;
     bulk_empty(&d->bulk);
     d->init_win = 0;
+    d->seen = 0;
 }
 
 TS_DEVICE void count_flags(DirStats* d, u8 flags) {
@@ -451,9 +457,11 @@ TS_DEVICE void acc_first(FlowAcc* a, i64 ts, int dir, u32 payload, u16 header, u
     a->first_dir = (u8)dir;
     DirStats* ds = &a->dirs[dir];
     bulk_update(&ds->bulk, NO_BULK, ts, payload);
+    if (payload > 0) a->dirs[dir ^ 1].bulk.other_last = ts;
     stats_push(&ds->len, (i64)payload);
     ds->header_bytes = header;
     ds->last_ts = ts;
+    ds->seen = 1;
     count_flags(ds, flags);
     ds->init_win = window;
     a->fwd_min_seg = dir == 0 ? header : 0;
@@ -473,11 +481,13 @@ TS_DEVICE void acc_update(FlowAcc* a, i64 ts, int dir, u32 payload, u16 header, 
     stats_push(&a->flow_iat, sat_sub(ts, a->last_ts));
     a->last_ts = ts;
 
-    i64 other_last = a->dirs[dir ^ 1].bulk.last;
+    // dirs[dir].bulk.other_last is dirs[dir ^ 1].bulk.last (CPU: other_last).
     DirStats* ds = &a->dirs[dir];
-    bulk_update(&ds->bulk, other_last, ts, payload);
-    if (ds->len.n > 0) stats_push(&ds->iat, sat_sub(ts, ds->last_ts));
+    bulk_update(&ds->bulk, ds->bulk.other_last, ts, payload);
+    if (payload > 0) a->dirs[dir ^ 1].bulk.other_last = ts;
+    if (ds->seen) stats_push(&ds->iat, sat_sub(ts, ds->last_ts));
     ds->last_ts = ts;
+    ds->seen = 1;
     stats_push(&ds->len, (i64)payload);
     ds->header_bytes += header;
     count_flags(ds, flags);
@@ -657,19 +667,21 @@ TS_KERNEL void gather(const u32* perm, u32 n, const i64* ts, const u32* payload,
     }
 }
 
-// One thread per segment, i.e. per flow touched in the batch (the host
+// One thread per short segment, i.e. per flow touched in the batch (the host
 // gives every flow its own accumulator slot and never reuses a slot within a
 // batch): applies the flow's records in arrival order to a private copy of
 // its accumulator (first packet, updates, finalize into a row), so
 // sequential state (inter-arrival times, active/idle, bulk) is exact, and
 // stores the accumulator back if the flow is still open.
 TS_KERNEL void process_segments(char* accs, const u32* seg_start, const u32* seg_slot,
-                                u32 n_segs, const i64* ts, const u32* payload,
+                                const u32* short_segs, u32 n_segs, const i64* ts,
+                                const u32* payload,
                                 const u16* header, const u16* window, const u8* flags,
                                 const u8* kind, const i64* aux, const u64* fin_meta,
                                 i64 activity_timeout, double* rows) {
-    u32 s = blockIdx.x * blockDim.x + threadIdx.x;
-    if (s >= n_segs) return;
+    u32 t = blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= n_segs) return;
+    u32 s = short_segs[t];
     FlowAcc* g = (FlowAcc*)(accs + (u64)seg_slot[s] * ACC_STRIDE);
     FlowAcc a;
     bool loaded = false;
@@ -708,4 +720,232 @@ TS_KERNEL void process_segments(char* accs, const u32* seg_start, const u32* seg
         }
     }
     if (dirty) *g = a;
+}
+
+// ------------------------------------------------------------ long flows
+//
+// A flow with many records in one batch would leave one thread walking them
+// while the rest of the GPU idles. Its accumulator splits into seven parts
+// that never read each other's fields, so seven lanes of a warp each walk
+// all of the flow's records and keep only their own part (no lane waits for
+// another; lanes run independently):
+//   role 0: flow timing (start/last, flow IAT, active/idle, first flags),
+//   role 1, 4: one direction's lengths, header bytes, flags, window (and
+//              for the forward direction, data packets and minimum header),
+//   role 2, 5: one direction's inter-arrival times,
+//   role 3, 6: one direction's bulk state (it holds the other direction's
+//              last payload time itself, `other_last`).
+// Each role mirrors the corresponding lines of acc_first/acc_update exactly.
+// A second kernel then finalizes the long flows that ended.
+
+#define LONG_ROLES 7
+
+TS_DEVICE void role_copy(FlowAcc* dst, const FlowAcc* src, int role) {
+    switch (role) {
+        case 0:
+            dst->flow_iat = src->flow_iat;
+            dst->active = src->active;
+            dst->idle = src->idle;
+            dst->start_ts = src->start_ts;
+            dst->last_ts = src->last_ts;
+            dst->conn_start_ts = src->conn_start_ts;
+            dst->start_active = src->start_active;
+            dst->end_active = src->end_active;
+            dst->first_flags = src->first_flags;
+            dst->first_dir = src->first_dir;
+            break;
+        case 1:
+        case 4: {
+            int d = role == 1 ? 0 : 1;
+            dst->dirs[d].len = src->dirs[d].len;
+            dst->dirs[d].header_bytes = src->dirs[d].header_bytes;
+            for (int b = 0; b < 8; ++b) dst->dirs[d].flags[b] = src->dirs[d].flags[b];
+            dst->dirs[d].init_win = src->dirs[d].init_win;
+            if (d == 0) {
+                dst->fwd_act_data = src->fwd_act_data;
+                dst->fwd_min_seg = src->fwd_min_seg;
+            }
+            break;
+        }
+        case 2:
+        case 5: {
+            int d = role == 2 ? 0 : 1;
+            dst->dirs[d].iat = src->dirs[d].iat;
+            dst->dirs[d].last_ts = src->dirs[d].last_ts;
+            dst->dirs[d].seen = src->dirs[d].seen;
+            break;
+        }
+        default: {
+            int d = role == 3 ? 0 : 1;
+            dst->dirs[d].bulk = src->dirs[d].bulk;
+            break;
+        }
+    }
+}
+
+// acc_first restricted to `role`'s part.
+TS_DEVICE void role_first(FlowAcc* a, int role, i64 ts, int dir, u32 payload, u16 header,
+                          u16 window, u8 flags, i64 conn_start) {
+    switch (role) {
+        case 0:
+            stats_empty(&a->flow_iat);
+            stats_empty(&a->active);
+            stats_empty(&a->idle);
+            a->start_ts = ts;
+            a->last_ts = ts;
+            a->conn_start_ts = conn_start;
+            a->start_active = ts;
+            a->end_active = ts;
+            a->first_flags = flags;
+            a->first_dir = (u8)dir;
+            break;
+        case 1:
+        case 4: {
+            int d = role == 1 ? 0 : 1;
+            DirStats* ds = &a->dirs[d];
+            stats_empty(&ds->len);
+            ds->header_bytes = 0;
+            for (int b = 0; b < 8; ++b) ds->flags[b] = 0;
+            ds->init_win = 0;
+            if (dir == d) {
+                stats_push(&ds->len, (i64)payload);
+                ds->header_bytes = header;
+                count_flags(ds, flags);
+                ds->init_win = window;
+            }
+            if (d == 0) {
+                a->fwd_act_data = 0;
+                a->fwd_min_seg = dir == 0 ? header : 0;
+            }
+            break;
+        }
+        case 2:
+        case 5: {
+            int d = role == 2 ? 0 : 1;
+            DirStats* ds = &a->dirs[d];
+            stats_empty(&ds->iat);
+            ds->last_ts = dir == d ? ts : 0;
+            ds->seen = dir == d ? 1 : 0;
+            break;
+        }
+        default: {
+            int d = role == 3 ? 0 : 1;
+            Bulk* b = &a->dirs[d].bulk;
+            bulk_empty(b);
+            if (dir == d) {
+                bulk_update(b, NO_BULK, ts, payload);
+            } else if (payload > 0) {
+                b->other_last = ts;
+            }
+            break;
+        }
+    }
+}
+
+// acc_update restricted to `role`'s part.
+TS_DEVICE void role_update(FlowAcc* a, int role, i64 ts, int dir, u32 payload, u16 header,
+                           u16 window, u8 flags, i64 activity_timeout) {
+    switch (role) {
+        case 0: {
+            i64 gap = sat_sub(ts, a->end_active);
+            if (gap > activity_timeout) {
+                i64 active = sat_sub(a->end_active, a->start_active);
+                if (active > 0) stats_push(&a->active, active);
+                stats_push(&a->idle, gap);
+                a->start_active = ts;
+            }
+            a->end_active = ts;
+            stats_push(&a->flow_iat, sat_sub(ts, a->last_ts));
+            a->last_ts = ts;
+            break;
+        }
+        case 1:
+        case 4: {
+            int d = role == 1 ? 0 : 1;
+            if (dir != d) break;
+            DirStats* ds = &a->dirs[d];
+            stats_push(&ds->len, (i64)payload);
+            ds->header_bytes += header;
+            count_flags(ds, flags);
+            if (d == 0) {
+                a->fwd_act_data += payload > 0 ? 1 : 0;
+                a->fwd_min_seg = header < a->fwd_min_seg ? header : a->fwd_min_seg;
+            } else {
+                ds->init_win = window;
+            }
+            break;
+        }
+        case 2:
+        case 5: {
+            int d = role == 2 ? 0 : 1;
+            if (dir != d) break;
+            DirStats* ds = &a->dirs[d];
+            if (ds->seen) stats_push(&ds->iat, sat_sub(ts, ds->last_ts));
+            ds->last_ts = ts;
+            ds->seen = 1;
+            break;
+        }
+        default: {
+            int d = role == 3 ? 0 : 1;
+            Bulk* b = &a->dirs[d].bulk;
+            if (dir == d) {
+                bulk_update(b, b->other_last, ts, payload);
+            } else if (payload > 0) {
+                b->other_last = ts;
+            }
+            break;
+        }
+    }
+}
+
+// One warp per long segment; lanes 0..6 each apply every record to their
+// part of the flow's accumulator and store that part back.
+TS_KERNEL void process_long(char* accs, const u32* seg_start, const u32* seg_slot,
+                            const u32* long_segs, u32 n_long, const i64* ts, const u32* payload,
+                            const u16* header, const u16* window, const u8* flags,
+                            const u8* kind, const i64* aux, i64 activity_timeout) {
+    u32 w = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    int role = (int)(threadIdx.x % 32);
+    if (w >= n_long || role >= LONG_ROLES) return;
+    u32 s = long_segs[w];
+    FlowAcc* g = (FlowAcc*)(accs + (u64)seg_slot[s] * ACC_STRIDE);
+    FlowAcc a;
+    u32 begin = seg_start[s];
+    u32 end = seg_start[s + 1];
+    if (begin < end && (kind[begin] & KIND_MASK) != KIND_FIRST) role_copy(&a, g, role);
+    bool open = false;
+    for (u32 j = begin; j < end; ++j) {
+        u8 k = kind[j];
+        int dir = (k & DIR_BACKWARD) ? 1 : 0;
+        switch (k & KIND_MASK) {
+            case KIND_FIRST:
+                role_first(&a, role, ts[j], dir, payload[j], header[j], window[j], flags[j],
+                           aux[j]);
+                open = true;
+                break;
+            case KIND_UPDATE:
+                role_update(&a, role, ts[j], dir, payload[j], header[j], window[j], flags[j],
+                            activity_timeout);
+                open = true;
+                break;
+            default:
+                break;
+        }
+    }
+    if (open) role_copy(g, &a, role);
+}
+
+// One thread per long segment that ends its flow: finalizes the
+// accumulator the roles stored.
+TS_KERNEL void finalize_long(const char* accs, const u32* seg_start, const u32* seg_slot,
+                             const u32* long_segs, u32 n_long, const u8* kind, const i64* aux,
+                             const u64* fin_meta, double* rows) {
+    u32 w = blockIdx.x * blockDim.x + threadIdx.x;
+    if (w >= n_long) return;
+    u32 s = long_segs[w];
+    u32 last = seg_start[s + 1] - 1;
+    if ((kind[last] & KIND_MASK) != KIND_FINALIZE) return;
+    const FlowAcc* g = (const FlowAcc*)(accs + (u64)seg_slot[s] * ACC_STRIDE);
+    u64 r = (u64)aux[last];
+    acc_finalize(g, fin_meta[r], rows + r * NUM_FEATURES);
 }

@@ -24,7 +24,13 @@ pub const FLOW_FEATURES_CU: &str = include_str!("flow_features.cu");
 pub const FLOW_FEATURES_NAME: &str = "flow_features.cu";
 
 /// The kernels the source defines, in launch order.
-pub const KERNELS: [&str; 3] = ["build_perm", "gather", "process_segments"];
+pub const KERNELS: [&str; 5] = [
+    "build_perm",
+    "gather",
+    "process_segments",
+    "process_long",
+    "finalize_long",
+];
 
 /// Compiler options every build of the kernels uses: no FMA contraction, so
 /// floating point rounds exactly as the CPU extractor's does.

@@ -41,6 +41,9 @@ pub const DIR_BACKWARD: u8 = 0x80;
 pub const ACC_STRIDE: usize = 768;
 /// Bytes copied to the device per record (all columns).
 pub const RECORD_BYTES: usize = 4 + 4 + 8 + 4 + 2 + 2 + 1 + 1 + 8;
+/// A segment with at least this many records is processed by a warp (one
+/// lane per independent part of the accumulator) instead of one thread.
+pub const LONG_SEGMENT: u32 = 64;
 
 /// Errors of the GPU extractor.
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +168,10 @@ pub struct Columns {
     pub seg_slot: Column<u32>,
     /// Packed identity of each finalized flow (see the kernel).
     pub fin_meta: Column<u64>,
+    /// Segments processed one per thread.
+    pub short_segs: Column<u32>,
+    /// Segments processed one per warp ([`LONG_SEGMENT`] records or more).
+    pub long_segs: Column<u32>,
 }
 
 impl Columns {
@@ -184,6 +191,8 @@ impl Columns {
             seg_start: Column::in_memory(cap + 1),
             seg_slot: Column::in_memory(cap),
             fin_meta: Column::in_memory(fin_cap),
+            short_segs: Column::in_memory(cap),
+            long_segs: Column::in_memory(cap),
         }
     }
 
@@ -200,6 +209,8 @@ impl Columns {
             self.kind.capacity(),
             self.aux.capacity(),
             self.seg_slot.capacity(),
+            self.short_segs.capacity(),
+            self.long_segs.capacity(),
             self.seg_start.capacity().saturating_sub(1),
         ]
         .into_iter()
@@ -215,6 +226,8 @@ pub struct RecordBatch {
     len: usize,
     segs: usize,
     seg_count: Vec<u32>,
+    n_short: usize,
+    n_long: usize,
     /// Ended flows, in row order.
     pub metas: Vec<FlowMeta>,
     /// Highest slot referenced plus one.
@@ -231,6 +244,8 @@ impl RecordBatch {
             len: 0,
             segs: 0,
             seg_count: Vec::with_capacity(cap),
+            n_short: 0,
+            n_long: 0,
             metas: Vec::new(),
             slots_needed: 0,
             sealed: false,
@@ -289,8 +304,12 @@ impl RecordBatch {
         col(&a.seg_start, &mut b.seg_start, s + 1);
         col(&a.seg_slot, &mut b.seg_slot, s);
         col(&a.fin_meta, &mut b.fin_meta, f);
+        col(&a.short_segs, &mut b.short_segs, self.n_short);
+        col(&a.long_segs, &mut b.long_segs, self.n_long);
         dst.len = n;
         dst.segs = s;
+        dst.n_short = self.n_short;
+        dst.n_long = self.n_long;
         dst.seg_count.clear();
         dst.seg_count.extend_from_slice(&self.seg_count);
         dst.metas.clear();
@@ -309,15 +328,36 @@ impl RecordBatch {
         self.len - self.metas.len()
     }
 
-    /// Computes the segment starts; the batch is then ready to execute.
+    /// Computes the segment starts and splits segments into short and
+    /// long ones; the batch is then ready to execute.
     pub fn seal(&mut self) {
         let mut start = 0u32;
+        let (mut short, mut long) = (0, 0);
         for (s, &c) in self.seg_count.iter().enumerate() {
             self.cols.seg_start.set(s, start);
             start += c;
+            if c >= LONG_SEGMENT {
+                self.cols.long_segs.set(long, s as u32);
+                long += 1;
+            } else {
+                self.cols.short_segs.set(short, s as u32);
+                short += 1;
+            }
         }
         self.cols.seg_start.set(self.segs, start);
+        self.n_short = short;
+        self.n_long = long;
         self.sealed = true;
+    }
+
+    /// Segments processed one per thread (after [`seal`](Self::seal)).
+    pub fn short_segments(&self) -> usize {
+        self.n_short
+    }
+
+    /// Segments processed one per warp (after [`seal`](Self::seal)).
+    pub fn long_segments(&self) -> usize {
+        self.n_long
     }
 
     /// True once [`seal`](Self::seal) ran.
@@ -328,6 +368,8 @@ impl RecordBatch {
     fn clear(&mut self) {
         self.len = 0;
         self.segs = 0;
+        self.n_short = 0;
+        self.n_long = 0;
         self.seg_count.clear();
         self.metas.clear();
         self.slots_needed = 0;

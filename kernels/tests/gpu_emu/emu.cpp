@@ -27,19 +27,23 @@ static bool read_vec(std::vector<T>& v, unsigned long long n) {
 int main() {
     std::vector<char> accs;
     for (;;) {
-        unsigned long long hdr[5];  // records, segments, finalized, slots, activity timeout
-        if (fread(hdr, sizeof hdr[0], 5, stdin) != 5) return 0;
+        // records, segments, finalized, slots, activity timeout, short, long
+        unsigned long long hdr[7];
+        if (fread(hdr, sizeof hdr[0], 7, stdin) != 7) return 0;
         u64 n = hdr[0], segs = hdr[1], nf = hdr[2], slots = hdr[3];
         i64 activity = (i64)hdr[4];
+        u64 n_short = hdr[5], n_long = hdr[6];
         std::vector<u32> seg, rank, payload, seg_start, seg_slot;
         std::vector<i64> ts, aux;
         std::vector<u16> header, window;
         std::vector<u8> flags, kind;
         std::vector<u64> fin_meta;
+        std::vector<u32> short_segs, long_segs;
         if (!read_vec(seg, n) || !read_vec(rank, n) || !read_vec(ts, n) || !read_vec(payload, n) ||
             !read_vec(header, n) || !read_vec(window, n) || !read_vec(flags, n) ||
             !read_vec(kind, n) || !read_vec(aux, n) || !read_vec(seg_start, segs + 1) ||
-            !read_vec(seg_slot, segs) || !read_vec(fin_meta, nf)) {
+            !read_vec(seg_slot, segs) || !read_vec(fin_meta, nf) ||
+            !read_vec(short_segs, n_short) || !read_vec(long_segs, n_long)) {
             fprintf(stderr, "short batch\n");
             return 2;
         }
@@ -62,12 +66,31 @@ int main() {
                    s_header.data(), s_window.data(), s_flags.data(), s_kind.data(), s_aux.data());
         }
         std::vector<double> rows(nf * NUM_FEATURES + 1, 0.0);
-        for (u64 s = 0; s < segs; ++s) {
-            blockIdx.x = (unsigned)s;
-            process_segments(accs.data(), seg_start.data(), seg_slot.data(), (u32)segs,
-                             s_ts.data(), s_payload.data(), s_header.data(), s_window.data(),
-                             s_flags.data(), s_kind.data(), s_aux.data(), fin_meta.data(), activity,
-                             rows.data());
+        for (u64 t = 0; t < n_short; ++t) {
+            blockIdx.x = (unsigned)t;
+            process_segments(accs.data(), seg_start.data(), seg_slot.data(), short_segs.data(),
+                             (u32)n_short, s_ts.data(), s_payload.data(), s_header.data(),
+                             s_window.data(), s_flags.data(), s_kind.data(), s_aux.data(),
+                             fin_meta.data(), activity, rows.data());
+        }
+        // One "warp" per long segment: its 32 lanes run one after another.
+        blockDim.x = 32;
+        for (u64 w = 0; w < n_long; ++w) {
+            blockIdx.x = (unsigned)w;
+            for (unsigned lane = 0; lane < 32; ++lane) {
+                threadIdx.x = lane;
+                process_long(accs.data(), seg_start.data(), seg_slot.data(), long_segs.data(),
+                             (u32)n_long, s_ts.data(), s_payload.data(), s_header.data(),
+                             s_window.data(), s_flags.data(), s_kind.data(), s_aux.data(),
+                             activity);
+            }
+        }
+        blockDim.x = 1;
+        threadIdx.x = 0;
+        for (u64 w = 0; w < n_long; ++w) {
+            blockIdx.x = (unsigned)w;
+            finalize_long(accs.data(), seg_start.data(), seg_slot.data(), long_segs.data(),
+                          (u32)n_long, s_kind.data(), s_aux.data(), fin_meta.data(), rows.data());
         }
         fwrite(rows.data(), sizeof(double), nf * NUM_FEATURES, stdout);
         fflush(stdout);
