@@ -32,6 +32,8 @@ fn build_emulator(dir: &Path) -> Option<PathBuf> {
             "-Wno-unused-function",
             // GCC cannot see that a role initializes its part before storing it.
             "-Wno-maybe-uninitialized",
+            // `#pragma unroll` is for NVRTC.
+            "-Wno-unknown-pragmas",
         ])
         .arg("-I")
         .arg(root.join("src/gpu"))
@@ -122,7 +124,6 @@ impl BatchExecutor for EmuExecutor {
         write_col(&mut buf, c.window.as_slice(n));
         write_col(&mut buf, c.flags.as_slice(n));
         write_col(&mut buf, c.kind.as_slice(n));
-        write_col(&mut buf, c.aux.as_slice(n));
         write_col(&mut buf, c.seg_start.as_slice(segs + 1));
         write_col(&mut buf, c.seg_slot.as_slice(segs));
         write_col(&mut buf, c.fin_meta.as_slice(nf));

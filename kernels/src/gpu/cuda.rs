@@ -225,7 +225,6 @@ struct Set {
     window: CudaSlice<u16>,
     flags: CudaSlice<u8>,
     kind: CudaSlice<u8>,
-    aux: CudaSlice<i64>,
     seg_start: CudaSlice<u32>,
     seg_slot: CudaSlice<u32>,
     fin_meta: CudaSlice<u64>,
@@ -238,7 +237,6 @@ struct Set {
     s_window: CudaSlice<u16>,
     s_flags: CudaSlice<u8>,
     s_kind: CudaSlice<u8>,
-    s_aux: CudaSlice<i64>,
     rows: CudaSlice<f64>,
     host_rows: Column<f64>,
     done: CudaEvent,
@@ -278,7 +276,6 @@ impl CudaExecutor {
                 window: stream.alloc_zeros(cap).map_err(&e)?,
                 flags: stream.alloc_zeros(cap).map_err(&e)?,
                 kind: stream.alloc_zeros(cap).map_err(&e)?,
-                aux: stream.alloc_zeros(cap).map_err(&e)?,
                 seg_start: stream.alloc_zeros(cap + 1).map_err(&e)?,
                 seg_slot: stream.alloc_zeros(cap).map_err(&e)?,
                 fin_meta: stream.alloc_zeros(fin_cap).map_err(&e)?,
@@ -291,7 +288,6 @@ impl CudaExecutor {
                 s_window: stream.alloc_zeros(cap).map_err(&e)?,
                 s_flags: stream.alloc_zeros(cap).map_err(&e)?,
                 s_kind: stream.alloc_zeros(cap).map_err(&e)?,
-                s_aux: stream.alloc_zeros(cap).map_err(&e)?,
                 rows: stream.alloc_zeros(fin_cap * NUM_FEATURES).map_err(&e)?,
                 host_rows,
                 done: dev
@@ -425,7 +421,6 @@ impl BatchExecutor for CudaExecutor {
             window: pinned(ctx, cap, wc)?,
             flags: pinned(ctx, cap, wc)?,
             kind: pinned(ctx, cap, wc)?,
-            aux: pinned(ctx, cap, wc)?,
             seg_start: pinned(ctx, cap + 1, wc)?,
             seg_slot: pinned(ctx, cap, wc)?,
             fin_meta: pinned(ctx, fin_cap, wc)?,
@@ -453,7 +448,6 @@ impl BatchExecutor for CudaExecutor {
         upload(&c.window, n, &mut set.window, &stream)?;
         upload(&c.flags, n, &mut set.flags, &stream)?;
         upload(&c.kind, n, &mut set.kind, &stream)?;
-        upload(&c.aux, n, &mut set.aux, &stream)?;
         upload(&c.seg_start, segs + 1, &mut set.seg_start, &stream)?;
         upload(&c.seg_slot, segs, &mut set.seg_slot, &stream)?;
         upload(&c.fin_meta, nf, &mut set.fin_meta, &stream)?;
@@ -487,14 +481,12 @@ impl BatchExecutor for CudaExecutor {
                 .arg(&set.window)
                 .arg(&set.flags)
                 .arg(&set.kind)
-                .arg(&set.aux)
                 .arg(&mut set.s_ts)
                 .arg(&mut set.s_payload)
                 .arg(&mut set.s_header)
                 .arg(&mut set.s_window)
                 .arg(&mut set.s_flags)
-                .arg(&mut set.s_kind)
-                .arg(&mut set.s_aux);
+                .arg(&mut set.s_kind);
             // SAFETY: gather reads perm[j] < n and the record columns at
             // those indices, and writes the sorted columns at j < n.
             unsafe { b.launch(cfg) }.map_err(driver_err("launching gather"))?;
@@ -513,7 +505,6 @@ impl BatchExecutor for CudaExecutor {
                 .arg(&set.s_window)
                 .arg(&set.s_flags)
                 .arg(&set.s_kind)
-                .arg(&set.s_aux)
                 .arg(&set.fin_meta)
                 .arg(&self.activity_timeout_us)
                 .arg(&mut set.rows);
@@ -542,15 +533,16 @@ impl BatchExecutor for CudaExecutor {
                 .arg(&set.s_window)
                 .arg(&set.s_flags)
                 .arg(&set.s_kind)
-                .arg(&set.s_aux)
                 .arg(&self.activity_timeout_us);
+            // Role-major: 7 roles × n_long rounded up to whole warps.
+            let threads = 7 * n_long.div_ceil(32) * 32;
             let cfg = LaunchConfig {
-                grid_dim: (blocks(n_long * 32, 128), 1, 1),
+                grid_dim: (blocks(threads, 128), 1, 1),
                 block_dim: (128, 1, 1),
                 shared_mem_bytes: 0,
             };
-            // SAFETY: one warp per long segment; each of its first seven
-            // lanes writes only its own part of that segment's accumulator.
+            // SAFETY: one thread per (role, long segment); each writes only
+            // its role's part of that segment's accumulator.
             unsafe { b.launch(cfg) }.map_err(driver_err("launching process_long"))?;
             let mut b = stream.launch_builder(&self.dev.finalize_long);
             b.arg(&self.accs)
@@ -559,7 +551,7 @@ impl BatchExecutor for CudaExecutor {
                 .arg(&set.long_segs)
                 .arg(&n32)
                 .arg(&set.s_kind)
-                .arg(&set.s_aux)
+                .arg(&set.s_payload)
                 .arg(&set.fin_meta)
                 .arg(&mut set.rows);
             let cfg = LaunchConfig {

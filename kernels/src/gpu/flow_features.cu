@@ -30,9 +30,13 @@ typedef unsigned char u8;
 #define BULK_MIN_PACKETS 4ULL
 
 // Record kinds (low two bits of `kind`); bit 7 marks a backward packet.
+// A FINALIZE record carries its row index in `payload`; a CONN record comes
+// right before the FIRST record of a flow that continues a TCP connection
+// and carries the connection's start time in `ts`.
 #define KIND_UPDATE 0
 #define KIND_FIRST 1
 #define KIND_FINALIZE 2
+#define KIND_CONN 3
 #define KIND_MASK 3
 #define DIR_BACKWARD 0x80
 
@@ -652,8 +656,8 @@ TS_KERNEL void build_perm(const u32* seg, const u32* rank, const u32* seg_start,
 // of each segment then reads consecutive memory.
 TS_KERNEL void gather(const u32* perm, u32 n, const i64* ts, const u32* payload,
                       const u16* header, const u16* window, const u8* flags, const u8* kind,
-                      const i64* aux, i64* s_ts, u32* s_payload, u16* s_header, u16* s_window,
-                      u8* s_flags, u8* s_kind, i64* s_aux) {
+                      i64* s_ts, u32* s_payload, u16* s_header, u16* s_window, u8* s_flags,
+                      u8* s_kind) {
     u32 j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j < n) {
         u32 i = perm[j];
@@ -663,7 +667,6 @@ TS_KERNEL void gather(const u32* perm, u32 n, const i64* ts, const u32* payload,
         s_window[j] = window[i];
         s_flags[j] = flags[i];
         s_kind[j] = kind[i];
-        s_aux[j] = aux[i];
     }
 }
 
@@ -675,9 +678,8 @@ TS_KERNEL void gather(const u32* perm, u32 n, const i64* ts, const u32* payload,
 // stores the accumulator back if the flow is still open.
 TS_KERNEL void process_segments(char* accs, const u32* seg_start, const u32* seg_slot,
                                 const u32* short_segs, u32 n_segs, const i64* ts,
-                                const u32* payload,
-                                const u16* header, const u16* window, const u8* flags,
-                                const u8* kind, const i64* aux, const u64* fin_meta,
+                                const u32* payload, const u16* header, const u16* window,
+                                const u8* flags, const u8* kind, const u64* fin_meta,
                                 i64 activity_timeout, double* rows) {
     u32 t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= n_segs) return;
@@ -686,13 +688,18 @@ TS_KERNEL void process_segments(char* accs, const u32* seg_start, const u32* seg
     FlowAcc a;
     bool loaded = false;
     bool dirty = false;
+    i64 conn = NO_BULK;  // no CONN record seen
     u32 end = seg_start[s + 1];
     for (u32 j = seg_start[s]; j < end; ++j) {
         u8 k = kind[j];
         int dir = (k & DIR_BACKWARD) ? 1 : 0;
         switch (k & KIND_MASK) {
+            case KIND_CONN:
+                conn = ts[j];
+                break;
             case KIND_FIRST:
-                acc_first(&a, ts[j], dir, payload[j], header[j], window[j], flags[j], aux[j]);
+                acc_first(&a, ts[j], dir, payload[j], header[j], window[j], flags[j],
+                          conn == NO_BULK ? ts[j] : conn);
                 loaded = true;
                 dirty = true;
                 break;
@@ -705,18 +712,16 @@ TS_KERNEL void process_segments(char* accs, const u32* seg_start, const u32* seg
                            activity_timeout);
                 dirty = true;
                 break;
-            case KIND_FINALIZE: {
+            default: {  // KIND_FINALIZE
                 if (!loaded) {
                     a = *g;
                     loaded = true;
                 }
-                u64 r = (u64)aux[j];
+                u64 r = payload[j];
                 acc_finalize(&a, fin_meta[r], rows + r * NUM_FEATURES);
                 dirty = false;
                 break;
             }
-            default:
-                break;
         }
     }
     if (dirty) *g = a;
@@ -726,226 +731,225 @@ TS_KERNEL void process_segments(char* accs, const u32* seg_start, const u32* seg
 //
 // A flow with many records in one batch would leave one thread walking them
 // while the rest of the GPU idles. Its accumulator splits into seven parts
-// that never read each other's fields, so seven lanes of a warp each walk
-// all of the flow's records and keep only their own part (no lane waits for
-// another; lanes run independently):
+// that never read each other's fields, so seven threads each walk all of the
+// flow's records and keep only their own part:
 //   role 0: flow timing (start/last, flow IAT, active/idle, first flags),
 //   role 1, 4: one direction's lengths, header bytes, flags, window (and
 //              for the forward direction, data packets and minimum header),
 //   role 2, 5: one direction's inter-arrival times,
 //   role 3, 6: one direction's bulk state (it holds the other direction's
 //              last payload time itself, `other_last`).
-// Each role mirrors the corresponding lines of acc_first/acc_update exactly.
-// A second kernel then finalizes the long flows that ended.
+// Threads are laid out role-major, so a warp runs one role for up to 32
+// flows (no divergence), and each role is a template specialization whose
+// state the compiler can keep in registers. Each role mirrors the
+// corresponding lines of acc_first/acc_update exactly. A second kernel then
+// finalizes the long flows that ended.
 
 #define LONG_ROLES 7
 
-TS_DEVICE void role_copy(FlowAcc* dst, const FlowAcc* src, int role) {
-    switch (role) {
-        case 0:
-            dst->flow_iat = src->flow_iat;
-            dst->active = src->active;
-            dst->idle = src->idle;
-            dst->start_ts = src->start_ts;
-            dst->last_ts = src->last_ts;
-            dst->conn_start_ts = src->conn_start_ts;
-            dst->start_active = src->start_active;
-            dst->end_active = src->end_active;
-            dst->first_flags = src->first_flags;
-            dst->first_dir = src->first_dir;
-            break;
-        case 1:
-        case 4: {
-            int d = role == 1 ? 0 : 1;
-            dst->dirs[d].len = src->dirs[d].len;
-            dst->dirs[d].header_bytes = src->dirs[d].header_bytes;
-            for (int b = 0; b < 8; ++b) dst->dirs[d].flags[b] = src->dirs[d].flags[b];
-            dst->dirs[d].init_win = src->dirs[d].init_win;
-            if (d == 0) {
-                dst->fwd_act_data = src->fwd_act_data;
-                dst->fwd_min_seg = src->fwd_min_seg;
-            }
-            break;
+template <int ROLE>
+TS_DEVICE void role_copy(FlowAcc* dst, const FlowAcc* src) {
+    if (ROLE == 0) {
+        dst->flow_iat = src->flow_iat;
+        dst->active = src->active;
+        dst->idle = src->idle;
+        dst->start_ts = src->start_ts;
+        dst->last_ts = src->last_ts;
+        dst->conn_start_ts = src->conn_start_ts;
+        dst->start_active = src->start_active;
+        dst->end_active = src->end_active;
+        dst->first_flags = src->first_flags;
+        dst->first_dir = src->first_dir;
+    } else if (ROLE == 1 || ROLE == 4) {
+        const int d = ROLE == 1 ? 0 : 1;
+        dst->dirs[d].len = src->dirs[d].len;
+        dst->dirs[d].header_bytes = src->dirs[d].header_bytes;
+#pragma unroll
+        for (int b = 0; b < 8; ++b) dst->dirs[d].flags[b] = src->dirs[d].flags[b];
+        dst->dirs[d].init_win = src->dirs[d].init_win;
+        if (d == 0) {
+            dst->fwd_act_data = src->fwd_act_data;
+            dst->fwd_min_seg = src->fwd_min_seg;
         }
-        case 2:
-        case 5: {
-            int d = role == 2 ? 0 : 1;
-            dst->dirs[d].iat = src->dirs[d].iat;
-            dst->dirs[d].last_ts = src->dirs[d].last_ts;
-            dst->dirs[d].seen = src->dirs[d].seen;
-            break;
-        }
-        default: {
-            int d = role == 3 ? 0 : 1;
-            dst->dirs[d].bulk = src->dirs[d].bulk;
-            break;
-        }
+    } else if (ROLE == 2 || ROLE == 5) {
+        const int d = ROLE == 2 ? 0 : 1;
+        dst->dirs[d].iat = src->dirs[d].iat;
+        dst->dirs[d].last_ts = src->dirs[d].last_ts;
+        dst->dirs[d].seen = src->dirs[d].seen;
+    } else {
+        const int d = ROLE == 3 ? 0 : 1;
+        dst->dirs[d].bulk = src->dirs[d].bulk;
     }
 }
 
-// acc_first restricted to `role`'s part.
-TS_DEVICE void role_first(FlowAcc* a, int role, i64 ts, int dir, u32 payload, u16 header,
-                          u16 window, u8 flags, i64 conn_start) {
-    switch (role) {
-        case 0:
-            stats_empty(&a->flow_iat);
-            stats_empty(&a->active);
-            stats_empty(&a->idle);
-            a->start_ts = ts;
-            a->last_ts = ts;
-            a->conn_start_ts = conn_start;
-            a->start_active = ts;
-            a->end_active = ts;
-            a->first_flags = flags;
-            a->first_dir = (u8)dir;
-            break;
-        case 1:
-        case 4: {
-            int d = role == 1 ? 0 : 1;
-            DirStats* ds = &a->dirs[d];
-            stats_empty(&ds->len);
-            ds->header_bytes = 0;
-            for (int b = 0; b < 8; ++b) ds->flags[b] = 0;
-            ds->init_win = 0;
-            if (dir == d) {
-                stats_push(&ds->len, (i64)payload);
-                ds->header_bytes = header;
-                count_flags(ds, flags);
-                ds->init_win = window;
-            }
-            if (d == 0) {
-                a->fwd_act_data = 0;
-                a->fwd_min_seg = dir == 0 ? header : 0;
-            }
-            break;
-        }
-        case 2:
-        case 5: {
-            int d = role == 2 ? 0 : 1;
-            DirStats* ds = &a->dirs[d];
-            stats_empty(&ds->iat);
-            ds->last_ts = dir == d ? ts : 0;
-            ds->seen = dir == d ? 1 : 0;
-            break;
-        }
-        default: {
-            int d = role == 3 ? 0 : 1;
-            Bulk* b = &a->dirs[d].bulk;
-            bulk_empty(b);
-            if (dir == d) {
-                bulk_update(b, NO_BULK, ts, payload);
-            } else if (payload > 0) {
-                b->other_last = ts;
-            }
-            break;
-        }
-    }
-}
-
-// acc_update restricted to `role`'s part.
-TS_DEVICE void role_update(FlowAcc* a, int role, i64 ts, int dir, u32 payload, u16 header,
-                           u16 window, u8 flags, i64 activity_timeout) {
-    switch (role) {
-        case 0: {
-            i64 gap = sat_sub(ts, a->end_active);
-            if (gap > activity_timeout) {
-                i64 active = sat_sub(a->end_active, a->start_active);
-                if (active > 0) stats_push(&a->active, active);
-                stats_push(&a->idle, gap);
-                a->start_active = ts;
-            }
-            a->end_active = ts;
-            stats_push(&a->flow_iat, sat_sub(ts, a->last_ts));
-            a->last_ts = ts;
-            break;
-        }
-        case 1:
-        case 4: {
-            int d = role == 1 ? 0 : 1;
-            if (dir != d) break;
-            DirStats* ds = &a->dirs[d];
+// acc_first restricted to ROLE's part.
+template <int ROLE>
+TS_DEVICE void role_first(FlowAcc* a, i64 ts, int dir, u32 payload, u16 header, u16 window,
+                          u8 flags, i64 conn_start) {
+    if (ROLE == 0) {
+        stats_empty(&a->flow_iat);
+        stats_empty(&a->active);
+        stats_empty(&a->idle);
+        a->start_ts = ts;
+        a->last_ts = ts;
+        a->conn_start_ts = conn_start;
+        a->start_active = ts;
+        a->end_active = ts;
+        a->first_flags = flags;
+        a->first_dir = (u8)dir;
+    } else if (ROLE == 1 || ROLE == 4) {
+        const int d = ROLE == 1 ? 0 : 1;
+        DirStats* ds = &a->dirs[d];
+        stats_empty(&ds->len);
+        ds->header_bytes = 0;
+#pragma unroll
+        for (int b = 0; b < 8; ++b) ds->flags[b] = 0;
+        ds->init_win = 0;
+        if (dir == d) {
             stats_push(&ds->len, (i64)payload);
-            ds->header_bytes += header;
+            ds->header_bytes = header;
             count_flags(ds, flags);
-            if (d == 0) {
-                a->fwd_act_data += payload > 0 ? 1 : 0;
-                a->fwd_min_seg = header < a->fwd_min_seg ? header : a->fwd_min_seg;
-            } else {
-                ds->init_win = window;
-            }
-            break;
+            ds->init_win = window;
         }
-        case 2:
-        case 5: {
-            int d = role == 2 ? 0 : 1;
-            if (dir != d) break;
-            DirStats* ds = &a->dirs[d];
-            if (ds->seen) stats_push(&ds->iat, sat_sub(ts, ds->last_ts));
-            ds->last_ts = ts;
-            ds->seen = 1;
-            break;
+        if (d == 0) {
+            a->fwd_act_data = 0;
+            a->fwd_min_seg = dir == 0 ? header : 0;
         }
-        default: {
-            int d = role == 3 ? 0 : 1;
-            Bulk* b = &a->dirs[d].bulk;
-            if (dir == d) {
-                bulk_update(b, b->other_last, ts, payload);
-            } else if (payload > 0) {
-                b->other_last = ts;
-            }
-            break;
+    } else if (ROLE == 2 || ROLE == 5) {
+        const int d = ROLE == 2 ? 0 : 1;
+        DirStats* ds = &a->dirs[d];
+        stats_empty(&ds->iat);
+        ds->last_ts = dir == d ? ts : 0;
+        ds->seen = dir == d ? 1 : 0;
+    } else {
+        const int d = ROLE == 3 ? 0 : 1;
+        Bulk* b = &a->dirs[d].bulk;
+        bulk_empty(b);
+        if (dir == d) {
+            bulk_update(b, NO_BULK, ts, payload);
+        } else if (payload > 0) {
+            b->other_last = ts;
         }
     }
 }
 
-// One warp per long segment; lanes 0..6 each apply every record to their
-// part of the flow's accumulator and store that part back.
-TS_KERNEL void process_long(char* accs, const u32* seg_start, const u32* seg_slot,
-                            const u32* long_segs, u32 n_long, const i64* ts, const u32* payload,
-                            const u16* header, const u16* window, const u8* flags,
-                            const u8* kind, const i64* aux, i64 activity_timeout) {
-    u32 w = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
-    int role = (int)(threadIdx.x % 32);
-    if (w >= n_long || role >= LONG_ROLES) return;
-    u32 s = long_segs[w];
-    FlowAcc* g = (FlowAcc*)(accs + (u64)seg_slot[s] * ACC_STRIDE);
+// acc_update restricted to ROLE's part.
+template <int ROLE>
+TS_DEVICE void role_update(FlowAcc* a, i64 ts, int dir, u32 payload, u16 header, u16 window,
+                           u8 flags, i64 activity_timeout) {
+    if (ROLE == 0) {
+        i64 gap = sat_sub(ts, a->end_active);
+        if (gap > activity_timeout) {
+            i64 active = sat_sub(a->end_active, a->start_active);
+            if (active > 0) stats_push(&a->active, active);
+            stats_push(&a->idle, gap);
+            a->start_active = ts;
+        }
+        a->end_active = ts;
+        stats_push(&a->flow_iat, sat_sub(ts, a->last_ts));
+        a->last_ts = ts;
+    } else if (ROLE == 1 || ROLE == 4) {
+        const int d = ROLE == 1 ? 0 : 1;
+        if (dir != d) return;
+        DirStats* ds = &a->dirs[d];
+        stats_push(&ds->len, (i64)payload);
+        ds->header_bytes += header;
+        count_flags(ds, flags);
+        if (d == 0) {
+            a->fwd_act_data += payload > 0 ? 1 : 0;
+            a->fwd_min_seg = header < a->fwd_min_seg ? header : a->fwd_min_seg;
+        } else {
+            ds->init_win = window;
+        }
+    } else if (ROLE == 2 || ROLE == 5) {
+        const int d = ROLE == 2 ? 0 : 1;
+        if (dir != d) return;
+        DirStats* ds = &a->dirs[d];
+        if (ds->seen) stats_push(&ds->iat, sat_sub(ts, ds->last_ts));
+        ds->last_ts = ts;
+        ds->seen = 1;
+    } else {
+        const int d = ROLE == 3 ? 0 : 1;
+        Bulk* b = &a->dirs[d].bulk;
+        if (dir == d) {
+            bulk_update(b, b->other_last, ts, payload);
+        } else if (payload > 0) {
+            b->other_last = ts;
+        }
+    }
+}
+
+template <int ROLE>
+TS_DEVICE void run_role(FlowAcc* g, u32 begin, u32 end, const i64* ts, const u32* payload,
+                        const u16* header, const u16* window, const u8* flags, const u8* kind,
+                        i64 activity_timeout) {
     FlowAcc a;
-    u32 begin = seg_start[s];
-    u32 end = seg_start[s + 1];
-    if (begin < end && (kind[begin] & KIND_MASK) != KIND_FIRST) role_copy(&a, g, role);
+    if ((kind[begin] & KIND_MASK) != KIND_FIRST && (kind[begin] & KIND_MASK) != KIND_CONN) {
+        role_copy<ROLE>(&a, g);
+    }
     bool open = false;
+    i64 conn = NO_BULK;
     for (u32 j = begin; j < end; ++j) {
         u8 k = kind[j];
         int dir = (k & DIR_BACKWARD) ? 1 : 0;
         switch (k & KIND_MASK) {
+            case KIND_CONN:
+                conn = ts[j];
+                break;
             case KIND_FIRST:
-                role_first(&a, role, ts[j], dir, payload[j], header[j], window[j], flags[j],
-                           aux[j]);
+                role_first<ROLE>(&a, ts[j], dir, payload[j], header[j], window[j], flags[j],
+                                 conn == NO_BULK ? ts[j] : conn);
                 open = true;
                 break;
             case KIND_UPDATE:
-                role_update(&a, role, ts[j], dir, payload[j], header[j], window[j], flags[j],
-                            activity_timeout);
+                role_update<ROLE>(&a, ts[j], dir, payload[j], header[j], window[j], flags[j],
+                                  activity_timeout);
                 open = true;
                 break;
             default:
                 break;
         }
     }
-    if (open) role_copy(g, &a, role);
+    if (open) role_copy<ROLE>(g, &a);
+}
+
+// Role-major: thread t runs role t / stride for long segment t % stride,
+// where stride is n_long rounded up to a whole warp.
+TS_KERNEL void process_long(char* accs, const u32* seg_start, const u32* seg_slot,
+                            const u32* long_segs, u32 n_long, const i64* ts, const u32* payload,
+                            const u16* header, const u16* window, const u8* flags,
+                            const u8* kind, i64 activity_timeout) {
+    u32 t = blockIdx.x * blockDim.x + threadIdx.x;
+    u32 stride = (n_long + 31u) & ~31u;
+    u32 role = t / stride;
+    u32 w = t % stride;
+    if (role >= LONG_ROLES || w >= n_long) return;
+    u32 s = long_segs[w];
+    FlowAcc* g = (FlowAcc*)(accs + (u64)seg_slot[s] * ACC_STRIDE);
+    u32 begin = seg_start[s];
+    u32 end = seg_start[s + 1];
+    switch (role) {
+        case 0: run_role<0>(g, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
+        case 1: run_role<1>(g, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
+        case 2: run_role<2>(g, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
+        case 3: run_role<3>(g, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
+        case 4: run_role<4>(g, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
+        case 5: run_role<5>(g, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
+        default: run_role<6>(g, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
+    }
 }
 
 // One thread per long segment that ends its flow: finalizes the
 // accumulator the roles stored.
 TS_KERNEL void finalize_long(const char* accs, const u32* seg_start, const u32* seg_slot,
-                             const u32* long_segs, u32 n_long, const u8* kind, const i64* aux,
-                             const u64* fin_meta, double* rows) {
+                             const u32* long_segs, u32 n_long, const u8* kind,
+                             const u32* payload, const u64* fin_meta, double* rows) {
     u32 w = blockIdx.x * blockDim.x + threadIdx.x;
     if (w >= n_long) return;
     u32 s = long_segs[w];
     u32 last = seg_start[s + 1] - 1;
     if ((kind[last] & KIND_MASK) != KIND_FINALIZE) return;
     const FlowAcc* g = (const FlowAcc*)(accs + (u64)seg_slot[s] * ACC_STRIDE);
-    u64 r = (u64)aux[last];
+    u64 r = payload[last];
     acc_finalize(g, fin_meta[r], rows + r * NUM_FEATURES);
 }

@@ -85,6 +85,7 @@ mod tests {
             ("KIND_UPDATE", u64::from(KIND_UPDATE)),
             ("KIND_FIRST", u64::from(KIND_FIRST)),
             ("KIND_FINALIZE", u64::from(KIND_FINALIZE)),
+            ("KIND_CONN", u64::from(KIND_CONN)),
             ("DIR_BACKWARD", u64::from(DIR_BACKWARD)),
         ] {
             let line = FLOW_FEATURES_CU

@@ -35,12 +35,15 @@ pub const KIND_UPDATE: u8 = 0;
 pub const KIND_FIRST: u8 = 1;
 /// Record kind: the flow ended; write its feature row.
 pub const KIND_FINALIZE: u8 = 2;
+/// Record kind: carries (in `ts`) the connection start of the flow whose
+/// first packet comes next, when that flow continues a TCP connection.
+pub const KIND_CONN: u8 = 3;
 /// Bit set in `kind` for a backward packet.
 pub const DIR_BACKWARD: u8 = 0x80;
 /// Bytes per slot in the device accumulator array (the kernel's `ACC_STRIDE`).
 pub const ACC_STRIDE: usize = 768;
 /// Bytes copied to the device per record (all columns).
-pub const RECORD_BYTES: usize = 4 + 4 + 8 + 4 + 2 + 2 + 1 + 1 + 8;
+pub const RECORD_BYTES: usize = 4 + 4 + 8 + 4 + 2 + 2 + 1 + 1;
 /// A segment with at least this many records is processed by a warp (one
 /// lane per independent part of the accumulator) instead of one thread.
 pub const LONG_SEGMENT: u32 = 64;
@@ -150,7 +153,7 @@ pub struct Columns {
     pub rank: Column<u32>,
     /// Packet time, µs.
     pub ts: Column<i64>,
-    /// Transport payload bytes.
+    /// Transport payload bytes (a finalize record: its row index).
     pub payload: Column<u32>,
     /// Transport header bytes.
     pub header: Column<u16>,
@@ -160,8 +163,6 @@ pub struct Columns {
     pub flags: Column<u8>,
     /// Kind and direction.
     pub kind: Column<u8>,
-    /// First packet: connection start (µs); finalize: row index.
-    pub aux: Column<i64>,
     /// Start of each segment in per-segment order, plus the end.
     pub seg_start: Column<u32>,
     /// Flow slot of each segment.
@@ -187,7 +188,6 @@ impl Columns {
             window: Column::in_memory(cap),
             flags: Column::in_memory(cap),
             kind: Column::in_memory(cap),
-            aux: Column::in_memory(cap),
             seg_start: Column::in_memory(cap + 1),
             seg_slot: Column::in_memory(cap),
             fin_meta: Column::in_memory(fin_cap),
@@ -207,7 +207,6 @@ impl Columns {
             self.window.capacity(),
             self.flags.capacity(),
             self.kind.capacity(),
-            self.aux.capacity(),
             self.seg_slot.capacity(),
             self.short_segs.capacity(),
             self.long_segs.capacity(),
@@ -228,6 +227,7 @@ pub struct RecordBatch {
     seg_count: Vec<u32>,
     n_short: usize,
     n_long: usize,
+    n_conn: usize,
     /// Ended flows, in row order.
     pub metas: Vec<FlowMeta>,
     /// Highest slot referenced plus one.
@@ -246,6 +246,7 @@ impl RecordBatch {
             seg_count: Vec::with_capacity(cap),
             n_short: 0,
             n_long: 0,
+            n_conn: 0,
             metas: Vec::new(),
             slots_needed: 0,
             sealed: false,
@@ -300,7 +301,6 @@ impl RecordBatch {
         col(&a.window, &mut b.window, n);
         col(&a.flags, &mut b.flags, n);
         col(&a.kind, &mut b.kind, n);
-        col(&a.aux, &mut b.aux, n);
         col(&a.seg_start, &mut b.seg_start, s + 1);
         col(&a.seg_slot, &mut b.seg_slot, s);
         col(&a.fin_meta, &mut b.fin_meta, f);
@@ -310,6 +310,7 @@ impl RecordBatch {
         dst.segs = s;
         dst.n_short = self.n_short;
         dst.n_long = self.n_long;
+        dst.n_conn = self.n_conn;
         dst.seg_count.clear();
         dst.seg_count.extend_from_slice(&self.seg_count);
         dst.metas.clear();
@@ -323,9 +324,9 @@ impl RecordBatch {
         self.seg_count.iter().copied().max().unwrap_or(0) as usize
     }
 
-    /// Packet records (not finalize records) in the batch.
+    /// Packet records (not finalize or connection records) in the batch.
     pub fn packets(&self) -> usize {
-        self.len - self.metas.len()
+        self.len - self.metas.len() - self.n_conn
     }
 
     /// Computes the segment starts and splits segments into short and
@@ -370,6 +371,7 @@ impl RecordBatch {
         self.segs = 0;
         self.n_short = 0;
         self.n_long = 0;
+        self.n_conn = 0;
         self.seg_count.clear();
         self.metas.clear();
         self.slots_needed = 0;
@@ -408,7 +410,6 @@ fn push_record(
     window: u16,
     flags: u8,
     kind: u8,
-    aux: i64,
 ) {
     let s = slot as usize;
     if s >= map.seg.len() {
@@ -438,7 +439,6 @@ fn push_record(
     b.cols.window.set(i, window);
     b.cols.flags.set(i, flags);
     b.cols.kind.set(i, kind);
-    b.cols.aux.set(i, aux);
     b.len += 1;
     b.slots_needed = b.slots_needed.max(s + 1);
 }
@@ -595,7 +595,8 @@ impl<E: BatchExecutor> GpuShard<E> {
             // a reused slot sees the old flow's finalize first.
             let placement = self.table.process(rec, &mut |e: EndedFlow| ended.push(e));
             self.finalize_all(&mut ended, out);
-            if self.filling.is_full() {
+            // Room for this packet and a connection record before it.
+            if self.filling.len() + 2 > self.filling.cols.capacity() {
                 self.rotate(out);
             }
             let flags = if rec.proto == proto::TCP {
@@ -607,13 +608,26 @@ impl<E: BatchExecutor> GpuShard<E> {
                 Direction::Forward => 0,
                 Direction::Backward => DIR_BACKWARD,
             };
-            let (kind, aux, dslot) = match placement.kind {
-                PlacementKind::New { continuation } => (
-                    KIND_FIRST,
-                    continuation.map_or(rec.ts_us, |c| c.conn_start_us),
-                    self.slots.open(placement.slot),
-                ),
-                PlacementKind::Existing => (KIND_UPDATE, 0, self.slots.of(placement.slot)),
+            let (kind, dslot) = match placement.kind {
+                PlacementKind::New { continuation } => {
+                    let dslot = self.slots.open(placement.slot);
+                    if let Some(c) = continuation {
+                        push_record(
+                            &mut self.filling,
+                            &mut self.map,
+                            dslot,
+                            c.conn_start_us,
+                            0,
+                            0,
+                            0,
+                            0,
+                            KIND_CONN,
+                        );
+                        self.filling.n_conn += 1;
+                    }
+                    (KIND_FIRST, dslot)
+                }
+                PlacementKind::Existing => (KIND_UPDATE, self.slots.of(placement.slot)),
             };
             push_record(
                 &mut self.filling,
@@ -625,7 +639,6 @@ impl<E: BatchExecutor> GpuShard<E> {
                 rec.window,
                 flags,
                 kind | dir,
-                aux,
             );
         }
         self.ended = ended;
@@ -739,7 +752,7 @@ fn finalize(b: &mut RecordBatch, map: &mut SegmentMap, dslot: u32, e: &EndedFlow
     let row = b.metas.len();
     b.cols.fin_meta.set(row, pack_meta(&e.meta));
     b.metas.push(e.meta);
-    push_record(b, map, dslot, 0, 0, 0, 0, 0, KIND_FINALIZE, row as i64);
+    push_record(b, map, dslot, 0, row as u32, 0, 0, 0, KIND_FINALIZE);
 }
 
 fn emit_rows<F: FnMut(&mut FlowBatch)>(metas: &[FlowMeta], rows: &[f64], out: &mut Output<'_, F>) {
