@@ -36,7 +36,7 @@ const MAX_RECORDS: usize = 16 << 20;
 #[derive(Clone, Debug)]
 pub struct StageResult {
     /// Stage name.
-    pub name: &'static str,
+    pub name: String,
     /// Items processed (packets, or rows for inference).
     pub items: u64,
     /// Unit of `items`.
@@ -110,7 +110,7 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
         }
     }
     stages.push(StageResult {
-        name: "read",
+        name: "read".to_string(),
         items: n,
         unit: "pkt",
         seconds: t.elapsed().as_secs_f64(),
@@ -136,7 +136,7 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
         }
     }
     stages.push(StageResult {
-        name: "read+decode",
+        name: "read+decode".to_string(),
         items: n,
         unit: "pkt",
         seconds: t.elapsed().as_secs_f64(),
@@ -163,7 +163,7 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
     shard.flush(&mut out);
     let feature_secs = t.elapsed().as_secs_f64();
     stages.push(StageResult {
-        name: "cpu flows+features (1 thread)",
+        name: "cpu flows+features (1 thread)".to_string(),
         items: recs.len() as u64,
         unit: "pkt",
         seconds: feature_secs,
@@ -172,27 +172,52 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
     let device = crate::device::resolve(cfg)?;
     #[cfg(feature = "cuda")]
     if let crate::device::Resolved::Cuda(dev) = &device {
-        for r in crate::gpu::stage_rate(dev, flow_cfg, &recs, cfg.gpu.batch_records, 2.0)? {
-            notes.push(format!(
-                "cuda stage ({}): {} batches of up to {} records per pass, {:.0} flows per batch on average, longest flow segment {} records, {} passes, {:.1} M records/s",
-                if r.rows_copied { "rows to host" } else { "rows on device" },
-                r.batches,
-                cfg.gpu.batch_records,
-                r.mean_segments,
-                r.longest_segment,
-                r.passes,
-                r.records as f64 / r.seconds.max(1e-9) / 1e6,
-            ));
-            stages.push(StageResult {
-                name: if r.rows_copied {
-                    "cuda features, rows to host"
-                } else {
-                    "cuda features, rows on device"
-                },
-                items: r.packets,
-                unit: "pkt",
-                seconds: r.seconds,
-            });
+        // Concurrent shards, as the pipeline's workers run them; bounded so
+        // their pinned and device buffers stay within a few GB.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let many = cores
+            .min(8)
+            .min((8 << 20) / cfg.gpu.batch_records.max(1))
+            .max(1);
+        let mut shard_counts = vec![1];
+        if many > 1 {
+            shard_counts.push(many);
+        }
+        for shards in shard_counts {
+            for r in
+                crate::gpu::stage_rate(dev, flow_cfg, &recs, cfg.gpu.batch_records, 2.0, shards)?
+            {
+                notes.push(format!(
+                    "cuda stage ({}, {} shard{}): {} batches of up to {} records per pass and shard, {:.0} flows per batch on average, longest flow segment {} records, {} passes, {:.1} M records/s",
+                    if r.rows_copied { "rows to host" } else { "rows on device" },
+                    r.shards,
+                    if r.shards == 1 { "" } else { "s" },
+                    r.batches,
+                    cfg.gpu.batch_records,
+                    r.mean_segments,
+                    r.longest_segment,
+                    r.passes,
+                    r.records as f64 / r.seconds.max(1e-9) / 1e6,
+                ));
+                stages.push(StageResult {
+                    name: format!(
+                        "cuda{} features, rows {}",
+                        if r.shards == 1 {
+                            String::new()
+                        } else {
+                            format!(" ×{}", r.shards)
+                        },
+                        if r.rows_copied {
+                            "to host"
+                        } else {
+                            "on device"
+                        }
+                    ),
+                    items: r.packets,
+                    unit: "pkt",
+                    seconds: r.seconds,
+                });
+            }
         }
     }
     if kept.len() < 65_536 {
@@ -233,7 +258,7 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
             done += k;
         }
         stages.push(StageResult {
-            name: "inference (1 thread)",
+            name: "inference (1 thread)".to_string(),
             items: rows as u64,
             unit: "row",
             seconds: t.elapsed().as_secs_f64(),
@@ -244,7 +269,7 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
     // stages before inference sustain together.
     let discarded = pipeline::run(input, cfg, Consumer::Discard, Arc::new(Progress::default()))?;
     stages.push(StageResult {
-        name: "pipeline, flows discarded",
+        name: "pipeline, flows discarded".to_string(),
         items: discarded.reader.packets,
         unit: "pkt",
         seconds: discarded.wall.as_secs_f64(),
@@ -278,7 +303,7 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
                 Arc::new(Progress::default()),
             )?;
             stages.push(StageResult {
-                name: "end to end",
+                name: "end to end".to_string(),
                 items: report.reader.packets,
                 unit: "pkt",
                 seconds: report.wall.as_secs_f64(),

@@ -188,7 +188,7 @@ pub fn compare(cpu: &FlowBatch, gpu: &FlowBatch) -> Parity {
 /// Keeps copies of the batches a [`GpuShard`] submits, in pinned memory
 /// (the GPU stage benchmark replays them) and returns zero rows.
 struct Recorder {
-    exec: CudaExecutor,
+    dev: CudaDevice,
     staged: Vec<RecordBatch>,
     pending: std::collections::VecDeque<usize>,
     cap: usize,
@@ -200,7 +200,7 @@ impl BatchExecutor for Recorder {
     }
 
     fn submit(&mut self, batch: &RecordBatch) -> Result<(), GpuError> {
-        let mut copy = RecordBatch::new(self.exec.columns(self.cap, fin_capacity(self.cap))?);
+        let mut copy = RecordBatch::new(self.dev.pinned_columns(self.cap, fin_capacity(self.cap))?);
         batch.copy_into(&mut copy);
         self.pending.push_back(batch.finalized());
         self.staged.push(copy);
@@ -235,21 +235,152 @@ pub struct StageRate {
     pub mean_segments: f64,
     /// Longest segment of any batch, in records.
     pub longest_segment: usize,
+    /// Shards replaying the stream at the same time.
+    pub shards: usize,
 }
 
 /// Times the GPU feature stage on `recs`: the host flow table lays the
 /// records out in pinned batches first (not timed), then the batches are
-/// copied to the device, processed and their rows copied back, two batches
-/// in flight, repeated until about `min_seconds` have passed.
+/// copied to the device, processed and their rows copied back (or left on
+/// the device), two batches in flight, repeated until about `min_seconds`
+/// have passed. With `shards` > 1, that many independent shards (each its
+/// own executor and streams, fed by its own host thread, as the pipeline's
+/// flow workers are) replay the stream at the same time, and the rate is
+/// their sum.
 pub fn stage_rate(
     dev: &CudaDevice,
     flow: FlowConfig,
     recs: &[PacketRecord],
     batch_records: usize,
     min_seconds: f64,
+    shards: usize,
 ) -> Result<Vec<StageRate>> {
+    let shards = shards.max(1);
+    let mut results = Vec::new();
+    for rows_copied in [true, false] {
+        let barrier = std::sync::Barrier::new(shards);
+        let outcomes: Vec<Result<(StageRate, f64)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..shards)
+                .map(|_| {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        one_shard(
+                            dev,
+                            flow,
+                            recs,
+                            batch_records,
+                            min_seconds,
+                            rows_copied,
+                            barrier,
+                        )
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("benchmark thread panicked")))
+                })
+                .collect()
+        });
+        let mut total: Option<StageRate> = None;
+        let mut wall = 0.0f64;
+        for o in outcomes {
+            let (r, w) = o?;
+            wall = wall.max(w);
+            total = Some(match total {
+                None => r,
+                Some(mut t) => {
+                    t.packets += r.packets;
+                    t.records += r.records;
+                    t.flows += r.flows;
+                    t.passes += r.passes;
+                    t
+                }
+            });
+        }
+        if let Some(mut t) = total {
+            t.seconds = wall;
+            t.shards = shards;
+            results.push(t);
+        }
+    }
+    Ok(results)
+}
+
+/// One shard of [`stage_rate`]: stages its batches, waits for the others,
+/// replays; returns its counts and the wall time of its timed phase.
+fn one_shard(
+    dev: &CudaDevice,
+    flow: FlowConfig,
+    recs: &[PacketRecord],
+    batch_records: usize,
+    min_seconds: f64,
+    rows_copied: bool,
+    barrier: &std::sync::Barrier,
+) -> Result<(StageRate, f64)> {
+    let staged = stage(dev, flow, recs, batch_records);
+    let mut exec = match &staged {
+        Ok(_) => dev
+            .executor(batch_records, flow.activity_timeout_us)
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(anyhow!("{e:#}")),
+    };
+    // Every thread reaches the barrier, even after an error.
+    barrier.wait();
+    let staged = staged?;
+    let exec = exec.as_mut().map_err(|e| anyhow!("{e:#}"))?;
+    exec.set_copy_rows(rows_copied);
+    let packets: u64 = staged.iter().map(|b| b.packets() as u64).sum();
+    let records: u64 = staged.iter().map(|b| b.len() as u64).sum();
+    let flows: u64 = staged.iter().map(|b| b.finalized() as u64).sum();
+    let batches = staged.len();
+    let mean_segments =
+        staged.iter().map(|b| b.segments() as f64).sum::<f64>() / batches.max(1) as f64;
+    let longest_segment = staged
+        .iter()
+        .map(RecordBatch::longest_segment)
+        .max()
+        .unwrap_or(0);
+    // One warm-up pass (first touch of device memory, JIT of the PTX).
+    run_pass(exec, &staged)?;
+    let t = Instant::now();
+    let mut passes = 0u32;
+    while passes < 3 || t.elapsed().as_secs_f64() < min_seconds {
+        run_pass(exec, &staged)?;
+        passes += 1;
+        if passes >= 100_000 {
+            break;
+        }
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    Ok((
+        StageRate {
+            rows_copied,
+            packets: packets * u64::from(passes),
+            records: records * u64::from(passes),
+            flows: flows * u64::from(passes),
+            seconds,
+            passes,
+            batches,
+            mean_segments,
+            longest_segment,
+            shards: 1,
+        },
+        seconds,
+    ))
+}
+
+/// Lays `recs` out as sealed batches in pinned memory, as a shard would.
+fn stage(
+    dev: &CudaDevice,
+    flow: FlowConfig,
+    recs: &[PacketRecord],
+    batch_records: usize,
+) -> Result<Vec<RecordBatch>> {
     let recorder = Recorder {
-        exec: dev.executor(batch_records, flow.activity_timeout_us)?,
+        dev: dev.clone(),
         staged: Vec::new(),
         pending: Default::default(),
         cap: batch_records,
@@ -265,47 +396,7 @@ pub fn stage_rate(
         shard.process_into(chunk, &mut out);
     }
     shard.flush_into(&mut out);
-    let staged = shard.into_executor().staged;
-    let packets: u64 = staged.iter().map(|b| b.packets() as u64).sum();
-    let records: u64 = staged.iter().map(|b| b.len() as u64).sum();
-    let flows: u64 = staged.iter().map(|b| b.finalized() as u64).sum();
-    let batches = staged.len();
-    let mean_segments =
-        staged.iter().map(|b| b.segments() as f64).sum::<f64>() / batches.max(1) as f64;
-    let longest_segment = staged
-        .iter()
-        .map(RecordBatch::longest_segment)
-        .max()
-        .unwrap_or(0);
-
-    let mut results = Vec::new();
-    for rows_copied in [true, false] {
-        let mut exec = dev.executor(batch_records, flow.activity_timeout_us)?;
-        exec.set_copy_rows(rows_copied);
-        // One warm-up pass (first touch of device memory, JIT of the PTX).
-        run_pass(&mut exec, &staged)?;
-        let t = Instant::now();
-        let mut passes = 0u32;
-        while passes < 3 || t.elapsed().as_secs_f64() < min_seconds {
-            run_pass(&mut exec, &staged)?;
-            passes += 1;
-            if passes >= 100_000 {
-                break;
-            }
-        }
-        results.push(StageRate {
-            rows_copied,
-            packets: packets * u64::from(passes),
-            records: records * u64::from(passes),
-            flows: flows * u64::from(passes),
-            seconds: t.elapsed().as_secs_f64(),
-            passes,
-            batches,
-            mean_segments,
-            longest_segment,
-        });
-    }
-    Ok(results)
+    Ok(shard.into_executor().staged)
 }
 
 /// One replay of the staged batches, two in flight; rows are copied to

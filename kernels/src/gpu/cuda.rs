@@ -208,6 +208,11 @@ impl CudaDevice {
         &self.info
     }
 
+    /// Columns for one batch in pinned host memory (no device buffers).
+    pub fn pinned_columns(&self, cap: usize, fin_cap: usize) -> Result<Columns, GpuError> {
+        pinned_columns(&self.ctx, cap.max(1), fin_cap.max(1))
+    }
+
     /// An executor on this device for batches of up to `cap` records.
     pub fn executor(&self, cap: usize, activity_timeout_us: i64) -> Result<CudaExecutor, GpuError> {
         CudaExecutor::new(self.clone(), cap, activity_timeout_us)
@@ -359,8 +364,7 @@ impl CudaExecutor {
     }
 }
 
-/// Pinned host memory as a [`Column`] (`flags` 0: readable by the host;
-/// write-combined for columns the host only writes).
+/// Pinned host memory as a [`Column`] (`flags` 0: ordinary cached memory).
 fn pinned<
     T: Copy + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits + Send + 'static,
 >(
@@ -379,6 +383,27 @@ fn pinned<
     // SAFETY: `ptr` is valid for `len` elements while `slice` (moved into the
     // column as its owner) lives; the column is its only user.
     Ok(unsafe { Column::from_raw(ptr, len, Box::new(slice)) })
+}
+
+/// Pinned columns for a batch of `cap` records (`fin_cap` finalizes), in
+/// ordinary cached pinned memory: the host fills several columns at once,
+/// which would thrash write-combining buffers.
+fn pinned_columns(ctx: &Arc<CudaContext>, cap: usize, fin_cap: usize) -> Result<Columns, GpuError> {
+    Ok(Columns {
+        seg: pinned(ctx, cap, 0)?,
+        rank: pinned(ctx, cap, 0)?,
+        ts: pinned(ctx, cap, 0)?,
+        payload: pinned(ctx, cap, 0)?,
+        header: pinned(ctx, cap, 0)?,
+        window: pinned(ctx, cap, 0)?,
+        flags: pinned(ctx, cap, 0)?,
+        kind: pinned(ctx, cap, 0)?,
+        seg_start: pinned(ctx, cap + 1, 0)?,
+        seg_slot: pinned(ctx, cap, 0)?,
+        fin_meta: pinned(ctx, fin_cap, 0)?,
+        short_segs: pinned(ctx, cap, 0)?,
+        long_segs: pinned(ctx, cap, 0)?,
+    })
 }
 
 /// Async copy of the first `n` elements of a pinned column to the device.
@@ -410,23 +435,7 @@ impl BatchExecutor for CudaExecutor {
     fn columns(&mut self, cap: usize, fin_cap: usize) -> Result<Columns, GpuError> {
         let cap = cap.min(self.cap).max(1);
         let fin_cap = fin_cap.min(self.fin_cap).max(1);
-        let ctx = &self.dev.ctx;
-        let wc = cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED;
-        Ok(Columns {
-            seg: pinned(ctx, cap, wc)?,
-            rank: pinned(ctx, cap, wc)?,
-            ts: pinned(ctx, cap, wc)?,
-            payload: pinned(ctx, cap, wc)?,
-            header: pinned(ctx, cap, wc)?,
-            window: pinned(ctx, cap, wc)?,
-            flags: pinned(ctx, cap, wc)?,
-            kind: pinned(ctx, cap, wc)?,
-            seg_start: pinned(ctx, cap + 1, wc)?,
-            seg_slot: pinned(ctx, cap, wc)?,
-            fin_meta: pinned(ctx, fin_cap, wc)?,
-            short_segs: pinned(ctx, cap, wc)?,
-            long_segs: pinned(ctx, cap, wc)?,
-        })
+        pinned_columns(&self.dev.ctx, cap, fin_cap)
     }
 
     fn submit(&mut self, batch: &RecordBatch) -> Result<(), GpuError> {
