@@ -147,5 +147,34 @@ fn end_to_end(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, stages, end_to_end);
+/// The CUDA extractor on the same records, when a GPU is present: the
+/// `cuda_` twin of `cpu_flows_features` (rows copied back to the host).
+#[cfg(feature = "cuda")]
+fn cuda(c: &mut Criterion) {
+    use tapstream_kernels::gpu::cuda::CudaDevice;
+    let dev = match CudaDevice::open(0, None) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("cuda benches skipped: {e}");
+            return;
+        }
+    };
+    let bytes = demo_bytes();
+    let recs = records(&bytes);
+    let cfg = Config::default();
+    let flow = pipeline::flow_config(&cfg, 1);
+    let mut g = c.benchmark_group("tapstream::stage");
+    g.throughput(Throughput::Elements(recs.len() as u64));
+    let mut rows =
+        tapstream::gpu::GpuRows::new(&dev, flow, cfg.gpu.batch_records).expect("GPU shard");
+    g.bench_function("cuda_flows_features", |b| {
+        b.iter(|| rows.rows(&recs).expect("GPU rows").len())
+    });
+    g.finish();
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(_c: &mut Criterion) {}
+
+criterion_group!(benches, stages, cuda, end_to_end);
 criterion_main!(benches);

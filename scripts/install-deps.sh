@@ -2,7 +2,8 @@
 # Installs the system packages tapstream needs on a Debian 12 (bookworm)
 # machine. Usage: install-deps.sh [run|test|bench]
 #   run   : nothing beyond a Rust toolchain and python3 + pip (checked here)
-#   test  : + Suricata 7 from bookworm-backports (Community ID cross-check)
+#   test  : + Suricata 7 from bookworm-backports (Community ID cross-check),
+#           g++ (the kernels run as C++ in a test), NVRTC 13.0 from PyPI
 #   bench : + Suricata 7, tshark tools (editcap/mergecap/capinfos), nfstream
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
@@ -40,6 +41,11 @@ case "$what" in
   test)
     sudo_ apt-get update -qq || true
     suricata7
+    apt_install g++
+    # NVRTC and CUDA headers from PyPI: the kernels compile to PTX in a test
+    # (no GPU needed). Pinned to 13.0: newer PTX may not load on the GPU
+    # host's 13.0 driver.
+    python3 -m pip install -q --disable-pip-version-check nvidia-cuda-nvrtc==13.0.88
     ;;
   bench)
     sudo_ apt-get update -qq || true

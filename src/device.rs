@@ -73,6 +73,8 @@ fn open_gpu(_cfg: &Config) -> Result<Resolved> {
 }
 
 /// One shard's flow table and feature extractor.
+// The CPU variant is held inline on purpose: it is the hot path.
+#[allow(clippy::large_enum_variant)]
 pub enum Extractor {
     /// Flow table and CPU accumulators.
     Cpu(ShardProcessor),
@@ -159,5 +161,43 @@ impl Extractor {
             #[cfg(feature = "cuda")]
             Extractor::Cuda(g) => g.stats(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(device: Device) -> Config {
+        let mut c = Config::default();
+        c.gpu.device = device;
+        c
+    }
+
+    /// Without a usable GPU (this build lacks CUDA, or the machine lacks a
+    /// driver), `cuda` is an error and `auto` falls back to the CPU.
+    #[test]
+    fn cuda_without_a_gpu_is_an_error_and_auto_falls_back() {
+        assert!(matches!(resolve(&cfg(Device::Cpu)), Ok(Resolved::Cpu)));
+        #[cfg(feature = "cuda")]
+        if tapstream_kernels::gpu::cuda::libraries_present() {
+            eprintln!("a CUDA driver is present: only the CPU case is checked");
+            return;
+        }
+        let err = resolve(&cfg(Device::Cuda))
+            .err()
+            .expect("cuda without a GPU must fail");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("GPU") || msg.contains("CUDA"), "{msg}");
+        assert!(matches!(resolve(&cfg(Device::Auto)), Ok(Resolved::Cpu)));
+    }
+
+    #[test]
+    fn cpu_extractor_is_not_batched() {
+        let c = Config::default();
+        let flow = crate::pipeline::flow_config(&c, 1);
+        let e = Extractor::new(&Resolved::Cpu, flow, 0, &c).unwrap();
+        assert!(!e.batched());
+        assert!(e.error().is_none());
     }
 }
