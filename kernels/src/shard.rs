@@ -40,6 +40,19 @@ pub struct ShardStats {
 }
 
 impl ShardStats {
+    /// The counters of shard `shard_id`'s flow table.
+    pub fn of_table(shard_id: u32, table: &FlowTable) -> Self {
+        let t = table.stats();
+        ShardStats {
+            shard_id,
+            active_flows: t.active,
+            flows_created: t.created,
+            ended: t.ended,
+            evictions: t.evictions(),
+            packets: t.packets,
+        }
+    }
+
     /// Flows ended for `reason`.
     pub fn ended_for(&self, reason: EndReason) -> u64 {
         self.ended[tapstream_ingest::flow::reason_index(reason)]
@@ -164,15 +177,7 @@ impl ShardProcessor {
 
     /// Counters since the shard was created.
     pub fn stats(&self) -> ShardStats {
-        let t = self.table.stats();
-        ShardStats {
-            shard_id: self.shard_id,
-            active_flows: t.active,
-            flows_created: t.created,
-            ended: t.ended,
-            evictions: t.evictions(),
-            packets: t.packets,
-        }
+        ShardStats::of_table(self.shard_id, &self.table)
     }
 
     /// The shard's number.

@@ -676,15 +676,7 @@ impl<E: BatchExecutor> GpuShard<E> {
 
     /// Counters, as the CPU shard reports them.
     pub fn stats(&self) -> ShardStats {
-        let t = self.table.stats();
-        ShardStats {
-            shard_id: self.shard_id,
-            active_flows: t.active,
-            flows_created: t.created,
-            ended: t.ended,
-            evictions: t.evictions(),
-            packets: t.packets,
-        }
+        ShardStats::of_table(self.shard_id, &self.table)
     }
 
     fn finalize_all<F: FnMut(&mut FlowBatch)>(
