@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .gpu
 cargo build --release --locked --features cuda --quiet
-cp target/release/tapstream .gpu/tapstream
+cp "${CARGO_TARGET_DIR:-target}/release/tapstream" .gpu/tapstream
 strip .gpu/tapstream
 data=../shared/data
 list=$(mktemp)

@@ -199,6 +199,19 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
                     r.passes,
                     r.records as f64 / r.seconds.max(1e-9) / 1e6,
                 ));
+                if let Some(p) = &r.phases {
+                    notes.push(format!(
+                        "cuda stage phases ({}, {} shard{}), ms per batch on the device: {}",
+                        if r.rows_copied {
+                            "rows to host"
+                        } else {
+                            "rows on device"
+                        },
+                        r.shards,
+                        if r.shards == 1 { "" } else { "s" },
+                        crate::gpu::describe_phases(p)
+                    ));
+                }
                 stages.push(StageResult {
                     name: format!(
                         "cuda{} features, rows {}",

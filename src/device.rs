@@ -63,7 +63,12 @@ pub fn resolve(cfg: &Config) -> Result<Resolved> {
 
 #[cfg(feature = "cuda")]
 fn open_gpu(cfg: &Config) -> Result<Resolved> {
+    let t = std::time::Instant::now();
     let dev = CudaDevice::open(cfg.gpu.ordinal, cfg.gpu.ptx_cache.as_deref())?;
+    tracing::info!(
+        message = "GPU opened (context, kernels compiled or cached, module loaded)",
+        ms = t.elapsed().as_secs_f64() * 1e3
+    );
     Ok(Resolved::Cuda(dev))
 }
 
@@ -91,8 +96,15 @@ impl Extractor {
             Resolved::Cpu => Ok(Extractor::Cpu(ShardProcessor::new(flow, shard)?)),
             #[cfg(feature = "cuda")]
             Resolved::Cuda(dev) => {
+                let t = std::time::Instant::now();
                 let exec = dev.executor(cfg.gpu.batch_records, flow.activity_timeout_us)?;
                 let s = GpuShard::new(flow, shard, exec, cfg.gpu.batch_records)?;
+                tracing::info!(
+                    message = "GPU shard ready (pinned and device buffers)",
+                    shard,
+                    batch_records = cfg.gpu.batch_records,
+                    ms = t.elapsed().as_secs_f64() * 1e3
+                );
                 Ok(Extractor::Cuda(Box::new(s)))
             }
         }

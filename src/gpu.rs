@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use tapstream_ingest::flow::FlowConfig;
 use tapstream_ingest::{decode, CaptureReader, PacketRecord};
-use tapstream_kernels::gpu::cuda::{CudaDevice, CudaExecutor};
+use tapstream_kernels::gpu::cuda::{CudaDevice, CudaExecutor, PhaseTimes, PHASES};
 use tapstream_kernels::gpu::records::fin_capacity;
 use tapstream_kernels::gpu::{BatchExecutor, Columns, GpuError, GpuShard, RecordBatch};
 use tapstream_kernels::schema::{Kind, FEATURES, NUM_FEATURES};
@@ -185,6 +185,17 @@ pub fn compare(cpu: &FlowBatch, gpu: &FlowBatch) -> Parity {
     p
 }
 
+/// "upload 0.41, sort 0.05, …" in milliseconds per batch.
+pub fn describe_phases(p: &PhaseTimes) -> String {
+    let per = p.batches.max(1) as f64;
+    PHASES
+        .iter()
+        .zip(p.ms.iter())
+        .map(|(ph, ms)| format!("{} {:.3}", ph.name(), ms / per))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Keeps copies of the batches a [`GpuShard`] submits, in pinned memory
 /// (the GPU stage benchmark replays them) and returns zero rows.
 struct Recorder {
@@ -237,6 +248,8 @@ pub struct StageRate {
     pub longest_segment: usize,
     /// Shards replaying the stream at the same time.
     pub shards: usize,
+    /// Device time per phase over one extra, profiled pass (first shard).
+    pub phases: Option<PhaseTimes>,
 }
 
 /// Times the GPU feature stage on `recs`: the host flow table lays the
@@ -355,6 +368,12 @@ fn one_shard(
         }
     }
     let seconds = t.elapsed().as_secs_f64();
+    // One more pass with every phase timed by events (not in the rate: the
+    // long and short segments then run as separate launches).
+    exec.set_profile(true).map_err(|e| anyhow!("{e}"))?;
+    run_pass(exec, &staged)?;
+    let phases = exec.profile().cloned();
+    exec.set_profile(false).map_err(|e| anyhow!("{e}"))?;
     Ok((
         StageRate {
             rows_copied,
@@ -367,6 +386,7 @@ fn one_shard(
             mean_segments,
             longest_segment,
             shards: 1,
+            phases,
         },
         seconds,
     ))

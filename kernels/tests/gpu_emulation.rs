@@ -285,7 +285,9 @@ fn emulated_kernels_equal_the_cpu_extractor() {
 /// handful of hosts and ports so flows collide, end and restart.
 /// `mode` 0: many flows, threshold gaps; 1: one TCP connection, gaps around
 /// the bulk gap; 2: one TCP connection, threshold gaps (long flows cross the
-/// activity timeout, so the warp path sees active/idle splits).
+/// activity timeout, so the warp path sees active/idle splits); 3: like 1,
+/// with rare jumps of ±2^45 µs, so bulk durations take the exact sequential
+/// fallback of the warp path.
 fn synthetic(seed: u64, n: usize, mode: u64) -> Vec<PacketRecord> {
     let bulk_focus = mode != 0;
     let mut x = seed | 1;
@@ -314,7 +316,13 @@ fn synthetic(seed: u64, n: usize, mode: u64) -> Vec<PacketRecord> {
     let mut ts = 1_600_000_000_000_000i64;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        ts += if mode == 1 {
+        ts += if mode == 3 && next() % 64 == 0 {
+            if next() % 2 == 0 {
+                1 << 45
+            } else {
+                -(1 << 45)
+            }
+        } else if mode == 1 || mode == 3 {
             BULK_GAPS[(next() % BULK_GAPS.len() as u64) as usize]
         } else if mode == 2 && next() % 4 != 0 {
             // Mostly short gaps so the connection stays long, some on the thresholds.
@@ -392,7 +400,7 @@ fn emulated_kernels_equal_the_cpu_extractor_on_threshold_streams() {
     };
     let mut flows = 0;
     for seed in 1..=120u64 {
-        let recs = synthetic(seed * 0x9e37_79b9, 3000, seed % 3);
+        let recs = synthetic(seed * 0x9e37_79b9, 3000, seed % 4);
         for cfg in [
             FlowConfig::default(),
             FlowConfig {

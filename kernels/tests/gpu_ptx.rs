@@ -3,6 +3,7 @@
 //! Needs the `cuda` feature and libnvrtc on the library path (CI installs the
 //! PyPI wheel `nvidia-cuda-nvrtc==13.0.88`). Without NVRTC the test says so
 //! and returns, unless `TAPSTREAM_REQUIRE_NVRTC=1` makes that a failure.
+//! With `TAPSTREAM_PTX_DIR` set, the PTX is also written there.
 #![cfg(feature = "cuda")]
 
 use tapstream_kernels::gpu::cuda::{arch_for, compile_ptx};
@@ -25,6 +26,10 @@ fn every_kernel_compiles_to_ptx() {
             }
             Err(e) => panic!("{arch}: {e}"),
         };
+        // For inspection (e.g. `ptxas -v` for registers and spills).
+        if let Some(dir) = std::env::var_os("TAPSTREAM_PTX_DIR") {
+            std::fs::write(std::path::Path::new(&dir).join(format!("{arch}.ptx")), &ptx).unwrap();
+        }
         for k in KERNELS {
             assert!(
                 ptx.contains(&format!(".entry {k}(")),

@@ -138,7 +138,6 @@ pub struct CudaDevice {
     build_perm: CudaFunction,
     gather: CudaFunction,
     process: CudaFunction,
-    process_long: CudaFunction,
     finalize_long: CudaFunction,
     info: DeviceInfo,
 }
@@ -184,11 +183,8 @@ impl CudaDevice {
             .load_function("gather")
             .map_err(driver_err("finding gather"))?;
         let process = module
-            .load_function("process_segments")
-            .map_err(driver_err("finding process_segments"))?;
-        let process_long = module
-            .load_function("process_long")
-            .map_err(driver_err("finding process_long"))?;
+            .load_function("process_batch")
+            .map_err(driver_err("finding process_batch"))?;
         let finalize_long = module
             .load_function("finalize_long")
             .map_err(driver_err("finding finalize_long"))?;
@@ -197,7 +193,6 @@ impl CudaDevice {
             build_perm,
             gather,
             process,
-            process_long,
             finalize_long,
             info,
         })
@@ -247,6 +242,9 @@ struct Set {
     done: CudaEvent,
 }
 
+/// Feature rows of pinned host memory a set starts with.
+const INITIAL_HOST_ROWS: usize = 8192;
+
 /// Runs record batches on a GPU; see the module docs.
 pub struct CudaExecutor {
     dev: CudaDevice,
@@ -259,6 +257,7 @@ pub struct CudaExecutor {
     cap: usize,
     fin_cap: usize,
     copy_rows: bool,
+    profile: Option<Profile>,
 }
 
 impl CudaExecutor {
@@ -271,7 +270,10 @@ impl CudaExecutor {
                 .new_stream()
                 .map_err(driver_err("creating a stream"))?;
             let e = driver_err("allocating device buffers");
-            let host_rows = pinned::<f64>(&dev.ctx, fin_cap * NUM_FEATURES, 0)?;
+            // Grown on demand (see submit): pinning memory is slow, and most
+            // batches end far fewer flows than they could.
+            let host_rows =
+                pinned::<f64>(&dev.ctx, fin_cap.min(INITIAL_HOST_ROWS) * NUM_FEATURES, 0)?;
             Ok(Set {
                 seg: stream.alloc_zeros(cap).map_err(&e)?,
                 rank: stream.alloc_zeros(cap).map_err(&e)?,
@@ -318,6 +320,7 @@ impl CudaExecutor {
             cap,
             fin_cap,
             copy_rows: true,
+            profile: None,
         })
     }
 
@@ -447,6 +450,7 @@ impl BatchExecutor for CudaExecutor {
         let nf = batch.finalized().min(self.fin_cap);
         let stream = self.sets[k].stream.clone();
         self.ensure_slots(batch.slots_needed, &stream)?;
+        self.mark(k, None)?;
         let c = &batch.cols;
         let set = &mut self.sets[k];
         upload(&c.seg, n, &mut set.seg, &stream)?;
@@ -464,6 +468,8 @@ impl BatchExecutor for CudaExecutor {
         let n_long = batch.long_segments().min(self.cap);
         upload(&c.short_segs, n_short, &mut set.short_segs, &stream)?;
         upload(&c.long_segs, n_long, &mut set.long_segs, &stream)?;
+        self.mark(k, Some(Phase::Upload))?;
+        let set = &mut self.sets[k];
         if n > 0 {
             let n32 = n as u32;
             let mut b = stream.launch_builder(&self.dev.build_perm);
@@ -500,59 +506,57 @@ impl BatchExecutor for CudaExecutor {
             // those indices, and writes the sorted columns at j < n.
             unsafe { b.launch(cfg) }.map_err(driver_err("launching gather"))?;
         }
-        if n_short > 0 {
-            let n32 = n_short as u32;
-            let mut b = stream.launch_builder(&self.dev.process);
-            b.arg(&mut self.accs)
-                .arg(&set.seg_start)
-                .arg(&set.seg_slot)
-                .arg(&set.short_segs)
-                .arg(&n32)
-                .arg(&set.s_ts)
-                .arg(&set.s_payload)
-                .arg(&set.s_header)
-                .arg(&set.s_window)
-                .arg(&set.s_flags)
-                .arg(&set.s_kind)
-                .arg(&set.fin_meta)
-                .arg(&self.activity_timeout_us)
-                .arg(&mut set.rows);
-            let cfg = LaunchConfig {
-                grid_dim: (blocks(n_short, 128), 1, 1),
-                block_dim: (128, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            // SAFETY: process_segments touches the accumulators of the slots
-            // named by seg_slot (all < acc_slots, ensured above) for the
-            // short segments listed, reads the sorted records of each, and
-            // writes rows < nf (finalize records carry row indices < nf).
-            unsafe { b.launch(cfg) }.map_err(driver_err("launching process_segments"))?;
+        self.mark(k, Some(Phase::Sort))?;
+        let long_blocks = super::long_blocks(n_long, super::WARP);
+        let short_blocks = blocks(n_short, super::PROCESS_BLOCK);
+        // Profiling launches the long and the short segments apart, to time
+        // each; otherwise one launch runs both side by side.
+        let launches: &[(u32, u32)] = if self.profile.is_some() {
+            &[(long_blocks, 0), (0, short_blocks)]
+        } else {
+            &[(long_blocks, short_blocks)]
+        };
+        for (i, &(lb, sb)) in launches.iter().enumerate() {
+            if lb + sb > 0 {
+                let set = &mut self.sets[k];
+                let (n_short32, n_long32) = (n_short as u32, n_long as u32);
+                let mut b = stream.launch_builder(&self.dev.process);
+                b.arg(&mut self.accs)
+                    .arg(&set.seg_start)
+                    .arg(&set.seg_slot)
+                    .arg(&set.short_segs)
+                    .arg(if sb > 0 { &n_short32 } else { &0u32 })
+                    .arg(&set.long_segs)
+                    .arg(&n_long32)
+                    .arg(&lb)
+                    .arg(&set.s_ts)
+                    .arg(&set.s_payload)
+                    .arg(&set.s_header)
+                    .arg(&set.s_window)
+                    .arg(&set.s_flags)
+                    .arg(&set.s_kind)
+                    .arg(&set.fin_meta)
+                    .arg(&self.activity_timeout_us)
+                    .arg(&mut set.rows);
+                let cfg = LaunchConfig {
+                    grid_dim: (lb + sb, 1, 1),
+                    block_dim: (super::PROCESS_BLOCK, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                // SAFETY: process_batch touches the accumulators of the slots
+                // named by seg_slot (all < acc_slots, ensured above): one warp
+                // per (role, long segment) writes only its role's part, one
+                // thread per short segment its whole slot (slots are distinct
+                // within a batch); it reads the sorted records of each
+                // segment and writes rows < nf (finalize records carry row
+                // indices < nf).
+                unsafe { b.launch(cfg) }.map_err(driver_err("launching process_batch"))?;
+            }
+            self.mark(k, Some(if i == 0 { Phase::Long } else { Phase::Short }))?;
         }
+        let set = &mut self.sets[k];
         if n_long > 0 {
             let n32 = n_long as u32;
-            let mut b = stream.launch_builder(&self.dev.process_long);
-            b.arg(&mut self.accs)
-                .arg(&set.seg_start)
-                .arg(&set.seg_slot)
-                .arg(&set.long_segs)
-                .arg(&n32)
-                .arg(&set.s_ts)
-                .arg(&set.s_payload)
-                .arg(&set.s_header)
-                .arg(&set.s_window)
-                .arg(&set.s_flags)
-                .arg(&set.s_kind)
-                .arg(&self.activity_timeout_us);
-            // Role-major: 7 roles × n_long rounded up to whole warps.
-            let threads = 7 * n_long.div_ceil(32) * 32;
-            let cfg = LaunchConfig {
-                grid_dim: (blocks(threads, 128), 1, 1),
-                block_dim: (128, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            // SAFETY: one thread per (role, long segment); each writes only
-            // its role's part of that segment's accumulator.
-            unsafe { b.launch(cfg) }.map_err(driver_err("launching process_long"))?;
             let mut b = stream.launch_builder(&self.dev.finalize_long);
             b.arg(&self.accs)
                 .arg(&set.seg_start)
@@ -568,15 +572,25 @@ impl BatchExecutor for CudaExecutor {
                 block_dim: (128, 1, 1),
                 shared_mem_bytes: 0,
             };
-            // SAFETY: reads the accumulators process_long stored (same
+            // SAFETY: reads the accumulators the long warps stored (same
             // stream, so after it) and writes rows < nf.
             unsafe { b.launch(cfg) }.map_err(driver_err("launching finalize_long"))?;
         }
+        self.mark(k, Some(Phase::Finalize))?;
+        let set = &mut self.sets[k];
         if nf > 0 && self.copy_rows {
             let len = nf * NUM_FEATURES;
+            if set.host_rows.capacity() < len {
+                // The set's previous batch has finished (at most one batch per
+                // set is in flight), so its pinned rows can be replaced.
+                let grown = (set.host_rows.capacity() * 2)
+                    .max(len)
+                    .min(self.fin_cap * NUM_FEATURES);
+                set.host_rows = pinned::<f64>(&self.dev.ctx, grown, 0)?;
+            }
             let (ptr, _guard) = set.rows.device_ptr_mut(&stream);
             let dst = set.host_rows.as_slice(len);
-            // SAFETY: host_rows is pinned, sized cap×NUM_FEATURES, and read by
+            // SAFETY: host_rows is pinned, holds at least `len` values, and is read by
             // the host only after `done` fires.
             unsafe {
                 drv::memcpy_dtoh_async(
@@ -587,6 +601,8 @@ impl BatchExecutor for CudaExecutor {
             }
             .map_err(driver_err("copying rows to the host"))?;
         }
+        self.mark(k, Some(Phase::Rows))?;
+        let set = &mut self.sets[k];
         set.done
             .record(&stream)
             .map_err(driver_err("recording an event"))?;
@@ -602,6 +618,8 @@ impl BatchExecutor for CudaExecutor {
         set.done
             .synchronize()
             .map_err(driver_err("waiting for a batch"))?;
+        self.account(k)?;
+        let set = &self.sets[k];
         if self.copy_rows {
             rows.extend_from_slice(set.host_rows.as_slice(nf * NUM_FEATURES));
         }
@@ -621,8 +639,124 @@ impl CudaExecutor {
         self.sets[k]
             .done
             .synchronize()
-            .map_err(driver_err("waiting for a batch"))
+            .map_err(driver_err("waiting for a batch"))?;
+        self.account(k)
     }
+
+    /// Times every phase of every batch submitted from now on (with CUDA
+    /// events; the long and short segments then run as two launches), or
+    /// stops timing. Call between passes, with nothing in flight.
+    pub fn set_profile(&mut self, on: bool) -> Result<(), GpuError> {
+        if !on {
+            self.profile = None;
+            return Ok(());
+        }
+        let mk = || -> Result<Vec<CudaEvent>, GpuError> {
+            (0..=PHASES.len())
+                .map(|_| {
+                    self.dev
+                        .ctx
+                        .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))
+                        .map_err(driver_err("creating a timing event"))
+                })
+                .collect()
+        };
+        self.profile = Some(Profile {
+            events: [mk()?, mk()?],
+            times: PhaseTimes::default(),
+        });
+        Ok(())
+    }
+
+    /// Phase times summed over the batches finished since profiling began.
+    pub fn profile(&self) -> Option<&PhaseTimes> {
+        self.profile.as_ref().map(|p| &p.times)
+    }
+
+    /// Records the event that ends `phase` (or starts the batch) on set
+    /// `k`'s stream, when profiling.
+    fn mark(&mut self, k: usize, phase: Option<Phase>) -> Result<(), GpuError> {
+        let Some(p) = &self.profile else {
+            return Ok(());
+        };
+        let i = phase.map_or(0, |ph| ph as usize + 1);
+        p.events[k][i]
+            .record(&self.sets[k].stream)
+            .map_err(driver_err("recording a timing event"))
+    }
+
+    /// Adds the finished batch on set `k` to the phase times.
+    fn account(&mut self, k: usize) -> Result<(), GpuError> {
+        let Some(p) = &mut self.profile else {
+            return Ok(());
+        };
+        let ev = &p.events[k];
+        for (i, t) in p.times.ms.iter_mut().enumerate() {
+            *t += f64::from(
+                ev[i]
+                    .elapsed_ms(&ev[i + 1])
+                    .map_err(driver_err("reading a timing event"))?,
+            );
+        }
+        p.times.batches += 1;
+        Ok(())
+    }
+}
+
+/// The phases of a batch on the device, in stream order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Record columns copied to the device.
+    Upload,
+    /// Records put into per-segment order (build_perm, gather).
+    Sort,
+    /// Long segments walked, one warp per role.
+    Long,
+    /// Short segments applied and finalized, one thread each.
+    Short,
+    /// Long segments that ended finalized into rows.
+    Finalize,
+    /// Rows copied back to the host.
+    Rows,
+}
+
+/// Every [`Phase`], in order.
+pub const PHASES: [Phase; 6] = [
+    Phase::Upload,
+    Phase::Sort,
+    Phase::Long,
+    Phase::Short,
+    Phase::Finalize,
+    Phase::Rows,
+];
+
+impl Phase {
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Upload => "upload",
+            Phase::Sort => "sort",
+            Phase::Long => "long segments",
+            Phase::Short => "short segments",
+            Phase::Finalize => "finalize long",
+            Phase::Rows => "rows to host",
+        }
+    }
+}
+
+/// Device time per phase, summed over batches.
+#[derive(Clone, Debug, Default)]
+pub struct PhaseTimes {
+    /// Batches timed.
+    pub batches: u64,
+    /// Milliseconds per phase, indexed like [`PHASES`].
+    pub ms: [f64; 6],
+}
+
+struct Profile {
+    /// Per set: the batch's start, then the end of each phase.
+    events: [Vec<CudaEvent>; 2],
+    times: PhaseTimes,
 }
 
 /// The default on-disk PTX cache: `$XDG_CACHE_HOME/tapstream/ptx` or

@@ -676,14 +676,10 @@ TS_KERNEL void gather(const u32* perm, u32 n, const i64* ts, const u32* payload,
 // its accumulator (first packet, updates, finalize into a row), so
 // sequential state (inter-arrival times, active/idle, bulk) is exact, and
 // stores the accumulator back if the flow is still open.
-TS_KERNEL void process_segments(char* accs, const u32* seg_start, const u32* seg_slot,
-                                const u32* short_segs, u32 n_segs, const i64* ts,
-                                const u32* payload, const u16* header, const u16* window,
-                                const u8* flags, const u8* kind, const u64* fin_meta,
-                                i64 activity_timeout, double* rows) {
-    u32 t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= n_segs) return;
-    u32 s = short_segs[t];
+TS_DEVICE void process_short(char* accs, const u32* seg_start, const u32* seg_slot, u32 s,
+                             const i64* ts, const u32* payload, const u16* header,
+                             const u16* window, const u8* flags, const u8* kind,
+                             const u64* fin_meta, i64 activity_timeout, double* rows) {
     FlowAcc* g = (FlowAcc*)(accs + (u64)seg_slot[s] * ACC_STRIDE);
     FlowAcc a;
     bool loaded = false;
@@ -731,19 +727,111 @@ TS_KERNEL void process_segments(char* accs, const u32* seg_start, const u32* seg
 //
 // A flow with many records in one batch would leave one thread walking them
 // while the rest of the GPU idles. Its accumulator splits into seven parts
-// that never read each other's fields, so seven threads each walk all of the
-// flow's records and keep only their own part:
+// that never read each other's fields, each handled by its own warp:
 //   role 0: flow timing (start/last, flow IAT, active/idle, first flags),
 //   role 1, 4: one direction's lengths, header bytes, flags, window (and
 //              for the forward direction, data packets and minimum header),
 //   role 2, 5: one direction's inter-arrival times,
 //   role 3, 6: one direction's bulk state (it holds the other direction's
 //              last payload time itself, `other_last`).
-// Threads are laid out role-major, so a warp runs one role for up to 32
-// flows (no divergence), and each role is a template specialization whose
-// state the compiler can keep in registers. Each role mirrors the
-// corresponding lines of acc_first/acc_update exactly. A second kernel then
-// finalizes the long flows that ended.
+// A warp takes the flow's records 32 at a time, one per lane. What the
+// sequential update needs from earlier records is found with warp votes
+// and shuffles instead of a walk: the previous packet, the previous packet
+// of a direction, the last break in activity, the last payload packet of
+// each direction. Each lane then pushes its own record's values into
+// private statistics, and the lanes' statistics are merged at the end.
+// That is exact: every statistic is a sum (wrapping), a saturating sum of
+// non-negative terms, a count, a minimum or a maximum, none of which
+// depends on the order of its terms. The bulk state machine's only state
+// that depends on history is where the current bulk candidate started; a
+// short warp-uniform loop finds the candidate starts of each tile, one vote
+// per start, and the lanes then add their own contributions. Bulk durations
+// are saturating sums of signed terms, which do depend on order when they
+// saturate, so a warp that sees a term or a total large enough to come near
+// saturation (never with real timestamps) walks that role again, one record
+// at a time, exactly as acc_update does (`run_role_seq`); so does a warp
+// that finds a record the fast path does not expect.
+// Each role mirrors the corresponding lines of acc_first/acc_update. A
+// second kernel finalizes the long flows that ended.
+
+// Lanes in a warp (the emulator in kernels/tests/gpu_emu runs 32 too).
+#define TS_WARP 32
+
+#ifdef __CUDA_ARCH__
+template <typename T>
+TS_DEVICE T warp_shfl(T v, u32 src) {
+    return __shfl_sync(0xffffffffu, v, (int)src);
+}
+template <typename T>
+TS_DEVICE T warp_shfl_xor(T v, u32 mask) {
+    return __shfl_xor_sync(0xffffffffu, v, (int)mask);
+}
+TS_DEVICE u32 warp_ballot(bool p) { return __ballot_sync(0xffffffffu, p ? 1 : 0); }
+TS_DEVICE u32 hi_bit(u32 x) { return 31u - (u32)__clz(x); }
+TS_DEVICE u32 lo_bit(u32 x) { return (u32)__ffs(x) - 1u; }
+TS_DEVICE u32 popc(u32 x) { return (u32)__popc(x); }
+#else
+// The emulator provides the exchange between its lanes: op 0 reads lane
+// `arg`'s value, op 1 lane (self ^ arg)'s, op 2 is a vote.
+u64 ts_emu_exchange(u64 bits, u32 arg, int op);
+template <typename T>
+TS_DEVICE T warp_shfl(T v, u32 src) {
+    static_assert(sizeof(T) <= 8, "shuffles move at most 8 bytes");
+    u64 bits = 0;
+    memcpy(&bits, &v, sizeof(T));
+    bits = ts_emu_exchange(bits, src, 0);
+    T r;
+    memcpy(&r, &bits, sizeof(T));
+    return r;
+}
+template <typename T>
+TS_DEVICE T warp_shfl_xor(T v, u32 mask) {
+    u64 bits = 0;
+    memcpy(&bits, &v, sizeof(T));
+    bits = ts_emu_exchange(bits, mask, 1);
+    T r;
+    memcpy(&r, &bits, sizeof(T));
+    return r;
+}
+TS_DEVICE u32 warp_ballot(bool p) { return (u32)ts_emu_exchange(p ? 1 : 0, 0, 2); }
+TS_DEVICE u32 hi_bit(u32 x) { return 31u - (u32)__builtin_clz(x); }
+TS_DEVICE u32 lo_bit(u32 x) { return (u32)__builtin_ctz(x); }
+TS_DEVICE u32 popc(u32 x) { return (u32)__builtin_popcount(x); }
+#endif
+
+// Lanes below `lane`.
+TS_DEVICE u32 lanes_below(u32 lane) { return lane == 0 ? 0u : (0xffffffffu >> (32u - lane)); }
+// Lanes at or above `pos` (none when pos >= 32).
+TS_DEVICE u32 lanes_from(u32 pos) { return pos >= 32 ? 0u : (0xffffffffu << pos); }
+
+// Every lane's statistics merged; every lane gets the total.
+TS_DEVICE IntStats warp_stats(IntStats s) {
+    for (u32 m = 16; m >= 1; m >>= 1) {
+        IntStats o;
+        o.sumsq.lo = warp_shfl_xor(s.sumsq.lo, m);
+        o.sumsq.hi = warp_shfl_xor(s.sumsq.hi, m);
+        o.sum = warp_shfl_xor(s.sum, m);
+        o.n = warp_shfl_xor(s.n, m);
+        o.min = warp_shfl_xor(s.min, m);
+        o.max = warp_shfl_xor(s.max, m);
+        s = stats_merged(&s, &o);
+    }
+    return s;
+}
+
+// Wrapping sum over the warp.
+TS_DEVICE u64 warp_sum(u64 v) {
+    for (u32 m = 16; m >= 1; m >>= 1) v += warp_shfl_xor(v, m);
+    return v;
+}
+
+TS_DEVICE u64 warp_max(u64 v) {
+    for (u32 m = 16; m >= 1; m >>= 1) {
+        u64 o = warp_shfl_xor(v, m);
+        v = o > v ? o : v;
+    }
+    return v;
+}
 
 #define LONG_ROLES 7
 
@@ -879,64 +967,459 @@ TS_DEVICE void role_update(FlowAcc* a, i64 ts, int dir, u32 payload, u16 header,
     }
 }
 
+// One record, packed for the shuffles: header | window << 16 and
+// flags | kind << 8.
+struct Rec {
+    i64 ts;
+    u32 payload;
+    u32 hw;
+    u32 fk;
+};
+
+// Record j of the segment ending at `end`; past the end, a finalize record
+// (the walk ignores those). A null `ts` leaves the time out.
+TS_DEVICE Rec load_rec(u32 j, u32 end, const i64* ts, const u32* payload, const u16* header,
+                       const u16* window, const u8* flags, const u8* kind) {
+    Rec r;
+    if (j < end) {
+        r.ts = ts ? ts[j] : 0;
+        r.payload = payload[j];
+        r.hw = (u32)header[j] | ((u32)window[j] << 16);
+        r.fk = (u32)flags[j] | ((u32)kind[j] << 8);
+    } else {
+        r.ts = 0;
+        r.payload = 0;
+        r.hw = 0;
+        r.fk = (u32)KIND_FINALIZE << 8;
+    }
+    return r;
+}
+
+// One role of one long segment, one record at a time, exactly as
+// acc_first/acc_update (the fallback of the parallel roles below). The warp
+// loads 32 records at once and every lane applies each of them in turn.
 template <int ROLE>
-TS_DEVICE void run_role(FlowAcc* g, u32 begin, u32 end, const i64* ts, const u32* payload,
-                        const u16* header, const u16* window, const u8* flags, const u8* kind,
-                        i64 activity_timeout) {
+TS_DEVICE void run_role_seq(FlowAcc* g, u32 lane, u32 begin, u32 end, const i64* ts,
+                            const u32* payload, const u16* header, const u16* window,
+                            const u8* flags, const u8* kind, i64 activity_timeout) {
     FlowAcc a;
     if ((kind[begin] & KIND_MASK) != KIND_FIRST && (kind[begin] & KIND_MASK) != KIND_CONN) {
         role_copy<ROLE>(&a, g);
     }
     bool open = false;
     i64 conn = NO_BULK;
-    for (u32 j = begin; j < end; ++j) {
-        u8 k = kind[j];
-        int dir = (k & DIR_BACKWARD) ? 1 : 0;
-        switch (k & KIND_MASK) {
-            case KIND_CONN:
-                conn = ts[j];
-                break;
-            case KIND_FIRST:
-                role_first<ROLE>(&a, ts[j], dir, payload[j], header[j], window[j], flags[j],
-                                 conn == NO_BULK ? ts[j] : conn);
-                open = true;
-                break;
-            case KIND_UPDATE:
-                role_update<ROLE>(&a, ts[j], dir, payload[j], header[j], window[j], flags[j],
-                                  activity_timeout);
-                open = true;
-                break;
-            default:
-                break;
+    Rec next = load_rec(begin + lane, end, ts, payload, header, window, flags, kind);
+    for (u32 base = begin; base < end; base += TS_WARP) {
+        Rec cur = next;
+        next = load_rec(base + TS_WARP + lane, end, ts, payload, header, window, flags, kind);
+        u32 cnt = end - base < TS_WARP ? end - base : TS_WARP;
+        for (u32 i = 0; i < cnt; ++i) {
+            i64 t = warp_shfl(cur.ts, i);
+            u32 p = warp_shfl(cur.payload, i);
+            u32 hw = warp_shfl(cur.hw, i);
+            u32 fk = warp_shfl(cur.fk, i);
+            u8 k = (u8)(fk >> 8);
+            int dir = (k & DIR_BACKWARD) ? 1 : 0;
+            u16 h = (u16)(hw & 0xffffu);
+            u16 w = (u16)(hw >> 16);
+            u8 f = (u8)(fk & 0xffu);
+            switch (k & KIND_MASK) {
+                case KIND_CONN:
+                    conn = t;
+                    break;
+                case KIND_FIRST:
+                    role_first<ROLE>(&a, t, dir, p, h, w, f, conn == NO_BULK ? t : conn);
+                    open = true;
+                    break;
+                case KIND_UPDATE:
+                    role_update<ROLE>(&a, t, dir, p, h, w, f, activity_timeout);
+                    open = true;
+                    break;
+                default:
+                    break;
+            }
         }
     }
-    if (open) role_copy<ROLE>(g, &a);
+    if (open && lane == 0) role_copy<ROLE>(g, &a);
 }
 
-// Role-major: thread t runs role t / stride for long segment t % stride,
-// where stride is n_long rounded up to a whole warp.
-TS_KERNEL void process_long(char* accs, const u32* seg_start, const u32* seg_slot,
-                            const u32* long_segs, u32 n_long, const i64* ts, const u32* payload,
-                            const u16* header, const u16* window, const u8* flags,
-                            const u8* kind, i64 activity_timeout) {
-    u32 t = blockIdx.x * blockDim.x + threadIdx.x;
-    u32 stride = (n_long + 31u) & ~31u;
-    u32 role = t / stride;
-    u32 w = t % stride;
-    if (role >= LONG_ROLES || w >= n_long) return;
-    u32 s = long_segs[w];
-    FlowAcc* g = (FlowAcc*)(accs + (u64)seg_slot[s] * ACC_STRIDE);
-    u32 begin = seg_start[s];
-    u32 end = seg_start[s + 1];
-    switch (role) {
-        case 0: run_role<0>(g, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
-        case 1: run_role<1>(g, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
-        case 2: run_role<2>(g, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
-        case 3: run_role<3>(g, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
-        case 4: run_role<4>(g, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
-        case 5: run_role<5>(g, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
-        default: run_role<6>(g, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
+// Role 0 over the update records [j, pend): per lane, the gap to the
+// previous packet (flow IAT, and a break in activity when it exceeds the
+// timeout); the start of the active period a break closes is the last
+// earlier break (or the carried start).
+TS_DEVICE void par_timing(FlowAcc* a, u32 lane, u32 j, u32 pend, const i64* ts,
+                          i64 activity_timeout) {
+    i64 nt = j + lane < pend ? ts[j + lane] : 0;
+    IntStats fi, act, idl;
+    stats_empty(&fi);
+    stats_empty(&act);
+    stats_empty(&idl);
+    i64 last = a->last_ts;  // == end_active
+    i64 sa = a->start_active;
+    for (u32 base = j; base < pend; base += TS_WARP) {
+        bool v = base + lane < pend;
+        i64 t = nt;  // loaded one tile ahead
+        nt = base + TS_WARP + lane < pend ? ts[base + TS_WARP + lane] : 0;
+        u32 nv = pend - base < TS_WARP ? pend - base : TS_WARP;
+        i64 up = warp_shfl(t, lane == 0 ? 0u : lane - 1);
+        i64 prev = lane == 0 ? last : up;
+        i64 gap = sat_sub(t, prev);
+        bool brk = v && gap > activity_timeout;
+        u32 bm = warp_ballot(brk);
+        u32 lower = bm & lanes_below(lane);
+        i64 tb = warp_shfl(t, lower ? hi_bit(lower) : 0u);
+        if (v) stats_push(&fi, gap);
+        if (brk) {
+            i64 active = sat_sub(prev, lower ? tb : sa);
+            if (active > 0) stats_push(&act, active);
+            stats_push(&idl, gap);
+        }
+        last = warp_shfl(t, nv - 1);
+        if (bm) sa = warp_shfl(t, hi_bit(bm));
     }
+    fi = warp_stats(fi);
+    act = warp_stats(act);
+    idl = warp_stats(idl);
+    a->flow_iat = stats_merged(&a->flow_iat, &fi);
+    a->active = stats_merged(&a->active, &act);
+    a->idle = stats_merged(&a->idle, &idl);
+    a->last_ts = last;
+    a->end_active = last;
+    a->start_active = sa;
+}
+
+// Roles 1 and 4: one direction's lengths, header bytes, flags, data packets,
+// minimum header (forward) and last window (backward).
+template <int D>
+TS_DEVICE void par_lengths(FlowAcc* a, u32 lane, u32 j, u32 pend, const u32* payload,
+                           const u16* header, const u16* window, const u8* flags,
+                           const u8* kind) {
+    IntStats len;
+    stats_empty(&len);
+    u64 hdr = 0;
+    u64 min_seg = 0xffffu;
+    u32 fl[8];
+#pragma unroll
+    for (int b = 0; b < 8; ++b) fl[b] = 0;
+    u64 act_data = 0;
+    u16 win = a->dirs[D].init_win;
+    const i64* no_ts = 0;
+    Rec nx = load_rec(j + lane, pend, no_ts, payload, header, window, flags, kind);
+    for (u32 base = j; base < pend; base += TS_WARP) {
+        bool v = base + lane < pend;
+        Rec r = nx;  // loaded one tile ahead
+        nx = load_rec(base + TS_WARP + lane, pend, no_ts, payload, header, window, flags, kind);
+        bool mine = v && ((r.fk >> 8) & DIR_BACKWARD ? 1 : 0) == D;
+        u32 p = mine ? r.payload : 0;
+        u32 h = mine ? (r.hw & 0xffffu) : 0;
+        u32 f = mine ? (r.fk & 0xffu) : 0;
+        if (mine) {
+            stats_push(&len, (i64)p);
+            hdr += h;
+            if (D == 0 && h < min_seg) min_seg = h;
+        }
+#pragma unroll
+        for (int b = 0; b < 8; ++b) fl[b] += popc(warp_ballot(mine && ((f >> b) & 1u)));
+        if (D == 0) {
+            act_data += popc(warp_ballot(mine && p > 0));
+        } else {
+            u32 m = warp_ballot(mine);
+            u32 w = mine ? (r.hw >> 16) : 0;
+            w = warp_shfl(w, m ? hi_bit(m) : 0u);
+            if (m) win = (u16)w;
+        }
+    }
+    len = warp_stats(len);
+    hdr = warp_sum(hdr);
+    DirStats* ds = &a->dirs[D];
+    ds->len = stats_merged(&ds->len, &len);
+    ds->header_bytes += hdr;
+#pragma unroll
+    for (int b = 0; b < 8; ++b) ds->flags[b] += fl[b];
+    if (D == 0) {
+        u64 m = 0xffffu - warp_max(0xffffu - min_seg);  // the warp's minimum
+        a->fwd_act_data += act_data;
+        if (m < a->fwd_min_seg) a->fwd_min_seg = (u16)m;
+    } else {
+        ds->init_win = win;
+    }
+}
+
+// Roles 2 and 5: one direction's inter-arrival times, each lane's gap to the
+// direction's previous packet.
+template <int D>
+TS_DEVICE void par_dir_iat(FlowAcc* a, u32 lane, u32 j, u32 pend, const i64* ts,
+                           const u8* kind) {
+    IntStats iat;
+    stats_empty(&iat);
+    DirStats* ds = &a->dirs[D];
+    i64 last = ds->last_ts;
+    u8 seen = ds->seen;
+    i64 nt = j + lane < pend ? ts[j + lane] : 0;
+    u8 nk = j + lane < pend ? kind[j + lane] : 0;
+    for (u32 base = j; base < pend; base += TS_WARP) {
+        bool v = base + lane < pend;
+        i64 t = nt;  // loaded one tile ahead
+        u8 k = nk;
+        u32 nidx = base + TS_WARP + lane;
+        nt = nidx < pend ? ts[nidx] : 0;
+        nk = nidx < pend ? kind[nidx] : 0;
+        bool mine = v && ((k & DIR_BACKWARD) ? 1 : 0) == D;
+        u32 m = warp_ballot(mine);
+        u32 lower = m & lanes_below(lane);
+        i64 tp = warp_shfl(t, lower ? hi_bit(lower) : 0u);
+        if (mine && (lower || seen)) stats_push(&iat, sat_sub(t, lower ? tp : last));
+        if (m) {
+            last = warp_shfl(t, hi_bit(m));
+            seen = 1;
+        }
+    }
+    iat = warp_stats(iat);
+    ds->iat = stats_merged(&ds->iat, &iat);
+    ds->last_ts = last;
+    ds->seen = seen;
+}
+
+// Bulk durations: with every term below 2^40 in magnitude, at most 2^22
+// terms and a carried total within 2^62, no prefix of the sequential
+// saturating sum can leave the i64 range, so the order-free sum equals it.
+#define BULK_TERM_LIMIT (1ULL << 40)
+#define BULK_TERMS_LIMIT (1ULL << 22)
+#define BULK_TOTAL_LIMIT (1LL << 62)
+
+// Roles 3 and 6: one direction's bulk state. For every same-direction
+// packet the lanes find the other direction's last payload time and their
+// own direction's previous payload time; the candidate starts of a tile come
+// from a warp-uniform loop (a start is a payload packet after a gap over 1 s,
+// or the first payload packet once the candidate was reset because the other
+// direction sent payload after its start); then each payload packet adds
+// what bulk_update would add at its position in its candidate. False when a
+// duration could saturate: the caller then walks the role sequentially.
+template <int D>
+TS_DEVICE bool par_bulk(FlowAcc* a, u32 lane, u32 j, u32 pend, const i64* ts,
+                        const u32* payload, const u8* kind) {
+    Bulk b = a->dirs[D].bulk;
+    u64 bulks = 0, pkts = 0, bytes = 0, terms = 0, maxabs = 0;
+    u64 dur = 0;  // wrapping i64 sum
+    i64 nt = j + lane < pend ? ts[j + lane] : 0;
+    u32 np = j + lane < pend ? payload[j + lane] : 0;
+    u8 nk = j + lane < pend ? kind[j + lane] : 0;
+    for (u32 base = j; base < pend; base += TS_WARP) {
+        bool v = base + lane < pend;
+        i64 t = nt;  // loaded one tile ahead
+        u32 p = np;
+        u8 k = nk;
+        u32 nidx = base + TS_WARP + lane;
+        nt = nidx < pend ? ts[nidx] : 0;
+        np = nidx < pend ? payload[nidx] : 0;
+        nk = nidx < pend ? kind[nidx] : 0;
+        int dir = v && (k & DIR_BACKWARD) ? 1 : 0;
+        bool same = v && dir == D;
+        bool pay = same && p > 0;
+        u32 pm = warp_ballot(pay);
+        u32 om = warp_ballot(v && dir != D && p > 0);
+        // The other direction's last payload time before this lane.
+        u32 lo = om & lanes_below(lane);
+        i64 to = warp_shfl(t, lo ? hi_bit(lo) : 0u);
+        i64 other_last = lo ? to : b.other_last;
+        // This direction's previous payload time.
+        u32 lp = pm & lanes_below(lane);
+        i64 tl = warp_shfl(t, lp ? hi_bit(lp) : 0u);
+        i64 last = lp ? tl : b.last;
+        u32 gm = warp_ballot(pay && sat_sub(t, last) > BULK_GAP_US);
+        // Candidate starts, in lane order.
+        u32 starts = 0;
+        i64 start = b.start;
+        u32 pos = 0;
+        for (;;) {
+            u32 from = lanes_from(pos);
+            u32 c;
+            if (start == NO_BULK) {
+                c = pm & from;
+            } else {
+                u32 km = warp_ballot(same && lane >= pos && other_last > start);
+                c = gm & from;
+                if (km) c |= pm & lanes_from(lo_bit(km));
+                if (!c) {
+                    if (km) start = NO_BULK;
+                    break;
+                }
+            }
+            if (!c) break;
+            u32 s = lo_bit(c);
+            starts |= 1u << s;
+            start = warp_shfl(t, s);
+            pos = s + 1;
+        }
+        // Payload bytes of this direction up to and including each lane.
+        u64 incl = pay ? p : 0;
+        for (u32 d = 1; d < 32; d <<= 1) {
+            u64 o = warp_shfl(incl, lane >= d ? lane - d : lane);
+            if (lane >= d) incl += o;
+        }
+        u64 excl = incl - (pay ? p : 0);
+        u32 upto = lanes_below(lane) | (1u << lane);
+        u32 rs = starts & upto;
+        u32 r = rs ? hi_bit(rs) : 0u;
+        u64 excl_r = warp_shfl(excl, r);
+        i64 t_r = warp_shfl(t, r);
+        if (pay && !((starts >> lane) & 1u)) {
+            u64 q, cb;
+            i64 st;
+            if (rs) {
+                q = popc(pm & upto & lanes_from(r));
+                cb = incl - excl_r;
+                st = t_r;
+            } else {
+                q = b.cand_pkts + popc(pm & upto);
+                cb = b.cand_bytes + incl;
+                st = b.start;
+            }
+            i64 term = 0;
+            bool has = true;
+            if (q == BULK_MIN_PACKETS) {
+                bulks += 1;
+                pkts += q;
+                bytes += cb;
+                term = sat_sub(t, st);
+            } else if (q > BULK_MIN_PACKETS) {
+                pkts += 1;
+                bytes += p;
+                term = sat_sub(t, last);
+            } else {
+                has = false;
+            }
+            if (has) {
+                dur += (u64)term;
+                terms += 1;
+                u64 ab = unsigned_abs(term);
+                if (ab > maxabs) maxabs = ab;
+            }
+        }
+        // Carry to the next tile.
+        u64 total = warp_shfl(incl, 31u);
+        if (starts) {
+            u32 ls = hi_bit(starts);
+            u64 excl_ls = warp_shfl(excl, ls);
+            b.cand_pkts = popc(pm & lanes_from(ls));
+            b.cand_bytes = total - excl_ls;
+        } else {
+            b.cand_pkts += popc(pm);
+            b.cand_bytes += total;
+        }
+        b.start = start;
+        if (om) b.other_last = warp_shfl(t, hi_bit(om));
+        if (pm) b.last = warp_shfl(t, hi_bit(pm));
+    }
+    bulks = warp_sum(bulks);
+    pkts = warp_sum(pkts);
+    bytes = warp_sum(bytes);
+    dur = warp_sum(dur);
+    terms = warp_sum(terms);
+    maxabs = warp_max(maxabs);
+    if (maxabs >= BULK_TERM_LIMIT || terms > BULK_TERMS_LIMIT || b.duration > BULK_TOTAL_LIMIT ||
+        b.duration < -BULK_TOTAL_LIMIT) {
+        return false;
+    }
+    b.bulks += bulks;
+    b.pkts += pkts;
+    b.bytes += bytes;
+    b.duration = (i64)((u64)b.duration + dur);
+    a->dirs[D].bulk = b;
+    return true;
+}
+
+// One role of one long segment, run by a whole warp: the segment's optional
+// CONN and FIRST records first (the same on every lane), then its update
+// records in parallel, then its optional FINALIZE (left to finalize_long).
+// The host puts records in that order; anything else, or a bulk duration
+// near saturation, takes the sequential walk instead.
+template <int ROLE>
+TS_DEVICE void run_role(FlowAcc* g, u32 lane, u32 begin, u32 end, const i64* ts,
+                        const u32* payload, const u16* header, const u16* window,
+                        const u8* flags, const u8* kind, i64 activity_timeout) {
+    FlowAcc a;
+    u32 j = begin;
+    i64 conn = NO_BULK;
+    bool open = false;
+    if (j < end && (kind[j] & KIND_MASK) == KIND_CONN) {
+        conn = ts[j];
+        ++j;
+    }
+    if (j < end && (kind[j] & KIND_MASK) == KIND_FIRST) {
+        int dir = (kind[j] & DIR_BACKWARD) ? 1 : 0;
+        role_first<ROLE>(&a, ts[j], dir, payload[j], header[j], window[j], flags[j],
+                         conn == NO_BULK ? ts[j] : conn);
+        ++j;
+        open = true;
+    } else {
+        role_copy<ROLE>(&a, g);
+    }
+    u32 pend = end;
+    if (pend > j && (kind[pend - 1] & KIND_MASK) == KIND_FINALIZE) --pend;
+    bool odd = conn != NO_BULK && !open;
+    for (u32 base = j; base < pend && !odd; base += TS_WARP) {
+        u32 idx = base + lane;
+        odd = warp_ballot(idx < pend && (kind[idx] & KIND_MASK) != KIND_UPDATE) != 0;
+    }
+    bool ok = !odd;
+    if (ok && pend > j) {
+        open = true;
+        if (ROLE == 0) {
+            par_timing(&a, lane, j, pend, ts, activity_timeout);
+        } else if (ROLE == 1 || ROLE == 4) {
+            par_lengths<ROLE == 1 ? 0 : 1>(&a, lane, j, pend, payload, header, window, flags,
+                                           kind);
+        } else if (ROLE == 2 || ROLE == 5) {
+            par_dir_iat<ROLE == 2 ? 0 : 1>(&a, lane, j, pend, ts, kind);
+        } else {
+            ok = par_bulk<ROLE == 3 ? 0 : 1>(&a, lane, j, pend, ts, payload, kind);
+        }
+    }
+    if (!ok) {
+        run_role_seq<ROLE>(g, lane, begin, end, ts, payload, header, window, flags, kind,
+                           activity_timeout);
+        return;
+    }
+    if (open && lane == 0) role_copy<ROLE>(g, &a);
+}
+
+// Blocks below `long_blocks` run the long segments, one warp per (role,
+// segment), role-major; the blocks above run the short segments, one thread
+// each. One launch, so the long walks start first and the short segments
+// fill the rest of the GPU around them.
+TS_KERNEL void process_batch(char* accs, const u32* seg_start, const u32* seg_slot,
+                             const u32* short_segs, u32 n_short, const u32* long_segs,
+                             u32 n_long, u32 long_blocks, const i64* ts, const u32* payload,
+                             const u16* header, const u16* window, const u8* flags,
+                             const u8* kind, const u64* fin_meta, i64 activity_timeout,
+                             double* rows) {
+    if (blockIdx.x < long_blocks) {
+        u32 gw = (blockIdx.x * blockDim.x + threadIdx.x) / TS_WARP;
+        u32 lane = threadIdx.x % TS_WARP;
+        if (n_long == 0) return;
+        u32 role = gw / n_long;
+        u32 w = gw % n_long;
+        if (role >= LONG_ROLES) return;
+        u32 s = long_segs[w];
+        FlowAcc* g = (FlowAcc*)(accs + (u64)seg_slot[s] * ACC_STRIDE);
+        u32 begin = seg_start[s];
+        u32 end = seg_start[s + 1];
+        switch (role) {
+            case 0: run_role<0>(g, lane, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
+            case 1: run_role<1>(g, lane, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
+            case 2: run_role<2>(g, lane, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
+            case 3: run_role<3>(g, lane, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
+            case 4: run_role<4>(g, lane, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
+            case 5: run_role<5>(g, lane, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
+            default: run_role<6>(g, lane, begin, end, ts, payload, header, window, flags, kind, activity_timeout); break;
+        }
+        return;
+    }
+    u32 t = (blockIdx.x - long_blocks) * blockDim.x + threadIdx.x;
+    if (t >= n_short) return;
+    process_short(accs, seg_start, seg_slot, short_segs[t], ts, payload, header, window, flags,
+                  kind, fin_meta, activity_timeout, rows);
 }
 
 // One thread per long segment that ends its flow: finalizes the

@@ -24,13 +24,26 @@ pub const FLOW_FEATURES_CU: &str = include_str!("flow_features.cu");
 pub const FLOW_FEATURES_NAME: &str = "flow_features.cu";
 
 /// The kernels the source defines, in launch order.
-pub const KERNELS: [&str; 5] = [
-    "build_perm",
-    "gather",
-    "process_segments",
-    "process_long",
-    "finalize_long",
-];
+pub const KERNELS: [&str; 4] = ["build_perm", "gather", "process_batch", "finalize_long"];
+
+/// Threads per block of `process_batch` (whole warps).
+pub const PROCESS_BLOCK: u32 = 128;
+
+/// Lanes of the warp that walks one role of one long segment.
+pub const WARP: u32 = 32;
+
+/// Roles a long segment is split into (the kernel's `LONG_ROLES`).
+pub const LONG_ROLES: u32 = 7;
+
+/// Blocks of `process_batch` given to `n_long` long segments, for `warp`
+/// lanes per warp (32 on a GPU, 1 when emulated): one warp per (role,
+/// segment).
+pub fn long_blocks(n_long: usize, warp: u32) -> u32 {
+    let threads = u64::from(LONG_ROLES) * n_long as u64 * u64::from(warp);
+    threads
+        .div_ceil(u64::from(PROCESS_BLOCK))
+        .min(u64::from(u32::MAX)) as u32
+}
 
 /// Compiler options every build of the kernels uses: no FMA contraction, so
 /// floating point rounds exactly as the CPU extractor's does.
@@ -87,6 +100,8 @@ mod tests {
             ("KIND_FINALIZE", u64::from(KIND_FINALIZE)),
             ("KIND_CONN", u64::from(KIND_CONN)),
             ("DIR_BACKWARD", u64::from(DIR_BACKWARD)),
+            ("LONG_ROLES", u64::from(LONG_ROLES)),
+            ("TS_WARP", u64::from(WARP)),
         ] {
             let line = FLOW_FEATURES_CU
                 .lines()

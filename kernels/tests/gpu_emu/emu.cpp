@@ -2,8 +2,16 @@
 // "launch" is a loop over the grid. Reads record batches from stdin and
 // writes each batch's feature rows to stdout; the accumulators persist
 // between batches as on the device. Used by kernels/tests/gpu_emulation.rs.
+//
+// Warps that use shuffles and votes (the long segments) run as 32
+// coroutines, one per lane: a lane runs until its next warp operation, and
+// when all 32 are waiting at it the operation is carried out and they go
+// on. A lane that leaves while others wait, or lanes waiting at different
+// operations, abort the emulator (the kernel's warp code must be uniform).
 #include <cmath>
 #include <cstdio>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -17,6 +25,165 @@ using std::sqrt;
 using std::trunc;
 
 #include "flow_features.cu"
+
+// ------------------------------------------------------------ lane switching
+// Callee-saved registers and the stack pointer only (x86-64 System V).
+#if defined(__x86_64__)
+asm(R"(
+.pushsection .text
+.globl ts_emu_switch
+.type ts_emu_switch, @function
+ts_emu_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+.size ts_emu_switch, .-ts_emu_switch
+.popsection
+)");
+extern "C" void ts_emu_switch(void** save_sp, void* load_sp);
+#else
+#error "the warp emulator switches lanes with x86-64 code"
+#endif
+
+struct WarpEmu {
+    void* main_sp = nullptr;
+    void* sp[32];
+    std::vector<char> stack[32];
+    bool finished[32];
+    bool waiting[32];
+    u64 bits[32];
+    u32 arg[32];
+    int op[32];
+    u64 out[32];
+    int cur = -1;
+    unsigned block = 0;
+    unsigned first_thread = 0;
+    void (*body)() = nullptr;
+};
+static WarpEmu E;
+
+u64 ts_emu_exchange(u64 bits, u32 arg, int op) {
+    int l = E.cur;
+    if (l < 0) {
+        fprintf(stderr, "warp operation outside an emulated warp\n");
+        abort();
+    }
+    E.bits[l] = bits;
+    E.arg[l] = arg;
+    E.op[l] = op;
+    E.waiting[l] = true;
+    ts_emu_switch(&E.sp[l], E.main_sp);
+    return E.out[l];
+}
+
+static void lane_entry() {
+    E.body();
+    E.finished[E.cur] = true;
+    ts_emu_switch(&E.sp[E.cur], E.main_sp);
+    abort();  // a finished lane is never resumed
+}
+
+// Runs `body` as the 32 lanes of the warp starting at `first_thread` of
+// `block`.
+static void run_warp(unsigned block, unsigned first_thread, void (*body)()) {
+    E.block = block;
+    E.first_thread = first_thread;
+    E.body = body;
+    for (int l = 0; l < 32; ++l) {
+        E.stack[l].resize(1 << 20);
+        E.finished[l] = false;
+        E.waiting[l] = false;
+        // The first switch "returns" into lane_entry with the stack aligned
+        // as after a call.
+        uintptr_t top = ((uintptr_t)(E.stack[l].data() + E.stack[l].size())) & ~(uintptr_t)15;
+        void** sp = (void**)top;
+        *--sp = nullptr;                 // lane_entry's return address (unused)
+        *--sp = (void*)&lane_entry;      // where ts_emu_switch returns to
+        for (int r = 0; r < 6; ++r) *--sp = nullptr;  // rbp rbx r12..r15
+        E.sp[l] = sp;
+    }
+    for (;;) {
+        int waiting = 0, finished = 0;
+        for (int l = 0; l < 32; ++l) {
+            if (E.finished[l]) {
+                ++finished;
+                continue;
+            }
+            E.cur = l;
+            blockIdx.x = block;
+            threadIdx.x = first_thread + (unsigned)l;
+            ts_emu_switch(&E.main_sp, E.sp[l]);
+            E.cur = -1;
+            if (E.finished[l]) {
+                ++finished;
+            } else {
+                ++waiting;
+            }
+        }
+        if (finished == 32) return;
+        if (finished != 0) {
+            fprintf(stderr, "lanes left the warp while others wait at a warp operation\n");
+            abort();
+        }
+        for (int l = 1; l < 32; ++l) {
+            if (E.op[l] != E.op[0]) {
+                fprintf(stderr, "lanes wait at different warp operations\n");
+                abort();
+            }
+        }
+        u64 vote = 0;
+        for (int l = 0; l < 32; ++l) vote |= (E.bits[l] & 1ULL) << l;
+        for (int l = 0; l < 32; ++l) {
+            switch (E.op[l]) {
+                case 0: E.out[l] = E.bits[E.arg[l] & 31]; break;
+                case 1: E.out[l] = E.bits[(l ^ E.arg[l]) & 31]; break;
+                default: E.out[l] = vote; break;
+            }
+            E.waiting[l] = false;
+        }
+    }
+}
+
+// process_batch's arguments, for the lanes to pick up.
+struct Launch {
+    char* accs;
+    const u32* seg_start;
+    const u32* seg_slot;
+    const u32* short_segs;
+    u32 n_short;
+    const u32* long_segs;
+    u32 n_long;
+    u32 long_blocks;
+    const i64* ts;
+    const u32* payload;
+    const u16* header;
+    const u16* window;
+    const u8* flags;
+    const u8* kind;
+    const u64* fin_meta;
+    i64 activity;
+    double* rows;
+};
+static const Launch* launch = nullptr;
+
+static void run_launch() {
+    const Launch& a = *launch;
+    process_batch(a.accs, a.seg_start, a.seg_slot, a.short_segs, a.n_short, a.long_segs,
+                  a.n_long, a.long_blocks, a.ts, a.payload, a.header, a.window, a.flags, a.kind,
+                  a.fin_meta, a.activity, a.rows);
+}
 
 template <typename T>
 static bool read_vec(std::vector<T>& v, unsigned long long n) {
@@ -66,22 +233,31 @@ int main() {
                    s_window.data(), s_flags.data(), s_kind.data());
         }
         std::vector<double> rows(nf * NUM_FEATURES + 1, 0.0);
-        for (u64 t = 0; t < n_short; ++t) {
-            blockIdx.x = (unsigned)t;
-            process_segments(accs.data(), seg_start.data(), seg_slot.data(), short_segs.data(),
-                             (u32)n_short, s_ts.data(), s_payload.data(), s_header.data(),
-                             s_window.data(), s_flags.data(), s_kind.data(), fin_meta.data(),
-                             activity, rows.data());
+        // process_batch's grid (kernels/src/gpu/mod.rs long_blocks, block
+        // 128): the long segments' blocks, then one thread per short segment,
+        // every thread run one after another.
+        const unsigned block = 128;
+        u64 long_blocks = (7 * n_long * 32 + block - 1) / block;
+        u64 short_blocks = (n_short + block - 1) / block;
+        blockDim.x = block;
+        static Launch L;
+        L = Launch{accs.data(), seg_start.data(), seg_slot.data(), short_segs.data(),
+                   (u32)n_short, long_segs.data(), (u32)n_long, (u32)long_blocks,
+                   s_ts.data(), s_payload.data(), s_header.data(), s_window.data(),
+                   s_flags.data(), s_kind.data(), fin_meta.data(), activity, rows.data()};
+        launch = &L;
+        for (u64 b = 0; b < long_blocks; ++b) {
+            for (unsigned w = 0; w < block; w += 32) run_warp((unsigned)b, w, &run_launch);
         }
-        // Role-major threads (7 roles × long segments rounded to a warp),
-        // run one after another.
-        u64 stride = (n_long + 31) / 32 * 32;
-        for (u64 t = 0; t < 7 * stride; ++t) {
-            blockIdx.x = (unsigned)t;
-            process_long(accs.data(), seg_start.data(), seg_slot.data(), long_segs.data(),
-                         (u32)n_long, s_ts.data(), s_payload.data(), s_header.data(),
-                         s_window.data(), s_flags.data(), s_kind.data(), activity);
+        for (u64 b = long_blocks; b < long_blocks + short_blocks; ++b) {
+            for (unsigned t = 0; t < block; ++t) {
+                blockIdx.x = (unsigned)b;
+                threadIdx.x = t;
+                run_launch();
+            }
         }
+        blockDim.x = 1;
+        threadIdx.x = 0;
         for (u64 w = 0; w < n_long; ++w) {
             blockIdx.x = (unsigned)w;
             finalize_long(accs.data(), seg_start.data(), seg_slot.data(), long_segs.data(),
