@@ -168,6 +168,14 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
         unit: "pkt",
         seconds: feature_secs,
     });
+    // The model for stage 4, loaded now so the GPU stage can build its input.
+    let mut loaded = match model::load(cfg, model_path) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            notes.push(format!("inference and alerts skipped: {e:#}"));
+            None
+        }
+    };
     // 3b. The GPU feature stage on the same records, when the device is CUDA.
     let device = crate::device::resolve(cfg)?;
     #[cfg(feature = "cuda")]
@@ -183,12 +191,21 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
         if many > 1 {
             shard_counts.push(many);
         }
+        let model_input = loaded
+            .as_ref()
+            .map(|m| crate::gpu::model_input_of(m.engine.contract()));
         for shards in shard_counts {
-            for r in
-                crate::gpu::stage_rate(dev, flow_cfg, &recs, cfg.gpu.batch_records, 2.0, shards)?
-            {
+            for r in crate::gpu::stage_rate(
+                dev,
+                flow_cfg,
+                &recs,
+                cfg.gpu.batch_records,
+                2.0,
+                shards,
+                model_input.as_ref(),
+            )? {
                 notes.push(format!(
-                    "cuda stage ({}, {} shard{}): {} batches of up to {} records per pass and shard, {:.0} flows per batch on average, longest flow segment {} records, {} passes, {:.1} M records/s",
+                    "cuda stage ({}, {} shard{}): {} batches of up to {} records per pass and shard, {:.0} flows per batch on average, longest flow segment {} records, {} passes, {:.1} M records/s{}",
                     if r.rows_copied { "rows to host" } else { "rows on device" },
                     r.shards,
                     if r.shards == 1 { "" } else { "s" },
@@ -198,6 +215,11 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
                     r.longest_segment,
                     r.passes,
                     r.records as f64 / r.seconds.max(1e-9) / 1e6,
+                    if model_input.is_some() {
+                        ", model input matrix built on the device"
+                    } else {
+                        ""
+                    },
                 ));
                 if let Some(p) = &r.phases {
                     notes.push(format!(
@@ -244,13 +266,6 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
     // 4. Inference on the rows of stage 3 (skipped, with a note, when the
     // model or ONNX Runtime cannot be loaded, so feature-stage figures are
     // still reported).
-    let mut loaded = match model::load(cfg, model_path) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            notes.push(format!("inference and alerts skipped: {e:#}"));
-            None
-        }
-    };
     if let Some(m) = loaded.as_mut() {
         let contract = m.engine.contract().clone();
         let mut input_rows = Vec::new();

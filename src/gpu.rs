@@ -12,7 +12,7 @@ use tapstream_ingest::flow::FlowConfig;
 use tapstream_ingest::{decode, CaptureReader, PacketRecord};
 use tapstream_kernels::gpu::cuda::{CudaDevice, CudaExecutor, PhaseTimes, PHASES};
 use tapstream_kernels::gpu::records::fin_capacity;
-use tapstream_kernels::gpu::{BatchExecutor, Columns, GpuError, GpuShard, RecordBatch};
+use tapstream_kernels::gpu::{BatchExecutor, Columns, GpuError, GpuShard, ModelInput, RecordBatch};
 use tapstream_kernels::schema::{Kind, FEATURES, NUM_FEATURES};
 use tapstream_kernels::shard::Output;
 use tapstream_kernels::{FlowBatch, ShardProcessor};
@@ -69,8 +69,22 @@ impl GpuRows {
         })
     }
 
+    /// Also builds each batch's model-input matrix on the device and copies
+    /// it back (see [`model_inputs`](Self::model_inputs)).
+    pub fn set_model_input(&mut self, input: Option<&ModelInput>) -> Result<()> {
+        self.shard.executor_mut().set_model_input(input, true)?;
+        Ok(())
+    }
+
+    /// The device's model inputs for the rows of the last [`rows`](Self::rows)
+    /// call (row-major, in row order); empty without a model input.
+    pub fn model_inputs(&mut self) -> Vec<f32> {
+        self.shard.executor_mut().take_model_inputs()
+    }
+
     /// Rows of the GPU extractor for one capture's records.
     pub fn rows(&mut self, recs: &[PacketRecord]) -> Result<FlowBatch> {
+        let _ = self.shard.executor_mut().take_model_inputs();
         self.shard.reset()?;
         let mut batch = FlowBatch::default();
         let mut out = Output {
@@ -196,6 +210,50 @@ pub fn describe_phases(p: &PhaseTimes) -> String {
         .join(", ")
 }
 
+/// The device model input of a model contract.
+pub fn model_input_of(c: &tapstream_inference::ModelContract) -> ModelInput {
+    ModelInput {
+        columns: c.columns.iter().map(|&i| i as u32).collect(),
+        standardize: match &c.scaler {
+            tapstream_inference::Scaler::InGraph => None,
+            tapstream_inference::Scaler::External { mean, scale } => {
+                Some((mean.clone(), scale.clone()))
+            }
+        },
+    }
+}
+
+/// How the device's model inputs compare with `select_features` on the CPU
+/// rows: (values compared, values not bit-identical, first difference).
+pub fn compare_inputs(
+    contract: &tapstream_inference::ModelContract,
+    cpu: &FlowBatch,
+    device: &[f32],
+) -> (u64, u64, Option<String>) {
+    let mut host = Vec::new();
+    tapstream_inference::select_features(contract, &cpu.rows, cpu.len(), &mut host);
+    if host.len() != device.len() {
+        return (
+            0,
+            0,
+            Some(format!(
+                "{} model input values on the CPU, {} on the GPU",
+                host.len(),
+                device.len()
+            )),
+        );
+    }
+    let mut differing = 0;
+    let mut first = None;
+    for (i, (a, b)) in host.iter().zip(device).enumerate() {
+        if a.to_bits() != b.to_bits() {
+            differing += 1;
+            first.get_or_insert_with(|| format!("model input value {i}: cpu {a} gpu {b}"));
+        }
+    }
+    (host.len() as u64, differing, first)
+}
+
 /// Keeps copies of the batches a [`GpuShard`] submits, in pinned memory
 /// (the GPU stage benchmark replays them) and returns zero rows.
 struct Recorder {
@@ -252,7 +310,8 @@ pub struct StageRate {
     pub phases: Option<PhaseTimes>,
 }
 
-/// Times the GPU feature stage on `recs`: the host flow table lays the
+/// Times the GPU feature stage on `recs` (with `model`, each batch's
+/// model-input matrix is built on the device too): the host flow table lays the
 /// records out in pinned batches first (not timed), then the batches are
 /// copied to the device, processed and their rows copied back (or left on
 /// the device), two batches in flight, repeated until about `min_seconds`
@@ -267,6 +326,7 @@ pub fn stage_rate(
     batch_records: usize,
     min_seconds: f64,
     shards: usize,
+    model: Option<&ModelInput>,
 ) -> Result<Vec<StageRate>> {
     let shards = shards.max(1);
     let mut results = Vec::new();
@@ -284,6 +344,7 @@ pub fn stage_rate(
                             batch_records,
                             min_seconds,
                             rows_copied,
+                            model,
                             barrier,
                         )
                     })
@@ -331,6 +392,7 @@ fn one_shard(
     batch_records: usize,
     min_seconds: f64,
     rows_copied: bool,
+    model: Option<&ModelInput>,
     barrier: &std::sync::Barrier,
 ) -> Result<(StageRate, f64)> {
     let staged = stage(dev, flow, recs, batch_records);
@@ -345,6 +407,8 @@ fn one_shard(
     let staged = staged?;
     let exec = exec.as_mut().map_err(|e| anyhow!("{e:#}"))?;
     exec.set_copy_rows(rows_copied);
+    exec.set_model_input(model, false)
+        .map_err(|e| anyhow!("{e}"))?;
     let packets: u64 = staged.iter().map(|b| b.packets() as u64).sum();
     let records: u64 = staged.iter().map(|b| b.len() as u64).sum();
     let flows: u64 = staged.iter().map(|b| b.finalized() as u64).sum();

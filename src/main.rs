@@ -58,6 +58,10 @@ enum Command {
         /// Capture files or directories (searched recursively).
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// ONNX model whose input the device also builds (default: the
+        /// configured or bundled model); needs ONNX Runtime to read it.
+        #[arg(long, value_name = "FILE")]
+        model: Option<PathBuf>,
         /// TOML configuration file.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -227,12 +231,16 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Parity { paths, config } => {
+        Command::Parity {
+            paths,
+            model,
+            config,
+        } => {
             let cfg = match &config {
                 Some(p) => Config::load(p)?,
                 None => Config::default(),
             };
-            parity(&paths, &cfg)
+            parity(&paths, model.as_deref(), &cfg)
         }
         Command::Config { file } => {
             match file {
@@ -306,7 +314,7 @@ fn finish(report: &RunReport, common: &Common) -> Result<ExitCode> {
 }
 
 #[cfg(feature = "cuda")]
-fn parity(paths: &[PathBuf], cfg: &Config) -> Result<ExitCode> {
+fn parity(paths: &[PathBuf], model: Option<&std::path::Path>, cfg: &Config) -> Result<ExitCode> {
     use tapstream::gpu;
     use tapstream_kernels::gpu::cuda::CudaDevice;
     let dev = CudaDevice::open(cfg.gpu.ordinal, cfg.gpu.ptx_cache.as_deref())?;
@@ -340,6 +348,27 @@ fn parity(paths: &[PathBuf], cfg: &Config) -> Result<ExitCode> {
         }
     }
     files.sort();
+    // The device's model input is checked against select_features with two
+    // contracts in turn: the model's own, and the same columns with a
+    // standardising scaler (so both kernel paths are covered whatever the
+    // model does).
+    let contracts = match tapstream::model::load(cfg, model) {
+        Ok(m) => {
+            let own = m.engine.contract().clone();
+            let mut scaled = own.clone();
+            let n = scaled.columns.len();
+            scaled.scaler = tapstream_inference::Scaler::External {
+                mean: (0..n).map(|i| i as f64 * 1.5 - 7.25).collect(),
+                scale: (0..n).map(|i| 0.75 + i as f64 / 3.0).collect(),
+            };
+            vec![own, scaled]
+        }
+        Err(e) => {
+            println!("model input: not checked ({e:#})");
+            Vec::new()
+        }
+    };
+    let (mut input_values, mut input_differing) = (0u64, 0u64);
     let mut total = gpu::Parity::default();
     let mut failed = 0;
     let mut compared = 0;
@@ -348,10 +377,22 @@ fn parity(paths: &[PathBuf], cfg: &Config) -> Result<ExitCode> {
             Ok(r) if !r.is_empty() => r,
             _ => continue,
         };
+        let contract = contracts.get(compared % contracts.len().max(1));
+        gpu_shard.set_model_input(contract.map(gpu::model_input_of).as_ref())?;
         let cpu = gpu::cpu_rows(flow, &recs)?;
         let gpu_rows = gpu_shard.rows(&recs)?;
         let p = gpu::compare(&cpu, &gpu_rows);
         compared += 1;
+        if let Some(c) = contract {
+            let (values, differing, first) =
+                gpu::compare_inputs(c, &cpu, &gpu_shard.model_inputs());
+            input_values += values;
+            input_differing += differing;
+            if let Some(first) = first {
+                failed += 1;
+                println!("MISMATCH {} (model input): {first}", f.display());
+            }
+        }
         if !p.ok() {
             failed += 1;
             println!(
@@ -386,6 +427,13 @@ fn parity(paths: &[PathBuf], cfg: &Config) -> Result<ExitCode> {
             format!(" in {}", total.max_rel.1)
         },
     );
+    if !contracts.is_empty() {
+        println!(
+            "model input: {input_values} values (the model's scaler and a standardising one, \
+             alternating by capture): {} bit-identical, {input_differing} differing",
+            input_values - input_differing
+        );
+    }
     Ok(if failed == 0 && compared > 0 {
         ExitCode::SUCCESS
     } else {
@@ -394,6 +442,6 @@ fn parity(paths: &[PathBuf], cfg: &Config) -> Result<ExitCode> {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn parity(_paths: &[PathBuf], _cfg: &Config) -> Result<ExitCode> {
+fn parity(_paths: &[PathBuf], _model: Option<&std::path::Path>, _cfg: &Config) -> Result<ExitCode> {
     anyhow::bail!("this tapstream was built without CUDA support (build with `--features cuda`)")
 }

@@ -5,6 +5,8 @@
 
 // The command line on the demo capture and on bad input.
 mod cli;
+// The device's model-input kernel, emulated, against select_features.
+mod gpu_model_input;
 // Every shared capture through `tapstream run`: exit codes, no panics,
 // packet conservation.
 mod shared_captures;

@@ -17,6 +17,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{CompileOptions, Ptx};
 
 use super::records::{BatchExecutor, Column, Columns, GpuError, RecordBatch, ACC_STRIDE};
+use super::ModelInput;
 use super::{FLOW_FEATURES_CU, FLOW_FEATURES_NAME, NVRTC_OPTIONS};
 use crate::schema::NUM_FEATURES;
 
@@ -139,6 +140,7 @@ pub struct CudaDevice {
     gather: CudaFunction,
     process: CudaFunction,
     finalize_long: CudaFunction,
+    model_input: CudaFunction,
     info: DeviceInfo,
 }
 
@@ -188,12 +190,16 @@ impl CudaDevice {
         let finalize_long = module
             .load_function("finalize_long")
             .map_err(driver_err("finding finalize_long"))?;
+        let model_input = module
+            .load_function("model_input")
+            .map_err(driver_err("finding model_input"))?;
         Ok(CudaDevice {
             ctx,
             build_perm,
             gather,
             process,
             finalize_long,
+            model_input,
             info,
         })
     }
@@ -258,6 +264,22 @@ pub struct CudaExecutor {
     fin_cap: usize,
     copy_rows: bool,
     profile: Option<Profile>,
+    model: Option<DeviceModel>,
+}
+
+/// The model-input matrix the device builds from each batch's rows.
+struct DeviceModel {
+    cols: CudaSlice<u32>,
+    mean: CudaSlice<f64>,
+    scale: CudaSlice<f64>,
+    external: u32,
+    width: usize,
+    /// Per set: the device matrix, and its pinned copy when copied back.
+    inputs: [CudaSlice<f32>; 2],
+    host: [Option<Column<f32>>; 2],
+    copy_back: bool,
+    /// Inputs of finished batches, in row order (when copied back).
+    finished: Vec<f32>,
 }
 
 impl CudaExecutor {
@@ -321,6 +343,7 @@ impl CudaExecutor {
             fin_cap,
             copy_rows: true,
             profile: None,
+            model: None,
         })
     }
 
@@ -577,6 +600,8 @@ impl BatchExecutor for CudaExecutor {
             unsafe { b.launch(cfg) }.map_err(driver_err("launching finalize_long"))?;
         }
         self.mark(k, Some(Phase::Finalize))?;
+        self.launch_model_input(k, nf, &stream)?;
+        self.mark(k, Some(Phase::ModelInput))?;
         let set = &mut self.sets[k];
         if nf > 0 && self.copy_rows {
             let len = nf * NUM_FEATURES;
@@ -619,6 +644,7 @@ impl BatchExecutor for CudaExecutor {
             .synchronize()
             .map_err(driver_err("waiting for a batch"))?;
         self.account(k)?;
+        self.collect_inputs(k, nf);
         let set = &self.sets[k];
         if self.copy_rows {
             rows.extend_from_slice(set.host_rows.as_slice(nf * NUM_FEATURES));
@@ -633,14 +659,153 @@ impl CudaExecutor {
     /// [`set_copy_rows`](Self::set_copy_rows) is on): for benchmarks of the
     /// device stage alone.
     pub fn wait_oldest(&mut self) -> Result<(), GpuError> {
-        let Some((k, _)) = self.pending.pop_front() else {
+        let Some((k, nf)) = self.pending.pop_front() else {
             return Ok(());
         };
         self.sets[k]
             .done
             .synchronize()
             .map_err(driver_err("waiting for a batch"))?;
-        self.account(k)
+        self.account(k)?;
+        self.collect_inputs(k, nf);
+        Ok(())
+    }
+
+    /// From now on, also builds each batch's model-input matrix on the
+    /// device (the model's columns, standardised when `input` says so, as
+    /// `f32`; see the `model_input` kernel), and with `copy_back` copies it
+    /// to the host too, for [`take_model_inputs`](Self::take_model_inputs).
+    /// `None` stops building it. Call with nothing in flight.
+    pub fn set_model_input(
+        &mut self,
+        input: Option<&ModelInput>,
+        copy_back: bool,
+    ) -> Result<(), GpuError> {
+        let Some(input) = input else {
+            self.model = None;
+            return Ok(());
+        };
+        let width = input.columns.len();
+        if width == 0 || input.columns.iter().any(|&c| c as usize >= NUM_FEATURES) {
+            return Err(GpuError::Unavailable(
+                "a model input needs at least one column, each a schema feature".into(),
+            ));
+        }
+        let (mean, scale, external) = match &input.standardize {
+            Some((m, s)) if m.len() == width && s.len() == width => (m.clone(), s.clone(), 1u32),
+            Some(_) => {
+                return Err(GpuError::Unavailable(
+                    "a model input's scaler needs one mean and one scale per column".into(),
+                ))
+            }
+            None => (vec![0.0; width], vec![1.0; width], 0u32),
+        };
+        let stream = self.sets[0].stream.clone();
+        let e = driver_err("allocating the model input");
+        let cols = stream.clone_htod(&input.columns).map_err(&e)?;
+        let mean = stream.clone_htod(&mean).map_err(&e)?;
+        let scale = stream.clone_htod(&scale).map_err(&e)?;
+        let inputs = [
+            stream
+                .alloc_zeros::<f32>(self.fin_cap * width)
+                .map_err(&e)?,
+            stream
+                .alloc_zeros::<f32>(self.fin_cap * width)
+                .map_err(&e)?,
+        ];
+        stream
+            .synchronize()
+            .map_err(driver_err("uploading the model input"))?;
+        self.model = Some(DeviceModel {
+            cols,
+            mean,
+            scale,
+            external,
+            width,
+            inputs,
+            host: [None, None],
+            copy_back,
+            finished: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// Model inputs of the batches finished so far (row-major, one row per
+    /// finalized flow, in row order), when copied back; empties the buffer.
+    pub fn take_model_inputs(&mut self) -> Vec<f32> {
+        self.model
+            .as_mut()
+            .map(|m| std::mem::take(&mut m.finished))
+            .unwrap_or_default()
+    }
+
+    fn launch_model_input(
+        &mut self,
+        k: usize,
+        nf: usize,
+        stream: &Arc<CudaStream>,
+    ) -> Result<(), GpuError> {
+        let Some(m) = self.model.as_mut() else {
+            return Ok(());
+        };
+        if nf == 0 {
+            return Ok(());
+        }
+        let total = nf * m.width;
+        let (n32, w32) = (nf as u32, m.width as u32);
+        let set = &self.sets[k];
+        let mut b = stream.launch_builder(&self.dev.model_input);
+        b.arg(&set.rows)
+            .arg(&n32)
+            .arg(&m.cols)
+            .arg(&w32)
+            .arg(&m.mean)
+            .arg(&m.scale)
+            .arg(&m.external)
+            .arg(&mut m.inputs[k]);
+        let cfg = LaunchConfig {
+            grid_dim: (blocks(total, 256), 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: reads nf rows of NUM_FEATURES values (rows holds fin_cap ≥
+        // nf), `width` columns (each < NUM_FEATURES, checked), mean and scale
+        // of `width` values, and writes nf × width < fin_cap × width values.
+        unsafe { b.launch(cfg) }.map_err(driver_err("launching model_input"))?;
+        if m.copy_back {
+            let host = match &mut m.host[k] {
+                Some(h) if h.capacity() >= total => h,
+                slot => {
+                    // The set's previous batch has finished; grow its buffer.
+                    let cap = total
+                        .max(INITIAL_HOST_ROWS * m.width)
+                        .min(self.fin_cap * m.width);
+                    slot.insert(pinned::<f32>(&self.dev.ctx, cap, 0)?)
+                }
+            };
+            let (ptr, _guard) = m.inputs[k].device_ptr_mut(stream);
+            let dst = host.as_slice(total);
+            // SAFETY: `host` is pinned, holds at least `total` values, and is
+            // read by the host only after the batch's `done` event fired.
+            unsafe {
+                drv::memcpy_dtoh_async(
+                    std::slice::from_raw_parts_mut(dst.as_ptr() as *mut f32, dst.len()),
+                    ptr,
+                    stream.cu_stream(),
+                )
+            }
+            .map_err(driver_err("copying the model input to the host"))?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the finished batch's copied-back model input.
+    fn collect_inputs(&mut self, k: usize, nf: usize) {
+        if let Some(m) = self.model.as_mut() {
+            if let (true, Some(h)) = (m.copy_back, &m.host[k]) {
+                m.finished.extend_from_slice(h.as_slice(nf * m.width));
+            }
+        }
     }
 
     /// Times every phase of every batch submitted from now on (with CUDA
@@ -716,17 +881,20 @@ pub enum Phase {
     Short,
     /// Long segments that ended finalized into rows.
     Finalize,
+    /// The model-input matrix built from the rows (when asked for).
+    ModelInput,
     /// Rows copied back to the host.
     Rows,
 }
 
 /// Every [`Phase`], in order.
-pub const PHASES: [Phase; 6] = [
+pub const PHASES: [Phase; 7] = [
     Phase::Upload,
     Phase::Sort,
     Phase::Long,
     Phase::Short,
     Phase::Finalize,
+    Phase::ModelInput,
     Phase::Rows,
 ];
 
@@ -739,6 +907,7 @@ impl Phase {
             Phase::Long => "long segments",
             Phase::Short => "short segments",
             Phase::Finalize => "finalize long",
+            Phase::ModelInput => "model input",
             Phase::Rows => "rows to host",
         }
     }
@@ -750,7 +919,7 @@ pub struct PhaseTimes {
     /// Batches timed.
     pub batches: u64,
     /// Milliseconds per phase, indexed like [`PHASES`].
-    pub ms: [f64; 6],
+    pub ms: [f64; 7],
 }
 
 struct Profile {

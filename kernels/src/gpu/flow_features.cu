@@ -1436,3 +1436,41 @@ TS_KERNEL void finalize_long(const char* accs, const u32* seg_start, const u32* 
     u64 r = payload[last];
     acc_finalize(g, fin_meta[r], rows + r * NUM_FEATURES);
 }
+
+// ------------------------------------------------------------ model input
+//
+// The device twin of inference::select_features: for each feature row, the
+// model's columns in the model's order, non-finite values read as 0,
+// standardised as (x - mean) / scale when the model asks tapstream to scale,
+// clamped to the f32 range and rounded to the nearest f32. The same f64
+// operations in the same order, so the values are bit-identical.
+
+#ifdef __CUDA_ARCH__
+TS_DEVICE u64 f64_bits(double x) { return (u64)__double_as_longlong(x); }
+#else
+TS_DEVICE u64 f64_bits(double x) {
+    u64 b;
+    memcpy(&b, &x, sizeof b);
+    return b;
+}
+#endif
+
+#define F32_MAX_AS_F64 3.4028234663852886e38
+
+// One thread per value of the n × width output (row-major).
+TS_KERNEL void model_input(const double* rows, u32 n, const u32* cols, u32 width,
+                           const double* mean, const double* scale, u32 external, float* out) {
+    u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (width == 0 || i >= (u64)n * width) return;
+    u64 r = i / width;
+    u32 c = (u32)(i % width);
+    double x = rows[r * NUM_FEATURES + cols[c]];
+    if ((f64_bits(x) & 0x7ff0000000000000ULL) == 0x7ff0000000000000ULL) x = 0.0;
+    if (external) x = (x - mean[c]) / scale[c];
+    if (x < -F32_MAX_AS_F64) {
+        x = -F32_MAX_AS_F64;
+    } else if (x > F32_MAX_AS_F64) {
+        x = F32_MAX_AS_F64;
+    }
+    out[i] = (float)x;
+}

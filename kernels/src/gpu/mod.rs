@@ -24,7 +24,24 @@ pub const FLOW_FEATURES_CU: &str = include_str!("flow_features.cu");
 pub const FLOW_FEATURES_NAME: &str = "flow_features.cu";
 
 /// The kernels the source defines, in launch order.
-pub const KERNELS: [&str; 4] = ["build_perm", "gather", "process_batch", "finalize_long"];
+pub const KERNELS: [&str; 5] = [
+    "build_perm",
+    "gather",
+    "process_batch",
+    "finalize_long",
+    "model_input",
+];
+
+/// What a model takes from each feature row, for the device's model-input
+/// matrix (the `model_input` kernel, twin of `inference::select_features`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInput {
+    /// For each model input column, its index in the schema's features.
+    pub columns: Vec<u32>,
+    /// `(mean, scale)` per model column when tapstream standardises the
+    /// input; `None` when the model's graph scales its own input.
+    pub standardize: Option<(Vec<f64>, Vec<f64>)>,
+}
 
 /// Threads per block of `process_batch` (whole warps).
 pub const PROCESS_BLOCK: u32 = 128;

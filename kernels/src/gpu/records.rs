@@ -572,6 +572,11 @@ impl<E: BatchExecutor> GpuShard<E> {
         Ok(())
     }
 
+    /// The executor, e.g. to change its settings between captures.
+    pub fn executor_mut(&mut self) -> &mut E {
+        &mut self.exec
+    }
+
     /// Hands back the executor (after [`flush_into`](Self::flush_into)).
     pub fn into_executor(self) -> E {
         self.exec

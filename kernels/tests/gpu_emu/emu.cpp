@@ -191,7 +191,36 @@ static bool read_vec(std::vector<T>& v, unsigned long long n) {
     return n == 0 || fread(v.data(), sizeof(T), n, stdin) == n;
 }
 
-int main() {
+// `emu model-input`: reads n, width, external (u64 each), n feature rows,
+// width column indices (u32), width means and width scales (f64); writes
+// the n × width model input (f32).
+static int model_input_mode() {
+    unsigned long long hdr[3];
+    if (fread(hdr, sizeof hdr[0], 3, stdin) != 3) return 2;
+    u64 n = hdr[0], width = hdr[1], external = hdr[2];
+    std::vector<double> rows, mean, scale;
+    std::vector<u32> cols;
+    if (!read_vec(rows, n * NUM_FEATURES) || !read_vec(cols, width) || !read_vec(mean, width) ||
+        !read_vec(scale, width)) {
+        return 2;
+    }
+    std::vector<float> out(n * width + 1, 0.0f);
+    blockDim.x = 256;
+    u64 total = n * width;
+    for (u64 b = 0; b * 256 < total; ++b) {
+        for (unsigned t = 0; t < 256; ++t) {
+            blockIdx.x = (unsigned)b;
+            threadIdx.x = t;
+            model_input(rows.data(), (u32)n, cols.data(), (u32)width, mean.data(), scale.data(),
+                        (u32)external, out.data());
+        }
+    }
+    fwrite(out.data(), sizeof(float), total, stdout);
+    return 0;
+}
+
+int main(int argc, char** argv) {
+    if (argc > 1 && strcmp(argv[1], "model-input") == 0) return model_input_mode();
     std::vector<char> accs;
     for (;;) {
         // records, segments, finalized, slots, activity timeout, short, long
