@@ -195,15 +195,14 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
             .as_ref()
             .map(|m| crate::gpu::model_input_of(m.engine.contract()));
         for shards in shard_counts {
-            for r in crate::gpu::stage_rate(
-                dev,
-                flow_cfg,
-                &recs,
-                cfg.gpu.batch_records,
-                2.0,
+            let spec = crate::gpu::StageSpec {
+                flow: flow_cfg,
+                batch_records: cfg.gpu.batch_records,
+                min_seconds: 2.0,
                 shards,
-                model_input.as_ref(),
-            )? {
+                model: model_input.as_ref(),
+            };
+            for r in crate::gpu::stage_rate(dev, &spec, &recs)? {
                 notes.push(format!(
                     "cuda stage ({}, {} shard{}): {} batches of up to {} records per pass and shard, {:.0} flows per batch on average, longest flow segment {} records, {} passes, {:.1} M records/s{}",
                     if r.rows_copied { "rows to host" } else { "rows on device" },

@@ -310,6 +310,21 @@ pub struct StageRate {
     pub phases: Option<PhaseTimes>,
 }
 
+/// What [`stage_rate`] runs.
+#[derive(Clone, Copy, Debug)]
+pub struct StageSpec<'a> {
+    /// Flow table settings.
+    pub flow: FlowConfig,
+    /// Records per batch.
+    pub batch_records: usize,
+    /// Replay for at least this long (and at least three passes).
+    pub min_seconds: f64,
+    /// Shards replaying at the same time.
+    pub shards: usize,
+    /// Also build the model-input matrix on the device.
+    pub model: Option<&'a ModelInput>,
+}
+
 /// Times the GPU feature stage on `recs` (with `model`, each batch's
 /// model-input matrix is built on the device too): the host flow table lays the
 /// records out in pinned batches first (not timed), then the batches are
@@ -321,14 +336,10 @@ pub struct StageRate {
 /// their sum.
 pub fn stage_rate(
     dev: &CudaDevice,
-    flow: FlowConfig,
+    spec: &StageSpec<'_>,
     recs: &[PacketRecord],
-    batch_records: usize,
-    min_seconds: f64,
-    shards: usize,
-    model: Option<&ModelInput>,
 ) -> Result<Vec<StageRate>> {
-    let shards = shards.max(1);
+    let shards = spec.shards.max(1);
     let mut results = Vec::new();
     for rows_copied in [true, false] {
         let barrier = std::sync::Barrier::new(shards);
@@ -336,18 +347,7 @@ pub fn stage_rate(
             let handles: Vec<_> = (0..shards)
                 .map(|_| {
                     let barrier = &barrier;
-                    scope.spawn(move || {
-                        one_shard(
-                            dev,
-                            flow,
-                            recs,
-                            batch_records,
-                            min_seconds,
-                            rows_copied,
-                            model,
-                            barrier,
-                        )
-                    })
+                    scope.spawn(move || one_shard(dev, spec, recs, rows_copied, barrier))
                 })
                 .collect();
             handles
@@ -387,14 +387,12 @@ pub fn stage_rate(
 /// replays; returns its counts and the wall time of its timed phase.
 fn one_shard(
     dev: &CudaDevice,
-    flow: FlowConfig,
+    spec: &StageSpec<'_>,
     recs: &[PacketRecord],
-    batch_records: usize,
-    min_seconds: f64,
     rows_copied: bool,
-    model: Option<&ModelInput>,
     barrier: &std::sync::Barrier,
 ) -> Result<(StageRate, f64)> {
+    let (flow, batch_records, min_seconds) = (spec.flow, spec.batch_records, spec.min_seconds);
     let staged = stage(dev, flow, recs, batch_records);
     let mut exec = match &staged {
         Ok(_) => dev
@@ -407,7 +405,7 @@ fn one_shard(
     let staged = staged?;
     let exec = exec.as_mut().map_err(|e| anyhow!("{e:#}"))?;
     exec.set_copy_rows(rows_copied);
-    exec.set_model_input(model, false)
+    exec.set_model_input(spec.model, false)
         .map_err(|e| anyhow!("{e}"))?;
     let packets: u64 = staged.iter().map(|b| b.packets() as u64).sum();
     let records: u64 = staged.iter().map(|b| b.len() as u64).sum();

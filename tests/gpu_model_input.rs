@@ -147,7 +147,16 @@ fn device_model_input_equals_select_features() {
             .map(|i| format!("{}", i as f64 * 1.5 - 7.25))
             .collect();
         let scale: Vec<String> = (0..n)
-            .map(|i| format!("{}", if i % 5 == 0 { 1e-30 } else { 0.75 + i as f64 / 3.0 }))
+            .map(|i| {
+                format!(
+                    "{}",
+                    if i % 5 == 0 {
+                        1e-30
+                    } else {
+                        0.75 + i as f64 / 3.0
+                    }
+                )
+            })
             .collect();
         format!(
             r#"{{"mean":[{}],"scale":[{}]}}"#,
