@@ -4,10 +4,13 @@
 #   1. parity: for every Ethernet capture under pcaps/benign and pcaps/attack,
 #      and for the throughput benchmark file, the GPU's feature rows against
 #      the CPU extractor's (integers exact, floats within 1e-12 relative;
-#      bit-identical is expected, see src/gpu.rs);
+#      bit-identical is expected, see src/gpu.rs), and the device's model
+#      input against select_features (bit-identical f32);
 #   2. throughput: `tapstream bench` on the benchmark file with the GPU
-#      feature stage (pinned records → device → rows) and end to end, for two
-#      GPU batch sizes, and the CPU extractor on the same host for comparison.
+#      feature stage (pinned records → device → rows and model input; one
+#      shard and several at once, with a per-phase device profile) and end to
+#      end (decode on all cores), for three GPU batch sizes, and the CPU
+#      extractor on the same host for comparison.
 # The benchmark file is rebuilt there by `tapstream make-bench-pcap`, which
 # writes a file byte-identical to ../shared/bench/make-bench-pcap.sh's.
 #
@@ -50,14 +53,15 @@ step "parity: benchmark file"
 "$bin" parity "$work/bench.pcap" > "$out/parity-bench.txt" 2>&1 || status=1
 tail -n 3 "$out/parity-bench.txt"
 
-# Batch size trades latency for throughput; the largest runs with 3 workers
-# (each worker holds two batches of pinned host and device memory).
-for spec in 262144:0 1048576:0 4194304:3; do
+# Batch size trades latency for throughput (0 workers = auto). The log lines
+# say how long the GPU and each shard took to set up.
+for spec in 65536:0 262144:0 1048576:0; do
   batch=${spec%:*} workers=${spec#*:}
   step "bench, GPU features, batch_records=$batch, workers=$workers (0 = auto)"
   printf '[gpu]\nbatch_records = %d\n[pipeline]\nworkers = %d\n' "$batch" "$workers" > "$work/gpu.toml"
-  "$bin" bench --device cuda --config "$work/gpu.toml" --pcap "$work/bench.pcap" > "$out/bench-cuda-$batch.txt" 2>&1 || status=1
-  cat "$out/bench-cuda-$batch.txt"
+  TAPSTREAM_LOG=tapstream=info "$bin" bench --device cuda --config "$work/gpu.toml" --pcap "$work/bench.pcap" > "$out/bench-cuda-$batch.txt" 2>&1 || status=1
+  grep -v "GPU shard ready" "$out/bench-cuda-$batch.txt"
+  grep "GPU shard ready" "$out/bench-cuda-$batch.txt" | sed 's/.*ms=//' | sort -n | awk '{a[NR]=$1} END {if (NR) print "GPU shard set-up: " NR " shards, " a[1] "-" a[NR] " ms"}'
 done
 
 step "bench, CPU features, same host"

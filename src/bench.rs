@@ -281,7 +281,7 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
             select_features(&contract, slice, k, &mut input_rows);
             m.engine
                 .infer(&input_rows, k, &mut preds)
-                .map_err(|e| anyhow!("inference: {e}"))?;
+                .map_err(|e| anyhow::Error::new(e).context("inference"))?;
             done += k;
         }
         stages.push(StageResult {

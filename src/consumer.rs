@@ -224,7 +224,7 @@ impl AlertStage {
                 let t = Instant::now();
                 engine
                     .infer(chunk, n, &mut preds)
-                    .map_err(|e| anyhow!("inference failed: {e}"))?;
+                    .map_err(|e| anyhow::Error::new(e).context("inference failed"))?;
                 let took = t.elapsed();
                 report.inference_busy += took;
                 report.inference_calls += 1;

@@ -65,7 +65,7 @@ pub enum InferenceError {
     },
 
     /// The model file could not be read.
-    #[error("could not read model {}: {source}", path.display())]
+    #[error("could not read model {}", path.display())]
     ReadModel {
         /// The model file.
         path: PathBuf,
@@ -99,7 +99,7 @@ pub enum InferenceError {
 
     /// ONNX Runtime refused the model file itself (not valid ONNX, an
     /// unsupported opset or operator, …).
-    #[error("ONNX Runtime could not load model {}: {source}", path.display())]
+    #[error("ONNX Runtime could not load model {}", path.display())]
     LoadModel {
         /// The model file.
         path: PathBuf,
@@ -242,7 +242,7 @@ pub enum InferenceError {
 
     /// ONNX Runtime failed at run time (creating the environment or a tensor,
     /// or running the session).
-    #[error("ONNX Runtime failed while {context}: {source}")]
+    #[error("ONNX Runtime failed while {context}")]
     Runtime {
         /// What was being done.
         context: &'static str,

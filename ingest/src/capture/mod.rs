@@ -60,7 +60,7 @@ pub const MAX_RECORD_LEN: usize = 16 << 20;
 #[non_exhaustive]
 pub enum CaptureError {
     /// The file could not be opened.
-    #[error("cannot open {}: {source}", path.display())]
+    #[error("cannot open {}", path.display())]
     Open {
         /// The path given to [`CaptureReader::open`].
         path: PathBuf,
