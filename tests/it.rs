@@ -5,6 +5,8 @@
 
 // The command line on the demo capture and on bad input.
 mod cli;
+// Flows do not depend on the number of decoder threads.
+mod decoders;
 // Every shared capture through `tapstream run`: exit codes, no panics,
 // packet conservation.
 mod shared_captures;
