@@ -75,6 +75,8 @@ pub struct BenchReport {
     pub seconds: f64,
     /// End-to-end worker threads.
     pub workers: usize,
+    /// End-to-end decoder threads.
+    pub decoders: usize,
 }
 
 /// The CPU's model name and logical core count, from /proc/cpuinfo.
@@ -348,6 +350,7 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
         flows: report.flows(),
         seconds: report.wall.as_secs_f64(),
         workers: report.workers.workers,
+        decoders: report.reader.decoders,
     })
 }
 
@@ -384,7 +387,8 @@ impl BenchReport {
         };
         let _ = writeln!(
             s,
-            "end to end: {} workers, {} flows, {}flows/s",
+            "end to end: {} decoders, {} workers, {} flows, {}flows/s",
+            self.decoders,
             self.workers,
             self.flows,
             human(flows_rate)
@@ -403,6 +407,8 @@ impl BenchReport {
                 "flows": self.flows,
                 "seconds": (self.seconds * 1e6).round() / 1e6,
                 "pps": pps.round(),
+                "decoders": self.decoders,
+                "workers": self.workers,
             })
         );
         s

@@ -84,6 +84,9 @@ struct Common {
     /// Flow worker threads (overrides pipeline.workers; 0 = auto).
     #[arg(long)]
     workers: Option<usize>,
+    /// Decoder threads (overrides pipeline.decoders; 0 = auto).
+    #[arg(long)]
+    decoders: Option<usize>,
     /// No progress bar and no summary on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -151,6 +154,9 @@ fn load_config(common: &Common) -> Result<Config> {
     };
     if let Some(w) = common.workers {
         cfg.pipeline.workers = w;
+    }
+    if let Some(d) = common.decoders {
+        cfg.pipeline.decoders = d;
     }
     if let Some(d) = common.device {
         cfg.gpu.device = d;

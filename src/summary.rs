@@ -109,9 +109,17 @@ pub fn render(r: &RunReport) -> String {
     let _ = writeln!(s, "  stage rates (busy time, excluding waits on queues):");
     let _ = writeln!(
         s,
-        "    read+decode      {:>10}pkt/s  ({:.3} s)",
+        "    read             {:>10}pkt/s  ({:.3} s)",
         rate(rd.packets, rd.busy),
         rd.busy.as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "    decode           {:>10}pkt/s  ({:.3} s over {} decoder{})",
+        rate(rd.packets, rd.decode_busy),
+        rd.decode_busy.as_secs_f64(),
+        rd.decoders,
+        if rd.decoders == 1 { "" } else { "s" }
     );
     let _ = writeln!(
         s,
@@ -192,11 +200,14 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
         "csv_rows": r.consumer.csv_rows,
         "sink_error": r.consumer.sink_error,
         "workers": r.workers.workers,
+        "decoders": r.reader.decoders,
         "device": r.workers.device,
         "seconds": r.wall.as_secs_f64(),
         "setup_seconds": r.setup.as_secs_f64(),
         "stage_busy_seconds": {
-            "read_decode": r.reader.busy.as_secs_f64(),
+            "read_decode": (r.reader.busy + r.reader.decode_busy).as_secs_f64(),
+            "read": r.reader.busy.as_secs_f64(),
+            "decode": r.reader.decode_busy.as_secs_f64(),
             "flows_features": r.workers.busy.as_secs_f64(),
             "inference": r.consumer.inference_busy.as_secs_f64(),
             "alert_output": r.consumer.sink_busy.as_secs_f64(),

@@ -5,6 +5,8 @@
 
 // The command line on the demo capture and on bad input.
 mod cli;
+// Flows do not depend on the number of decoder threads.
+mod decoders;
 // The device's model-input kernel, emulated, against select_features.
 mod gpu_model_input;
 // Every shared capture through `tapstream run`: exit codes, no panics,
