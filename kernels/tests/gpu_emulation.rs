@@ -419,3 +419,33 @@ fn emulated_kernels_equal_the_cpu_extractor_on_threshold_streams() {
     assert!(flows > 1000, "{flows}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One capture through the emulated kernels against the CPU, for
+/// investigation: `TAPSTREAM_EMU_CAPTURE=FILE [TAPSTREAM_EMU_CAP=N]
+/// TS_EMU_STATS=1 cargo test --release --test gpu_emulation -- --ignored
+/// --nocapture` (the emulator then prints how many long walks fell back to
+/// one record at a time).
+#[test]
+#[ignore]
+fn emulate_one_capture() {
+    let Some(file) = std::env::var_os("TAPSTREAM_EMU_CAPTURE") else {
+        eprintln!("emulate_one_capture: set TAPSTREAM_EMU_CAPTURE");
+        return;
+    };
+    let cap = std::env::var("TAPSTREAM_EMU_CAP")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(262_144);
+    let dir = std::env::temp_dir().join(format!("tapstream-emu3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let Some(exe) = build_emulator(&dir) else {
+        return;
+    };
+    let recs = records(Path::new(&file));
+    let cfg = FlowConfig::default();
+    let cpu = cpu_rows(cfg, &recs);
+    let gpu = gpu_rows(cfg, &recs, &exe, cap);
+    assert_same(&format!("{file:?}"), &cpu, &gpu);
+    eprintln!("{} records, {} flows: emulated GPU == CPU", recs.len(), cpu.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -835,6 +835,13 @@ TS_DEVICE u64 warp_max(u64 v) {
 
 #define LONG_ROLES 7
 
+// The emulator counts the long walks, and those that fall back to one
+// record at a time.
+#ifndef TS_NOTE_FALLBACK
+#define TS_NOTE_WALK(role, lane)
+#define TS_NOTE_FALLBACK(role, lane)
+#endif
+
 template <int ROLE>
 TS_DEVICE void role_copy(FlowAcc* dst, const FlowAcc* src) {
     if (ROLE == 0) {
@@ -1338,6 +1345,7 @@ template <int ROLE>
 TS_DEVICE void run_role(FlowAcc* g, u32 lane, u32 begin, u32 end, const i64* ts,
                         const u32* payload, const u16* header, const u16* window,
                         const u8* flags, const u8* kind, i64 activity_timeout) {
+    TS_NOTE_WALK(ROLE, lane);
     FlowAcc a;
     u32 j = begin;
     i64 conn = NO_BULK;
@@ -1377,6 +1385,7 @@ TS_DEVICE void run_role(FlowAcc* g, u32 lane, u32 begin, u32 end, const i64* ts,
         }
     }
     if (!ok) {
+        TS_NOTE_FALLBACK(ROLE, lane);
         run_role_seq<ROLE>(g, lane, begin, end, ts, payload, header, window, flags, kind,
                            activity_timeout);
         return;

@@ -24,7 +24,26 @@ static Dim3 blockIdx, blockDim, threadIdx;
 using std::sqrt;
 using std::trunc;
 
+// Long-segment role walks, and those that fell back to one record at a time
+// (totals so far, printed after every batch when TS_EMU_STATS is set).
+static unsigned long long role_walks[7], role_fallbacks[7];
+#define TS_NOTE_WALK(role, lane) \
+    do {                         \
+        if ((lane) == 0) role_walks[role] += 1; \
+    } while (0)
+#define TS_NOTE_FALLBACK(role, lane) \
+    do {                             \
+        if ((lane) == 0) role_fallbacks[role] += 1; \
+    } while (0)
+
 #include "flow_features.cu"
+
+static void print_stats() {
+    if (!getenv("TS_EMU_STATS")) return;
+    fprintf(stderr, "long walks (fallbacks) by role:");
+    for (int r = 0; r < 7; ++r) fprintf(stderr, " %llu (%llu)", role_walks[r], role_fallbacks[r]);
+    fprintf(stderr, "\n");
+}
 
 // ------------------------------------------------------------ lane switching
 // Callee-saved registers and the stack pointer only (x86-64 System V).
@@ -221,6 +240,7 @@ static int model_input_mode() {
 
 int main(int argc, char** argv) {
     if (argc > 1 && strcmp(argv[1], "model-input") == 0) return model_input_mode();
+
     std::vector<char> accs;
     for (;;) {
         // records, segments, finalized, slots, activity timeout, short, long
@@ -295,5 +315,6 @@ int main(int argc, char** argv) {
         }
         fwrite(rows.data(), sizeof(double), nf * NUM_FEATURES, stdout);
         fflush(stdout);
+        print_stats();
     }
 }
