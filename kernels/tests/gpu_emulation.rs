@@ -446,6 +446,10 @@ fn emulate_one_capture() {
     let cpu = cpu_rows(cfg, &recs);
     let gpu = gpu_rows(cfg, &recs, &exe, cap);
     assert_same(&format!("{file:?}"), &cpu, &gpu);
-    eprintln!("{} records, {} flows: emulated GPU == CPU", recs.len(), cpu.len());
+    eprintln!(
+        "{} records, {} flows: emulated GPU == CPU",
+        recs.len(),
+        cpu.len()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
