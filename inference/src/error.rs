@@ -108,6 +108,29 @@ pub enum InferenceError {
         source: ort::Error,
     },
 
+    /// The model file is refused by tapstream's own checks of its graph:
+    /// custom operators, external data outside its directory, or a file its
+    /// ONNX reader cannot parse although ONNX Runtime can.
+    #[error("model {} is refused: {reason}", path.display())]
+    UnsafeModel {
+        /// The model file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The precision the model declares (`tapstream.precision`) does not
+    /// match its graph.
+    #[error(
+        "model declares precision {declared} but {found}; set tapstream.precision to what the          graph is, or export the right variant (deploy/training/precision.py)"
+    )]
+    PrecisionMismatch {
+        /// What `tapstream.precision` says.
+        declared: crate::contract::Precision,
+        /// What the graph holds.
+        found: String,
+    },
+
     /// A required `tapstream.*` metadata key is absent from the model.
     #[error(
         "model metadata has no `{key}`; the model's contract is incomplete (export it with \

@@ -30,6 +30,7 @@ pub mod contract;
 mod engine;
 mod error;
 mod features;
+pub mod inspect;
 mod library;
 mod onnx;
 

@@ -23,7 +23,7 @@ use ort::session::Session;
 use ort::value::{Outlet, TensorElementType, TensorRef, ValueType};
 use sha2::{Digest, Sha256};
 
-use crate::contract::{ModelContract, OutputKind};
+use crate::contract::{ModelContract, OutputKind, Precision};
 use crate::engine::{check_input, read_output, Engine, Prediction};
 use crate::{library, InferenceError};
 
@@ -206,14 +206,36 @@ impl OnnxEngine {
             }
         }
 
+        // tapstream's own checks of the graph come before ONNX Runtime reads
+        // it (external data would be read while the session is built). A
+        // file the reader cannot parse goes to ONNX Runtime, whose error
+        // says more; should ONNX Runtime accept it, it is refused below.
+        let facts = crate::inspect::inspect(&bytes);
+        let refuse = |reason: String| InferenceError::UnsafeModel {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let external = match &facts {
+            Ok(f) => check_graph(f, path).map_err(refuse)?,
+            Err(_) => false,
+        };
+
         let runtime = library::runtime(cfg.library.as_deref())?;
-        let session = build_session(&runtime.environment, cfg, &bytes).map_err(|source| {
+        // External data is resolved against the model's own directory, which
+        // only a session built from the file knows.
+        let source = if external {
+            SessionSource::File(path)
+        } else {
+            SessionSource::Memory(&bytes)
+        };
+        let session = build_session(&runtime.environment, cfg, source).map_err(|source| {
             InferenceError::LoadModel {
                 path: path.to_path_buf(),
                 source,
             }
         })?;
         drop(bytes);
+        let facts = facts.map_err(|e| refuse(e.to_string()))?;
 
         let contract = {
             let metadata = session
@@ -224,6 +246,7 @@ impl OnnxEngine {
                 })?;
             ModelContract::from_metadata(|key| metadata.custom(key), &digest)?
         };
+        check_precision(contract.precision, &facts)?;
         let inputs: Vec<IoSpec> = session.inputs().iter().map(IoSpec::from_outlet).collect();
         let outputs: Vec<IoSpec> = session.outputs().iter().map(IoSpec::from_outlet).collect();
         check_io(&contract, &inputs, &outputs)?;
@@ -263,10 +286,77 @@ impl OnnxEngine {
     }
 }
 
+/// Where a session reads its model from.
+enum SessionSource<'a> {
+    /// The verified bytes (no external data).
+    Memory(&'a [u8]),
+    /// The file, so external data resolves against its directory.
+    File(&'a Path),
+}
+
+/// Refuses custom operators and external data outside the model's
+/// directory; returns whether the model has external data at all.
+fn check_graph(f: &crate::inspect::ModelFacts, path: &Path) -> Result<bool, String> {
+    let custom = f.custom_domains();
+    if !custom.is_empty() {
+        return Err(format!(
+            "it uses custom operators from {custom:?}, and tapstream loads no custom-op libraries"
+        ));
+    }
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    for loc in &f.external_data {
+        let p = Path::new(loc);
+        let inside = !loc.is_empty()
+            && p.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(format!(
+                "its external data {loc:?} is not a plain path inside the model's directory"
+            ));
+        }
+        // A symbolic link could still lead out of the directory.
+        let resolved = std::fs::canonicalize(dir.join(p))
+            .map_err(|e| format!("its external data {loc:?} cannot be opened: {e}"))?;
+        let base = std::fs::canonicalize(dir)
+            .map_err(|e| format!("the model's directory cannot be resolved: {e}"))?;
+        if !resolved.starts_with(&base) {
+            return Err(format!(
+                "its external data {loc:?} resolves outside the model's directory"
+            ));
+        }
+    }
+    Ok(!f.external_data.is_empty())
+}
+
+/// The declared precision must be what the graph holds: fp16 weights for
+/// `fp16`, quantization for `int8`, and neither for `fp32`.
+fn check_precision(
+    declared: Precision,
+    f: &crate::inspect::ModelFacts,
+) -> Result<(), InferenceError> {
+    use crate::inspect::dtype;
+    let half = f.initializers_of(dtype::FLOAT16) + f.initializers_of(dtype::BFLOAT16);
+    let quantized = f.is_quantized();
+    let found = match declared {
+        Precision::Fp32 if quantized => Some("the graph is quantized".to_string()),
+        Precision::Fp32 if half > 0 => Some(format!("{half} of its weights are 16-bit floats")),
+        Precision::Fp16 if half == 0 => Some("it has no 16-bit float weights".to_string()),
+        Precision::Fp16 if quantized => Some("the graph is quantized".to_string()),
+        Precision::Int8 if !quantized => {
+            Some("the graph has no quantization (no QuantizeLinear/DequantizeLinear or quantized operators)".to_string())
+        }
+        _ => None,
+    };
+    match found {
+        Some(found) => Err(InferenceError::PrecisionMismatch { declared, found }),
+        None => Ok(()),
+    }
+}
+
 fn build_session(
     environment: &ort::environment::Environment,
     cfg: &OnnxConfig,
-    bytes: &[u8],
+    source: SessionSource<'_>,
 ) -> Result<Session, ort::Error> {
     let providers: Vec<ExecutionProviderDispatch> =
         cfg.providers().into_iter().map(|p| p.dispatch()).collect();
@@ -276,7 +366,10 @@ fn build_session(
         .with_inter_threads(cfg.inter_threads)?
         .with_parallel_execution(cfg.inter_threads > 1)?
         .with_execution_providers(providers)?;
-    builder.commit_from_memory(bytes)
+    match source {
+        SessionSource::Memory(bytes) => builder.commit_from_memory(bytes),
+        SessionSource::File(path) => builder.commit_from_file(path),
+    }
 }
 
 impl Engine for OnnxEngine {

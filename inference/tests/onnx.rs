@@ -191,7 +191,7 @@ fn score_models_match_hand_computation() -> TestResult {
     // score.onnx: [N, 1] output, labels [BENIGN, ATTACK]; score1d.onnx: [N],
     // labels [ATTACK] and no benign label.
     for (file, class, benign, precision) in [
-        ("score.onnx", 1, Some(0), Precision::Fp16),
+        ("score.onnx", 1, Some(0), Precision::Fp32),
         ("score1d.onnx", 0, None, Precision::Fp32),
     ] {
         let mut engine = load(file)?;
@@ -258,6 +258,23 @@ fn broken_models_are_refused_with_the_right_error() {
         "threshold2.onnx",
         &|e| matches!(e, InferenceError::ThresholdOutOfRange { value } if *value == 2.0),
     );
+    check("mislabelled_fp16.onnx", &|e| {
+        matches!(
+            e,
+            InferenceError::PrecisionMismatch {
+                declared: Precision::Fp16,
+                ..
+            }
+        )
+    });
+    check(
+        "custom_op.onnx",
+        &|e| matches!(e, InferenceError::UnsafeModel { reason, .. } if reason.contains("com.example")),
+    );
+    check(
+        "external_escape.onnx",
+        &|e| matches!(e, InferenceError::UnsafeModel { reason, .. } if reason.contains("../external_escape.weights")),
+    );
     // Not an ONNX file at all.
     check("make_models.py", &|e| {
         matches!(e, InferenceError::LoadModel { .. })
@@ -265,6 +282,24 @@ fn broken_models_are_refused_with_the_right_error() {
     check("no-such-model.onnx", &|e| {
         matches!(e, InferenceError::ReadModel { .. })
     });
+}
+
+/// External data inside the model's own directory is allowed, and read.
+#[test]
+fn external_data_beside_the_model_loads() -> TestResult {
+    if !have_ort("external_data_beside_the_model_loads") {
+        return Ok(());
+    }
+    let mut inside = load("external_inside.onnx")?;
+    let mut plain = load("linear3.onnx")?;
+    let c = plain.contract().clone();
+    let mut input = Vec::new();
+    let n = select_features(&c, &rows(&INPUTS), INPUTS.len(), &mut input);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    inside.infer(&input, n, &mut a)?;
+    plain.infer(&input, n, &mut b)?;
+    assert_eq!(a, b);
+    Ok(())
 }
 
 #[test]

@@ -19,12 +19,17 @@ Fixtures (see README.md in this directory for the list with their purpose):
   input_width.onnx      broken: input is [N, 4] for 3 features
   missing_metadata.onnx broken: no tapstream.* metadata at all
   threshold2.onnx       broken: tapstream.threshold is 2.0
+  mislabelled_fp16.onnx broken: declares fp16, float32 weights
+  custom_op.onnx        broken: a node from the custom domain com.example
+  external_inside.onnx  valid: linear3.onnx with its weights in external_inside.weights
+  external_escape.onnx  broken: external data at ../external_escape.weights
 """
 
 import json
 import os
 
 import onnx
+import onnx.numpy_helper
 from onnx import TensorProto, helper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -119,16 +124,34 @@ def graph_linear(weights, bias, head, in_type=TensorProto.FLOAT, in_width=3, out
     return graph
 
 
-def save(name, graph, props):
+def save(name, graph, props, extra_opsets=(), external=None):
+    """Writes the model; `external` = location of all its weights as external data."""
     model = helper.make_model(
         graph,
         producer_name="tapstream make_models.py",
         producer_version="1",
-        opset_imports=[helper.make_opsetid("", OPSET)],
+        opset_imports=[helper.make_opsetid("", OPSET)]
+        + [helper.make_opsetid(d, v) for d, v in extra_opsets],
     )
     model.ir_version = IR_VERSION
     helper.set_model_props(model, props)
-    onnx.checker.check_model(model)
+    if not extra_opsets:
+        onnx.checker.check_model(model)
+    if external is not None:
+        blob = b""
+        for t in model.graph.initializer:
+            raw = t.raw_data or onnx.numpy_helper.to_array(t).tobytes()
+            t.ClearField("float_data")
+            t.ClearField("int64_data")
+            t.ClearField("raw_data")
+            t.data_location = TensorProto.EXTERNAL
+            for k, v in (("location", external), ("offset", str(len(blob))), ("length", str(len(raw)))):
+                e = t.external_data.add()
+                e.key, e.value = k, v
+            blob += raw
+        if not external.startswith(".."):
+            with open(os.path.join(HERE, external), "wb") as f:
+                f.write(blob)
     path = os.path.join(HERE, name)
     with open(path, "wb") as f:
         f.write(model.SerializeToString(deterministic=True))
@@ -155,8 +178,13 @@ def main():
             labels=json.dumps(["BENIGN", "ATTACK"]),
             threshold="0.25",
             model_name="fixture-score",
-            precision="fp16",
         ),
+    )
+    # Declares fp16, but its weights are float32: refused.
+    save(
+        "mislabelled_fp16.onnx",
+        graph_linear(W3, B3, "softmax"),
+        metadata(precision="fp16", model_name="fixture-mislabelled"),
     )
     save(
         "score1d.onnx",
@@ -188,6 +216,21 @@ def main():
     )
     save("missing_metadata.onnx", graph_linear(W3, B3, "softmax"), {})
     save("threshold2.onnx", graph_linear(W3, B3, "softmax"), metadata(threshold="2.0"))
+    custom = graph_linear(W3, B3, "softmax")
+    custom.node.append(helper.make_node("Mystery", ["out"], ["unused"], domain="com.example"))
+    save("custom_op.onnx", custom, metadata(), extra_opsets=[("com.example", 1)])
+    save(
+        "external_inside.onnx",
+        graph_linear(W3, B3, "softmax"),
+        metadata(),
+        external="external_inside.weights",
+    )
+    save(
+        "external_escape.onnx",
+        graph_linear(W3, B3, "softmax"),
+        metadata(),
+        external="../external_escape.weights",
+    )
 
 
 if __name__ == "__main__":
