@@ -199,6 +199,18 @@ pub struct InferenceSection {
     pub intra_threads: usize,
     /// ONNX Runtime inter-op threads (1..=256).
     pub inter_threads: usize,
+    /// Execution providers in order of preference: `tensorrt`, `cuda`,
+    /// `cpu` (each at most once). The GPU ones need ONNX Runtime built with
+    /// them (`onnxruntime-gpu`), and TensorRT needs libnvinfer.
+    pub providers: Vec<String>,
+    /// When false, a provider that cannot be registered is an error and, with
+    /// `cpu` not listed, no node may run on the CPU; when true, ONNX Runtime
+    /// skips such providers and falls back (logged, never silent).
+    pub allow_fallback: bool,
+    /// CUDA provider settings.
+    pub cuda: CudaSection,
+    /// TensorRT provider settings.
+    pub tensorrt: TensorRtSection,
 }
 
 impl Default for InferenceSection {
@@ -209,7 +221,78 @@ impl Default for InferenceSection {
             max_delay: Duration::from_millis(50),
             intra_threads: 1,
             inter_threads: 1,
+            providers: vec!["cpu".to_string()],
+            allow_fallback: false,
+            cuda: CudaSection::default(),
+            tensorrt: TensorRtSection::default(),
         }
+    }
+}
+
+/// `[inference.cuda]`: the CUDA execution provider.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CudaSection {
+    /// GPU ordinal.
+    pub device_id: u32,
+    /// Cap of the provider's memory arena in MiB (`gpu_mem_limit`); 0 = no
+    /// cap.
+    pub memory_limit_mib: u64,
+}
+
+/// `[inference.tensorrt]`: the TensorRT execution provider. TensorRT
+/// (libnvinfer) is not installed on the machines this project is tested
+/// on: these settings are checked and passed on, never run there.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TensorRtSection {
+    /// GPU ordinal.
+    pub device_id: u32,
+    /// Allow FP16 kernels.
+    pub fp16: bool,
+    /// Allow INT8 kernels (a calibration table is needed unless the model is
+    /// quantized already).
+    pub int8: bool,
+    /// INT8 calibration table (TensorRT cache format), e.g.
+    /// `models/cic-mlp.trt-calibration.cache`.
+    pub int8_calibration_table: Option<PathBuf>,
+    /// Directory caching built engines.
+    pub engine_cache: Option<PathBuf>,
+    /// Directory of the timing cache.
+    pub timing_cache: Option<PathBuf>,
+    /// Builder workspace in MiB; 0 = TensorRT's default.
+    pub workspace_mib: u64,
+}
+
+impl InferenceSection {
+    /// The execution providers as the inference crate takes them (after
+    /// [`Config::validate`]).
+    pub fn execution_providers(&self) -> Vec<tapstream_inference::ExecutionProvider> {
+        use tapstream_inference::{CudaOptions, ExecutionProvider, TensorRtOptions};
+        let mib = |m: u64| (m > 0).then(|| usize::try_from(m << 20).unwrap_or(usize::MAX));
+        self.providers
+            .iter()
+            .filter_map(|p| match p.as_str() {
+                "cpu" => Some(ExecutionProvider::Cpu),
+                "cuda" => Some(ExecutionProvider::Cuda(CudaOptions {
+                    device_id: i32::try_from(self.cuda.device_id).unwrap_or(i32::MAX),
+                    memory_limit: mib(self.cuda.memory_limit_mib),
+                })),
+                "tensorrt" => {
+                    let t = &self.tensorrt;
+                    Some(ExecutionProvider::TensorRt(TensorRtOptions {
+                        device_id: i32::try_from(t.device_id).unwrap_or(i32::MAX),
+                        fp16: t.fp16,
+                        int8: t.int8,
+                        int8_calibration_table: t.int8_calibration_table.clone(),
+                        engine_cache: t.engine_cache.clone(),
+                        timing_cache: t.timing_cache.clone(),
+                        max_workspace: mib(t.workspace_mib),
+                    }))
+                }
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -345,6 +428,40 @@ impl Config {
                 "must be between 1 and 256",
             ));
         }
+        if i.providers.is_empty() {
+            return Err(invalid(
+                "inference.providers",
+                "must name at least one of tensorrt, cuda, cpu",
+            ));
+        }
+        for (k, p) in i.providers.iter().enumerate() {
+            if !["cpu", "cuda", "tensorrt"].contains(&p.as_str()) {
+                return Err(invalid(
+                    "inference.providers",
+                    format!("unknown provider {p:?}; the providers are tensorrt, cuda and cpu"),
+                ));
+            }
+            if i.providers[..k].contains(p) {
+                return Err(invalid(
+                    "inference.providers",
+                    format!("{p:?} is listed twice"),
+                ));
+            }
+        }
+        if i.cuda.memory_limit_mib > 1 << 24 || i.tensorrt.workspace_mib > 1 << 24 {
+            return Err(invalid(
+                "inference.cuda.memory_limit_mib",
+                "memory sizes must be at most 16 TiB (16777216 MiB)",
+            ));
+        }
+        if let Some(t) = &i.tensorrt.int8_calibration_table {
+            if !i.tensorrt.int8 {
+                return Err(invalid(
+                    "inference.tensorrt.int8_calibration_table",
+                    format!("{} is set but int8 is off", t.display()),
+                ));
+            }
+        }
         if !(1024..=1 << 24).contains(&self.gpu.batch_records) {
             return Err(invalid(
                 "gpu.batch_records",
@@ -460,6 +577,19 @@ mod tests {
                 "inference.intra_threads",
             ),
             ("[inference]\nmax_delay = \"5m\"\n", "inference.max_delay"),
+            ("[inference]\nproviders = []\n", "inference.providers"),
+            (
+                "[inference]\nproviders = [\"gpu\"]\n",
+                "inference.providers",
+            ),
+            (
+                "[inference]\nproviders = [\"cuda\", \"cuda\"]\n",
+                "inference.providers",
+            ),
+            (
+                "[inference.tensorrt]\nint8_calibration_table = \"x.cache\"\n",
+                "inference.tensorrt.int8_calibration_table",
+            ),
             ("[output]\neve = \"\"\n", "output.eve"),
             ("[gpu]\nbatch_records = 10\n", "gpu.batch_records"),
         ] {

@@ -66,6 +66,8 @@ pub fn load(cfg: &Config, cli: Option<&Path>) -> Result<LoadedModel> {
         intra_threads: cfg.inference.intra_threads,
         inter_threads: cfg.inference.inter_threads,
         sha256: cfg.model.sha256.clone(),
+        providers: cfg.inference.execution_providers(),
+        allow_fallback: cfg.inference.allow_fallback,
     };
     let engine = OnnxEngine::load(&path, &onnx)
         .with_context(|| format!("loading model {}", path.display()))?;

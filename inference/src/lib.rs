@@ -42,4 +42,7 @@ pub use features::select_features;
 pub use library::{
     init_runtime, ort_library, DEPS_DIR, ORT_DYLIB_PATH, ORT_LIBRARY_FILE, ORT_VERSION,
 };
-pub use onnx::{sha256_hex, ExecutionProvider, OnnxConfig, OnnxEngine, MAX_THREADS};
+pub use onnx::{
+    sha256_hex, CudaOptions, ExecutionProvider, OnnxConfig, OnnxEngine, TensorRtOptions,
+    MAX_THREADS,
+};

@@ -17,7 +17,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use ort::ep::{ExecutionProviderDispatch, CPU};
+use ort::ep::{ExecutionProviderDispatch, TensorRT, CPU, CUDA};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::{Outlet, TensorElementType, TensorRef, ValueType};
@@ -30,30 +30,125 @@ use crate::{library, InferenceError};
 /// Most threads either thread pool may be given.
 pub const MAX_THREADS: usize = 256;
 
-/// Where ONNX Runtime runs the graph. A session registers a list of them in
-/// order of preference; see [`OnnxEngine::providers`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// An ONNX Runtime execution provider and its settings.
+///
+/// The GPU providers need an ONNX Runtime library built with them (the
+/// `onnxruntime-gpu` wheel has CUDA and TensorRT; TensorRT itself, libnvinfer,
+/// must also be installed). Registration failures are errors unless
+/// [`OnnxConfig::allow_fallback`] says otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ExecutionProvider {
     /// ONNX Runtime's default CPU provider (MLAS kernels), with its memory
     /// arena.
     Cpu,
+    /// NVIDIA CUDA (cuBLAS/cuDNN kernels).
+    Cuda(CudaOptions),
+    /// NVIDIA TensorRT (engines built per model, optionally FP16/INT8).
+    TensorRt(TensorRtOptions),
+}
+
+/// Settings of the CUDA provider.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CudaOptions {
+    /// GPU ordinal.
+    pub device_id: i32,
+    /// Cap of the provider's memory arena in bytes (`gpu_mem_limit`); `None`
+    /// leaves ONNX Runtime's default (no cap).
+    pub memory_limit: Option<usize>,
+}
+
+/// Settings of the TensorRT provider.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TensorRtOptions {
+    /// GPU ordinal.
+    pub device_id: i32,
+    /// Let TensorRT pick FP16 kernels.
+    pub fp16: bool,
+    /// Let TensorRT pick INT8 kernels; needs a calibration table unless the
+    /// model is already quantized (QDQ).
+    pub int8: bool,
+    /// INT8 calibration table (TensorRT's cache format; see
+    /// `deploy/training/precision.py`).
+    pub int8_calibration_table: Option<PathBuf>,
+    /// Directory where built engines are cached (enables the cache).
+    pub engine_cache: Option<PathBuf>,
+    /// Directory of the timing cache (enables it).
+    pub timing_cache: Option<PathBuf>,
+    /// Builder workspace in bytes; `None` leaves TensorRT's default.
+    pub max_workspace: Option<usize>,
 }
 
 impl ExecutionProvider {
-    /// Short name, as used in logs and bench names: `cpu`.
-    pub fn as_str(self) -> &'static str {
+    /// Short name, as used in logs, configs and bench names: `cpu`, `cuda`,
+    /// `tensorrt`.
+    pub fn as_str(&self) -> &'static str {
         match self {
             ExecutionProvider::Cpu => "cpu",
+            ExecutionProvider::Cuda(_) => "cuda",
+            ExecutionProvider::TensorRt(_) => "tensorrt",
         }
     }
 
-    fn dispatch(self) -> ExecutionProviderDispatch {
+    /// The provider as ONNX Runtime registers it: every option set from the
+    /// settings, and a registration failure an error unless `fallback`.
+    pub fn dispatch(&self, fallback: bool) -> ExecutionProviderDispatch {
+        let d = match self {
+            ExecutionProvider::Cpu => CPU::default().with_arena_allocator(true).build(),
+            ExecutionProvider::Cuda(o) => {
+                let mut ep = CUDA::default().with_device_id(o.device_id);
+                if let Some(limit) = o.memory_limit {
+                    ep = ep.with_memory_limit(limit);
+                }
+                ep.build()
+            }
+            ExecutionProvider::TensorRt(o) => tensorrt(o).build(),
+        };
+        if fallback {
+            d
+        } else {
+            d.error_on_failure()
+        }
+    }
+}
+
+/// The TensorRT provider with `o`'s settings (tested as far as this
+/// machine allows: TensorRT itself is not installed here).
+pub fn tensorrt(o: &TensorRtOptions) -> TensorRT {
+    let mut ep = TensorRT::default()
+        .with_device_id(o.device_id)
+        .with_fp16(o.fp16)
+        .with_int8(o.int8);
+    if let Some(t) = &o.int8_calibration_table {
+        ep = ep
+            .with_int8_calibration_table_name(t.display())
+            .with_int8_use_native_calibration_table(false);
+    }
+    if let Some(dir) = &o.engine_cache {
+        ep = ep
+            .with_engine_cache(true)
+            .with_engine_cache_path(dir.display());
+    }
+    if let Some(dir) = &o.timing_cache {
+        ep = ep
+            .with_timing_cache(true)
+            .with_timing_cache_path(dir.display());
+    }
+    if let Some(w) = o.max_workspace {
+        ep = ep.with_max_workspace_size(w);
+    }
+    ep
+}
+
+impl ExecutionProvider {
+    /// Whether the loaded ONNX Runtime library was built with this provider
+    /// (it may still fail to start, e.g. without a GPU).
+    pub fn is_built_in(&self) -> bool {
+        use ort::ep::ExecutionProvider as _;
         match self {
-            ExecutionProvider::Cpu => CPU::default()
-                .with_arena_allocator(true)
-                .build()
-                .error_on_failure(),
+            ExecutionProvider::Cpu => true,
+            ExecutionProvider::Cuda(_) => CUDA::is_available().unwrap_or(false),
+            ExecutionProvider::TensorRt(_) => TensorRT::is_available().unwrap_or(false),
         }
     }
 }
@@ -88,6 +183,13 @@ pub struct OnnxConfig {
     /// Expected SHA-256 of the model file (64 hex digits, any case); a
     /// mismatch refuses the model.
     pub sha256: Option<String>,
+    /// Execution providers in order of preference (ONNX Runtime gives each
+    /// node to the first that supports it). Empty means CPU only.
+    pub providers: Vec<ExecutionProvider>,
+    /// When false (the default), a provider that cannot be registered is an
+    /// error, and without `Cpu` in the list no node may fall back to the CPU;
+    /// when true, ONNX Runtime skips such providers and falls back.
+    pub allow_fallback: bool,
 }
 
 impl Default for OnnxConfig {
@@ -98,6 +200,8 @@ impl Default for OnnxConfig {
             intra_threads: 1,
             inter_threads: 1,
             sha256: None,
+            providers: vec![ExecutionProvider::Cpu],
+            allow_fallback: false,
         }
     }
 }
@@ -119,10 +223,13 @@ impl OnnxConfig {
         self.sha256.as_deref().map(normalise_pin).transpose()
     }
 
-    /// The execution providers to register, in order of preference. CPU only
-    /// for now; GPU providers will come first when configured.
+    /// The execution providers to register, in order of preference.
     fn providers(&self) -> Vec<ExecutionProvider> {
-        vec![ExecutionProvider::Cpu]
+        if self.providers.is_empty() {
+            vec![ExecutionProvider::Cpu]
+        } else {
+            self.providers.clone()
+        }
     }
 }
 
@@ -221,6 +328,15 @@ impl OnnxEngine {
         };
 
         let runtime = library::runtime(cfg.library.as_deref())?;
+        if cfg.allow_fallback {
+            for p in cfg.providers().iter().filter(|p| !p.is_built_in()) {
+                tracing::warn!(
+                    message = "execution provider not in this ONNX Runtime build; falling back",
+                    provider = %p,
+                    library = %runtime.path.display(),
+                );
+            }
+        }
         // External data is resolved against the model's own directory, which
         // only a session built from the file knows.
         let source = if external {
@@ -358,9 +474,17 @@ fn build_session(
     cfg: &OnnxConfig,
     source: SessionSource<'_>,
 ) -> Result<Session, ort::Error> {
-    let providers: Vec<ExecutionProviderDispatch> =
-        cfg.providers().into_iter().map(|p| p.dispatch()).collect();
-    let mut builder = Session::builder(environment)?
+    let list = cfg.providers();
+    let providers: Vec<ExecutionProviderDispatch> = list
+        .iter()
+        .map(|p| p.dispatch(cfg.allow_fallback))
+        .collect();
+    let mut builder = Session::builder(environment)?;
+    if !cfg.allow_fallback && !list.contains(&ExecutionProvider::Cpu) {
+        // Every node must run on a listed provider: none silently on the CPU.
+        builder = builder.with_config_entry("session.disable_cpu_ep_fallback", "1")?;
+    }
+    let mut builder = builder
         .with_optimization_level(GraphOptimizationLevel::Level3)?
         .with_intra_threads(cfg.intra_threads)?
         .with_inter_threads(cfg.inter_threads)?

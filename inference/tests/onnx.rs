@@ -9,8 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use tapstream_inference::{
-    init_runtime, select_features, sha256_hex, Engine, InferenceError, OnnxConfig, OnnxEngine,
-    OutputKind, Precision, Prediction, Scaler,
+    init_runtime, select_features, sha256_hex, CudaOptions, Engine, ExecutionProvider,
+    InferenceError, OnnxConfig, OnnxEngine, OutputKind, Precision, Prediction, Scaler,
+    TensorRtOptions,
 };
 use tapstream_kernels::schema::{idx, NUM_FEATURES};
 
@@ -473,6 +474,62 @@ fn default_model_cic_mlp_loads_and_runs() -> TestResult {
             p.class < c.labels.len() && Some(p.class) != c.benign,
             "{p:?}"
         );
+    }
+    Ok(())
+}
+
+/// A GPU provider that this ONNX Runtime library lacks (the CPU wheel has
+/// neither CUDA nor TensorRT) is an error, never a silent drop to the CPU;
+/// with `allow_fallback` the model loads and runs on the CPU instead.
+#[test]
+fn missing_gpu_providers_are_errors_unless_fallback_is_allowed() -> TestResult {
+    if !have_ort("missing_gpu_providers_are_errors_unless_fallback_is_allowed") {
+        return Ok(());
+    }
+    let trt = ExecutionProvider::TensorRt(TensorRtOptions {
+        fp16: true,
+        int8: true,
+        int8_calibration_table: Some(data("calibration.cache")),
+        engine_cache: Some(std::env::temp_dir()),
+        timing_cache: Some(std::env::temp_dir()),
+        max_workspace: Some(1 << 30),
+        ..TensorRtOptions::default()
+    });
+    let cuda = ExecutionProvider::Cuda(CudaOptions {
+        device_id: 0,
+        memory_limit: Some(1 << 30),
+    });
+    for providers in [
+        vec![cuda.clone()],
+        vec![trt.clone(), cuda.clone(), ExecutionProvider::Cpu],
+        vec![trt.clone()],
+    ] {
+        let cfg = OnnxConfig {
+            providers: providers.clone(),
+            ..OnnxConfig::default()
+        };
+        match OnnxEngine::load(&data("linear3.onnx"), &cfg) {
+            Err(InferenceError::LoadModel { .. }) => {}
+            Ok(_) => {
+                // A GPU build of ONNX Runtime with a usable device: nothing
+                // to check here.
+                eprintln!("{providers:?} registered: this ONNX Runtime has GPU providers");
+                return Ok(());
+            }
+            Err(e) => panic!("{providers:?}: unexpected error {e}"),
+        }
+        let cfg = OnnxConfig {
+            providers,
+            allow_fallback: true,
+            ..OnnxConfig::default()
+        };
+        let mut engine = OnnxEngine::load(&data("linear3.onnx"), &cfg)?;
+        let c = engine.contract().clone();
+        let mut input = Vec::new();
+        let n = select_features(&c, &rows(&INPUTS), INPUTS.len(), &mut input);
+        let mut out = Vec::new();
+        engine.infer(&input, n, &mut out)?;
+        assert_eq!(out.len(), n);
     }
     Ok(())
 }
