@@ -129,6 +129,7 @@ fn end_to_end(c: &mut Criterion) {
                             threshold: m.threshold,
                             batch_rows: cfg.inference.batch_rows,
                             max_delay: cfg.inference.max_delay,
+                            reload: None,
                         };
                         pipeline::run(
                             &path,

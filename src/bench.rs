@@ -324,6 +324,7 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
                 threshold: m.threshold,
                 batch_rows: cfg.inference.batch_rows,
                 max_delay: cfg.inference.max_delay,
+                reload: None,
             };
             let report = pipeline::run(
                 input,

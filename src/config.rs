@@ -180,6 +180,10 @@ pub struct ModelSection {
     /// Decision threshold on the attack score, overriding the model's own
     /// `tapstream.threshold` (0.0..=1.0).
     pub threshold: Option<f32>,
+    /// Reload the model when its file changes (checked every second), as
+    /// SIGHUP does. A model that fails its checks leaves the current one
+    /// running.
+    pub watch: bool,
 }
 
 /// `[inference]`: ONNX Runtime and batching.

@@ -8,6 +8,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,15 @@ pub struct AlertStage {
     pub batch_rows: usize,
     /// Longest wait for a batch to fill.
     pub max_delay: Duration,
+    /// Replacement models, swapped in between batches (hot reload).
+    pub reload: Option<std::sync::Arc<crate::reload::Reloader>>,
+}
+
+/// The model identity and decision settings an alert batch was scored with.
+struct Scoring {
+    model: ModelInfo,
+    labels: Vec<String>,
+    threshold: f32,
 }
 
 /// What the consumer counted.
@@ -74,6 +84,8 @@ pub struct ConsumerReport {
     pub sink_closed: bool,
     /// CSV rows written (features mode).
     pub csv_rows: u64,
+    /// Models swapped in during the run (hot reload).
+    pub model_swaps: u64,
 }
 
 impl ConsumerReport {
@@ -159,32 +171,24 @@ impl AlertStage {
             mut engine,
             sink,
             model,
-            threshold,
+            mut threshold,
             batch_rows,
             max_delay,
+            reload,
         } = self;
-        let contract = engine.contract().clone();
-        let labels = contract.labels.clone();
-        let mut report = ConsumerReport {
-            labels: labels.clone(),
-            alerts_by_class: vec![0; labels.len()],
-            ..ConsumerReport::default()
-        };
-        let (alert_tx, alert_rx) = bounded::<Vec<Flagged>>(16);
+        let mut contract = engine.contract().clone();
+        let mut scoring = Arc::new(Scoring {
+            model,
+            labels: contract.labels.clone(),
+            threshold,
+        });
+        let mut report = ConsumerReport::default();
+        let (alert_tx, alert_rx) = bounded::<(Arc<Scoring>, Vec<Flagged>)>(16);
         let (alert_pool_tx, alert_pool_rx) = bounded::<Vec<Flagged>>(18);
-        let sink_labels = labels.clone();
+        let first_labels = contract.labels.clone();
         let sink_handle = thread::Builder::new()
             .name("alert-sink".into())
-            .spawn(move || {
-                sink_loop(
-                    sink,
-                    alert_rx,
-                    alert_pool_tx,
-                    &model,
-                    &sink_labels,
-                    threshold,
-                )
-            })
+            .spawn(move || sink_loop(sink, alert_rx, alert_pool_tx, first_labels))
             .context("spawning alert sink")?;
 
         // Flow batches are gathered whole: their metadata and the model's
@@ -196,10 +200,32 @@ impl AlertStage {
         let mut preds: Vec<Prediction> = Vec::with_capacity(batch_rows);
         let mut blocked = Duration::ZERO;
         let mut sink_open = true;
-        let width = contract.num_features();
+        let mut width = contract.num_features();
         loop {
             let closed = match recv_until(&rx, batcher.deadline(), &mut blocked) {
                 Recv::Item(mut b) => {
+                    // A batch starts: nothing is pending, so a new model can
+                    // take over without a flow being scored by a mix of two.
+                    if metas.is_empty() {
+                        if let Some(new) = reload.as_ref().and_then(|r| r.take()) {
+                            tracing::info!(
+                                message = "model swapped in",
+                                model = %new.info.name,
+                                version = %new.info.version,
+                                sha256 = %new.info.sha256,
+                            );
+                            engine = new.engine;
+                            contract = engine.contract().clone();
+                            width = contract.num_features();
+                            threshold = new.threshold;
+                            scoring = Arc::new(Scoring {
+                                model: new.info,
+                                labels: contract.labels.clone(),
+                                threshold,
+                            });
+                            report.model_swaps += 1;
+                        }
+                    }
                     let n = b.len();
                     report.flows += n as u64;
                     let written = select_features(&contract, &b.rows, n, &mut input);
@@ -243,7 +269,7 @@ impl AlertStage {
             }
             if sink_open && !flagged.is_empty() {
                 let t = Instant::now();
-                sink_open = alert_tx.send(flagged).is_ok();
+                sink_open = alert_tx.send((scoring.clone(), flagged)).is_ok();
                 blocked += t.elapsed();
                 if !sink_open {
                     stop.store(true, Ordering::Relaxed);
@@ -260,7 +286,7 @@ impl AlertStage {
         let sink_report = sink_handle
             .join()
             .map_err(|_| anyhow!("alert sink thread panicked"))?;
-        report.alerts_by_class = sink_report.per_class;
+        (report.labels, report.alerts_by_class) = sink_report.per_class.into_iter().unzip();
         report.sink_busy = sink_report.busy;
         report.sink_error = sink_report.error;
         report.sink_closed = sink_report.closed;
@@ -270,7 +296,9 @@ impl AlertStage {
 }
 
 struct SinkReport {
-    per_class: Vec<u64>,
+    /// Alerts per class label: the first model's labels in order, then any
+    /// new label a reloaded model brought.
+    per_class: Vec<(String, u64)>,
     busy: Duration,
     error: Option<String>,
     closed: bool,
@@ -278,23 +306,22 @@ struct SinkReport {
 
 fn sink_loop(
     mut sink: Box<dyn AlertSink>,
-    rx: Receiver<Vec<Flagged>>,
+    rx: Receiver<(Arc<Scoring>, Vec<Flagged>)>,
     pool: Sender<Vec<Flagged>>,
-    model: &ModelInfo,
-    labels: &[String],
-    threshold: f32,
+    labels: Vec<String>,
 ) -> SinkReport {
     let mut report = SinkReport {
-        per_class: vec![0; labels.len()],
+        per_class: labels.into_iter().map(|l| (l, 0)).collect(),
         busy: Duration::ZERO,
         error: None,
         closed: false,
     };
-    for mut batch in rx.iter() {
+    for (scoring, mut batch) in rx.iter() {
         let t = Instant::now();
         if report.error.is_none() {
             for f in &batch {
-                let class = labels
+                let class = scoring
+                    .labels
                     .get(f.prediction.class)
                     .map_or("unknown", String::as_str);
                 let alert = Alert {
@@ -302,16 +329,17 @@ fn sink_loop(
                     score: f.prediction.score,
                     class,
                     class_index: u16::try_from(f.prediction.class).unwrap_or(u16::MAX),
-                    model,
-                    threshold,
+                    model: &scoring.model,
+                    threshold: scoring.threshold,
                 };
                 if let Err(e) = sink.write(&alert) {
                     report.closed = e.is_closed();
                     report.error = Some(e.to_string());
                     break;
                 }
-                if let Some(c) = report.per_class.get_mut(f.prediction.class) {
-                    *c += 1;
+                match report.per_class.iter_mut().find(|(l, _)| l == class) {
+                    Some((_, n)) => *n += 1,
+                    None => report.per_class.push((class.to_string(), 1)),
                 }
                 metrics::counter!("tapstream_alerts_total", "class" => class.to_string())
                     .increment(1);

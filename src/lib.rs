@@ -16,6 +16,7 @@ pub mod device;
 pub mod gpu;
 pub mod model;
 pub mod pipeline;
+pub mod reload;
 pub mod summary;
 
 pub use config::Config;

@@ -183,6 +183,8 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                         .with_context(|| format!("opening EVE output {}", cfg.output.eve))?,
                 )
             };
+            // SIGHUP (and a changed file with model.watch) reloads the model.
+            let reload = tapstream::reload::Reloader::start(&cfg, args.model.as_deref(), true)?;
             let stage = AlertStage {
                 engine: loaded.engine,
                 sink,
@@ -190,6 +192,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 threshold: loaded.threshold,
                 batch_rows: cfg.inference.batch_rows,
                 max_delay: cfg.inference.max_delay,
+                reload: Some(std::sync::Arc::new(reload)),
             };
             let report = run_with_progress(&args.common, &cfg, Consumer::Alerts(stage))?;
             finish(&report, &args.common)

@@ -87,6 +87,9 @@ pub fn render(r: &RunReport) -> String {
             c.scored, c.inference_calls
         );
         let _ = writeln!(s, "  alerts             {:>12}", c.alerts());
+        if c.model_swaps > 0 {
+            let _ = writeln!(s, "  model reloads      {:>12}", c.model_swaps);
+        }
         for (label, n) in c.labels.iter().zip(&c.alerts_by_class) {
             if *n > 0 {
                 let _ = writeln!(s, "    {label:<26} {n:>8}");
@@ -195,6 +198,7 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
         "flows_ended": ended,
         "evictions": r.workers.stats.evictions,
         "scored": r.consumer.scored,
+        "model_swaps": r.consumer.model_swaps,
         "alerts": r.consumer.alerts(),
         "alerts_by_class": alerts,
         "csv_rows": r.consumer.csv_rows,

@@ -1,0 +1,251 @@
+//! Hot reload: a good new model takes over between batches, a bad one is
+//! refused and the current model keeps scoring, and no flow is lost or
+//! scored twice on the way; and `tapstream run` reloads on SIGHUP.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::bounded;
+use tapstream::config::Config;
+use tapstream::consumer::{AlertStage, Consumer};
+use tapstream::reload::Reloader;
+use tapstream_connectors::eve::Alert;
+use tapstream_connectors::sink::{AlertSink, SinkError};
+use tapstream_ingest::flow::FlowConfig;
+use tapstream_ingest::{decode, CaptureReader, PacketRecord};
+use tapstream_kernels::{FlowBatch, ShardProcessor};
+
+use crate::util::{bin, have_ort, output, root};
+
+/// Remembers which model scored each alert.
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+impl AlertSink for Recorder {
+    fn write(&mut self, alert: &Alert<'_>) -> Result<(), SinkError> {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(alert.model.name.clone());
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// The demo capture's flows, in small batches.
+fn demo_batches(dir: &Path) -> Vec<FlowBatch> {
+    let pcap = crate::util::demo_pcap(dir);
+    let mut reader = CaptureReader::open(&pcap).unwrap();
+    let mut recs = Vec::new();
+    let mut rec = PacketRecord::default();
+    while let Ok(Some(p)) = reader.next_packet() {
+        if decode(&p, &mut rec).is_ok() {
+            recs.push(rec);
+        }
+    }
+    let mut shard = ShardProcessor::new(FlowConfig::default(), 0).unwrap();
+    let mut batches = Vec::new();
+    let mut out = FlowBatch::default();
+    for chunk in recs.chunks(512) {
+        shard.process(chunk, &mut out);
+        if !out.is_empty() {
+            batches.push(out.clone());
+            out.clear();
+        }
+    }
+    shard.flush(&mut out);
+    batches.push(out);
+    batches
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn good_model_swaps_in_bad_model_is_refused_no_flow_lost() {
+    if !have_ort("good_model_swaps_in_bad_model_is_refused_no_flow_lost") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let batches = demo_batches(dir.path());
+    let total: usize = batches.iter().map(FlowBatch::len).sum();
+    assert!(
+        batches.len() >= 9 && total > 1000,
+        "{} batches, {total} flows",
+        batches.len()
+    );
+    let model = dir.path().join("model.onnx");
+    std::fs::copy(root().join("models/cic-mlp.onnx"), &model).unwrap();
+    let mut cfg = Config::default();
+    cfg.model.path = Some(model.clone());
+    cfg.model.threshold = Some(0.0); // every flow alerts, so every flow is seen
+    cfg.inference.max_delay = Duration::ZERO;
+    let loaded = tapstream::model::load(&cfg, None).unwrap();
+    let reload = Arc::new(Reloader::start(&cfg, None, false).unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stage = AlertStage {
+        engine: loaded.engine,
+        sink: Box::new(Recorder(seen.clone())),
+        model: loaded.info,
+        threshold: loaded.threshold,
+        batch_rows: 256,
+        max_delay: Duration::ZERO,
+        reload: Some(reload.clone()),
+    };
+    // A rendezvous: when a send returns, the consumer holds that batch, and
+    // (max_delay 0) scores it before it takes the next.
+    let (tx, rx) = bounded::<FlowBatch>(0);
+    let (pool_tx, _pool_rx) = bounded::<FlowBatch>(64);
+    let consumer = std::thread::spawn(move || {
+        Consumer::Alerts(stage).run(rx, pool_tx, &AtomicBool::new(false))
+    });
+    let third = batches.len() / 3;
+    let mut sent = 0;
+    let mut send = |b: &FlowBatch| {
+        sent += b.len();
+        tx.send(b.clone()).unwrap();
+    };
+    for b in &batches[..third] {
+        send(b);
+    }
+    // A good model with other features and labels replaces the file.
+    std::fs::copy(root().join("inference/tests/data/linear3.onnx"), &model).unwrap();
+    reload.request();
+    wait_for("the new model", || reload.counts().loaded == 1);
+    for b in &batches[third..2 * third] {
+        send(b);
+    }
+    // A broken file is refused; the model in use goes on.
+    std::fs::write(&model, b"not a model").unwrap();
+    reload.request();
+    wait_for("the refusal", || reload.counts().refused == 1);
+    for b in &batches[2 * third..] {
+        send(b);
+    }
+    drop(tx);
+    let report = consumer.join().unwrap().unwrap();
+    assert_eq!(sent, total);
+    assert_eq!(report.flows as usize, total);
+    assert_eq!(report.scored as usize, total);
+    assert_eq!(report.model_swaps, 1);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), total, "every flow alerts exactly once");
+    // The old model scored a prefix, the new one everything after it.
+    let switch = seen
+        .iter()
+        .position(|m| m == "fixture-linear3")
+        .expect("the new model scored flows");
+    // It took over at the start of a batch: the first one after the reload
+    // request, or the one the consumer had just received when the new model
+    // became ready.
+    let boundary: Vec<usize> = batches
+        .iter()
+        .scan(0, |n, b| {
+            *n += b.len();
+            Some(*n)
+        })
+        .collect();
+    assert!(
+        switch == boundary[third - 1] || switch == boundary[third - 2],
+        "swapped after {switch} flows; batches end at {:?}",
+        &boundary[third - 2..third]
+    );
+    assert!(seen[..switch].iter().all(|m| m == "cic-mlp"));
+    assert!(seen[switch..].iter().all(|m| m == "fixture-linear3"));
+}
+
+/// `tapstream run` on a capture that arrives through a FIFO: SIGHUP while
+/// it waits for more packets reloads the model; the summary counts the
+/// swap and every packet.
+#[test]
+fn sighup_reloads_the_model_of_a_running_tapstream() {
+    if !have_ort("sighup_reloads_the_model_of_a_running_tapstream") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = std::fs::read(crate::util::demo_pcap(dir.path())).unwrap();
+    let fifo = dir.path().join("input.pcap");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !matches!(made, Ok(s) if s.success()) {
+        eprintln!("sighup_reloads_the_model_of_a_running_tapstream: skipped, no mkfifo");
+        return;
+    }
+    let model = dir.path().join("model.onnx");
+    std::fs::copy(root().join("models/cic-mlp.onnx"), &model).unwrap();
+    let summary = dir.path().join("summary.json");
+    let mut child = bin()
+        .args(["run", "--eve", "/dev/null", "--model"])
+        .arg(&model)
+        .arg("--pcap")
+        .arg(&fifo)
+        .arg("--summary-json")
+        .arg(&summary)
+        .env("TAPSTREAM_LOG", "tapstream=info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    // Its log lines, as they come.
+    let (lines_tx, lines) = crossbeam_channel::unbounded::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines_tx.send(line);
+        }
+        all
+    });
+    let wait_line = |text: &str| {
+        let t = Instant::now();
+        loop {
+            let left = Duration::from_secs(20).saturating_sub(t.elapsed());
+            match lines.recv_timeout(left) {
+                Ok(l) if l.contains(text) => return,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {text:?}"),
+            }
+        }
+    };
+    // Opening the FIFO waits for tapstream to open it, by which time its
+    // SIGHUP handler is installed.
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let half = pcap.len() / 2;
+    writer.write_all(&pcap[..half]).unwrap();
+    writer.flush().unwrap();
+    std::fs::copy(root().join("inference/tests/data/linear3.onnx"), &model).unwrap();
+    let o = output(std::process::Command::new("kill").args(["-HUP", &pid]));
+    assert!(o.status.success());
+    wait_line("new model ready");
+    // Flows already gathered into a batch are scored by the model that
+    // batch started with (the deadline is 50 ms); the rest start a new one.
+    std::thread::sleep(Duration::from_millis(300));
+    writer.write_all(&pcap[half..]).unwrap();
+    drop(writer);
+    let status = child.wait().unwrap();
+    let stderr = log.join().unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("model swapped in"), "{stderr}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(s["model_swaps"], 1, "{s}");
+    assert_eq!(s["accounted"], true, "{s}");
+    assert_eq!(s["flows"], s["scored"], "{s}");
+}
