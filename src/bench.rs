@@ -273,6 +273,20 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
         let mut preds: Vec<Prediction> = Vec::new();
         let batch = cfg.inference.batch_rows;
         let rows = kept.len();
+        // One warm-up call (a GPU provider initialises its libraries on the
+        // first run).
+        if rows > 0 {
+            let k = batch.min(rows);
+            select_features(
+                &contract,
+                &kept.rows[..k * tapstream_kernels::schema::NUM_FEATURES],
+                k,
+                &mut input_rows,
+            );
+            m.engine
+                .infer(&input_rows, k, &mut preds)
+                .map_err(|e| anyhow::Error::new(e).context("inference warm-up"))?;
+        }
         let t = Instant::now();
         let mut done = 0usize;
         while done < rows {
@@ -287,7 +301,7 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
             done += k;
         }
         stages.push(StageResult {
-            name: "inference (1 thread)".to_string(),
+            name: format!("inference ({}, {}-row batches)", m.providers, batch),
             items: rows as u64,
             unit: "row",
             seconds: t.elapsed().as_secs_f64(),

@@ -56,6 +56,8 @@ pub struct LoadedModel {
     pub threshold: f32,
     /// The file it came from.
     pub path: PathBuf,
+    /// Execution providers in order of preference, e.g. `cuda,cpu`.
+    pub providers: String,
 }
 
 /// Loads and verifies the model for a run.
@@ -78,10 +80,17 @@ pub fn load(cfg: &Config, cli: Option<&Path>) -> Result<LoadedModel> {
         sha256: c.sha256.clone(),
     };
     let threshold = cfg.model.threshold.unwrap_or(c.threshold);
+    let providers = engine
+        .providers()
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
     Ok(LoadedModel {
         engine: Box::new(engine),
         info,
         threshold,
         path,
+        providers,
     })
 }
