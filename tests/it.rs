@@ -9,6 +9,8 @@ mod cli;
 mod decoders;
 // The device's model-input kernel, emulated, against select_features.
 mod gpu_model_input;
+// `tapstream model report`: JSON sanity, robustness, errors.
+mod model_report;
 // Hot reload of the model (in process, and SIGHUP to a running tapstream).
 mod reload;
 // Every shared capture through `tapstream run`: exit codes, no panics,
