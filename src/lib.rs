@@ -17,6 +17,7 @@ pub mod gpu;
 pub mod model;
 pub mod pipeline;
 pub mod reload;
+pub mod report;
 pub mod summary;
 
 pub use config::Config;

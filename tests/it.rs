@@ -9,6 +9,8 @@ mod cli;
 mod decoders;
 // The device's model-input kernel, emulated, against select_features.
 mod gpu_model_input;
+// `tapstream model report`: JSON sanity, robustness, errors.
+mod model_report;
 // FP16 and INT8 variants of the default model against FP32.
 mod precision;
 // Hot reload of the model (in process, and SIGHUP to a running tapstream).

@@ -496,16 +496,31 @@ fn build_session(
     }
 }
 
-impl Engine for OnnxEngine {
-    fn contract(&self) -> &ModelContract {
-        &self.contract
-    }
-
-    fn infer(
+impl OnnxEngine {
+    /// Like [`Engine::infer`], and also copies the model's raw output into
+    /// `raw` (cleared first): `rows × labels` probabilities for a
+    /// probabilities model, `rows` scores for a score model.
+    ///
+    /// [`Prediction::class`] names the most likely *attack*; a multiclass
+    /// accuracy needs the argmax over every label, benign included, which
+    /// only the raw output has (`tapstream model report` uses this).
+    pub fn infer_raw(
         &mut self,
         input: &[f32],
         rows: usize,
         out: &mut Vec<Prediction>,
+        raw: &mut Vec<f32>,
+    ) -> Result<(), InferenceError> {
+        raw.clear();
+        self.run(input, rows, out, Some(raw))
+    }
+
+    fn run(
+        &mut self,
+        input: &[f32],
+        rows: usize,
+        out: &mut Vec<Prediction>,
+        raw: Option<&mut Vec<f32>>,
     ) -> Result<(), InferenceError> {
         out.clear();
         check_input(&self.contract, input, rows)?;
@@ -542,7 +557,26 @@ impl Engine for OnnxEngine {
                     source,
                 })?;
         out.reserve(rows);
-        read_output(&self.contract, rows, shape, data, out)
+        read_output(&self.contract, rows, shape, data, out)?;
+        if let Some(raw) = raw {
+            raw.extend_from_slice(data);
+        }
+        Ok(())
+    }
+}
+
+impl Engine for OnnxEngine {
+    fn contract(&self) -> &ModelContract {
+        &self.contract
+    }
+
+    fn infer(
+        &mut self,
+        input: &[f32],
+        rows: usize,
+        out: &mut Vec<Prediction>,
+    ) -> Result<(), InferenceError> {
+        self.run(input, rows, out, None)
     }
 }
 
