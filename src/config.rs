@@ -211,6 +211,10 @@ pub struct InferenceSection {
     /// `cpu` not listed, no node may run on the CPU; when true, ONNX Runtime
     /// skips such providers and falls back (logged, never silent).
     pub allow_fallback: bool,
+    /// Cap in MiB of the CPU memory arena all inference sessions share; an
+    /// inference needing more fails (and is reported) instead of growing
+    /// memory. 0: no cap.
+    pub cpu_arena_limit_mib: u64,
     /// CUDA provider settings.
     pub cuda: CudaSection,
     /// TensorRT provider settings.
@@ -227,6 +231,7 @@ impl Default for InferenceSection {
             inter_threads: 1,
             providers: vec!["cpu".to_string()],
             allow_fallback: false,
+            cpu_arena_limit_mib: 0,
             cuda: CudaSection::default(),
             tensorrt: TensorRtSection::default(),
         }
@@ -269,6 +274,12 @@ pub struct TensorRtSection {
 }
 
 impl InferenceSection {
+    /// The CPU arena cap in bytes, if any.
+    pub fn cpu_arena_limit(&self) -> Option<usize> {
+        (self.cpu_arena_limit_mib > 0)
+            .then(|| usize::try_from(self.cpu_arena_limit_mib << 20).unwrap_or(usize::MAX))
+    }
+
     /// The execution providers as the inference crate takes them (after
     /// [`Config::validate`]).
     pub fn execution_providers(&self) -> Vec<tapstream_inference::ExecutionProvider> {
@@ -451,6 +462,12 @@ impl Config {
                     format!("{p:?} is listed twice"),
                 ));
             }
+        }
+        if i.cpu_arena_limit_mib > 1 << 24 {
+            return Err(invalid(
+                "inference.cpu_arena_limit_mib",
+                "must be at most 16777216 (16 TiB)",
+            ));
         }
         if i.cuda.memory_limit_mib > 1 << 24 || i.tensorrt.workspace_mib > 1 << 24 {
             return Err(invalid(

@@ -70,6 +70,7 @@ pub fn load(cfg: &Config, cli: Option<&Path>) -> Result<LoadedModel> {
         sha256: cfg.model.sha256.clone(),
         providers: cfg.inference.execution_providers(),
         allow_fallback: cfg.inference.allow_fallback,
+        cpu_arena_limit: cfg.inference.cpu_arena_limit(),
     };
     let engine = OnnxEngine::load(&path, &onnx)
         .with_context(|| format!("loading model {}", path.display()))?;

@@ -131,6 +131,13 @@ pub enum InferenceError {
         found: String,
     },
 
+    /// ONNX Runtime refused the capped CPU arena.
+    #[error("could not cap ONNX Runtime's CPU memory arena: {message}")]
+    ArenaSetup {
+        /// ONNX Runtime's message.
+        message: String,
+    },
+
     /// A required `tapstream.*` metadata key is absent from the model.
     #[error(
         "model metadata has no `{key}`; the model's contract is incomplete (export it with \

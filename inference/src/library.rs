@@ -142,6 +142,92 @@ pub(crate) fn runtime(explicit: Option<&Path>) -> Result<Runtime, InferenceError
     Ok(rt)
 }
 
+/// The cap on the process's shared CPU arena, once one is registered.
+static ARENA_CAP: Mutex<Option<usize>> = Mutex::new(None);
+
+/// Caps ONNX Runtime's CPU memory arena at `max_bytes`: registers a shared
+/// arena allocator with that `max_mem` on the environment, which sessions
+/// then use (`session.use_env_allocators`). One cap per process, like the
+/// environment; asking for another is an error.
+pub(crate) fn cap_cpu_arena(rt: &Runtime, max_bytes: usize) -> Result<(), InferenceError> {
+    let mut slot = ARENA_CAP.lock().unwrap_or_else(|e| e.into_inner());
+    match *slot {
+        Some(cap) if cap == max_bytes => return Ok(()),
+        Some(cap) => {
+            return Err(InferenceError::InvalidConfig {
+                field: "cpu_arena_limit",
+                reason: format!(
+                    "this process's CPU arena is already capped at {cap} bytes, and the cap is per process"
+                ),
+            })
+        }
+        None => {}
+    }
+    let api = ort::api();
+    let keys = [c"max_mem".as_ptr()];
+    let values = [max_bytes];
+    let mut cfg = std::ptr::null_mut();
+    // SAFETY: the key and value arrays hold one entry each and outlive the
+    // call; `cfg` receives a new arena configuration owned here.
+    ort_status(unsafe { (api.CreateArenaCfgV2)(keys.as_ptr(), values.as_ptr(), 1, &mut cfg) })?;
+    let mut info = std::ptr::null_mut();
+    // SAFETY: writes a new CPU memory description into `info`.
+    let made = ort_status(unsafe {
+        (api.CreateCpuMemoryInfo)(
+            ort::sys::OrtAllocatorType::OrtArenaAllocator,
+            ort::sys::OrtMemType::OrtMemTypeDefault,
+            &mut info,
+        )
+    });
+    let registered = made.and_then(|()| {
+        // SAFETY: the environment lives as long as the process's runtime;
+        // ONNX Runtime copies what it needs from `info` and `cfg`.
+        ort_status(unsafe {
+            (api.CreateAndRegisterAllocator)(
+                ort::AsPointer::ptr(&rt.environment).cast_mut(),
+                info,
+                cfg,
+            )
+        })
+    });
+    // SAFETY: both were created above (a null `info` is allowed) and are not
+    // used again.
+    unsafe {
+        if !info.is_null() {
+            (api.ReleaseMemoryInfo)(info);
+        }
+        (api.ReleaseArenaCfg)(cfg);
+    }
+    registered?;
+    *slot = Some(max_bytes);
+    tracing::info!(
+        message = "capped ONNX Runtime's CPU arena",
+        bytes = max_bytes
+    );
+    Ok(())
+}
+
+/// An ONNX Runtime status as a result (releasing it).
+fn ort_status(s: ort::sys::OrtStatusPtr) -> Result<(), InferenceError> {
+    if s.0.is_null() {
+        return Ok(());
+    }
+    let api = ort::api();
+    // SAFETY: a non-null status carries a message that lives until it is
+    // released, which happens after the copy.
+    let message = unsafe {
+        let m = (api.GetErrorMessage)(s.0);
+        let text = if m.is_null() {
+            "unknown error".to_string()
+        } else {
+            std::ffi::CStr::from_ptr(m).to_string_lossy().into_owned()
+        };
+        (api.ReleaseStatus)(s.0);
+        text
+    };
+    Err(InferenceError::ArenaSetup { message })
+}
+
 /// Loads ONNX Runtime now, as [`OnnxEngine::load`](crate::OnnxEngine::load)
 /// would, and returns the path of the library in use. Use it to fail fast at
 /// start-up, or to report which library a process runs.

@@ -190,6 +190,10 @@ pub struct OnnxConfig {
     /// error, and without `Cpu` in the list no node may fall back to the CPU;
     /// when true, ONNX Runtime skips such providers and falls back.
     pub allow_fallback: bool,
+    /// Cap in bytes of the CPU memory arena all sessions of the process
+    /// share; an inference needing more fails with an error. `None`: no cap
+    /// (each session has its own growing arena). One cap per process.
+    pub cpu_arena_limit: Option<usize>,
 }
 
 impl Default for OnnxConfig {
@@ -202,6 +206,7 @@ impl Default for OnnxConfig {
             sha256: None,
             providers: vec![ExecutionProvider::Cpu],
             allow_fallback: false,
+            cpu_arena_limit: None,
         }
     }
 }
@@ -328,6 +333,9 @@ impl OnnxEngine {
         };
 
         let runtime = library::runtime(cfg.library.as_deref())?;
+        if let Some(cap) = cfg.cpu_arena_limit {
+            library::cap_cpu_arena(&runtime, cap)?;
+        }
         if cfg.allow_fallback {
             for p in cfg.providers().iter().filter(|p| !p.is_built_in()) {
                 tracing::warn!(
@@ -480,6 +488,10 @@ fn build_session(
         .map(|p| p.dispatch(cfg.allow_fallback))
         .collect();
     let mut builder = Session::builder(environment)?;
+    if cfg.cpu_arena_limit.is_some() {
+        // The shared, capped arena registered on the environment.
+        builder = builder.with_config_entry("session.use_env_allocators", "1")?;
+    }
     if !cfg.allow_fallback && !list.contains(&ExecutionProvider::Cpu) {
         // Every node must run on a listed provider: none silently on the CPU.
         builder = builder.with_config_entry("session.disable_cpu_ep_fallback", "1")?;

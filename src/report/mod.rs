@@ -132,6 +132,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Written> {
         },
         providers,
         allow_fallback: false,
+        cpu_arena_limit: cfg.inference.cpu_arena_limit(),
     };
 
     // The reference on the CPU decides labels and the baseline; it must load.
