@@ -13,33 +13,12 @@ use tapstream_inference::contract::keys;
 use tapstream_inference::{select_features, ModelContract};
 use tapstream_kernels::schema::{FEATURES, NUM_FEATURES, SCHEMA_NAME, SCHEMA_VERSION};
 
+#[path = "../kernels/tests/gpu_emu/emulator.rs"]
+mod emulator;
+
 fn build_emulator(dir: &Path) -> Option<PathBuf> {
     let kernels = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
-    let exe = dir.join("emu");
-    let status = Command::new("c++")
-        .args([
-            "-O2",
-            "-std=c++17",
-            "-Wall",
-            "-Werror",
-            "-Wno-unused-function",
-            "-Wno-maybe-uninitialized",
-            "-Wno-unknown-pragmas",
-        ])
-        .arg("-I")
-        .arg(kernels.join("src/gpu"))
-        .arg(kernels.join("tests/gpu_emu/emu.cpp"))
-        .arg("-o")
-        .arg(&exe)
-        .status();
-    match status {
-        Ok(s) if s.success() => Some(exe),
-        Ok(s) => panic!("the kernel source does not compile as C++ ({s})"),
-        Err(e) => {
-            eprintln!("gpu_model_input: skipped, no C++ compiler ({e})");
-            None
-        }
-    }
+    emulator::build_emulator(&kernels, dir, "gpu_model_input")
 }
 
 fn contract(features: &[&str], scaler: &str) -> ModelContract {

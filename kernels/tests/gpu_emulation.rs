@@ -20,35 +20,11 @@ use tapstream_kernels::schema::{FEATURES, NUM_FEATURES};
 use tapstream_kernels::shard::Output;
 use tapstream_kernels::{FlowBatch, ShardProcessor};
 
+#[path = "gpu_emu/emulator.rs"]
+mod emulator;
+
 fn build_emulator(dir: &Path) -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let exe = dir.join("emu");
-    let status = Command::new("c++")
-        .args([
-            "-O2",
-            "-std=c++17",
-            "-Wall",
-            "-Werror",
-            "-Wno-unused-function",
-            // GCC cannot see that a role initializes its part before storing it.
-            "-Wno-maybe-uninitialized",
-            // `#pragma unroll` is for NVRTC.
-            "-Wno-unknown-pragmas",
-        ])
-        .arg("-I")
-        .arg(root.join("src/gpu"))
-        .arg(root.join("tests/gpu_emu/emu.cpp"))
-        .arg("-o")
-        .arg(&exe)
-        .status();
-    match status {
-        Ok(s) if s.success() => Some(exe),
-        Ok(s) => panic!("the kernel source does not compile as C++ ({s})"),
-        Err(e) => {
-            eprintln!("gpu_emulation: skipped, no C++ compiler ({e})");
-            None
-        }
-    }
+    emulator::build_emulator(Path::new(env!("CARGO_MANIFEST_DIR")), dir, "gpu_emulation")
 }
 
 struct EmuExecutor {
