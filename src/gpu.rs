@@ -15,7 +15,7 @@ use tapstream_kernels::gpu::records::fin_capacity;
 use tapstream_kernels::gpu::{BatchExecutor, Columns, GpuError, GpuShard, ModelInput, RecordBatch};
 use tapstream_kernels::schema::{Kind, FEATURES, NUM_FEATURES};
 use tapstream_kernels::shard::Output;
-use tapstream_kernels::{FlowBatch, ShardProcessor};
+use tapstream_kernels::FlowBatch;
 
 /// Largest relative difference accepted for a floating-point feature. The
 /// kernels reproduce every operation of the CPU extractor with the same
@@ -46,13 +46,7 @@ pub fn records(path: &Path) -> Result<Vec<PacketRecord>> {
 
 /// Rows of the CPU extractor.
 pub fn cpu_rows(flow: FlowConfig, recs: &[PacketRecord]) -> Result<FlowBatch> {
-    let mut shard = ShardProcessor::new(flow, 0)?;
-    let mut out = FlowBatch::default();
-    for chunk in recs.chunks(4096) {
-        shard.process(chunk, &mut out);
-    }
-    shard.flush(&mut out);
-    Ok(out)
+    crate::report::input::extract(recs, flow)
 }
 
 /// A reusable GPU shard for parity checks over many captures.

@@ -9,69 +9,23 @@
 //! and keeps the benign false-positive rate within 0.5 percentage points of
 //! FP32's; every variant keeps attack detection at 99 % or more.
 
-use std::collections::HashSet;
 use std::path::Path;
 
+use tapstream::report::input::{csv_files, read_csvs, read_holdout, BENIGN};
 use tapstream_inference::{select_features, Engine, OnnxConfig, OnnxEngine, Precision, Prediction};
-use tapstream_kernels::schema::{FEATURES, NUM_FEATURES};
+use tapstream_kernels::schema::NUM_FEATURES;
 
 use crate::util::{have_ort, root, shared_data};
 
-/// Held-out rows as full schema rows, and whether each is an attack.
+/// Held-out rows as full schema rows, and whether each is an attack (read
+/// as `tapstream model report` reads them, labels mapped as train.py maps
+/// them).
 fn holdout(data: &Path) -> (Vec<f64>, Vec<bool>) {
-    let ids = std::fs::read_to_string(root().join("models/cic-mlp.holdout-ids.txt")).unwrap();
-    let keep: HashSet<(String, String)> = ids
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut f = l.split('\t');
-            Some((f.next()?.to_string(), f.next()?.to_string()))
-        })
-        .collect();
-    let dir = data.join("flows/cicids2017_improved_sample");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "csv")
-                && p.file_name()
-                    .is_some_and(|n| n != "data_header_reference.csv")
-        })
-        .collect();
-    files.sort();
-    let (mut rows, mut attack) = (Vec::new(), Vec::new());
-    for f in files {
-        let text = std::fs::read_to_string(&f).unwrap();
-        let mut lines = text.lines();
-        let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-        let col = |name: &str| header.iter().position(|h| *h == name);
-        let (id, ts, label, attempted) = (
-            col("id").unwrap(),
-            col("Timestamp").unwrap(),
-            col("Label").unwrap(),
-            col("Attempted Category").unwrap(),
-        );
-        let schema: Vec<Option<usize>> = FEATURES.iter().map(|(n, _)| col(n)).collect();
-        for line in lines {
-            let cells: Vec<&str> = line.split(',').collect();
-            assert_eq!(cells.len(), header.len(), "{}: {line}", f.display());
-            let date = cells[ts].get(..10).unwrap_or("").to_string();
-            if !keep.contains(&(cells[id].trim().to_string(), date)) {
-                continue;
-            }
-            for c in &schema {
-                rows.push(c.and_then(|i| cells[i].trim().parse().ok()).unwrap_or(0.0));
-            }
-            // train.py's rule: attempted attacks count as benign.
-            let l = cells[label].trim();
-            let a = cells[attempted].trim();
-            attack
-                .push(l != "BENIGN" && !l.ends_with(" - Attempted") && (a.is_empty() || a == "-1"));
-        }
-    }
-    assert_eq!(rows.len(), attack.len() * NUM_FEATURES);
-    (rows, attack)
+    let keep = read_holdout(&root().join("models/cic-mlp.holdout-ids.txt")).unwrap();
+    let files = csv_files(&data.join("flows/cicids2017_improved_sample")).unwrap();
+    let (rows, _) = read_csvs(&files, Some(&keep)).unwrap();
+    let attack = rows.labels.iter().map(|l| l != BENIGN).collect();
+    (rows.rows, attack)
 }
 
 fn predict(file: &str, rows: &[f64]) -> (Precision, f32, Vec<Prediction>) {
