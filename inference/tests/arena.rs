@@ -5,6 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::have_ort;
+
 use tapstream_inference::{select_features, Engine, InferenceError, OnnxConfig, OnnxEngine};
 use tapstream_kernels::schema::NUM_FEATURES;
 
@@ -12,21 +15,9 @@ fn model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cic-mlp.onnx")
 }
 
-fn have_ort() -> bool {
-    let found = std::env::var_os("ORT_DYLIB_PATH").is_some()
-        || Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../.deps/onnxruntime/libonnxruntime.so.1.31.1")
-            .exists();
-    if !found && std::env::var_os("TAPSTREAM_REQUIRE_ORT").is_none() {
-        eprintln!("capped_arena: skipped, ONNX Runtime not found");
-        return false;
-    }
-    true
-}
-
 #[test]
 fn capped_arena_bounds_inference_memory() {
-    if !have_ort() {
+    if !have_ort("capped_arena_bounds_inference_memory") {
         return;
     }
     let cap = 1 << 20;

@@ -8,10 +8,12 @@
 
 use std::path::{Path, PathBuf};
 
+mod common;
+use common::have_ort;
+
 use tapstream_inference::{
-    init_runtime, select_features, sha256_hex, CudaOptions, Engine, ExecutionProvider,
-    InferenceError, OnnxConfig, OnnxEngine, OutputKind, Precision, Prediction, Scaler,
-    TensorRtOptions,
+    select_features, sha256_hex, CudaOptions, Engine, ExecutionProvider, InferenceError,
+    OnnxConfig, OnnxEngine, OutputKind, Precision, Prediction, Scaler, TensorRtOptions,
 };
 use tapstream_kernels::schema::{idx, NUM_FEATURES};
 
@@ -21,21 +23,6 @@ fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
         .join(name)
-}
-
-/// `true` when ONNX Runtime is available; otherwise prints a skip line and
-/// returns `false`, or fails the test when `TAPSTREAM_REQUIRE_ORT=1`.
-fn have_ort(test: &str) -> bool {
-    match init_runtime(None) {
-        Ok(_) => true,
-        Err(e) => {
-            if std::env::var("TAPSTREAM_REQUIRE_ORT").as_deref() == Ok("1") {
-                panic!("{test}: ONNX Runtime is required (TAPSTREAM_REQUIRE_ORT=1): {e}");
-            }
-            eprintln!("skipping {test}: {e}");
-            false
-        }
-    }
 }
 
 fn load(name: &str) -> Result<OnnxEngine, InferenceError> {
