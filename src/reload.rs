@@ -124,7 +124,12 @@ fn loader(
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut seen: Option<SystemTime> = watch.as_deref().and_then(modified);
     loop {
-        let reload = match requests.recv_timeout(WATCH_EVERY) {
+        // Without a watched file there is nothing to poll: wait for a request.
+        let next = match watch {
+            Some(_) => requests.recv_timeout(WATCH_EVERY),
+            None => requests.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let reload = match next {
             Ok(()) => true,
             Err(RecvTimeoutError::Timeout) => match watch.as_deref().map(modified) {
                 Some(now) if now.is_some() && now != seen => {
