@@ -130,6 +130,7 @@ fn end_to_end(c: &mut Criterion) {
                             batch_rows: cfg.inference.batch_rows,
                             max_delay: cfg.inference.max_delay,
                             reload: None,
+                            settled: None,
                         };
                         pipeline::run(
                             &path,

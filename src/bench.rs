@@ -339,6 +339,7 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
                 batch_rows: cfg.inference.batch_rows,
                 max_delay: cfg.inference.max_delay,
                 reload: None,
+                settled: None,
             };
             let report = pipeline::run(
                 input,

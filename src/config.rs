@@ -59,6 +59,109 @@ pub struct Config {
     pub output: OutputSection,
     /// Where flow features are computed.
     pub gpu: GpuSection,
+    /// Packet sources besides capture files.
+    pub source: SourceSection,
+    /// The Kafka client (brokers, security, librdkafka properties), shared
+    /// by the Kafka source and the Kafka alert sink.
+    pub kafka: KafkaClientSection,
+}
+
+/// `[source]`: packet sources besides capture files.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceSection {
+    /// `[source.kafka]`: read topics as a consumer group (`run --kafka`).
+    pub kafka: KafkaSourceSection,
+}
+
+/// What the messages of the source topics hold.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KafkaFormat {
+    /// Captured packets (see `encoding`).
+    #[default]
+    Packets,
+    /// One flow's feature row per message (JSON object or CSV line with the
+    /// CIC column names), scored as is.
+    Flows,
+}
+
+/// `[source.kafka]`: the Kafka source.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSourceSection {
+    /// Consumer group: instances with the same group share the partitions.
+    pub group_id: String,
+    /// Topics to read.
+    pub topics: Vec<String>,
+    /// `packets` or `flows`.
+    pub format: KafkaFormat,
+    /// For `packets`: `capture` (each message a pcap/pcapng chunk) or
+    /// `frame` (each message one frame; time in header `ts_us` or the
+    /// message timestamp, link type in header `linktype`).
+    pub encoding: crate::kafka::Encoding,
+    /// Link type of `frame` messages without a `linktype` header
+    /// (1 = Ethernet).
+    pub link_type: u32,
+    /// How often settled offsets are committed.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Longest wait, on partition revocation or shutdown, for the flows
+    /// ended then to be scored and their alerts acknowledged; past it the
+    /// offsets stay uncommitted (the messages are read again later).
+    #[serde(with = "humantime_serde")]
+    pub flush_timeout: Duration,
+    /// End the run (as on SIGTERM) after this long without a message,
+    /// counted from the first partition assignment on; for batch jobs and
+    /// tests. Unset: run until stopped.
+    #[serde(with = "humantime_serde")]
+    pub exit_after_idle: Option<Duration>,
+    /// Packets of the assigned partitions are handed on in capture-time
+    /// order; a partition with nothing queued holds the others back this
+    /// long at most (0: arrival order).
+    #[serde(with = "humantime_serde")]
+    pub order_wait: Duration,
+    /// ... or until this many MiB of packets are queued.
+    pub order_buffer_mib: usize,
+}
+
+impl Default for KafkaSourceSection {
+    fn default() -> Self {
+        KafkaSourceSection {
+            group_id: "tapstream".to_string(),
+            topics: vec!["packets".to_string()],
+            format: KafkaFormat::Packets,
+            encoding: crate::kafka::Encoding::Capture,
+            link_type: 1,
+            commit_interval: Duration::from_secs(1),
+            flush_timeout: Duration::from_secs(60),
+            exit_after_idle: None,
+            order_wait: Duration::from_millis(200),
+            order_buffer_mib: 64,
+        }
+    }
+}
+
+/// `[kafka]`: the Kafka client.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaClientSection {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// Client id the brokers see.
+    pub client_id: String,
+    /// Further librdkafka properties, passed as they are.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaClientSection {
+    fn default() -> Self {
+        KafkaClientSection {
+            brokers: vec!["127.0.0.1:9092".to_string()],
+            client_id: "tapstream".to_string(),
+            properties: Default::default(),
+        }
+    }
 }
 
 /// Which extractor computes flow features.
@@ -319,6 +422,16 @@ pub struct OutputSection {
     pub eve: String,
     /// Community ID seed (0 unless your other sensors use another).
     pub community_id_seed: u16,
+    /// `[output.kafka]`: alerts go to a Kafka topic instead of `eve`.
+    pub kafka: Option<KafkaOutputSection>,
+}
+
+/// `[output.kafka]`: the Kafka alert sink (client settings from `[kafka]`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaOutputSection {
+    /// Topic the alerts are written to, one EVE JSON object per message.
+    pub topic: String,
 }
 
 impl Default for OutputSection {
@@ -326,6 +439,7 @@ impl Default for OutputSection {
         OutputSection {
             eve: "-".to_string(),
             community_id_seed: 0,
+            kafka: None,
         }
     }
 }
@@ -491,6 +605,53 @@ impl Config {
         }
         if self.output.eve.is_empty() {
             return Err(invalid("output.eve", "must be `-` (stdout) or a file path"));
+        }
+        if let Some(k) = &self.output.kafka {
+            if k.topic.is_empty() {
+                return Err(invalid("output.kafka.topic", "must name a topic"));
+            }
+            if self.output.eve != "-" {
+                return Err(invalid(
+                    "output.kafka",
+                    "alerts go either to Kafka or to output.eve, not both",
+                ));
+            }
+        }
+        let k = &self.source.kafka;
+        if k.group_id.is_empty() {
+            return Err(invalid("source.kafka.group_id", "must not be empty"));
+        }
+        if k.topics.is_empty() || k.topics.iter().any(String::is_empty) {
+            return Err(invalid(
+                "source.kafka.topics",
+                "must name at least one topic, none empty",
+            ));
+        }
+        if k.commit_interval < Duration::from_millis(10)
+            || k.commit_interval > Duration::from_secs(3600)
+        {
+            return Err(invalid(
+                "source.kafka.commit_interval",
+                "must be between 10ms and 1h",
+            ));
+        }
+        if k.flush_timeout.is_zero() || k.flush_timeout > Duration::from_secs(3600) {
+            return Err(invalid(
+                "source.kafka.flush_timeout",
+                "must be between 1ms and 1h",
+            ));
+        }
+        if k.order_wait > Duration::from_secs(60) {
+            return Err(invalid("source.kafka.order_wait", "must be at most 60s"));
+        }
+        if !(1..=1 << 16).contains(&k.order_buffer_mib) {
+            return Err(invalid(
+                "source.kafka.order_buffer_mib",
+                "must be between 1 and 65536",
+            ));
+        }
+        if self.kafka.brokers.is_empty() || self.kafka.brokers.iter().any(String::is_empty) {
+            return Err(invalid("kafka.brokers", "must list at least one host:port"));
         }
         Ok(())
     }

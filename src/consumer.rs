@@ -19,7 +19,9 @@ use tapstream_connectors::sink::AlertSink;
 use tapstream_connectors::ModelInfo;
 use tapstream_inference::{select_features, Batcher, Engine, Prediction};
 use tapstream_ingest::FlowMeta;
-use tapstream_kernels::{csv, FlowBatch};
+use tapstream_kernels::{csv, FlowBatch, Mark};
+
+use crate::kafka::Settled;
 
 use crate::pipeline::{recv_until, Recv};
 
@@ -49,6 +51,9 @@ pub struct AlertStage {
     pub max_delay: Duration,
     /// Replacement models, swapped in between batches (hot reload).
     pub reload: Option<std::sync::Arc<crate::reload::Reloader>>,
+    /// Where the workers' marks go once the alerts before them are durable
+    /// (a source that commits offsets reads it).
+    pub settled: Option<Arc<Settled>>,
 }
 
 /// The model identity and decision settings an alert batch was scored with.
@@ -175,6 +180,7 @@ impl AlertStage {
             batch_rows,
             max_delay,
             reload,
+            settled,
         } = self;
         let mut contract = engine.contract().clone();
         let mut scoring = Arc::new(Scoring {
@@ -183,13 +189,16 @@ impl AlertStage {
             threshold,
         });
         let mut report = ConsumerReport::default();
-        let (alert_tx, alert_rx) = bounded::<(Arc<Scoring>, Vec<Flagged>)>(16);
+        let (alert_tx, alert_rx) = bounded::<AlertBatch>(16);
         let (alert_pool_tx, alert_pool_rx) = bounded::<Vec<Flagged>>(18);
         let first_labels = contract.labels.clone();
         let sink_handle = thread::Builder::new()
             .name("alert-sink".into())
-            .spawn(move || sink_loop(sink, alert_rx, alert_pool_tx, first_labels))
+            .spawn(move || sink_loop(sink, alert_rx, alert_pool_tx, first_labels, settled))
             .context("spawning alert sink")?;
+        // Marks received with the flows gathered so far: they go to the sink
+        // behind those flows' alerts.
+        let mut marks: Vec<Mark> = Vec::new();
 
         // Flow batches are gathered whole: their metadata and the model's
         // columns of their rows are appended, then scored in chunks of at
@@ -228,6 +237,9 @@ impl AlertStage {
                     }
                     let n = b.len();
                     report.flows += n as u64;
+                    if let Some(m) = b.mark {
+                        marks.push(m);
+                    }
                     let written = select_features(&contract, &b.rows, n, &mut input);
                     metas.extend_from_slice(&b.metas[..written]);
                     batcher.add(written, Instant::now());
@@ -238,7 +250,9 @@ impl AlertStage {
                 Recv::Timeout => false,
                 Recv::Closed => true, // every worker is done
             };
-            if !closed && !batcher.ready(Instant::now()) {
+            // Marks behind no pending flow need no scoring: pass them on.
+            let only_marks = metas.is_empty() && !marks.is_empty();
+            if !closed && !only_marks && !batcher.ready(Instant::now()) {
                 continue;
             }
             let mut flagged = alert_pool_rx.try_recv().unwrap_or_default();
@@ -267,9 +281,14 @@ impl AlertStage {
                     }
                 }
             }
-            if sink_open && !flagged.is_empty() {
+            if sink_open && (!flagged.is_empty() || !marks.is_empty()) {
                 let t = Instant::now();
-                sink_open = alert_tx.send((scoring.clone(), flagged)).is_ok();
+                let batch = AlertBatch {
+                    scoring: scoring.clone(),
+                    flagged,
+                    marks: std::mem::take(&mut marks),
+                };
+                sink_open = alert_tx.send(batch).is_ok();
                 blocked += t.elapsed();
                 if !sink_open {
                     stop.store(true, Ordering::Relaxed);
@@ -295,6 +314,14 @@ impl AlertStage {
     }
 }
 
+/// Alerts for the sink, and the marks that are settled once they are
+/// durable.
+struct AlertBatch {
+    scoring: Arc<Scoring>,
+    flagged: Vec<Flagged>,
+    marks: Vec<Mark>,
+}
+
 struct SinkReport {
     /// Alerts per class label: the first model's labels in order, then any
     /// new label a reloaded model brought.
@@ -306,9 +333,10 @@ struct SinkReport {
 
 fn sink_loop(
     mut sink: Box<dyn AlertSink>,
-    rx: Receiver<(Arc<Scoring>, Vec<Flagged>)>,
+    rx: Receiver<AlertBatch>,
     pool: Sender<Vec<Flagged>>,
     labels: Vec<String>,
+    settled: Option<Arc<Settled>>,
 ) -> SinkReport {
     let mut report = SinkReport {
         per_class: labels.into_iter().map(|l| (l, 0)).collect(),
@@ -316,7 +344,12 @@ fn sink_loop(
         error: None,
         closed: false,
     };
-    for (scoring, mut batch) in rx.iter() {
+    for AlertBatch {
+        scoring,
+        flagged: mut batch,
+        marks,
+    } in rx.iter()
+    {
         let t = Instant::now();
         if report.error.is_none() {
             for f in &batch {
@@ -344,10 +377,16 @@ fn sink_loop(
                 metrics::counter!("tapstream_alerts_total", "class" => class.to_string())
                     .increment(1);
             }
-            if report.error.is_none() {
+            if report.error.is_none() && !batch.is_empty() {
                 if let Err(e) = sink.flush() {
                     report.closed = e.is_closed();
                     report.error = Some(e.to_string());
+                }
+            }
+            // Every alert before these marks is durable now.
+            if report.error.is_none() {
+                if let Some(s) = &settled {
+                    s.publish(&marks);
                 }
             }
         }

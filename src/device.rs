@@ -128,6 +128,34 @@ impl Extractor {
         }
     }
 
+    /// Processes packet records tagged with the input messages they came
+    /// from (see [`ShardProcessor::process_tagged_into`]).
+    pub fn process_tagged_into<F: FnMut(&mut FlowBatch)>(
+        &mut self,
+        recs: &[PacketRecord],
+        origins: &[u64],
+        out: &mut Output<'_, F>,
+    ) {
+        match self {
+            Extractor::Cpu(p) => p.process_tagged_into(recs, origins, out),
+            // Refused by the configuration check (the GPU hands flows off a
+            // batch late, so marks would run ahead of them);
+            // `oldest_open_origin` then holds every commit back.
+            #[cfg(feature = "cuda")]
+            Extractor::Cuda(g) => g.process_into(recs, out),
+        }
+    }
+
+    /// The oldest input message an open flow started in (tagged input);
+    /// nothing may be committed from it on.
+    pub fn oldest_open_origin(&self) -> Option<u64> {
+        match self {
+            Extractor::Cpu(p) => p.oldest_open_origin(),
+            #[cfg(feature = "cuda")]
+            Extractor::Cuda(_) => Some(0),
+        }
+    }
+
     /// Advances packet time.
     pub fn advance_into<F: FnMut(&mut FlowBatch)>(&mut self, now_us: i64, out: &mut Output<'_, F>) {
         match self {

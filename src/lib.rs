@@ -14,6 +14,7 @@ pub mod demo;
 pub mod device;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+pub mod kafka;
 pub mod model;
 pub mod pipeline;
 pub mod reload;
@@ -21,4 +22,4 @@ pub mod report;
 pub mod summary;
 
 pub use config::Config;
-pub use pipeline::{run, Progress, RunReport};
+pub use pipeline::{run, run_input, Input, Progress, RunReport};

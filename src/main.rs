@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -13,7 +13,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use tapstream::config::{Config, Device, DEFAULT_CONFIG_TOML};
 use tapstream::consumer::{AlertStage, Consumer};
-use tapstream::pipeline::{self, Progress, RunReport};
+use tapstream::kafka::{KafkaSource, Settled};
+use tapstream::pipeline::{self, Input, Progress, RunReport};
 use tapstream::{bench, demo, model, summary};
 use tapstream_connectors::eve::EveWriter;
 use tapstream_connectors::sink::{AlertSink, FileSink, StdoutSink};
@@ -71,10 +72,36 @@ enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// Kafka tools: `tapstream kafka produce`.
+    Kafka {
+        #[command(subcommand)]
+        command: KafkaCommand,
+    },
     /// Print the default configuration, or check a configuration file.
     Config {
         /// File to check (prints the effective configuration when valid).
         file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KafkaCommand {
+    /// Write a capture into a `packets` topic as the Kafka source reads it:
+    /// pcap chunks, each flow's packets in one partition (by flow hash), in
+    /// capture order. Client settings come from [kafka] of the config.
+    Produce {
+        /// Capture file.
+        #[arg(long, value_name = "FILE")]
+        pcap: PathBuf,
+        /// Topic (must exist; its partition count is read from the broker).
+        #[arg(long, default_value = "packets")]
+        topic: String,
+        /// Packets per message at most.
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        chunk_packets: u32,
+        /// TOML configuration file (its [kafka] section).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -127,8 +154,18 @@ struct ReportArgs {
 #[derive(Args, Debug)]
 struct Common {
     /// Capture file (pcap or pcapng, optionally gzip-compressed).
-    #[arg(long, value_name = "FILE")]
-    pcap: PathBuf,
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "kafka",
+        conflicts_with = "kafka"
+    )]
+    pcap: Option<PathBuf>,
+    /// `run` only: read packets from Kafka as configured in [source.kafka]
+    /// and [kafka], as a member of the consumer group, until SIGTERM or
+    /// SIGINT (or source.kafka.exit_after_idle).
+    #[arg(long)]
+    kafka: bool,
     /// TOML configuration file (see `tapstream config`).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -236,6 +273,21 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             };
             // SIGHUP (and a changed file with model.watch) reloads the model.
             let reload = tapstream::reload::Reloader::start(&cfg, args.model.as_deref(), true)?;
+            let (input, settled) = if args.common.kafka {
+                let settled = Arc::new(Settled::new(cfg.worker_threads()));
+                let term = Arc::new(AtomicBool::new(false));
+                for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+                    // A second signal while shutting down exits at once.
+                    signal_hook::flag::register_conditional_shutdown(sig, 1, term.clone())
+                        .context("installing signal handlers")?;
+                    signal_hook::flag::register(sig, term.clone())
+                        .context("installing signal handlers")?;
+                }
+                let source = KafkaSource::new(&cfg, settled.clone(), term)?;
+                (Input::Kafka(Box::new(source)), Some(settled))
+            } else {
+                (Input::Capture(pcap_of(&args.common)?), None)
+            };
             let stage = AlertStage {
                 engine: loaded.engine,
                 sink,
@@ -244,8 +296,9 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 batch_rows: cfg.inference.batch_rows,
                 max_delay: cfg.inference.max_delay,
                 reload: Some(std::sync::Arc::new(reload)),
+                settled,
             };
-            let report = run_with_progress(&args.common, &cfg, Consumer::Alerts(stage))?;
+            let report = run_with_progress(input, &args.common, &cfg, Consumer::Alerts(stage))?;
             finish(&report, &args.common)
         }
         Command::Features(args) => {
@@ -258,13 +311,15 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                         .with_context(|| format!("creating {}", args.out.display()))?,
                 )
             };
-            let report = run_with_progress(&args.common, &cfg, Consumer::Features(out))?;
+            let input = Input::Capture(pcap_of(&args.common)?);
+            let report = run_with_progress(input, &args.common, &cfg, Consumer::Features(out))?;
             finish(&report, &args.common)
         }
         Command::Bench(args) => {
             let cfg = load_config(&args.common)?;
-            let report = bench::run(&args.common.pcap, &cfg, args.model.as_deref())?;
-            print!("{}", report.render(&args.common.pcap));
+            let pcap = pcap_of(&args.common)?;
+            let report = bench::run(&pcap, &cfg, args.model.as_deref())?;
+            print!("{}", report.render(&pcap));
             Ok(ExitCode::SUCCESS)
         }
         Command::DemoPcap { out } => {
@@ -306,6 +361,40 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Model {
             command: ModelCommand::Report(args),
         } => model_report(args),
+        Command::Kafka {
+            command:
+                KafkaCommand::Produce {
+                    pcap,
+                    topic,
+                    chunk_packets,
+                    config,
+                },
+        } => {
+            let cfg = match &config {
+                Some(p) => Config::load(p)?,
+                None => Config::default(),
+            };
+            let opts = tapstream::kafka::produce::ProduceOptions {
+                topic,
+                chunk_packets: chunk_packets as usize,
+                timeout: Duration::from_secs(60),
+            };
+            let r = tapstream::kafka::produce::produce(&pcap, &cfg, &opts)?;
+            let secs = r.wall.as_secs_f64().max(1e-9);
+            eprintln!(
+                "produced {} packets in {} messages ({} bytes) to {} ({} partitions) in {:.2} s: {:.0} packets/s, {:.0} messages/s{}",
+                r.packets,
+                r.messages,
+                r.bytes,
+                opts.topic,
+                r.partitions,
+                secs,
+                r.packets as f64 / secs,
+                r.messages as f64 / secs,
+                if r.waits > 0 { format!(" ({} waits for a full queue)", r.waits) } else { String::new() }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config { file } => {
             match file {
                 None => print!("{DEFAULT_CONFIG_TOML}"),
@@ -366,12 +455,25 @@ fn model_report(args: ReportArgs) -> Result<ExitCode> {
 }
 
 /// Runs the pipeline with a progress bar on stderr when it is a terminal.
-fn run_with_progress(common: &Common, cfg: &Config, consumer: Consumer) -> Result<RunReport> {
+/// The capture of a command that reads one (`--kafka` is for `run` only).
+fn pcap_of(common: &Common) -> Result<PathBuf> {
+    common.pcap.clone().ok_or_else(|| {
+        anyhow::anyhow!("this command reads a capture: give --pcap FILE (--kafka is for `run`)")
+    })
+}
+
+fn run_with_progress(
+    input: Input,
+    common: &Common,
+    cfg: &Config,
+    consumer: Consumer,
+) -> Result<RunReport> {
     let progress = Arc::new(Progress::default());
     let show = !common.quiet && std::io::stderr().is_terminal();
-    let total = std::fs::metadata(&common.pcap)
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let total = match &input {
+        Input::Capture(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+        Input::Kafka(_) => 0,
+    };
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let bar_thread = if show && total > 8 << 20 {
         let progress = progress.clone();
@@ -397,7 +499,7 @@ fn run_with_progress(common: &Common, cfg: &Config, consumer: Consumer) -> Resul
     } else {
         None
     };
-    let result = pipeline::run(&common.pcap, cfg, consumer, progress);
+    let result = pipeline::run_input(input, cfg, consumer, progress);
     done.store(true, Ordering::Relaxed);
     if let Some(h) = bar_thread {
         let _ = h.join();

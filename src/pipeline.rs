@@ -39,7 +39,7 @@ use tapstream_ingest::flow::FlowConfig;
 use tapstream_ingest::skip::{SkipCounters, SkipReason};
 use tapstream_ingest::PacketRecord;
 use tapstream_kernels::shard::{Output, ShardStats};
-use tapstream_kernels::FlowBatch;
+use tapstream_kernels::{FlowBatch, Mark};
 
 use crate::config::Config;
 use crate::consumer::{Consumer, ConsumerReport};
@@ -106,14 +106,25 @@ struct RawDesc {
     orig_len: u32,
     start: usize,
     end: usize,
+    /// The input message the packet came from (tagged input only).
+    origin: u64,
 }
 
 /// Packets copied out of the capture: their bytes back to back in one
 /// buffer, and one descriptor each.
 #[derive(Debug, Default)]
-struct RawChunk {
+pub(crate) struct RawChunk {
     data: Vec<u8>,
     pkts: Vec<RawDesc>,
+    /// Set by a source that numbers its messages (Kafka): workers then
+    /// track origins and send a [`Mark`] after each chunk.
+    tagged: bool,
+    /// Every message numbered below this is wholly in this chunk or an
+    /// earlier one (tagged input).
+    next_origin: u64,
+    /// Non-zero: after this chunk's packets, every shard ends all its
+    /// flows; the number identifies the request.
+    flush: u64,
 }
 
 impl RawChunk {
@@ -121,10 +132,15 @@ impl RawChunk {
         RawChunk {
             data: Vec::with_capacity(CHUNK_BYTES),
             pkts: Vec::with_capacity(packets),
+            ..RawChunk::default()
         }
     }
 
     fn push(&mut self, p: &RawPacket<'_>) {
+        self.push_from(p, 0);
+    }
+
+    fn push_from(&mut self, p: &RawPacket<'_>, origin: u64) {
         let start = self.data.len();
         self.data.extend_from_slice(p.data);
         self.pkts.push(RawDesc {
@@ -133,6 +149,7 @@ impl RawChunk {
             orig_len: p.orig_len,
             start,
             end: self.data.len(),
+            origin,
         });
     }
 
@@ -150,6 +167,9 @@ impl RawChunk {
         self.data.clear();
         self.data.shrink_to(CHUNK_BYTES);
         self.pkts.clear();
+        self.tagged = false;
+        self.next_origin = 0;
+        self.flush = 0;
     }
 }
 
@@ -165,6 +185,12 @@ struct DecodedChunk {
     /// `(index, ts_us)` of each decoded packet whose timestamp is the
     /// chunk's largest so far and in a later tick period than all before it.
     ticks: Vec<(u32, i64)>,
+    /// Tagged input: each record's origin, beside `recs`.
+    origins: Vec<u64>,
+    /// The raw chunk's `tagged`, `next_origin` and `flush`.
+    tagged: bool,
+    next_origin: u64,
+    flush: u64,
 }
 
 impl DecodedChunk {
@@ -177,6 +203,14 @@ impl DecodedChunk {
             self.recs.get(lo..hi).unwrap_or_default(),
             self.pos.get(lo..hi).unwrap_or_default(),
         )
+    }
+
+    /// Shard `s`'s record origins (tagged input; else empty).
+    fn origins_of(&self, s: usize) -> &[u64] {
+        let (Some(&lo), Some(&hi)) = (self.starts.get(s), self.starts.get(s + 1)) else {
+            return &[];
+        };
+        self.origins.get(lo..hi).unwrap_or_default()
     }
 }
 
@@ -204,6 +238,8 @@ pub struct ReaderReport {
     /// Sum of the decoders' busy time: decoding and grouping by shard (not
     /// waiting on queues).
     pub decode_busy: Duration,
+    /// What the Kafka source counted (Kafka input only).
+    pub kafka: Option<crate::kafka::KafkaReport>,
 }
 
 /// What one decoder counted.
@@ -274,6 +310,14 @@ pub struct Progress {
     pub packets: AtomicU64,
 }
 
+/// Where a run's packets come from.
+pub enum Input {
+    /// A capture file (pcap, pcapng or snoop, optionally gzip-compressed).
+    Capture(PathBuf),
+    /// Kafka topics, as a member of a consumer group.
+    Kafka(Box<crate::kafka::KafkaSource>),
+}
+
 /// Reads `input`, runs it through flows and features, and hands ended flows
 /// to `consumer`. Returns when every stage has drained.
 pub fn run(
@@ -282,9 +326,46 @@ pub fn run(
     consumer: Consumer,
     progress: Arc<Progress>,
 ) -> Result<RunReport> {
+    run_input(Input::Capture(input.to_path_buf()), cfg, consumer, progress)
+}
+
+/// The opened source of a run.
+enum Reader {
+    Capture(CaptureReader),
+    Kafka(Box<crate::kafka::KafkaSource>),
+}
+
+/// [`run`] for any [`Input`].
+pub fn run_input(
+    input: Input,
+    cfg: &Config,
+    consumer: Consumer,
+    progress: Arc<Progress>,
+) -> Result<RunReport> {
     let started = Instant::now();
-    let reader = CaptureReader::open(input).with_context(|| format!("{}", input.display()))?;
-    let device = device::resolve(cfg)?;
+    let (reader, input) = match input {
+        Input::Capture(path) => {
+            let r = CaptureReader::open(&path).with_context(|| format!("{}", path.display()))?;
+            (Reader::Capture(r), path)
+        }
+        Input::Kafka(k) => {
+            let name = PathBuf::from(k.describe());
+            (Reader::Kafka(k), name)
+        }
+    };
+    let device = if matches!(reader, Reader::Kafka(_)) {
+        // A GPU shard hands ended flows off a batch late, after the marks
+        // that offset commits rely on.
+        if cfg.gpu.device == crate::config::Device::Cuda {
+            anyhow::bail!(
+                "the Kafka source needs CPU features (gpu.device = \"cpu\" or \"auto\"): \
+                 the GPU extractor cannot yet say which offsets are safe to commit"
+            );
+        }
+        device::Resolved::Cpu
+    } else {
+        device::resolve(cfg)?
+    };
     let workers = cfg.worker_threads();
     let decoders = cfg.decoder_threads();
     let flow_cfg = flow_config(cfg, workers);
@@ -368,15 +449,20 @@ pub fn run(
         .spawn({
             let progress = progress.clone();
             let stop = stop.clone();
-            move || {
-                reader_loop(
+            move || match reader {
+                Reader::Capture(reader) => reader_loop(
                     reader,
                     chunk_txs,
                     (raw_pool_tx, raw_pool_rx),
                     chunk_packets,
                     &progress,
                     &stop,
-                )
+                ),
+                Reader::Kafka(source) => (*source).run(
+                    ChunkWriter::new(chunk_txs, (raw_pool_tx, raw_pool_rx), chunk_packets),
+                    &progress,
+                    &stop,
+                ),
             }
         })
         .context("spawning reader")?;
@@ -416,7 +502,7 @@ pub fn run(
         anyhow::bail!("the GPU extractor failed, flows were lost: {e}");
     }
     Ok(RunReport {
-        input: input.to_path_buf(),
+        input,
         reader: reader_report,
         workers: workers_report,
         consumer: consumer_report,
@@ -576,6 +662,141 @@ impl ChunkOut<'_> {
     }
 }
 
+/// The source's side of the chunk queues for a source that numbers its
+/// messages (Kafka): each packet carries its message's number (origin),
+/// each chunk says up to which origin its messages are complete, and a
+/// flush request travels as a chunk of its own, in order with the packets.
+pub(crate) struct ChunkWriter {
+    txs: Vec<Sender<Pooled<RawChunk>>>,
+    pool_tx: Sender<RawChunk>,
+    pool_rx: Receiver<RawChunk>,
+    /// The decoder that gets the next chunk.
+    next: usize,
+    chunk: RawChunk,
+    opened: Instant,
+    chunk_packets: usize,
+    /// Chunks sent so far.
+    sent: u64,
+    /// `next_origin` of the last chunk sent, and when it was sent.
+    sent_origin: u64,
+    sent_at: Instant,
+    /// Time spent waiting on the queues.
+    pub(crate) blocked: Duration,
+    /// False once the pipeline stopped taking chunks.
+    open: bool,
+}
+
+impl ChunkWriter {
+    fn new(
+        txs: Vec<Sender<Pooled<RawChunk>>>,
+        (pool_tx, pool_rx): (Sender<RawChunk>, Receiver<RawChunk>),
+        chunk_packets: usize,
+    ) -> Self {
+        let mut blocked = Duration::ZERO;
+        let (chunk, open) = match recv_until(&pool_rx, None, &mut blocked) {
+            Recv::Item(mut c) => {
+                c.clear();
+                c.tagged = true;
+                (c, true)
+            }
+            Recv::Timeout | Recv::Closed => (RawChunk::default(), false),
+        };
+        ChunkWriter {
+            txs,
+            pool_tx,
+            pool_rx,
+            next: 0,
+            chunk,
+            opened: Instant::now(),
+            chunk_packets: chunk_packets.max(1),
+            sent: 0,
+            sent_origin: 0,
+            sent_at: Instant::now(),
+            blocked,
+            open,
+        }
+    }
+
+    /// Chunks sent so far: the number of the chunk being filled.
+    pub(crate) fn chunk_number(&self) -> u64 {
+        self.sent
+    }
+
+    /// Adds a packet of message `origin`, sending the chunk on when full.
+    pub(crate) fn push(&mut self, p: &RawPacket<'_>, origin: u64) -> bool {
+        if !self.chunk.pkts.is_empty()
+            && self.chunk.data.len().saturating_add(p.data.len()) > CHUNK_BYTES
+            && !self.send()
+        {
+            return false;
+        }
+        if self.chunk.pkts.is_empty() {
+            self.opened = Instant::now();
+        }
+        self.chunk.push_from(p, origin);
+        if self.chunk.pkts.len() >= self.chunk_packets {
+            return self.send();
+        }
+        self.open
+    }
+
+    /// Every message numbered below `next_origin` has all its packets pushed.
+    pub(crate) fn complete_below(&mut self, next_origin: u64) {
+        self.chunk.next_origin = self.chunk.next_origin.max(next_origin);
+    }
+
+    /// Sends the chunk when it has waited [`FLUSH_WALL`] for more packets,
+    /// or when messages completed without packets (so their offsets can be
+    /// committed) and nothing was sent for that long.
+    pub(crate) fn send_if_due(&mut self) -> bool {
+        let due = if self.chunk.pkts.is_empty() {
+            self.chunk.next_origin > self.sent_origin && self.sent_at.elapsed() >= FLUSH_WALL
+        } else {
+            self.opened.elapsed() >= FLUSH_WALL
+        };
+        if due {
+            self.send()
+        } else {
+            self.open
+        }
+    }
+
+    /// Sends the chunk (even an empty one) to the next decoder.
+    pub(crate) fn send(&mut self) -> bool {
+        if !self.open {
+            return false;
+        }
+        let Some(tx) = self.txs.get(self.next) else {
+            self.open = false;
+            return false;
+        };
+        let Recv::Item(mut fresh) = recv_until(&self.pool_rx, None, &mut self.blocked) else {
+            self.open = false;
+            return false;
+        };
+        fresh.clear();
+        fresh.tagged = true;
+        fresh.next_origin = self.chunk.next_origin;
+        let full = std::mem::replace(&mut self.chunk, fresh);
+        self.sent_origin = full.next_origin;
+        self.sent_at = Instant::now();
+        self.sent += 1;
+        self.next = (self.next + 1) % self.txs.len();
+        self.open = send_timed(tx, Pooled::new(full, &self.pool_tx), &mut self.blocked);
+        self.open
+    }
+
+    /// Sends what is pending, then flush request `id` (non-zero): every
+    /// shard ends all its flows after the packets before it.
+    pub(crate) fn flush(&mut self, id: u64) -> bool {
+        if !self.chunk.pkts.is_empty() && !self.send() {
+            return false;
+        }
+        self.chunk.flush = id;
+        self.send()
+    }
+}
+
 /// Sends `msg`, adding any time spent waiting for room to `blocked`. False
 /// when the receiver is gone.
 fn send_timed<T>(tx: &Sender<T>, msg: T, blocked: &mut Duration) -> bool {
@@ -598,6 +819,8 @@ struct Scratch {
     recs: Vec<PacketRecord>,
     /// Each record's shard.
     shard: Vec<u32>,
+    /// Each record's origin (tagged input).
+    origins: Vec<u64>,
     /// Next free place per shard while grouping.
     cursor: Vec<usize>,
 }
@@ -648,7 +871,11 @@ fn decode_chunk(
 ) {
     scratch.recs.clear();
     scratch.shard.clear();
+    scratch.origins.clear();
     out.ticks.clear();
+    out.tagged = raw.tagged;
+    out.next_origin = raw.next_origin;
+    out.flush = raw.flush;
     let mut rec = PacketRecord::default();
     let mut tick = i64::MIN;
     for (i, d) in raw.pkts.iter().enumerate() {
@@ -671,6 +898,9 @@ fn decode_chunk(
                 }
                 scratch.shard.push(shard_of(rec.hash, shards) as u32);
                 scratch.recs.push(rec);
+                if raw.tagged {
+                    scratch.origins.push(d.origin);
+                }
             }
             Err(reason) => report.skipped.add(reason),
         }
@@ -691,8 +921,10 @@ fn decode_chunk(
         *c = sum;
     }
     out.pos.clear();
+    out.origins.clear();
     if shards == 1 {
         std::mem::swap(&mut out.recs, &mut scratch.recs);
+        std::mem::swap(&mut out.origins, &mut scratch.origins);
         out.pos.extend(0..n as u32);
         return;
     }
@@ -703,6 +935,7 @@ fn decode_chunk(
     out.recs.clear();
     out.recs.resize(n, PacketRecord::default());
     out.pos.resize(n, 0);
+    out.origins.resize(scratch.origins.len(), 0);
     for (i, (rec, &s)) in scratch.recs.iter().zip(&scratch.shard).enumerate() {
         let Some(c) = scratch.cursor.get_mut(s as usize) else {
             continue;
@@ -710,6 +943,9 @@ fn decode_chunk(
         if let (Some(r), Some(p)) = (out.recs.get_mut(*c), out.pos.get_mut(*c)) {
             *r = *rec;
             *p = i as u32;
+        }
+        if let (Some(o), Some(&from)) = (out.origins.get_mut(*c), scratch.origins.get(i)) {
+            *o = from;
         }
         *c += 1;
     }
@@ -758,7 +994,7 @@ fn worker_loop(
     // Sends a non-empty batch on and leaves an empty one from the pool in its
     // place; once the consumer is gone, flows are dropped.
     let mut handoff = |b: &mut FlowBatch| {
-        if b.is_empty() {
+        if b.is_empty() && b.mark.is_none() {
             return;
         }
         if open {
@@ -772,6 +1008,8 @@ fn worker_loop(
     };
     // Chunk i comes from decoder i mod D.
     let mut next = 0;
+    // The last flush request carried out (tagged input).
+    let mut flushed = 0;
     // The capture clock's tick period so far.
     let mut tick = i64::MIN;
     while let Some(rx) = rxs.get(next) {
@@ -806,6 +1044,7 @@ fn worker_loop(
         let Some(chunk) = msg else { break };
         next = (next + 1) % rxs.len();
         let (recs, pos) = chunk.part(shard);
+        let origins = chunk.origins_of(shard);
         let mut output = Output {
             batch: &mut out,
             max_flows: batch_flows,
@@ -821,11 +1060,29 @@ fn worker_loop(
             // The shard's packets up to the one that moved the clock, then
             // the clock.
             let upto = pos.partition_point(|&p| p <= at);
-            proc.process_into(recs.get(done..upto).unwrap_or_default(), &mut output);
+            process_part(proc, &chunk, recs, origins, done..upto, &mut output);
             done = done.max(upto);
             proc.advance_into(ts, &mut output);
         }
-        proc.process_into(recs.get(done..).unwrap_or_default(), &mut output);
+        process_part(proc, &chunk, recs, origins, done..recs.len(), &mut output);
+        if chunk.tagged {
+            // Settled so far once the flows handed off before are: every
+            // message below the chunk's bound was read, and the oldest open
+            // flow holds back its own message and all after it.
+            let mut safe = chunk.next_origin;
+            if let Some(o) = proc.oldest_open_origin() {
+                safe = safe.min(o);
+            }
+            if chunk.flush != 0 {
+                proc.flush_into(&mut output);
+                flushed = chunk.flush;
+            }
+            output.batch.mark = Some(Mark {
+                shard: shard as u32,
+                safe,
+                flushed,
+            });
+        }
         metrics::counter!("tapstream_packets_processed_total").increment(recs.len() as u64);
         // Back to its decoder's pool once every worker has dropped it.
         drop(chunk);
@@ -848,6 +1105,23 @@ fn worker_loop(
             .saturating_sub(send_blocked),
         proc.error(),
     )
+}
+
+/// Processes `recs[range]`, with their origins when the chunk is tagged.
+fn process_part<F: FnMut(&mut FlowBatch)>(
+    proc: &mut Extractor,
+    chunk: &DecodedChunk,
+    recs: &[PacketRecord],
+    origins: &[u64],
+    range: std::ops::Range<usize>,
+    out: &mut Output<'_, F>,
+) {
+    let part = recs.get(range.clone()).unwrap_or_default();
+    if chunk.tagged {
+        proc.process_tagged_into(part, origins.get(range).unwrap_or_default(), out);
+    } else {
+        proc.process_into(part, out);
+    }
 }
 
 /// What waiting on a queue gave.

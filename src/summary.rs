@@ -65,6 +65,22 @@ pub fn render(r: &RunReport) -> String {
     if let Some(e) = &rd.read_error {
         let _ = writeln!(s, "  read stopped early: {e}");
     }
+    if let Some(k) = &rd.kafka {
+        let _ = writeln!(
+            s,
+            "  kafka messages     {:>12}  ({} bytes; {} malformed)",
+            k.messages, k.bytes, k.malformed
+        );
+        let _ = writeln!(
+            s,
+            "  kafka commits      {:>12}  ({} failed; {} revocations; {} flushes not settled in time; lag {})",
+            k.commits,
+            k.commit_errors,
+            k.revocations,
+            k.unsettled_flushes,
+            if k.lag < 0 { "unknown".to_string() } else { k.lag.to_string() }
+        );
+    }
     let _ = writeln!(
         s,
         "  flows              {:>12}  (features on {})",
@@ -194,6 +210,16 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
         "skipped": skipped,
         "accounted": r.all_accounted(),
         "read_error": r.reader.read_error,
+        "kafka": r.reader.kafka.as_ref().map(|k| serde_json::json!({
+            "messages": k.messages,
+            "bytes": k.bytes,
+            "malformed": k.malformed,
+            "commits": k.commits,
+            "commit_errors": k.commit_errors,
+            "revocations": k.revocations,
+            "unsettled_flushes": k.unsettled_flushes,
+            "lag": k.lag,
+        })),
         "flows": r.flows(),
         "flows_ended": ended,
         "evictions": r.workers.stats.evictions,

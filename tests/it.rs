@@ -9,6 +9,8 @@ mod cli;
 mod decoders;
 // The device's model-input kernel, emulated, against select_features.
 mod gpu_model_input;
+// The Kafka source against librdkafka's in-process broker.
+mod kafka;
 // `tapstream model report`: JSON sanity, robustness, errors.
 mod model_report;
 // FP16 and INT8 variants of the default model against FP32.

@@ -14,6 +14,29 @@ pub struct FlowBatch {
     pub metas: Vec<FlowMeta>,
     /// Row-major feature matrix, `metas.len() × NUM_FEATURES`.
     pub rows: Vec<f64>,
+    /// Set by a shard whose input is tagged with origins (the Kafka source):
+    /// how far its input is settled once the flows before this mark are.
+    pub mark: Option<Mark>,
+}
+
+/// A shard's progress marker, sent after the flows it ended so far.
+///
+/// Input messages are numbered in the order the source read them (their
+/// *origin*). When every flow a shard handed off before a mark has been
+/// scored and its alert acknowledged, no message numbered below `safe` has
+/// anything left in that shard: each flow with a packet from such a message
+/// has ended, and the shard has read all of them. A source may then commit
+/// those messages once every shard says so.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mark {
+    /// The shard.
+    pub shard: u32,
+    /// Messages numbered below this are settled in this shard.
+    pub safe: u64,
+    /// The last flush request the shard has carried out (0 for none); a
+    /// flush ends every open flow, and its mark's `safe` is taken before
+    /// the flush.
+    pub flushed: u64,
 }
 
 impl FlowBatch {
@@ -22,6 +45,7 @@ impl FlowBatch {
         FlowBatch {
             metas: Vec::with_capacity(flows),
             rows: Vec::with_capacity(flows * NUM_FEATURES),
+            mark: None,
         }
     }
 
@@ -61,9 +85,11 @@ impl FlowBatch {
         self.rows.get(i * NUM_FEATURES..(i + 1) * NUM_FEATURES)
     }
 
-    /// Empties the batch, keeping its allocations for reuse.
+    /// Empties the batch (and drops its mark), keeping its allocations for
+    /// reuse.
     pub fn clear(&mut self) {
         self.metas.clear();
         self.rows.clear();
+        self.mark = None;
     }
 }

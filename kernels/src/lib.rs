@@ -9,5 +9,5 @@ pub mod gpu;
 pub mod schema;
 pub mod shard;
 
-pub use batch::FlowBatch;
+pub use batch::{FlowBatch, Mark};
 pub use shard::{ShardProcessor, ShardStats};

@@ -7,7 +7,11 @@
 //! on: a slot's flow is finalized (its row appended to the output batch)
 //! before the slot is reused.
 
-use tapstream_ingest::flow::{EndedFlow, FlowConfig, FlowConfigError, FlowTable};
+use std::collections::BTreeMap;
+
+use tapstream_ingest::flow::{
+    EndedFlow, FlowConfig, FlowConfigError, FlowTable, PlacementKind, SlotVec,
+};
 use tapstream_ingest::{EndReason, FlowMeta, PacketRecord};
 
 use crate::batch::FlowBatch;
@@ -70,6 +74,39 @@ pub struct ShardProcessor {
     table: FlowTable,
     ext: CpuExtractor,
     shard_id: u32,
+    /// Where each open flow's first packet came from, once the input is
+    /// tagged ([`ShardProcessor::process_tagged_into`]).
+    origins: Option<Origins>,
+}
+
+/// The origin (input message number) of each open flow's first packet, and
+/// the open flows per origin, so the oldest origin still open is known.
+#[derive(Debug, Default)]
+struct Origins {
+    of_slot: SlotVec<u64>,
+    open: BTreeMap<u64, u32>,
+}
+
+impl Origins {
+    fn open(&mut self, slot: u32, origin: u64) {
+        self.of_slot.ensure(slot as usize, &0);
+        if let Some(o) = self.of_slot.get_mut(slot as usize) {
+            *o = origin;
+        }
+        *self.open.entry(origin).or_insert(0) += 1;
+    }
+
+    fn end(&mut self, slot: u32) {
+        let Some(&origin) = self.of_slot.get(slot as usize) else {
+            return;
+        };
+        if let Some(n) = self.open.get_mut(&origin) {
+            *n -= 1;
+            if *n == 0 {
+                self.open.remove(&origin);
+            }
+        }
+    }
 }
 
 /// Where a shard puts ended flows: a batch, and what to do when it is full.
@@ -130,6 +167,7 @@ impl ShardProcessor {
             ext: CpuExtractor::new(cfg.activity_timeout_us),
             table,
             shard_id,
+            origins: None,
         })
     }
 
@@ -145,11 +183,60 @@ impl ShardProcessor {
         recs: &[PacketRecord],
         out: &mut Output<'_, F>,
     ) {
-        let ShardProcessor { table, ext, .. } = self;
+        let ShardProcessor {
+            table,
+            ext,
+            origins,
+            ..
+        } = self;
         for rec in recs {
-            let placement = table.process(rec, &mut |e: EndedFlow| out.emit(ext, &e));
+            let placement = table.process(rec, &mut |e: EndedFlow| {
+                if let Some(o) = origins.as_mut() {
+                    o.end(e.slot);
+                }
+                out.emit(ext, &e)
+            });
             ext.on_packet(rec, &placement);
         }
+    }
+
+    /// Like [`process_into`](Self::process_into) for input whose records
+    /// carry origins: `origins[i]` numbers the input message `recs[i]` came
+    /// from (origins never decrease along the input). From the first call
+    /// on, the shard tracks which origin each open flow started in; see
+    /// [`oldest_open_origin`](Self::oldest_open_origin). A record without
+    /// an origin counts as origin 0, which holds every later one back.
+    pub fn process_tagged_into<F: FnMut(&mut FlowBatch)>(
+        &mut self,
+        recs: &[PacketRecord],
+        tags: &[u64],
+        out: &mut Output<'_, F>,
+    ) {
+        let ShardProcessor {
+            table,
+            ext,
+            origins,
+            ..
+        } = self;
+        let origins = origins.get_or_insert_with(Origins::default);
+        for (i, rec) in recs.iter().enumerate() {
+            let placement = table.process(rec, &mut |e: EndedFlow| {
+                origins.end(e.slot);
+                out.emit(ext, &e)
+            });
+            ext.on_packet(rec, &placement);
+            if let PlacementKind::New { .. } = placement.kind {
+                origins.open(placement.slot, tags.get(i).copied().unwrap_or(0));
+            }
+        }
+    }
+
+    /// The smallest origin among the open flows' first packets (tagged input
+    /// only; `None` when no flow is open or the input was never tagged).
+    pub fn oldest_open_origin(&self) -> Option<u64> {
+        self.origins
+            .as_ref()
+            .and_then(|o| o.open.keys().next().copied())
     }
 
     /// Moves packet time to `now_us` (for a shard that saw no packets
@@ -160,8 +247,18 @@ impl ShardProcessor {
 
     /// Like [`advance`](Self::advance), handing off full batches.
     pub fn advance_into<F: FnMut(&mut FlowBatch)>(&mut self, now_us: i64, out: &mut Output<'_, F>) {
-        let ShardProcessor { table, ext, .. } = self;
-        table.advance(now_us, &mut |e: EndedFlow| out.emit(ext, &e));
+        let ShardProcessor {
+            table,
+            ext,
+            origins,
+            ..
+        } = self;
+        table.advance(now_us, &mut |e: EndedFlow| {
+            if let Some(o) = origins.as_mut() {
+                o.end(e.slot);
+            }
+            out.emit(ext, &e)
+        });
     }
 
     /// Ends every open flow ([`EndReason::EndOfInput`]) into `out`.
@@ -171,8 +268,16 @@ impl ShardProcessor {
 
     /// Like [`flush`](Self::flush), handing off full batches.
     pub fn flush_into<F: FnMut(&mut FlowBatch)>(&mut self, out: &mut Output<'_, F>) {
-        let ShardProcessor { table, ext, .. } = self;
+        let ShardProcessor {
+            table,
+            ext,
+            origins,
+            ..
+        } = self;
         table.flush(&mut |e: EndedFlow| out.emit(ext, &e));
+        if let Some(o) = origins.as_mut() {
+            o.open.clear();
+        }
     }
 
     /// Counters since the shard was created.

@@ -1,0 +1,217 @@
+//! `tapstream kafka produce`: a capture into a `packets` topic, the way the
+//! Kafka source expects it.
+//!
+//! Why it exists: to try the Kafka deployment (and to test and benchmark
+//! it) something must feed the topic, and the contract matters — a flow's
+//! packets must stay in one partition, in capture order. Packets are
+//! decoded to find their flow, spread over the topic's partitions by the
+//! same symmetric flow hash and multiply-shift the pipeline shards with, and
+//! written as pcap chunks (`encoding = "capture"`) of up to
+//! `chunk_packets` packets per message. Packets that do not decode to a flow
+//! go to partition 0 (the consumer counts them as skipped, as `run --pcap`
+//! does).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+use tapstream_ingest::capture::{CaptureError, CaptureReader};
+use tapstream_ingest::pcapgen::PcapWriter;
+use tapstream_ingest::{decode, PacketRecord};
+
+use super::source::client_config;
+use crate::config::Config;
+use crate::pipeline::shard_of;
+
+/// What was produced.
+#[derive(Clone, Debug, Default)]
+pub struct ProduceReport {
+    /// Packets read from the capture.
+    pub packets: u64,
+    /// Messages acknowledged by the broker.
+    pub messages: u64,
+    /// Message bytes acknowledged.
+    pub bytes: u64,
+    /// Partitions of the topic.
+    pub partitions: usize,
+    /// Times the local queue was full and the producer waited.
+    pub waits: u64,
+    /// Wall time, start to last acknowledgement.
+    pub wall: Duration,
+}
+
+/// Counts deliveries.
+#[derive(Default)]
+struct Counting {
+    delivered: AtomicU64,
+    bytes: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ClientContext for Counting {}
+
+impl ProducerContext for Counting {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(m) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                let n = rdkafka::message::Message::payload(m).map_or(0, <[u8]>::len) as u64;
+                self.bytes.fetch_add(n, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                if self.failed.fetch_add(1, Ordering::Relaxed) < 10 {
+                    tracing::warn!(message = "message not delivered", error = %e);
+                }
+            }
+        }
+    }
+}
+
+/// Settings of one produce run.
+#[derive(Clone, Debug)]
+pub struct ProduceOptions {
+    /// The topic.
+    pub topic: String,
+    /// Packets per message at most.
+    pub chunk_packets: usize,
+    /// Longest wait for the last acknowledgements.
+    pub timeout: Duration,
+}
+
+/// One partition's chunk being built.
+struct Pending {
+    w: Option<PcapWriter<Vec<u8>>>,
+    link_type: u32,
+    packets: usize,
+}
+
+/// Produces `pcap` into the topic; returns when every message is
+/// acknowledged (an error if any was not).
+pub fn produce(pcap: &Path, cfg: &Config, opts: &ProduceOptions) -> Result<ProduceReport> {
+    let started = Instant::now();
+    let mut reader = CaptureReader::open(pcap).with_context(|| format!("{}", pcap.display()))?;
+    let c = client_config(
+        &cfg.kafka,
+        &[("linger.ms", "5"), ("batch.size", "1000000")],
+        &[("enable.idempotence", "true"), ("acks", "all")],
+    )?;
+    let producer: BaseProducer<Counting> = c
+        .create_with_context(Counting::default())
+        .context("creating the Kafka producer")?;
+    let meta = producer
+        .client()
+        .fetch_metadata(Some(&opts.topic), Duration::from_secs(10))
+        .with_context(|| format!("reading the metadata of topic {}", opts.topic))?;
+    let partitions = meta
+        .topics()
+        .iter()
+        .find(|t| t.name() == opts.topic)
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
+    if partitions == 0 {
+        return Err(anyhow!(
+            "topic {} does not exist (or has no partitions); create it first",
+            opts.topic
+        ));
+    }
+    let mut report = ProduceReport {
+        partitions,
+        ..ProduceReport::default()
+    };
+    let mut pending: Vec<Pending> = (0..partitions)
+        .map(|_| Pending {
+            w: None,
+            link_type: 0,
+            packets: 0,
+        })
+        .collect();
+    let mut rec = PacketRecord::default();
+    loop {
+        let pkt = match reader.next_packet() {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(CaptureError::TruncatedRecord { .. }) => continue,
+            Err(e) => return Err(anyhow!(e).context(format!("reading {}", pcap.display()))),
+        };
+        report.packets += 1;
+        let part = match decode(&pkt, &mut rec) {
+            Ok(()) => shard_of(rec.hash, partitions),
+            Err(_) => 0,
+        };
+        let Some(p) = pending.get_mut(part) else {
+            continue;
+        };
+        if p.w.is_some() && p.link_type != pkt.link_type {
+            send(&producer, &opts.topic, part, p, &mut report)?;
+        }
+        if p.w.is_none() {
+            p.w = Some(PcapWriter::new(
+                Vec::with_capacity(64 * 1024),
+                pkt.link_type,
+            )?);
+            p.link_type = pkt.link_type;
+        }
+        if let Some(w) = p.w.as_mut() {
+            w.write_record(pkt.ts_us, pkt.orig_len, pkt.data)?;
+            p.packets += 1;
+        }
+        if p.packets >= opts.chunk_packets {
+            send(&producer, &opts.topic, part, p, &mut report)?;
+        }
+        producer.poll(Duration::ZERO);
+    }
+    for (part, p) in pending.iter_mut().enumerate() {
+        if p.w.is_some() {
+            send(&producer, &opts.topic, part, p, &mut report)?;
+        }
+    }
+    producer
+        .flush(opts.timeout)
+        .context("waiting for the broker to acknowledge every message")?;
+    let ctx = producer.context();
+    report.messages = ctx.delivered.load(Ordering::Relaxed);
+    report.bytes = ctx.bytes.load(Ordering::Relaxed);
+    let failed = ctx.failed.load(Ordering::Relaxed);
+    report.wall = started.elapsed();
+    if failed > 0 {
+        return Err(anyhow!("{failed} messages were not delivered"));
+    }
+    Ok(report)
+}
+
+/// Sends a partition's chunk, waiting while the local queue is full.
+fn send(
+    producer: &BaseProducer<Counting>,
+    topic: &str,
+    part: usize,
+    p: &mut Pending,
+    report: &mut ProduceReport,
+) -> Result<()> {
+    let Some(w) = p.w.take() else {
+        return Ok(());
+    };
+    p.packets = 0;
+    let bytes = w.finish()?;
+    let partition = i32::try_from(part).context("partition number")?;
+    let key = part.to_string();
+    loop {
+        let record = BaseRecord::to(topic)
+            .partition(partition)
+            .key(&key)
+            .payload(&bytes);
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                report.waits += 1;
+                producer.poll(Duration::from_millis(50));
+            }
+            Err((e, _)) => return Err(anyhow!(e).context("producing a message")),
+        }
+    }
+}
