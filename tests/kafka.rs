@@ -188,3 +188,303 @@ fn kafka_source_matches_pcap_and_commits_only_settled_offsets() {
     let c2 = committed(&brokers, "g1", 4);
     assert!(c2.iter().zip(&c1).all(|(b, a)| b >= a), "{c2:?} vs {c1:?}");
 }
+
+/// A running `tapstream run --kafka`, its log in a file.
+struct Member {
+    child: std::process::Child,
+    log: PathBuf,
+    eve: PathBuf,
+}
+
+impl Member {
+    fn start(cfg: &Path, dir: &Path, name: &str) -> Member {
+        let log = dir.join(format!("{name}.log"));
+        let eve = dir.join(format!("{name}.json"));
+        let child = bin()
+            .args(["run", "--kafka", "--quiet", "--config"])
+            .arg(cfg)
+            .arg("--eve")
+            .arg(&eve)
+            .env("TAPSTREAM_LOG", "info")
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start tapstream");
+        Member { child, log, eve }
+    }
+
+    /// Assignments logged so far.
+    fn assignments(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .matches("partitions assigned")
+            .count()
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) with our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    /// Waits for the process to end; its exit status.
+    fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
+        let t = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s;
+            }
+            if t.elapsed() > limit {
+                let _ = self.child.kill();
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                panic!("tapstream did not stop within {limit:?}; log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `cond` holds, failing with `what` after `limit`.
+fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the files stop growing for `quiet` (and `min_lines` lines
+/// are there in all).
+fn wait_quiet(files: &[&Path], quiet: Duration, min_lines: usize) {
+    let size = || -> (u64, usize) {
+        files.iter().fold((0, 0), |(b, l), f| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            (b + text.len() as u64, l + text.lines().count())
+        })
+    };
+    let t = std::time::Instant::now();
+    let mut last = size();
+    let mut since = std::time::Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = size();
+        if now != last {
+            last = now;
+            since = std::time::Instant::now();
+        } else if since.elapsed() >= quiet && now.1 >= min_lines {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "output never settled");
+    }
+}
+
+/// Flow ids of an EVE file written by a process that may have been killed
+/// mid-line (a cut last line is ignored).
+fn alert_ids_lenient(eve: &Path) -> BTreeMap<u64, usize> {
+    let text = std::fs::read_to_string(eve).unwrap_or_default();
+    let mut ids = BTreeMap::new();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => *ids.entry(v["flow_id"].as_u64().expect("flow_id")).or_insert(0) += 1,
+            Err(e) => assert!(i + 1 == lines.len(), "line {i} of {}: {e}", eve.display()),
+        }
+    }
+    ids
+}
+
+/// Writes `pcap`'s packets `[from, to)` to `out`.
+fn slice_capture(pcap: &Path, from: usize, to: usize, out: &Path) {
+    let mut r = tapstream_ingest::CaptureReader::open(pcap).expect("capture");
+    let mut w = None;
+    let mut i = 0;
+    while let Some(p) = r.next_packet().expect("packet") {
+        if (from..to).contains(&i) {
+            let w = w.get_or_insert_with(|| {
+                tapstream_ingest::pcapgen::PcapWriter::new(
+                    std::fs::File::create(out).expect("slice file"),
+                    p.link_type,
+                )
+                .expect("pcap header")
+            });
+            w.write_record(p.ts_us, p.orig_len, p.data).expect("write");
+        }
+        i += 1;
+    }
+    w.expect("packets in range").finish().expect("flush");
+}
+
+fn packets_in(pcap: &Path) -> usize {
+    let mut r = tapstream_ingest::CaptureReader::open(pcap).expect("capture");
+    let mut n = 0;
+    while r.next_packet().expect("packet").is_some() {
+        n += 1;
+    }
+    n
+}
+
+fn produce(cfg: &Path, pcap: &Path) {
+    let o = output(
+        bin()
+            .args(["kafka", "produce", "--chunk-packets", "64", "--config"])
+            .arg(cfg)
+            .arg("--pcap")
+            .arg(pcap),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A config for members of a long-running group (no idle exit).
+fn member_config(dir: &Path, brokers: &str, group: &str) -> PathBuf {
+    let p = dir.join(format!("{group}.toml"));
+    let text = format!(
+        "[kafka]\nbrokers = [\"{brokers}\"]\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\n\
+         [source.kafka]\ngroup_id = \"{group}\"\ntopics = [\"packets\"]\ncommit_interval = \"200ms\"\n\n\
+         [pipeline]\nworkers = 2\ndecoders = 1\n"
+    );
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+/// `tapstream run --pcap` alert ids with `cfg`'s flow settings.
+fn reference_ids(cfg: &Path, pcap: &Path, dir: &Path) -> BTreeSet<u64> {
+    let eve = dir.join("reference.json");
+    let o = output(
+        bin()
+            .args(["run", "--quiet", "--config"])
+            .arg(cfg)
+            .arg("--pcap")
+            .arg(pcap)
+            .arg("--eve")
+            .arg(&eve),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    alert_ids(&eve).keys().copied().collect()
+}
+
+/// The shared slowloris capture (long-lived flows cross the points where
+/// offsets are committed), or None when the shared data is absent.
+fn slowloris(test: &str) -> Option<PathBuf> {
+    let data = crate::util::shared_data(test)?;
+    Some(data.join("lab/attack/slowloris/slowhttptest.pcap"))
+}
+
+/// Starts two members and waits until the group has settled on both.
+fn two_members(cfg: &Path, dir: &Path) -> (Member, Member) {
+    let a = Member::start(cfg, dir, "a");
+    wait_until("member a's assignment", Duration::from_secs(60), || {
+        a.assignments() >= 1
+    });
+    let b = Member::start(cfg, dir, "b");
+    // Eager rebalance: a is revoked and assigned again once b joins.
+    wait_until("both members assigned", Duration::from_secs(60), || {
+        b.assignments() >= 1 && a.assignments() >= 2
+    });
+    (a, b)
+}
+
+#[test]
+fn two_members_of_a_group_raise_the_alerts_of_the_file_run() {
+    let test = "two_members_of_a_group_raise_the_alerts_of_the_file_run";
+    let Some(pcap) = slowloris(test) else { return };
+    if !have_ort(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = MockCluster::new(3).expect("mock cluster");
+    mock.create_topic("packets", 4, 1).expect("topic");
+    let brokers = mock.bootstrap_servers();
+    let cfg = member_config(dir.path(), &brokers, "e2e");
+    let reference = reference_ids(&cfg, &pcap, dir.path());
+    assert!(!reference.is_empty());
+
+    let (a, b) = two_members(&cfg, dir.path());
+    produce(&cfg, &pcap);
+    wait_quiet(&[&a.eve, &b.eve], Duration::from_secs(3), 1);
+    a.signal(libc::SIGTERM);
+    b.signal(libc::SIGTERM);
+    let (eve_a, eve_b) = (a.eve.clone(), b.eve.clone());
+    assert!(a.wait(Duration::from_secs(60)).success());
+    assert!(b.wait(Duration::from_secs(60)).success());
+
+    let mut got = alert_ids(&eve_a);
+    for (id, n) in alert_ids(&eve_b) {
+        *got.entry(id).or_insert(0) += n;
+    }
+    let ids: BTreeSet<u64> = got.keys().copied().collect();
+    let duplicates: usize = got.values().map(|n| n - 1).sum();
+    eprintln!(
+        "{} alerts, {} flow ids, {duplicates} duplicates; file run {} flow ids",
+        got.values().sum::<usize>(),
+        ids.len(),
+        reference.len()
+    );
+    assert_eq!(
+        (ids.difference(&reference).count(), reference.difference(&ids).count()),
+        (0, 0),
+        "flow ids only in the group's alerts, only in the file run's"
+    );
+}
+
+#[test]
+fn a_member_killed_mid_stream_loses_no_alert() {
+    let test = "a_member_killed_mid_stream_loses_no_alert";
+    let Some(pcap) = slowloris(test) else { return };
+    if !have_ort(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mock = MockCluster::new(3).expect("mock cluster");
+    mock.create_topic("packets", 4, 1).expect("topic");
+    let brokers = mock.bootstrap_servers();
+    let cfg = member_config(dir.path(), &brokers, "fault");
+    let reference = reference_ids(&cfg, &pcap, dir.path());
+
+    let n = packets_in(&pcap);
+    let (first, second) = (dir.path().join("first.pcap"), dir.path().join("second.pcap"));
+    slice_capture(&pcap, 0, n / 2, &first);
+    slice_capture(&pcap, n / 2, n, &second);
+
+    let (a, b) = two_members(&cfg, dir.path());
+    produce(&cfg, &first);
+    wait_quiet(&[&a.eve, &b.eve], Duration::from_secs(3), 0);
+    // Killed: nothing flushed, nothing committed past what was settled.
+    a.signal(libc::SIGKILL);
+    let eve_a = a.eve.clone();
+    let _ = a.wait(Duration::from_secs(10));
+    produce(&cfg, &second);
+    let a2 = Member::start(&cfg, dir.path(), "a2");
+    wait_until("the restarted member's assignment", Duration::from_secs(60), || {
+        a2.assignments() >= 1
+    });
+    wait_quiet(&[&a2.eve, &b.eve], Duration::from_secs(3), 1);
+    a2.signal(libc::SIGTERM);
+    b.signal(libc::SIGTERM);
+    let (eve_a2, eve_b) = (a2.eve.clone(), b.eve.clone());
+    assert!(a2.wait(Duration::from_secs(60)).success());
+    assert!(b.wait(Duration::from_secs(60)).success());
+
+    let mut got = alert_ids_lenient(&eve_a);
+    for f in [&eve_a2, &eve_b] {
+        for (id, n) in alert_ids(f) {
+            *got.entry(id).or_insert(0) += n;
+        }
+    }
+    let ids: BTreeSet<u64> = got.keys().copied().collect();
+    let missing: Vec<&u64> = reference.difference(&ids).collect();
+    eprintln!(
+        "{} alerts, {} flow ids ({} not in the file run); file run {} flow ids",
+        got.values().sum::<usize>(),
+        ids.len(),
+        ids.difference(&reference).count(),
+        reference.len()
+    );
+    assert!(missing.is_empty(), "{} alerts missing: {:?}", missing.len(), missing.iter().take(10).collect::<Vec<_>>());
+}
