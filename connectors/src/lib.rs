@@ -11,6 +11,8 @@
 //! - [`eve`]: [`Alert`] and the [`EveWriter`] that formats it as one EVE
 //!   JSON line, allocation-free.
 //! - [`sink`]: the [`AlertSink`] trait, [`StdoutSink`] and [`FileSink`].
+//! - [`kafka`]: Kafka client settings (brokers, TLS/SASL, secrets,
+//!   librdkafka passthrough) shared by the Kafka source and sink.
 //!
 //! [`FlowMeta`]: tapstream_ingest::FlowMeta
 
@@ -18,6 +20,7 @@
 
 pub mod community_id;
 pub mod eve;
+pub mod kafka;
 pub mod sink;
 
 pub use community_id::{CommunityId, FlowTuple};
