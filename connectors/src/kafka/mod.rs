@@ -7,8 +7,10 @@
 //! does that once.
 
 pub mod props;
+#[doc(hidden)]
+pub mod testing;
 
 pub use props::{
-    KafkaClientConfig, KafkaConfigError, SaslMechanism, SecretValue, SecurityConfig,
+    Forced, KafkaClientConfig, KafkaConfigError, SaslMechanism, SecretValue, SecurityConfig,
     SecurityProtocol,
 };
