@@ -10,7 +10,8 @@
 //! - [`community_id`]: Community ID v1, exactly per the spec.
 //! - [`eve`]: [`Alert`] and the [`EveWriter`] that formats it as one EVE
 //!   JSON line, allocation-free.
-//! - [`sink`]: the [`AlertSink`] trait, [`StdoutSink`] and [`FileSink`].
+//! - [`sink`]: the [`AlertSink`] trait, [`StdoutSink`], [`FileSink`] and
+//!   [`KafkaSink`].
 //! - [`kafka`]: Kafka client settings (brokers, TLS/SASL, secrets,
 //!   librdkafka passthrough) shared by the Kafka source and sink.
 //!
@@ -25,4 +26,4 @@ pub mod sink;
 
 pub use community_id::{CommunityId, FlowTuple};
 pub use eve::{Alert, EveWriter, ModelInfo};
-pub use sink::{AlertSink, FileSink, SinkError, StdoutSink};
+pub use sink::{AlertSink, FileSink, KafkaSink, SinkError, StdoutSink};
