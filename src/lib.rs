@@ -14,6 +14,7 @@ pub mod demo;
 pub mod device;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+pub mod kafka;
 pub mod model;
 pub mod pipeline;
 pub mod reload;
