@@ -2,7 +2,12 @@
 //! backpressure, failures, bad settings) and against a real Kafka-protocol
 //! broker (tansu, skipped with a message when its binary is absent).
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
@@ -105,6 +110,67 @@ fn mock_deliveries_are_acknowledged_and_counted() {
     assert!(stats.delivered_bytes > 200 * 300, "{stats:?}");
     let got = read_messages(&brokers, TOPIC, 3, 200, Duration::from_secs(30)).unwrap();
     assert_alerts(&got, 1..=200);
+}
+
+/// Records counters by name and labels.
+#[derive(Default)]
+struct Counters(Mutex<BTreeMap<String, Arc<AtomicU64>>>);
+
+impl Counters {
+    fn get(&self, name: &str) -> u64 {
+        let map = self.0.lock().unwrap();
+        let key = format!("{name}{{topic={TOPIC}}}");
+        map.get(&key)
+            .unwrap_or_else(|| panic!("no counter {key}; have {:?}", map.keys()))
+            .load(Ordering::Relaxed)
+    }
+}
+
+impl Recorder for Counters {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        let name = format!("{}{{{}}}", key.name(), labels.join(","));
+        let cell = Arc::clone(self.0.lock().unwrap().entry(name).or_default());
+        Counter::from_arc(cell)
+    }
+    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::noop()
+    }
+    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::noop()
+    }
+}
+
+#[test]
+fn mock_metrics_count_messages_bytes_and_errors() {
+    let cluster = mock(1);
+    let brokers = cluster.bootstrap_servers();
+    let counters = Counters::default();
+    let cfg = client(&brokers, &[("message.timeout.ms", "1500")]);
+    // The sink takes its counter handles when it is created.
+    let mut sink = metrics::with_local_recorder(&counters, || {
+        KafkaSink::new(&cfg, TOPIC, EveWriter::new(0)).unwrap()
+    });
+    write_ids(&mut sink, 0..7).unwrap();
+    sink.flush().unwrap();
+    let stats = sink.stats();
+    assert_eq!(counters.get("tapstream_kafka_messages_produced_total"), 7);
+    assert_eq!(
+        counters.get("tapstream_kafka_bytes_produced_total"),
+        stats.delivered_bytes
+    );
+    assert_eq!(counters.get("tapstream_kafka_delivery_errors_total"), 0);
+    cluster.broker_down(-1).unwrap();
+    write_ids(&mut sink, 7..9).unwrap();
+    assert!(sink.flush().is_err());
+    assert_eq!(counters.get("tapstream_kafka_delivery_errors_total"), 2);
+    assert_eq!(counters.get("tapstream_kafka_messages_produced_total"), 7);
 }
 
 #[test]
