@@ -12,7 +12,9 @@
 //! - one CSV line. CSV needs a header: configure one
 //!   ([`FlowDecoder::with_csv_header`]), or let the producer send the header
 //!   line as a message of its own (any CSV message that names a known
-//!   column is a header; a later header replaces the earlier one).
+//!   column is a header; a later header replaces the earlier one, unless it
+//!   fails the checks below, which is an error that leaves the earlier one
+//!   in force).
 //!
 //! Column names are the CIC-IDS2017 ("improved" CICFlowMeter) names that
 //! `tapstream features` writes ([`CSV_COLUMNS`]), matched exactly after
