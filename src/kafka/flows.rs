@@ -934,6 +934,48 @@ mod tests {
         }
     }
 
+    #[test]
+    fn shared_cic_sample_rows_decode() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/data/flows/cicids2017_improved_sample");
+        if !dir.is_dir() {
+            eprintln!(
+                "shared_cic_sample_rows_decode: skipped, {} not found",
+                dir.display()
+            );
+            return;
+        }
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "csv"))
+            .collect();
+        files.sort();
+        let mut row = [0.0; NUM_FEATURES];
+        let mut rows = 0usize;
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            let mut dec = FlowDecoder::new();
+            for (n, line) in text.lines().enumerate() {
+                match dec.decode(line.as_bytes(), &mut row) {
+                    Ok(Decoded::Header) => assert_eq!(n, 0, "{}", file.display()),
+                    Ok(Decoded::Row(meta)) => {
+                        assert!(meta.flow_id <= FLOW_ID_MASK);
+                        assert!(meta.last_us >= meta.start_us);
+                        rows += 1;
+                    }
+                    Err(e) => panic!("{}:{}: {e}", file.display(), n + 1),
+                }
+            }
+            assert_eq!(
+                dec.extra_columns().collect::<Vec<_>>(),
+                ["Attempted Category", "Label", "id"]
+            );
+        }
+        assert!(rows > 1000, "{rows} rows in {files:?}");
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(msg in proptest::collection::vec(any::<u8>(), 0..512)) {
