@@ -277,6 +277,26 @@ fn mock_broker_down_times_out_deliveries_and_flush_errors() {
 }
 
 #[test]
+fn mock_flush_timeout_then_flush_again_delivers() {
+    let cluster = mock(1);
+    let brokers = cluster.bootstrap_servers();
+    let mut sink = KafkaSink::new(&client(&brokers, &[]), TOPIC, EveWriter::new(0))
+        .unwrap()
+        .with_flush_timeout(Duration::from_millis(800));
+    cluster.broker_down(-1).unwrap();
+    write_ids(&mut sink, 0..5).unwrap();
+    let err = sink.flush().unwrap_err();
+    assert!(
+        matches!(err, SinkError::FlushTimeout { pending, .. } if pending >= 5),
+        "{err:?}"
+    );
+    cluster.broker_up(-1).unwrap();
+    let mut sink = sink.with_flush_timeout(Duration::from_secs(30));
+    sink.flush().unwrap();
+    assert_eq!(sink.stats().delivered, 5);
+}
+
+#[test]
 fn bad_settings_are_errors_not_panics() {
     let ok = "127.0.0.1:9";
     let e = KafkaSink::new(

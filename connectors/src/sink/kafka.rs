@@ -12,9 +12,9 @@
 //!   keeps returning it (see [`KafkaSink::clear_failures`]), so that no
 //!   later flush can let the caller commit past a lost alert. An alert
 //!   that `write` refused (too large, topic not authorised, …) fails the
-//!   next flush the same way. The source
-//!   replays from its last commit after a restart; nothing is lost, and
-//!   alerts carry a stable `flow_id` so a consumer can drop duplicates.
+//!   next flush the same way. The source replays from its last commit
+//!   after a restart; nothing is lost, and alerts carry a stable `flow_id`
+//!   so a consumer can drop duplicates.
 //! - The producer is idempotent (`enable.idempotence=true`, `acks=all`,
 //!   at most 5 requests in flight, librdkafka's unbounded retries), so its
 //!   own retries never duplicate or reorder a message. Users cannot turn
@@ -44,15 +44,18 @@ use crate::sink::AlertSink;
 /// before trying again.
 pub const DEFAULT_QUEUE_FULL_WAIT: Duration = Duration::from_millis(100);
 
-/// How long `flush` waits for acknowledgements before giving up with
-/// [`SinkError::FlushTimeout`]: a little longer than librdkafka's default
-/// `message.timeout.ms` (300 s), after which every message is either
-/// delivered or failed.
-pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(310);
+/// How much longer than the producer's `message.timeout.ms` `flush` waits
+/// for acknowledgements before giving up with [`SinkError::FlushTimeout`].
+/// After `message.timeout.ms` librdkafka has delivered or failed every
+/// message, so with this margin a flush normally ends with an answer.
+pub const FLUSH_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
+
+/// librdkafka's default `message.timeout.ms`.
+const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How long dropping the sink waits for outstanding deliveries before
-/// abandoning them (they were never acknowledged, so the source replays
-/// them).
+/// abandoning them (they were never acknowledged, so a Kafka source
+/// replays them).
 const DROP_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Producer defaults a user's `properties` may override.
@@ -177,7 +180,8 @@ pub struct KafkaSink {
     /// `flush` and cleared by the caller.
     cleared_failures: u64,
     queue_full_wait: Duration,
-    flush_timeout: Duration,
+    /// `None`: wait as long as it takes.
+    flush_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -210,6 +214,7 @@ impl KafkaSink {
             reason,
         })?;
         let config = client.client_config(PRODUCER_DEFAULTS, PRODUCER_FORCED)?;
+        let flush_timeout = message_timeout(&config).map(|t| t + FLUSH_TIMEOUT_MARGIN);
         let deliveries = Arc::new(Deliveries::default());
         let label = [("topic", topic.clone())];
         let context = SinkContext {
@@ -236,7 +241,7 @@ impl KafkaSink {
             queue_full_waits: 0,
             cleared_failures: 0,
             queue_full_wait: DEFAULT_QUEUE_FULL_WAIT,
-            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+            flush_timeout,
         })
     }
 
@@ -247,11 +252,12 @@ impl KafkaSink {
         self
     }
 
-    /// Sets how long `flush` waits for acknowledgements (default
-    /// [`DEFAULT_FLUSH_TIMEOUT`]). Keep it above `message.timeout.ms`, or
-    /// `flush` may time out while librdkafka is still retrying.
+    /// Sets how long `flush` waits for acknowledgements (default: the
+    /// producer's `message.timeout.ms` plus [`FLUSH_TIMEOUT_MARGIN`], no
+    /// limit when that is 0). A shorter wait can time out while librdkafka
+    /// is still retrying; flushing again then continues the wait.
     pub fn with_flush_timeout(mut self, timeout: Duration) -> Self {
-        self.flush_timeout = timeout;
+        self.flush_timeout = Some(timeout);
         self
     }
 
@@ -305,6 +311,21 @@ impl KafkaSink {
             .clone()
             .unwrap_or(KafkaError::MessageProduction(RDKafkaErrorCode::Fail));
         Some((failed, first))
+    }
+}
+
+/// The producer's `message.timeout.ms` (or its alias
+/// `delivery.timeout.ms`); `None` when set to 0, librdkafka's "no limit".
+/// A value librdkafka will refuse does not matter: creating the producer
+/// fails.
+fn message_timeout(config: &rdkafka::ClientConfig) -> Option<Duration> {
+    let set = config
+        .get("message.timeout.ms")
+        .or_else(|| config.get("delivery.timeout.ms"));
+    match set.map(|v| v.trim().parse::<u64>()) {
+        None | Some(Err(_)) => Some(DEFAULT_MESSAGE_TIMEOUT),
+        Some(Ok(0)) => None,
+        Some(Ok(ms)) => Some(Duration::from_millis(ms)),
     }
 }
 
@@ -402,6 +423,28 @@ impl Drop for KafkaSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flush_waits_past_the_message_timeout() {
+        let with = |k: &str, v: &str| {
+            let mut c = rdkafka::ClientConfig::new();
+            c.set(k, v);
+            message_timeout(&c)
+        };
+        assert_eq!(
+            message_timeout(&rdkafka::ClientConfig::new()),
+            Some(DEFAULT_MESSAGE_TIMEOUT)
+        );
+        assert_eq!(
+            with("message.timeout.ms", "1500"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            with("delivery.timeout.ms", "2000"),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(with("message.timeout.ms", "0"), None);
+    }
 
     #[test]
     fn topic_names() {
