@@ -61,9 +61,10 @@ pub struct Config {
     pub gpu: GpuSection,
     /// Packet sources besides capture files.
     pub source: SourceSection,
-    /// The Kafka client (brokers, security, librdkafka properties), shared
-    /// by the Kafka source and the Kafka alert sink.
-    pub kafka: KafkaClientSection,
+    /// `[kafka]`: the Kafka client (brokers, TLS/SASL, librdkafka
+    /// properties), shared by the Kafka source, the Kafka alert sink and
+    /// `tapstream kafka produce`.
+    pub kafka: Option<tapstream_connectors::kafka::KafkaClientConfig>,
 }
 
 /// `[source]`: packet sources besides capture files.
@@ -138,28 +139,6 @@ impl Default for KafkaSourceSection {
             exit_after_idle: None,
             order_wait: Duration::from_millis(200),
             order_buffer_mib: 64,
-        }
-    }
-}
-
-/// `[kafka]`: the Kafka client.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct KafkaClientSection {
-    /// Bootstrap brokers, `host:port`.
-    pub brokers: Vec<String>,
-    /// Client id the brokers see.
-    pub client_id: String,
-    /// Further librdkafka properties, passed as they are.
-    pub properties: std::collections::BTreeMap<String, String>,
-}
-
-impl Default for KafkaClientSection {
-    fn default() -> Self {
-        KafkaClientSection {
-            brokers: vec!["127.0.0.1:9092".to_string()],
-            client_id: "tapstream".to_string(),
-            properties: Default::default(),
         }
     }
 }
@@ -650,10 +629,28 @@ impl Config {
                 "must be between 1 and 65536",
             ));
         }
-        if self.kafka.brokers.is_empty() || self.kafka.brokers.iter().any(String::is_empty) {
-            return Err(invalid("kafka.brokers", "must list at least one host:port"));
+        if let Some(client) = &self.kafka {
+            client
+                .check(crate::kafka::source::FORCED)
+                .and_then(|()| client.check(tapstream_connectors::sink::kafka::PRODUCER_FORCED))
+                .map_err(|e| invalid("kafka", e.to_string()))?;
+        } else if self.output.kafka.is_some() {
+            return Err(invalid(
+                "output.kafka",
+                "needs a [kafka] section with the brokers",
+            ));
         }
         Ok(())
+    }
+
+    /// The `[kafka]` client settings, or an error saying they are needed.
+    pub fn kafka_client(
+        &self,
+    ) -> Result<&tapstream_connectors::kafka::KafkaClientConfig, ConfigError> {
+        self.kafka.as_ref().ok_or_else(|| ConfigError::Invalid {
+            field: "kafka",
+            message: "Kafka needs a [kafka] section with at least `brokers`".to_string(),
+        })
     }
 
     /// Worker threads to start: the configured count, or when 0 one per core

@@ -17,7 +17,7 @@ use tapstream::kafka::{KafkaSource, Settled};
 use tapstream::pipeline::{self, Input, Progress, RunReport};
 use tapstream::{bench, demo, model, summary};
 use tapstream_connectors::eve::EveWriter;
-use tapstream_connectors::sink::{AlertSink, FileSink, StdoutSink};
+use tapstream_connectors::sink::{AlertSink, FileSink, KafkaSink, StdoutSink};
 
 /// GPU-accelerated stream processing for network packet analytics:
 /// packets → flows → CIC features → ONNX model → EVE JSON alerts.
@@ -193,7 +193,8 @@ struct RunArgs {
     /// ONNX model (overrides model.path; default models/cic-mlp.onnx).
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
-    /// EVE JSON output: `-` for stdout or a file (overrides output.eve).
+    /// EVE JSON output: `-` for stdout or a file (overrides output.eve and
+    /// output.kafka).
     #[arg(long, value_name = "PATH")]
     eve: Option<String>,
 }
@@ -258,12 +259,20 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Run(args) => {
             let mut cfg = load_config(&args.common)?;
             if let Some(e) = &args.eve {
+                // The command line's output wins over the file's, Kafka too.
                 cfg.output.eve = e.clone();
+                cfg.output.kafka = None;
             }
             cfg.validate()?;
             let loaded = model::load(&cfg, args.model.as_deref())?;
             let eve = EveWriter::new(cfg.output.community_id_seed);
-            let sink: Box<dyn AlertSink> = if cfg.output.eve == "-" {
+            let sink: Box<dyn AlertSink> = if let Some(k) = &cfg.output.kafka {
+                Box::new(
+                    KafkaSink::new(cfg.kafka_client()?, k.topic.clone(), eve).with_context(
+                        || format!("opening the Kafka alert sink (topic {})", k.topic),
+                    )?,
+                )
+            } else if cfg.output.eve == "-" {
                 Box::new(StdoutSink::new(eve))
             } else {
                 Box::new(

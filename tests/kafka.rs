@@ -1,8 +1,13 @@
-//! The Kafka source against librdkafka's in-process broker (MockCluster):
-//! `tapstream kafka produce` fills a 4-partition topic with the demo
-//! capture, `tapstream run --kafka` reads it as a consumer group, and the
-//! alerts, the accounting and the committed offsets are checked against
-//! `tapstream run --pcap` on the same capture.
+//! The Kafka source and sink end to end.
+//!
+//! - Against librdkafka's in-process broker (MockCluster): `tapstream kafka
+//!   produce` fills a 4-partition topic with the demo capture, `tapstream
+//!   run --kafka` reads it, and the alerts, the accounting and the committed
+//!   offsets are checked against `tapstream run --pcap`.
+//! - Against a real Kafka-protocol broker (tansu, started here): two
+//!   members of a group read a shared capture and write alerts to an
+//!   `alerts` topic, which must hold the alerts of the file run; and a
+//!   member killed with SIGKILL mid-stream and restarted loses none.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -11,6 +16,8 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use tapstream_connectors::kafka::testing::Tansu;
 
 use crate::util::{bin, demo_pcap, have_ort, output};
 
@@ -33,13 +40,20 @@ pub fn alert_ids(eve: &Path) -> BTreeMap<u64, usize> {
 fn config(dir: &Path, brokers: &str, group: &str, idle: &str) -> PathBuf {
     let p = dir.join(format!("{group}.toml"));
     let text = format!(
-        "[kafka]\nbrokers = [\"{brokers}\"]\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\n\
+        "[kafka]\nbrokers = {}\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\n\
          [source.kafka]\ngroup_id = \"{group}\"\ntopics = [\"packets\"]\nexit_after_idle = \"{idle}\"\ncommit_interval = \"200ms\"\n\n\
          [pipeline]\nworkers = 2\ndecoders = 1\n\n\
-         [flow]\ntimeout = \"8s\"\nactivity_timeout = \"1s\"\ntcp_close_linger = \"1s\"\n"
+         [flow]\ntimeout = \"8s\"\nactivity_timeout = \"1s\"\ntcp_close_linger = \"1s\"\n",
+        toml_list(brokers)
     );
     std::fs::write(&p, text).expect("write config");
     p
+}
+
+/// `a,b` as a TOML list of strings.
+fn toml_list(brokers: &str) -> String {
+    let items: Vec<String> = brokers.split(',').map(|b| format!("\"{b}\"")).collect();
+    format!("[{}]", items.join(", "))
 }
 
 /// Offsets the group committed, per partition of `packets`.
@@ -193,24 +207,41 @@ fn kafka_source_matches_pcap_and_commits_only_settled_offsets() {
 struct Member {
     child: std::process::Child,
     log: PathBuf,
-    eve: PathBuf,
+    /// The run summary, written at exit.
+    summary: PathBuf,
 }
 
 impl Member {
     fn start(cfg: &Path, dir: &Path, name: &str) -> Member {
         let log = dir.join(format!("{name}.log"));
-        let eve = dir.join(format!("{name}.json"));
+        let eve = dir.join(format!("{name}.summary.json"));
         let child = bin()
             .args(["run", "--kafka", "--quiet", "--config"])
             .arg(cfg)
-            .arg("--eve")
+            .arg("--summary-json")
             .arg(&eve)
             .env("TAPSTREAM_LOG", "info")
             .stderr(std::fs::File::create(&log).expect("log file"))
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start tapstream");
-        Member { child, log, eve }
+        Member {
+            child,
+            log,
+            summary: eve,
+        }
+    }
+
+    /// Messages read, as the last "caught up" log line says.
+    fn caught_up(&self) -> Option<u64> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let line = log.lines().rev().find(|l| l.contains("caught up"))?;
+        let at = line.find("messages=")? + "messages=".len();
+        line.get(at..)?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
     }
 
     /// Assignments logged so far.
@@ -260,43 +291,43 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Waits until the files stop growing for `quiet` (and `min_lines` lines
-/// are there in all).
-fn wait_quiet(files: &[&Path], quiet: Duration, min_lines: usize) {
-    let size = || -> (u64, usize) {
-        files.iter().fold((0, 0), |(b, l), f| {
-            let text = std::fs::read_to_string(f).unwrap_or_default();
-            (b + text.len() as u64, l + text.lines().count())
-        })
-    };
-    let t = std::time::Instant::now();
-    let mut last = size();
-    let mut since = std::time::Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(200));
-        let now = size();
-        if now != last {
-            last = now;
-            since = std::time::Instant::now();
-        } else if since.elapsed() >= quiet && now.1 >= min_lines {
-            return;
+/// Flow ids of every alert in the `alerts` topic (read from the start
+/// until nothing new comes for a few seconds), with how often each appears.
+fn read_alerts(brokers: &str) -> BTreeMap<u64, usize> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "alert-reader")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .expect("consumer");
+    {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..4 {
+            tpl.add_partition_offset("alerts", p, Offset::Beginning)
+                .expect("partition");
         }
-        assert!(t.elapsed() < Duration::from_secs(120), "output never settled");
+        consumer.assign(&tpl).expect("assign");
     }
-}
-
-/// Flow ids of an EVE file written by a process that may have been killed
-/// mid-line (a cut last line is ignored).
-fn alert_ids_lenient(eve: &Path) -> BTreeMap<u64, usize> {
-    let text = std::fs::read_to_string(eve).unwrap_or_default();
     let mut ids = BTreeMap::new();
-    let lines: Vec<&str> = text.lines().collect();
-    for (i, line) in lines.iter().enumerate() {
-        match serde_json::from_str::<serde_json::Value>(line) {
-            Ok(v) => *ids.entry(v["flow_id"].as_u64().expect("flow_id")).or_insert(0) += 1,
-            Err(e) => assert!(i + 1 == lines.len(), "line {i} of {}: {e}", eve.display()),
+    let mut last = std::time::Instant::now();
+    while last.elapsed() < Duration::from_secs(6) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            last = std::time::Instant::now();
+            let v: serde_json::Value =
+                serde_json::from_slice(rdkafka::Message::payload(&m).unwrap_or_default())
+                    .expect("alert is EVE JSON");
+            assert_eq!(v["event_type"], "alert");
+            let id = v["flow_id"].as_u64().expect("flow_id");
+            assert_eq!(
+                rdkafka::Message::key(&m),
+                Some(id.to_string().as_bytes()),
+                "keyed by flow_id"
+            );
+            *ids.entry(id).or_insert(0) += 1;
         }
     }
+    drop(consumer);
     ids
 }
 
@@ -330,7 +361,8 @@ fn packets_in(pcap: &Path) -> usize {
     n
 }
 
-fn produce(cfg: &Path, pcap: &Path) {
+/// Produces `pcap`; the number of messages.
+fn produce(cfg: &Path, pcap: &Path) -> u64 {
     let o = output(
         bin()
             .args(["kafka", "produce", "--chunk-packets", "64", "--config"])
@@ -338,16 +370,25 @@ fn produce(cfg: &Path, pcap: &Path) {
             .arg("--pcap")
             .arg(pcap),
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let at = err.find(" messages (").expect("produce summary");
+    err[..at]
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("message count")
 }
 
 /// A config for members of a long-running group (no idle exit).
 fn member_config(dir: &Path, brokers: &str, group: &str) -> PathBuf {
     let p = dir.join(format!("{group}.toml"));
     let text = format!(
-        "[kafka]\nbrokers = [\"{brokers}\"]\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\n\
+        "[kafka]\nbrokers = {}\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n\n\
          [source.kafka]\ngroup_id = \"{group}\"\ntopics = [\"packets\"]\ncommit_interval = \"200ms\"\n\n\
-         [pipeline]\nworkers = 2\ndecoders = 1\n"
+         [output.kafka]\ntopic = \"alerts\"\n\n\
+         [pipeline]\nworkers = 2\ndecoders = 1\n",
+        toml_list(brokers)
     );
     std::fs::write(&p, text).expect("write config");
     p
@@ -397,27 +438,42 @@ fn two_members_of_a_group_raise_the_alerts_of_the_file_run() {
     if !have_ort(test) {
         return;
     }
+    let Some(tansu) = Tansu::start_or_skip(test) else {
+        return;
+    };
+    tansu.create_topic("packets", 4).expect("packets topic");
+    tansu.create_topic("alerts", 4).expect("alerts topic");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mock = MockCluster::new(3).expect("mock cluster");
-    mock.create_topic("packets", 4, 1).expect("topic");
-    let brokers = mock.bootstrap_servers();
+    let brokers = tansu.brokers().to_string();
     let cfg = member_config(dir.path(), &brokers, "e2e");
     let reference = reference_ids(&cfg, &pcap, dir.path());
     assert!(!reference.is_empty());
 
     let (a, b) = two_members(&cfg, dir.path());
-    produce(&cfg, &pcap);
-    wait_quiet(&[&a.eve, &b.eve], Duration::from_secs(3), 1);
+    let messages = produce(&cfg, &pcap);
+    wait_until("both members caught up", Duration::from_secs(120), || {
+        a.caught_up().unwrap_or(0) + b.caught_up().unwrap_or(0) == messages
+    });
     a.signal(libc::SIGTERM);
     b.signal(libc::SIGTERM);
-    let (eve_a, eve_b) = (a.eve.clone(), b.eve.clone());
+    let summaries = [a.summary.clone(), b.summary.clone()];
     assert!(a.wait(Duration::from_secs(60)).success());
     assert!(b.wait(Duration::from_secs(60)).success());
+    let written: u64 = summaries
+        .iter()
+        .map(|p| {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(p).expect("summary")).expect("JSON");
+            v["alerts"].as_u64().expect("alerts")
+        })
+        .sum();
 
-    let mut got = alert_ids(&eve_a);
-    for (id, n) in alert_ids(&eve_b) {
-        *got.entry(id).or_insert(0) += n;
-    }
+    let got = read_alerts(&brokers);
+    assert_eq!(
+        got.values().sum::<usize>() as u64,
+        written,
+        "every alert written is in the topic"
+    );
     let ids: BTreeSet<u64> = got.keys().copied().collect();
     let duplicates: usize = got.values().map(|n| n - 1).sum();
     eprintln!(
@@ -427,7 +483,10 @@ fn two_members_of_a_group_raise_the_alerts_of_the_file_run() {
         reference.len()
     );
     assert_eq!(
-        (ids.difference(&reference).count(), reference.difference(&ids).count()),
+        (
+            ids.difference(&reference).count(),
+            reference.difference(&ids).count()
+        ),
         (0, 0),
         "flow ids only in the group's alerts, only in the file run's"
     );
@@ -440,43 +499,50 @@ fn a_member_killed_mid_stream_loses_no_alert() {
     if !have_ort(test) {
         return;
     }
+    let Some(tansu) = Tansu::start_or_skip(test) else {
+        return;
+    };
+    tansu.create_topic("packets", 4).expect("packets topic");
+    tansu.create_topic("alerts", 4).expect("alerts topic");
     let dir = tempfile::tempdir().expect("tempdir");
-    let mock = MockCluster::new(3).expect("mock cluster");
-    mock.create_topic("packets", 4, 1).expect("topic");
-    let brokers = mock.bootstrap_servers();
+    let brokers = tansu.brokers().to_string();
     let cfg = member_config(dir.path(), &brokers, "fault");
     let reference = reference_ids(&cfg, &pcap, dir.path());
 
     let n = packets_in(&pcap);
-    let (first, second) = (dir.path().join("first.pcap"), dir.path().join("second.pcap"));
+    let (first, second) = (
+        dir.path().join("first.pcap"),
+        dir.path().join("second.pcap"),
+    );
     slice_capture(&pcap, 0, n / 2, &first);
     slice_capture(&pcap, n / 2, n, &second);
 
     let (a, b) = two_members(&cfg, dir.path());
-    produce(&cfg, &first);
-    wait_quiet(&[&a.eve, &b.eve], Duration::from_secs(3), 0);
+    let messages = produce(&cfg, &first);
+    wait_until("both members caught up", Duration::from_secs(120), || {
+        a.caught_up().unwrap_or(0) + b.caught_up().unwrap_or(0) == messages
+    });
     // Killed: nothing flushed, nothing committed past what was settled.
     a.signal(libc::SIGKILL);
-    let eve_a = a.eve.clone();
     let _ = a.wait(Duration::from_secs(10));
     produce(&cfg, &second);
     let a2 = Member::start(&cfg, dir.path(), "a2");
-    wait_until("the restarted member's assignment", Duration::from_secs(60), || {
-        a2.assignments() >= 1
+    wait_until(
+        "the restarted member's assignment",
+        Duration::from_secs(60),
+        || a2.assignments() >= 1,
+    );
+    // Both read what the killed member left, then nothing for a while.
+    wait_until("both members caught up", Duration::from_secs(120), || {
+        a2.caught_up().is_some() && b.caught_up() > Some(0)
     });
-    wait_quiet(&[&a2.eve, &b.eve], Duration::from_secs(3), 1);
+    std::thread::sleep(Duration::from_secs(3));
     a2.signal(libc::SIGTERM);
     b.signal(libc::SIGTERM);
-    let (eve_a2, eve_b) = (a2.eve.clone(), b.eve.clone());
     assert!(a2.wait(Duration::from_secs(60)).success());
     assert!(b.wait(Duration::from_secs(60)).success());
 
-    let mut got = alert_ids_lenient(&eve_a);
-    for f in [&eve_a2, &eve_b] {
-        for (id, n) in alert_ids(f) {
-            *got.entry(id).or_insert(0) += n;
-        }
-    }
+    let got = read_alerts(&brokers);
     let ids: BTreeSet<u64> = got.keys().copied().collect();
     let missing: Vec<&u64> = reference.difference(&ids).collect();
     eprintln!(
@@ -486,5 +552,10 @@ fn a_member_killed_mid_stream_loses_no_alert() {
         ids.difference(&reference).count(),
         reference.len()
     );
-    assert!(missing.is_empty(), "{} alerts missing: {:?}", missing.len(), missing.iter().take(10).collect::<Vec<_>>());
+    assert!(
+        missing.is_empty(),
+        "{} alerts missing: {:?}",
+        missing.len(),
+        missing.iter().take(10).collect::<Vec<_>>()
+    );
 }

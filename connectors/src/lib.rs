@@ -10,7 +10,10 @@
 //! - [`community_id`]: Community ID v1, exactly per the spec.
 //! - [`eve`]: [`Alert`] and the [`EveWriter`] that formats it as one EVE
 //!   JSON line, allocation-free.
-//! - [`sink`]: the [`AlertSink`] trait, [`StdoutSink`] and [`FileSink`].
+//! - [`sink`]: the [`AlertSink`] trait, [`StdoutSink`], [`FileSink`] and
+//!   [`KafkaSink`].
+//! - [`kafka`]: Kafka client settings (brokers, TLS/SASL, secrets,
+//!   librdkafka passthrough) shared by the Kafka source and sink.
 //!
 //! [`FlowMeta`]: tapstream_ingest::FlowMeta
 
@@ -18,8 +21,9 @@
 
 pub mod community_id;
 pub mod eve;
+pub mod kafka;
 pub mod sink;
 
 pub use community_id::{CommunityId, FlowTuple};
 pub use eve::{Alert, EveWriter, ModelInfo};
-pub use sink::{AlertSink, FileSink, SinkError, StdoutSink};
+pub use sink::{AlertSink, FileSink, KafkaSink, SinkError, StdoutSink};

@@ -890,11 +890,34 @@ impl FlowTable {
 /// MurmurHash3's `fmix64`, masked to 51 bits. Fixed constants and byte
 /// orders: stable across runs, machines and versions of this crate.
 fn stable_flow_id(side: &Orientation, proto: u8, v6: bool, start_us: i64) -> u64 {
+    flow_id(
+        &side.src, &side.dst, side.sport, side.dport, proto, v6, start_us,
+    )
+}
+
+/// The [`FlowMeta::flow_id`] the flow table gives a flow with this forward
+/// 5-tuple (`src` sent the first packet; IPv4 addresses in the first 4
+/// bytes, the rest zero) and first-packet time.
+///
+/// Public so that flows that reach tapstream as feature rows (from Kafka,
+/// with the CSV export's identifier columns) get the id the same flow
+/// would get from a capture, and duplicates match across both paths.
+///
+/// [`FlowMeta::flow_id`]: crate::FlowMeta::flow_id
+pub fn flow_id(
+    src: &[u8; 16],
+    dst: &[u8; 16],
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    v6: bool,
+    start_us: i64,
+) -> u64 {
     const SEED: u64 = 0x6a09_e667_f3bc_c908; // sqrt(2) fraction
     let h = absorb_tuple(
         SEED,
-        (u128::from_be_bytes(side.src), side.sport),
-        (u128::from_be_bytes(side.dst), side.dport),
+        (u128::from_be_bytes(*src), sport),
+        (u128::from_be_bytes(*dst), dport),
         proto,
         v6,
     );

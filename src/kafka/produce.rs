@@ -23,7 +23,6 @@ use tapstream_ingest::capture::{CaptureError, CaptureReader};
 use tapstream_ingest::pcapgen::PcapWriter;
 use tapstream_ingest::{decode, PacketRecord};
 
-use super::source::client_config;
 use crate::config::Config;
 use crate::pipeline::shard_of;
 
@@ -96,11 +95,13 @@ struct Pending {
 pub fn produce(pcap: &Path, cfg: &Config, opts: &ProduceOptions) -> Result<ProduceReport> {
     let started = Instant::now();
     let mut reader = CaptureReader::open(pcap).with_context(|| format!("{}", pcap.display()))?;
-    let c = client_config(
-        &cfg.kafka,
-        &[("linger.ms", "5"), ("batch.size", "1000000")],
-        &[("enable.idempotence", "true"), ("acks", "all")],
-    )?;
+    let c = cfg
+        .kafka_client()?
+        .client_config(
+            &[("linger.ms", "5"), ("batch.size", "1000000")],
+            tapstream_connectors::sink::kafka::PRODUCER_FORCED,
+        )
+        .context("Kafka client settings")?;
     let producer: BaseProducer<Counting> = c
         .create_with_context(Counting::default())
         .context("creating the Kafka producer")?;

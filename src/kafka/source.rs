@@ -33,7 +33,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::statistics::Statistics;
@@ -44,17 +43,32 @@ use tapstream_ingest::skip::SkipReason;
 use super::offsets::Offsets;
 use super::packets::{self, Message};
 use super::Settled;
-use crate::config::{Config, KafkaClientSection, KafkaSourceSection};
+use crate::config::{Config, KafkaSourceSection};
 use crate::pipeline::{ChunkWriter, Progress, ReaderReport};
+use tapstream_connectors::kafka::Forced;
 
-/// Properties the source sets itself: changing them would break its
-/// offset and rebalance logic.
-const FORCED: &[(&str, &str)] = &[
-    ("enable.auto.commit", "false"),
-    ("enable.auto.offset.store", "false"),
-    // Eager: a rebalance revokes every partition (see the module docs).
-    ("partition.assignment.strategy", "range,roundrobin"),
+/// Properties the source owns: changing them would break its offset and
+/// rebalance logic.
+pub const FORCED: &[Forced<'static>] = &[
+    Forced {
+        name: "enable.auto.commit",
+        value: "false",
+        purpose: "offsets committed only for settled messages",
+    },
+    Forced {
+        name: "enable.auto.offset.store",
+        value: "false",
+        purpose: "offsets committed only for settled messages",
+    },
+    Forced {
+        name: "partition.assignment.strategy",
+        value: "range,roundrobin",
+        purpose: "an eager rebalance, which revokes every partition and so ends every flow",
+    },
 ];
+
+/// Quiet time after which the source says it has caught up (logged, info).
+const CAUGHT_UP: Duration = Duration::from_secs(1);
 
 /// Defaults a user may override in `[kafka.properties]`.
 const DEFAULTS: &[(&str, &str)] = &[
@@ -87,36 +101,6 @@ pub struct KafkaReport {
     pub lag: i64,
 }
 
-/// Builds a librdkafka configuration: our defaults, then the user's
-/// properties, then the properties we must own (an attempt to set one of
-/// those is an error).
-pub fn client_config(
-    client: &KafkaClientSection,
-    defaults: &[(&str, &str)],
-    forced: &[(&str, &str)],
-) -> Result<ClientConfig> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", client.brokers.join(","));
-    c.set("client.id", &client.client_id);
-    for (k, v) in defaults {
-        c.set(*k, *v);
-    }
-    for (k, v) in &client.properties {
-        if let Some((_, ours)) = forced.iter().find(|(f, _)| f == k) {
-            if v != ours {
-                anyhow::bail!(
-                    "kafka.properties.{k} cannot be changed (tapstream needs {k} = {ours:?})"
-                );
-            }
-        }
-        c.set(k, v);
-    }
-    for (k, v) in forced {
-        c.set(*k, *v);
-    }
-    Ok(c)
-}
-
 /// The source, subscribed and ready to run.
 pub struct KafkaSource {
     consumer: BaseConsumer<SourceContext>,
@@ -130,7 +114,10 @@ impl KafkaSource {
     /// `term` is set by the caller's SIGTERM/SIGINT handler.
     pub fn new(cfg: &Config, settled: Arc<Settled>, term: Arc<AtomicBool>) -> Result<Self> {
         let s = &cfg.source.kafka;
-        let mut c = client_config(&cfg.kafka, DEFAULTS, FORCED)?;
+        let mut c = cfg
+            .kafka_client()?
+            .client_config(DEFAULTS, FORCED)
+            .context("Kafka client settings")?;
         c.set("group.id", &s.group_id);
         let ctx = SourceContext {
             state: Mutex::new(None),
@@ -197,6 +184,8 @@ impl KafkaSource {
         let mut last_message = Instant::now();
         let mut shutdown = false;
         let mut ever_assigned = false;
+        // Messages read since "caught up" was last said.
+        let mut unreported = false;
         let mut poll_errors = 0u64;
         loop {
             if stop.load(Ordering::Relaxed) {
@@ -234,6 +223,7 @@ impl KafkaSource {
                 }
                 Some(Ok(msg)) => {
                     last_message = Instant::now();
+                    unreported = true;
                     let mut g = lock(&consumer.context().state);
                     if let Some(st) = g.as_mut() {
                         st.take(&msg, &settings);
@@ -245,6 +235,14 @@ impl KafkaSource {
             let mut g = lock(&consumer.context().state);
             let Some(st) = g.as_mut() else { break };
             st.release(false);
+            if unreported && last_message.elapsed() >= CAUGHT_UP {
+                unreported = false;
+                tracing::info!(
+                    message = "caught up",
+                    messages = st.kafka.messages,
+                    packets = st.report.packets
+                );
+            }
             if !st.out.send_if_due() {
                 break;
             }
@@ -626,33 +624,5 @@ impl ConsumerContext for SourceContext {
                 tracing::warn!(message = "rebalance error", error = %e);
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_properties_override_defaults_but_not_what_the_source_owns() {
-        let mut client = KafkaClientSection::default();
-        client
-            .properties
-            .insert("auto.offset.reset".into(), "latest".into());
-        let c = client_config(&client, DEFAULTS, FORCED).expect("valid");
-        assert_eq!(c.get("auto.offset.reset"), Some("latest"));
-        assert_eq!(c.get("enable.auto.commit"), Some("false"));
-        assert_eq!(c.get("bootstrap.servers"), Some("127.0.0.1:9092"));
-
-        client
-            .properties
-            .insert("enable.auto.commit".into(), "true".into());
-        let e = client_config(&client, DEFAULTS, FORCED)
-            .err()
-            .map(|e| e.to_string());
-        assert_eq!(
-            e.as_deref(),
-            Some("kafka.properties.enable.auto.commit cannot be changed (tapstream needs enable.auto.commit = \"false\")")
-        );
     }
 }

@@ -1,13 +1,13 @@
-//! Where alerts go: the [`AlertSink`] trait and its stdout and file
+//! Where alerts go: the [`AlertSink`] trait and its stdout, file and Kafka
 //! implementations.
 //!
 //! Why a trait this narrow: the alert stage of the pipeline only needs
 //! "take this alert" and "make everything so far durable", so stdout, a
-//! rotating file and (later) Kafka plug in behind the same two calls, and
+//! rotating file and Kafka plug in behind the same two calls, and
 //! counting what was written or dropped stays with the caller.
 //!
-//! Every sink formats alerts as EVE lines into its own buffer and writes the
-//! buffer in large chunks. A write error leaves the unwritten bytes buffered
+//! The stdout and file sinks format alerts as EVE lines into their own
+//! buffer and write the buffer in large chunks. A write error leaves the unwritten bytes buffered
 //! (nothing is duplicated or lost by a partial write, and the next call
 //! retries them); while the buffer is full and cannot be written, new alerts
 //! are refused with the error, so the buffer stays bounded.
@@ -17,15 +17,19 @@
 //! output, not treat it as a failure worth a panic or a retry loop.
 
 mod file;
+pub mod kafka;
 mod stdout;
 
 pub use file::FileSink;
+pub use kafka::{KafkaSink, KafkaSinkStats};
 pub use stdout::StdoutSink;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::eve::Alert;
+use crate::kafka::KafkaConfigError;
 
 /// Default size at which a sink writes its buffer out: 64 KiB, roughly a
 /// hundred alert lines.
@@ -40,9 +44,10 @@ pub trait AlertSink: Send {
     /// [`SinkError::is_closed`] tells the caller to stop.
     fn write(&mut self, alert: &Alert<'_>) -> Result<(), SinkError>;
 
-    /// Writes out every accepted alert (to the OS; this does not `fsync`).
-    /// Call it at the end of each batch so alerts do not wait for the buffer
-    /// to fill.
+    /// Writes out every accepted alert (to the OS for stdout and files;
+    /// this does not `fsync`. Acknowledged by the brokers for Kafka). Call
+    /// it at the end of each batch so alerts do not wait for the buffer to
+    /// fill.
     fn flush(&mut self) -> Result<(), SinkError>;
 }
 
@@ -75,6 +80,52 @@ pub enum SinkError {
         /// The cause.
         #[source]
         source: io::Error,
+    },
+    /// The Kafka client settings were refused (before anything started).
+    #[error(transparent)]
+    KafkaConfig(#[from] KafkaConfigError),
+    /// The alerts topic's name is not a valid Kafka topic name.
+    #[error("kafka alerts topic {topic:?} {reason}")]
+    KafkaTopic {
+        /// The name as configured.
+        topic: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The Kafka producer could not be created, or refused a message
+    /// (e.g. larger than `message.max.bytes`).
+    #[error("{target}: kafka error")]
+    Kafka {
+        /// The output, e.g. `kafka topic "alerts"`.
+        target: String,
+        /// librdkafka's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// Messages failed to reach Kafka for good (after librdkafka's
+    /// retries). Do not commit source offsets past them: replaying from the
+    /// last commit produces them again.
+    #[error("{target}: {failed} alert(s) could not be delivered")]
+    Delivery {
+        /// The output.
+        target: String,
+        /// How many failed or were refused by `write` (since the failures
+        /// were last cleared).
+        failed: u64,
+        /// The first failure.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// `flush` gave up waiting for the brokers' acknowledgements; the
+    /// messages are still being retried, so flushing again may succeed.
+    #[error("{target}: {pending} alert(s) still unacknowledged after {waited:?}")]
+    FlushTimeout {
+        /// The output.
+        target: String,
+        /// How long `flush` waited.
+        waited: Duration,
+        /// Messages (and requests) still outstanding.
+        pending: u64,
     },
 }
 
