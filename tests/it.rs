@@ -7,6 +7,8 @@
 mod cli;
 // Flows do not depend on the number of decoder threads.
 mod decoders;
+// The device's flag_scores kernel, emulated, against read_output.
+mod gpu_flag_scores;
 // The device's model-input kernel, emulated, against select_features.
 mod gpu_model_input;
 // `tapstream model report`: JSON sanity, robustness, errors.
