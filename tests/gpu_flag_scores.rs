@@ -19,8 +19,7 @@ use tapstream_kernels::gpu::flag::FLAG_SCORE_COLUMN;
 use tapstream_kernels::gpu::{collect_flagged, Flagged, ScoreLayout};
 use tapstream_kernels::schema::{SCHEMA_NAME, SCHEMA_VERSION};
 
-#[path = "../kernels/tests/gpu_emu/emulator.rs"]
-mod emulator;
+use crate::emulator;
 
 fn build_emulator(dir: &Path) -> Option<PathBuf> {
     let kernels = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");

@@ -24,3 +24,6 @@ mod shared_captures;
 mod suricata;
 // Shared helpers.
 mod util;
+// The C++ emulator of the CUDA kernels (shared with the kernels crate).
+#[path = "../kernels/tests/gpu_emu/emulator.rs"]
+mod emulator;

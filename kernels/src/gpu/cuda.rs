@@ -231,6 +231,22 @@ impl CudaDevice {
         ScoreFlagger::new(self.clone(), rows)
     }
 
+    /// `values` copied to this device (and the copy waited for): rows a
+    /// check or benchmark starts from when the features are already there.
+    pub fn upload_f32(&self, values: &[f32]) -> Result<DeviceF32, GpuError> {
+        let stream = self
+            .ctx
+            .new_stream()
+            .map_err(driver_err("creating a stream"))?;
+        let data = stream
+            .clone_htod(values)
+            .map_err(driver_err("copying values to the device"))?;
+        stream
+            .synchronize()
+            .map_err(driver_err("waiting for the copy to the device"))?;
+        Ok(DeviceF32 { stream, data })
+    }
+
     /// An executor on this device for batches of up to `cap` records.
     pub fn executor(&self, cap: usize, activity_timeout_us: i64) -> Result<CudaExecutor, GpuError> {
         CudaExecutor::new(self.clone(), cap, activity_timeout_us)
@@ -906,6 +922,30 @@ impl CudaExecutor {
         }
         p.times.batches += 1;
         Ok(())
+    }
+}
+
+/// `f32` values in device memory, complete (see [`CudaDevice::upload_f32`]).
+pub struct DeviceF32 {
+    stream: Arc<CudaStream>,
+    data: CudaSlice<f32>,
+}
+
+impl DeviceF32 {
+    /// The device address of the first value, valid while `self` lives.
+    pub fn device_ptr(&self) -> u64 {
+        let (ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(&self.data, &self.stream);
+        ptr
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.data.len() == 0
     }
 }
 
