@@ -26,8 +26,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tapstream_inference::{
-    first_attack_label, select_features, BoundMemory, Engine, ExecutionProvider, ModelContract,
-    OnnxEngine, OutputKind, Prediction,
+    first_attack_label, select_features, BoundMemory, CudaOptions, Engine, ExecutionProvider,
+    ModelContract, OnnxEngine, OutputKind, Prediction,
 };
 use tapstream_kernels::gpu::cuda::{CudaDevice, CudaExecutor, ScoreFlagger};
 use tapstream_kernels::gpu::{BatchExecutor, Flagged, ScoreLayout};
@@ -329,16 +329,26 @@ pub fn check(cfg: &Config, spec: &CheckSpec) -> Result<bool> {
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        match check_model(cfg, spec, &dev, path, &recs, &cpu) {
+        // A model the CUDA provider cannot run alone (INT8's
+        // quantize/dequantize nodes) is reported, not fatal; a model that
+        // loads and then fails is a failed check.
+        let mut engine = match load_on_cuda(cfg, path) {
+            Ok(e) => e,
+            Err(e) => {
+                println!("{name}: unavailable on the CUDA provider alone: {e:#}");
+                json.push(serde_json::json!({ "model": name, "unavailable": format!("{e:#}") }));
+                continue;
+            }
+        };
+        match check_model(cfg, spec, &dev, &mut engine, &name, &recs, &cpu) {
             Ok(r) => {
                 ok &= r.ok;
                 json.push(r.json);
             }
             Err(e) => {
-                // A model the CUDA provider cannot run alone (INT8's
-                // quantize/dequantize nodes) is reported, not fatal.
-                println!("{name}: unavailable on the CUDA provider: {e:#}");
-                json.push(serde_json::json!({ "model": name, "unavailable": format!("{e:#}") }));
+                ok = false;
+                println!("{name}: FAILED: {e:#}");
+                json.push(serde_json::json!({ "model": name, "error": format!("{e:#}") }));
             }
         }
     }
@@ -360,18 +370,10 @@ struct ModelResult {
     json: serde_json::Value,
 }
 
-fn check_model(
-    cfg: &Config,
-    spec: &CheckSpec,
-    dev: &CudaDevice,
-    path: &Path,
-    recs: &[tapstream_ingest::PacketRecord],
-    cpu: &tapstream_kernels::FlowBatch,
-) -> Result<ModelResult> {
-    let name = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+/// Loads `path` on the CUDA provider alone (a node left to the CPU is an
+/// error, so no number here is a partly-CPU run), on the GPU that holds the
+/// features.
+fn load_on_cuda(cfg: &Config, path: &Path) -> Result<OnnxEngine> {
     let mut onnx = crate::model::onnx_config(cfg);
     let ordinal = i32::try_from(cfg.gpu.ordinal).context("GPU ordinal")?;
     let cuda = onnx
@@ -381,7 +383,10 @@ fn check_model(
             ExecutionProvider::Cuda(o) => Some(o.clone()),
             _ => None,
         })
-        .unwrap_or_default();
+        .unwrap_or(CudaOptions {
+            device_id: ordinal,
+            memory_limit: None,
+        });
     if cuda.device_id != ordinal {
         bail!(
             "inference.cuda.device_id is {} but gpu.ordinal is {ordinal}: the model must run on \
@@ -389,12 +394,21 @@ fn check_model(
             cuda.device_id
         );
     }
-    // The CUDA provider alone: a node left to the CPU is an error, so a
-    // number below is never a partly-CPU run.
     onnx.providers = vec![ExecutionProvider::Cuda(cuda)];
     onnx.allow_fallback = false;
-    let mut engine = OnnxEngine::load(path, &onnx)
-        .with_context(|| format!("loading model {}", path.display()))?;
+    OnnxEngine::load(path, &onnx).with_context(|| format!("loading model {}", path.display()))
+}
+
+fn check_model(
+    cfg: &Config,
+    spec: &CheckSpec,
+    dev: &CudaDevice,
+    engine: &mut OnnxEngine,
+    name: &str,
+    recs: &[tapstream_ingest::PacketRecord],
+    cpu: &tapstream_kernels::FlowBatch,
+) -> Result<ModelResult> {
+    let ordinal = i32::try_from(cfg.gpu.ordinal).context("GPU ordinal")?;
     let c = engine.contract().clone();
     let threshold = cfg.model.threshold.unwrap_or(c.threshold);
     let width = c.num_features();
@@ -405,7 +419,7 @@ fn check_model(
         .max()
         .unwrap_or(0)
         .max(cpu.len());
-    let mut scorer = DeviceScorer::new(dev, &engine, largest)?;
+    let mut scorer = DeviceScorer::new(dev, engine, largest)?;
     let mut ok = true;
 
     // The capture's model input, on the host, tiled up to the largest batch.
@@ -427,7 +441,7 @@ fn check_model(
     let mut got = Vec::new();
     // SAFETY: `device_input` holds largest ≥ flows rows of `width` values,
     // synchronised above, and is not written while it is alive.
-    unsafe { scorer.score(&mut engine, input_ptr, flows, threshold, &mut got) }?;
+    unsafe { scorer.score(engine, input_ptr, flows, threshold, &mut got) }?;
     let direct = compare_flags(&want, threshold, &got);
     ok &= direct.ok();
     println!(
@@ -438,7 +452,7 @@ fn check_model(
 
     // 2. The glue: features built by the kernels and left on the device
     //    (copy_back = false), each finished batch scored from there.
-    let glue = glue_check(dev, cfg, recs, &mut engine, &mut scorer, threshold, &want)?;
+    let glue = glue_check(dev, cfg, recs, engine, &mut scorer, threshold, &want)?;
     ok &= glue.ok();
     println!(
         "{name}: GPU features left on the device, scored per batch, vs host path: {} — {}",
@@ -466,7 +480,7 @@ fn check_model(
         })?;
         let with_flags = time_rows(spec.min_seconds, rows, || {
             // SAFETY: as above.
-            unsafe { scorer.score(&mut engine, input_ptr, rows, threshold, &mut flagged) }
+            unsafe { scorer.score(engine, input_ptr, rows, threshold, &mut flagged) }
         })?;
         println!(
             "{name}: batch {rows} rows, features on the device: model {:.1} M rows/s \
