@@ -22,7 +22,8 @@
 # Prepare here: scripts/gpu-prepare.sh (binary + captures in .gpu/), and
 #   tar -C ../shared/data -cJf .gpu/cic.tar.xz flows/cicids2017_improved_sample
 # There: scripts/gpu-inference-check.sh [BIN]. Results go to $OUT or
-# target/gpu-inference.
+# target/gpu-inference. GPU_SCORE_ONLY=1 runs step 1 alone (for a short
+# device budget).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-.gpu/tapstream}
@@ -51,6 +52,10 @@ if "$bin" gpu-score --help > /dev/null 2>&1; then
   LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda-13.0/targets/x86_64-linux/lib \
     "$bin" gpu-score --config "$work/gpu-score.toml" --pcap "$work/bench.pcap" > "$out/gpu-score.txt" 2>&1 || status=1
   grep -v '^{' "$out/gpu-score.txt"
+fi
+if [ "${GPU_SCORE_ONLY:-0}" = 1 ]; then
+  step "done (status $status; GPU_SCORE_ONLY)"
+  exit $status
 fi
 
 for provider in cuda cpu; do
