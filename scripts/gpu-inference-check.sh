@@ -3,17 +3,27 @@
 # root with a binary built elsewhere, after ONNX Runtime's GPU libraries were
 # staged there (../shared/gpu/stage-ort-gpu.sh: one run per part, then this
 # script with .device/ort/final carried along):
-#   1. `tapstream bench` with the CUDA execution provider alone (no CPU
+#   1. `tapstream gpu-score` on the benchmark file (device-resident scoring,
+#      CUDA provider alone): for each variant, the flagged rows and scores of
+#      the device path (model input on the GPU → ONNX Runtime through an
+#      I/O binding → flag_scores → flagged rows back) against the host path
+#      (`infer` on the same rows), once with the rows uploaded and once with
+#      the GPU feature kernels' own model input left on the device; then
+#      rows/s with the features already on the device at 64 Ki, 256 Ki and
+#      1 Mi rows per batch, naming the GPU (output in gpu-score.txt, JSON on
+#      its last line);
+#   2. `tapstream bench` with the CUDA execution provider alone (no CPU
 #      fallback) for the FP32, FP16 and INT8 variants of the default model,
 #      at two batch sizes, and the CPU provider on the same host; inference
-#      here goes through host copies (device-resident features are not wired
-#      to the engine yet);
-#   2. `tapstream model report` on the CIC held-out split, when this build
+#      here goes through host copies (the pipeline's consumer scores host
+#      rows);
+#   3. `tapstream model report` on the CIC held-out split, when this build
 #      has that command, which compares every precision on every provider.
 # Prepare here: scripts/gpu-prepare.sh (binary + captures in .gpu/), and
 #   tar -C ../shared/data -cJf .gpu/cic.tar.xz flows/cicids2017_improved_sample
 # There: scripts/gpu-inference-check.sh [BIN]. Results go to $OUT or
-# target/gpu-inference.
+# target/gpu-inference. GPU_SCORE_ONLY=1 runs step 1 alone (for a short
+# device budget).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-.gpu/tapstream}
@@ -34,6 +44,19 @@ trap 'rm -rf "$work"' EXIT
 python3 -c "import sys,tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" .gpu/ether-captures.tar.xz "$work/data" || exit 1
 [ -f .gpu/cic.tar.xz ] && python3 -c "import sys,tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])" .gpu/cic.tar.xz "$work/data"
 "$bin" make-bench-pcap --data "$work/data" --out "$work/bench.pcap" > /dev/null 2>&1 || exit 1
+
+if "$bin" gpu-score --help > /dev/null 2>&1; then
+  step "device-resident scoring: checks and rows/s with features on the device"
+  printf '[inference]\nproviders = ["cuda"]\n' > "$work/gpu-score.toml"
+  # cudarc needs libcuda and NVRTC 13.0 (both also on unpack.sh's path).
+  LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda-13.0/targets/x86_64-linux/lib \
+    "$bin" gpu-score --config "$work/gpu-score.toml" --pcap "$work/bench.pcap" > "$out/gpu-score.txt" 2>&1 || status=1
+  grep -v '^{' "$out/gpu-score.txt"
+fi
+if [ "${GPU_SCORE_ONLY:-0}" = 1 ]; then
+  step "done (status $status; GPU_SCORE_ONLY)"
+  exit $status
+fi
 
 for provider in cuda cpu; do
   for batch in 16384 65536; do

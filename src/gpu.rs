@@ -449,7 +449,7 @@ fn one_shard(
 }
 
 /// Lays `recs` out as sealed batches in pinned memory, as a shard would.
-fn stage(
+pub(crate) fn stage(
     dev: &CudaDevice,
     flow: FlowConfig,
     recs: &[PacketRecord],

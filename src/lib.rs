@@ -14,6 +14,8 @@ pub mod demo;
 pub mod device;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+#[cfg(feature = "cuda")]
+pub mod gpu_score;
 pub mod kafka;
 pub mod model;
 pub mod pipeline;

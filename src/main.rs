@@ -67,6 +67,10 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Score with the features already on the GPU (needs a GPU and ONNX
+    /// Runtime's CUDA provider): checks the device path against the host
+    /// path, and measures rows/s per batch size; the last line is JSON.
+    GpuScore(GpuScoreArgs),
     /// Model tools: `tapstream model report`.
     Model {
         #[command(subcommand)]
@@ -149,6 +153,28 @@ struct ReportArgs {
     /// rows).
     #[arg(long, value_name = "N,N,...", value_delimiter = ',', default_values_t = tapstream::report::DEFAULT_BATCH_SIZES)]
     batch_sizes: Vec<usize>,
+}
+
+#[derive(Args, Debug)]
+struct GpuScoreArgs {
+    /// Capture whose flows give the feature rows (the rows are tiled up to
+    /// the largest batch for the throughput measurement).
+    #[arg(long, value_name = "FILE")]
+    pcap: PathBuf,
+    /// Models to score (default: the configured or bundled model and its
+    /// `-fp16`/`-int8` siblings).
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    model: Vec<PathBuf>,
+    /// TOML configuration file (gpu.ordinal, inference.cuda, threshold,
+    /// gpu.batch_records for the GPU feature stage).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Batch sizes to measure, in rows, comma-separated.
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',', default_values_t = [65536usize, 262144, 1048576])]
+    batch_rows: Vec<usize>,
+    /// Measure each batch size for at least this many seconds.
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
 }
 
 #[derive(Args, Debug)]
@@ -367,6 +393,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             };
             parity(&paths, model.as_deref(), &cfg)
         }
+        Command::GpuScore(args) => gpu_score(args),
         Command::Model {
             command: ModelCommand::Report(args),
         } => model_report(args),
@@ -660,6 +687,47 @@ fn parity(paths: &[PathBuf], model: Option<&std::path::Path>, cfg: &Config) -> R
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(feature = "cuda")]
+fn gpu_score(args: GpuScoreArgs) -> Result<ExitCode> {
+    let cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let models = if args.model.is_empty() {
+        let base = tapstream::model::model_path(&cfg, None)?;
+        let stem = base
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut m = vec![base.clone()];
+        for suffix in ["fp16", "int8"] {
+            let sibling = base.with_file_name(format!("{stem}-{suffix}.onnx"));
+            if sibling.is_file() {
+                m.push(sibling);
+            }
+        }
+        m
+    } else {
+        args.model
+    };
+    let spec = tapstream::gpu_score::CheckSpec {
+        pcap: args.pcap,
+        models,
+        batch_rows: args.batch_rows,
+        min_seconds: args.seconds,
+    };
+    Ok(if tapstream::gpu_score::check(&cfg, &spec)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_score(_args: GpuScoreArgs) -> Result<ExitCode> {
+    anyhow::bail!("this tapstream was built without CUDA support (build with `--features cuda`)")
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -60,10 +60,9 @@ pub struct LoadedModel {
     pub providers: String,
 }
 
-/// Loads and verifies the model for a run.
-pub fn load(cfg: &Config, cli: Option<&Path>) -> Result<LoadedModel> {
-    let path = model_path(cfg, cli)?;
-    let onnx = OnnxConfig {
+/// The ONNX Runtime settings of a configuration.
+pub fn onnx_config(cfg: &Config) -> OnnxConfig {
+    OnnxConfig {
         library: cfg.inference.onnxruntime_library.clone(),
         intra_threads: cfg.inference.intra_threads,
         inter_threads: cfg.inference.inter_threads,
@@ -71,7 +70,13 @@ pub fn load(cfg: &Config, cli: Option<&Path>) -> Result<LoadedModel> {
         providers: cfg.inference.execution_providers(),
         allow_fallback: cfg.inference.allow_fallback,
         cpu_arena_limit: cfg.inference.cpu_arena_limit(),
-    };
+    }
+}
+
+/// Loads and verifies the model for a run.
+pub fn load(cfg: &Config, cli: Option<&Path>) -> Result<LoadedModel> {
+    let path = model_path(cfg, cli)?;
+    let onnx = onnx_config(cfg);
     let engine = OnnxEngine::load(&path, &onnx)
         .with_context(|| format!("loading model {}", path.display()))?;
     let c = engine.contract();

@@ -13,8 +13,7 @@ use tapstream_inference::contract::keys;
 use tapstream_inference::{select_features, ModelContract};
 use tapstream_kernels::schema::{FEATURES, NUM_FEATURES, SCHEMA_NAME, SCHEMA_VERSION};
 
-#[path = "../kernels/tests/gpu_emu/emulator.rs"]
-mod emulator;
+use crate::emulator;
 
 fn build_emulator(dir: &Path) -> Option<PathBuf> {
     let kernels = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");

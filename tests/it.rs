@@ -7,6 +7,8 @@
 mod cli;
 // Flows do not depend on the number of decoder threads.
 mod decoders;
+// The device's flag_scores kernel, emulated, against read_output.
+mod gpu_flag_scores;
 // The device's model-input kernel, emulated, against select_features.
 mod gpu_model_input;
 // The Kafka source against librdkafka's in-process broker.
@@ -24,3 +26,6 @@ mod shared_captures;
 mod suricata;
 // Shared helpers.
 mod util;
+// The C++ emulator of the CUDA kernels (shared with the kernels crate).
+#[path = "../kernels/tests/gpu_emu/emulator.rs"]
+mod emulator;

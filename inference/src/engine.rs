@@ -85,15 +85,15 @@ pub(crate) fn check_input(
     Ok(())
 }
 
-/// Turns a model's raw output (`shape`, `data`) for `rows` rows into
-/// predictions appended to `out`, checking the shape against the contract.
-pub(crate) fn read_output(
+/// Checks a model output's `shape` and element count `len` for `rows` rows
+/// against the contract; returns its columns per row (one per label for
+/// probabilities, 1 for a score).
+pub(crate) fn output_columns(
     contract: &ModelContract,
     rows: usize,
     shape: &[i64],
-    data: &[f32],
-    out: &mut Vec<Prediction>,
-) -> Result<(), InferenceError> {
+    len: usize,
+) -> Result<usize, InferenceError> {
     let rows_i64 = i64::try_from(rows).unwrap_or(i64::MAX);
     match contract.output {
         OutputKind::Probabilities => {
@@ -101,7 +101,7 @@ pub(crate) fn read_output(
             let ok = shape.len() == 2
                 && shape[0] == rows_i64
                 && usize::try_from(shape[1]) == Ok(classes)
-                && data.len() == rows * classes;
+                && rows.checked_mul(classes) == Some(len);
             if !ok {
                 return Err(InferenceError::OutputShape {
                     rows,
@@ -109,9 +109,48 @@ pub(crate) fn read_output(
                     found: shape.to_vec(),
                 });
             }
+            Ok(classes)
+        }
+        OutputKind::Score => {
+            let ok = match shape {
+                [n] => *n == rows_i64,
+                [n, 1] => *n == rows_i64,
+                _ => false,
+            } && len == rows;
+            if !ok {
+                return Err(InferenceError::OutputShape {
+                    rows,
+                    expected: format!("[{rows}] or [{rows}, 1] (one score per row)"),
+                    found: shape.to_vec(),
+                });
+            }
+            Ok(1)
+        }
+    }
+}
+
+/// Turns a model's raw output (`shape`, `data`) for `rows` rows into
+/// predictions appended to `out`, checking the shape against the contract.
+///
+/// This is the definition every other reader of model outputs must match
+/// (the device's `flag_scores` kernel is tested against it): for
+/// probabilities, score `1 - p(benign)` in `f32` and class the most likely
+/// non-benign label, NaN losing to any number and the lowest index winning
+/// ties; for a score output, the score as is and
+/// [`first_attack_label`].
+pub fn read_output(
+    contract: &ModelContract,
+    rows: usize,
+    shape: &[i64],
+    data: &[f32],
+    out: &mut Vec<Prediction>,
+) -> Result<(), InferenceError> {
+    let columns = output_columns(contract, rows, shape, data.len())?;
+    match contract.output {
+        OutputKind::Probabilities => {
             // The contract guarantees a benign label for probabilities.
             let benign = contract.benign.unwrap_or(usize::MAX);
-            out.extend(data.chunks_exact(classes).map(|p| {
+            out.extend(data.chunks_exact(columns).map(|p| {
                 let mut best = None::<(usize, f32)>;
                 for (i, &v) in p.iter().enumerate() {
                     // A NaN probability loses to any number.
@@ -127,18 +166,6 @@ pub(crate) fn read_output(
             }));
         }
         OutputKind::Score => {
-            let ok = match shape {
-                [n] => *n == rows_i64,
-                [n, 1] => *n == rows_i64,
-                _ => false,
-            } && data.len() == rows;
-            if !ok {
-                return Err(InferenceError::OutputShape {
-                    rows,
-                    expected: format!("[{rows}] or [{rows}, 1] (one score per row)"),
-                    found: shape.to_vec(),
-                });
-            }
             let class = first_attack_label(contract);
             out.extend(data.iter().map(|&score| Prediction { score, class }));
         }
@@ -146,8 +173,9 @@ pub(crate) fn read_output(
     Ok(())
 }
 
-/// The first label that is not the benign one (the contract guarantees one).
-pub(crate) fn first_attack_label(contract: &ModelContract) -> usize {
+/// The first label that is not the benign one (the contract guarantees one):
+/// the class of every prediction of a score model.
+pub fn first_attack_label(contract: &ModelContract) -> usize {
     (0..contract.labels.len())
         .find(|&i| Some(i) != contract.benign)
         .unwrap_or(0)

@@ -270,6 +270,13 @@ pub enum InferenceError {
         found: Vec<i64>,
     },
 
+    /// A bound output was read as host memory but lives on a device.
+    #[error("the model output is in {memory} memory, not host memory; read it on the device")]
+    NotHostMemory {
+        /// Where it is.
+        memory: String,
+    },
+
     /// ONNX Runtime failed at run time (creating the environment or a tensor,
     /// or running the session).
     #[error("ONNX Runtime failed while {context}")]

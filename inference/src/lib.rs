@@ -12,7 +12,10 @@
 //!    extractor's feature rows;
 //! 3. [`Batcher`]: decide when a batch is big enough or old enough to run;
 //! 4. [`Engine::infer`]: score a batch into a reused buffer of
-//!    [`Prediction`]s.
+//!    [`Prediction`]s; or, when the rows are already on the GPU (the
+//!    feature kernels' model-input matrix), [`OnnxEngine::infer_bound`]:
+//!    score them where they are and leave the output on the device
+//!    ([`BoundOutput`]).
 //!
 //! Backends other than ONNX Runtime on CPU (CUDA, TensorRT) will be further
 //! [`ExecutionProvider`]s and [`Engine`] implementations; nothing above
@@ -26,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod batcher;
+mod bound;
 pub mod contract;
 mod engine;
 mod error;
@@ -35,8 +39,9 @@ mod library;
 mod onnx;
 
 pub use batcher::{Batcher, Flush};
+pub use bound::{BoundMemory, BoundOutput};
 pub use contract::{ModelContract, OutputKind, Precision, Scaler};
-pub use engine::{Engine, Prediction};
+pub use engine::{first_attack_label, read_output, Engine, Prediction};
 pub use error::InferenceError;
 pub use features::select_features;
 pub use library::{

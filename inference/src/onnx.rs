@@ -268,8 +268,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// predictions straight from ONNX Runtime's output into the caller's
 /// buffer.
 pub struct OnnxEngine {
-    session: Session,
-    contract: ModelContract,
+    pub(crate) session: Session,
+    pub(crate) contract: ModelContract,
+    /// The I/O binding of [`infer_bound`](Self::infer_bound), once used.
+    pub(crate) binding: Option<crate::bound::Binding>,
     path: PathBuf,
     library: PathBuf,
     providers: Vec<ExecutionProvider>,
@@ -388,6 +390,7 @@ impl OnnxEngine {
         Ok(OnnxEngine {
             session,
             contract,
+            binding: None,
             path: path.to_path_buf(),
             library: runtime.path,
             providers: cfg.providers(),

@@ -16,6 +16,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{CompileOptions, Ptx};
 
+use super::flag::{collect_flagged, Flagged, ScoreLayout};
 use super::records::{BatchExecutor, Column, Columns, GpuError, RecordBatch, ACC_STRIDE};
 use super::ModelInput;
 use super::{FLOW_FEATURES_CU, FLOW_FEATURES_NAME, NVRTC_OPTIONS};
@@ -141,6 +142,7 @@ pub struct CudaDevice {
     process: CudaFunction,
     finalize_long: CudaFunction,
     model_input: CudaFunction,
+    flag_scores: CudaFunction,
     info: DeviceInfo,
 }
 
@@ -193,6 +195,9 @@ impl CudaDevice {
         let model_input = module
             .load_function("model_input")
             .map_err(driver_err("finding model_input"))?;
+        let flag_scores = module
+            .load_function("flag_scores")
+            .map_err(driver_err("finding flag_scores"))?;
         Ok(CudaDevice {
             ctx,
             build_perm,
@@ -200,6 +205,7 @@ impl CudaDevice {
             process,
             finalize_long,
             model_input,
+            flag_scores,
             info,
         })
     }
@@ -212,6 +218,33 @@ impl CudaDevice {
     /// Columns for one batch in pinned host memory (no device buffers).
     pub fn pinned_columns(&self, cap: usize, fin_cap: usize) -> Result<Columns, GpuError> {
         pinned_columns(&self.ctx, cap.max(1), fin_cap.max(1))
+    }
+
+    /// The device's ordinal (as ONNX Runtime's CUDA provider numbers it).
+    pub fn ordinal(&self) -> usize {
+        self.ctx.ordinal()
+    }
+
+    /// A [`ScoreFlagger`] on this device for batches of up to `rows` rows
+    /// (it grows for larger ones).
+    pub fn flagger(&self, rows: usize) -> Result<ScoreFlagger, GpuError> {
+        ScoreFlagger::new(self.clone(), rows)
+    }
+
+    /// `values` copied to this device (and the copy waited for): rows a
+    /// check or benchmark starts from when the features are already there.
+    pub fn upload_f32(&self, values: &[f32]) -> Result<DeviceF32, GpuError> {
+        let stream = self
+            .ctx
+            .new_stream()
+            .map_err(driver_err("creating a stream"))?;
+        let data = stream
+            .clone_htod(values)
+            .map_err(driver_err("copying values to the device"))?;
+        stream
+            .synchronize()
+            .map_err(driver_err("waiting for the copy to the device"))?;
+        Ok(DeviceF32 { stream, data })
     }
 
     /// An executor on this device for batches of up to `cap` records.
@@ -265,6 +298,8 @@ pub struct CudaExecutor {
     copy_rows: bool,
     profile: Option<Profile>,
     model: Option<DeviceModel>,
+    /// Set and finalized rows of the batch finished last.
+    last_finished: Option<(usize, usize)>,
 }
 
 /// The model-input matrix the device builds from each batch's rows.
@@ -344,6 +379,7 @@ impl CudaExecutor {
             copy_rows: true,
             profile: None,
             model: None,
+            last_finished: None,
         })
     }
 
@@ -465,6 +501,8 @@ impl BatchExecutor for CudaExecutor {
     }
 
     fn submit(&mut self, batch: &RecordBatch) -> Result<(), GpuError> {
+        // The finished batch's buffers may be reused from here on.
+        self.last_finished = None;
         let k = self.next;
         self.next ^= 1;
         let n = batch.len().min(self.cap);
@@ -645,6 +683,7 @@ impl BatchExecutor for CudaExecutor {
             .map_err(driver_err("waiting for a batch"))?;
         self.account(k)?;
         self.collect_inputs(k, nf);
+        self.last_finished = Some((k, nf));
         let set = &self.sets[k];
         if self.copy_rows {
             rows.extend_from_slice(set.host_rows.as_slice(nf * NUM_FEATURES));
@@ -668,6 +707,7 @@ impl CudaExecutor {
             .map_err(driver_err("waiting for a batch"))?;
         self.account(k)?;
         self.collect_inputs(k, nf);
+        self.last_finished = Some((k, nf));
         Ok(())
     }
 
@@ -728,6 +768,23 @@ impl CudaExecutor {
             finished: Vec::new(),
         });
         Ok(())
+    }
+
+    /// The device model-input matrix of the batch that
+    /// [`finish`](BatchExecutor::finish) or [`wait_oldest`](Self::wait_oldest)
+    /// last returned: `(device address, rows, width)`, row-major `f32`, in
+    /// the device's primary context; `None` without a model input or before
+    /// any batch finished.
+    ///
+    /// The matrix is complete (the batch's completion event fired) and stays
+    /// valid until the next [`submit`](BatchExecutor::submit), which reuses
+    /// its buffer: score it before submitting again.
+    pub fn finished_model_input(&self) -> Option<(u64, usize, usize)> {
+        let m = self.model.as_ref()?;
+        let (k, rows) = self.last_finished?;
+        let (ptr, _sync) =
+            cudarc::driver::DevicePtr::device_ptr(&m.inputs[k], &self.sets[k].stream);
+        Some((ptr, rows, m.width))
     }
 
     /// Model inputs of the batches finished so far (row-major, one row per
@@ -864,6 +921,146 @@ impl CudaExecutor {
             );
         }
         p.times.batches += 1;
+        Ok(())
+    }
+}
+
+/// `f32` values in device memory, complete (see [`CudaDevice::upload_f32`]).
+pub struct DeviceF32 {
+    stream: Arc<CudaStream>,
+    data: CudaSlice<f32>,
+}
+
+impl DeviceF32 {
+    /// The device address of the first value, valid while `self` lives.
+    pub fn device_ptr(&self) -> u64 {
+        let (ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(&self.data, &self.stream);
+        ptr
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.data.len() == 0
+    }
+}
+
+/// Runs the `flag_scores` kernel over a model output on the device and
+/// copies back only what it flagged (see [`super::flag`]).
+pub struct ScoreFlagger {
+    dev: CudaDevice,
+    stream: Arc<CudaStream>,
+    count: CudaSlice<u32>,
+    /// `(row, class, score bits)` per flagged row, 3 × `cap` values.
+    triples: CudaSlice<u32>,
+    cap: usize,
+    host: Vec<u32>,
+}
+
+impl ScoreFlagger {
+    fn new(dev: CudaDevice, rows: usize) -> Result<Self, GpuError> {
+        let stream = dev
+            .ctx
+            .new_stream()
+            .map_err(driver_err("creating a stream"))?;
+        let cap = rows.max(1);
+        let e = driver_err("allocating the flagged-row buffers");
+        Ok(ScoreFlagger {
+            count: stream.alloc_zeros(1).map_err(&e)?,
+            triples: stream.alloc_zeros(3 * cap).map_err(&e)?,
+            cap,
+            host: Vec::new(),
+            stream,
+            dev,
+        })
+    }
+
+    /// Appends to `out` (after clearing it) the rows of a model output whose
+    /// attack score is at or above `threshold`, sorted by row, with the
+    /// class and score `inference::read_output` gives them. Only the count
+    /// and the flagged rows cross to the host. Returns when they have.
+    ///
+    /// # Safety
+    /// `output` must be the device address (on this device, in its primary
+    /// context) of `rows × layout.columns()` `f32` values whose writing has
+    /// completed (e.g. an ONNX Runtime run that returned), and they must
+    /// stay allocated and unwritten until this returns.
+    pub unsafe fn flag(
+        &mut self,
+        output: u64,
+        rows: usize,
+        layout: ScoreLayout,
+        threshold: f32,
+        out: &mut Vec<Flagged>,
+    ) -> Result<(), GpuError> {
+        out.clear();
+        let Some((cols, benign, class)) = layout.kernel_args() else {
+            return Err(GpuError::InvalidInput(format!(
+                "a model output layout the flag kernel cannot read: {layout:?}"
+            )));
+        };
+        if rows == 0 {
+            return Ok(());
+        }
+        let Ok(n) = u32::try_from(rows) else {
+            return Err(GpuError::InvalidInput(format!(
+                "{rows} rows in one batch; the flag kernel takes at most {}",
+                u32::MAX
+            )));
+        };
+        if output == 0 {
+            return Err(GpuError::InvalidInput("a null model output".into()));
+        }
+        let e = driver_err("allocating the flagged-row buffers");
+        if rows > self.cap {
+            self.triples = self.stream.alloc_zeros(3 * rows).map_err(&e)?;
+            self.cap = rows;
+        }
+        let cap32 = u32::try_from(self.cap).unwrap_or(u32::MAX);
+        self.stream
+            .memset_zeros(&mut self.count)
+            .map_err(driver_err("clearing the flag count"))?;
+        let mut b = self.stream.launch_builder(&self.dev.flag_scores);
+        b.arg(&output)
+            .arg(&n)
+            .arg(&cols)
+            .arg(&benign)
+            .arg(&class)
+            .arg(&threshold)
+            .arg(&mut self.count)
+            .arg(&cap32)
+            .arg(&mut self.triples);
+        let cfg = LaunchConfig {
+            grid_dim: (blocks(rows, 256), 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: flag_scores reads rows × cols values at `output` (the
+        // caller's guarantee; benign < cols checked by kernel_args), and
+        // writes the count and at most `cap` triples (3 × cap values).
+        unsafe { b.launch(cfg) }.map_err(driver_err("launching flag_scores"))?;
+        let mut count = [0u32; 1];
+        self.stream
+            .memcpy_dtoh(&self.count, &mut count[..])
+            .map_err(driver_err("copying the flag count"))?;
+        self.stream
+            .synchronize()
+            .map_err(driver_err("waiting for flag_scores"))?;
+        let k = (count[0] as usize).min(self.cap);
+        if k > 0 {
+            self.host.resize(3 * k, 0);
+            self.stream
+                .memcpy_dtoh(&self.triples.slice(0..3 * k), &mut self.host[..])
+                .map_err(driver_err("copying the flagged rows"))?;
+            self.stream
+                .synchronize()
+                .map_err(driver_err("waiting for the flagged rows"))?;
+        }
+        collect_flagged(&self.host[..3 * k], out);
         Ok(())
     }
 }

@@ -1483,3 +1483,73 @@ TS_KERNEL void model_input(const double* rows, u32 n, const u32* cols, u32 width
     }
     out[i] = (float)x;
 }
+
+// ------------------------------------------------------------ flag scores
+//
+// The device twin of inference::read_output followed by the alert stage's
+// `score >= threshold`: each row's attack score and class from the model's
+// output (rows × cols f32, row-major), and the rows that reach the
+// threshold compacted into (row, class, score bits) triples through an
+// atomic counter, so the host copies back only the count and those triples.
+// Their order depends on scheduling; the host sorts them by row.
+//
+// Probabilities (`benign` < cols): score = 1 - p[benign] in f32; class = the
+// most likely other column, a NaN counting as -inf, the lowest index winning
+// ties (so the first other column when all are NaN or -inf; 0 when there is
+// none). A score output (`benign` == FLAG_SCORE_COLUMN, cols == 1): score =
+// the value, class = `score_class`. A NaN score is never flagged.
+
+#define FLAG_SCORE_COLUMN 0xffffffff
+
+#ifdef __CUDA_ARCH__
+TS_DEVICE u32 flag_slot(u32* count) { return atomicAdd(count, 1u); }
+TS_DEVICE u32 f32_bits(float x) { return __float_as_uint(x); }
+TS_DEVICE float f32_from_bits(u32 b) { return __uint_as_float(b); }
+#else
+TS_DEVICE u32 flag_slot(u32* count) { return (*count)++; }
+TS_DEVICE u32 f32_bits(float x) {
+    u32 b;
+    memcpy(&b, &x, sizeof b);
+    return b;
+}
+TS_DEVICE float f32_from_bits(u32 b) {
+    float x;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
+#endif
+
+// One thread per row; `flagged` holds 3 × capacity values.
+TS_KERNEL void flag_scores(const float* out, u32 n, u32 cols, u32 benign, u32 score_class,
+                           float threshold, u32* count, u32 capacity, u32* flagged) {
+    u32 r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= n) return;
+    const float* p = out + (u64)r * cols;
+    float score;
+    u32 cls = 0;
+    if (benign == FLAG_SCORE_COLUMN) {
+        score = p[0];
+        cls = score_class;
+    } else {
+        score = 1.0f - p[benign];
+        const float neg_inf = f32_from_bits(0xff800000u);
+        bool any = false;
+        float best = neg_inf;
+        for (u32 i = 0; i < cols; ++i) {
+            if (i == benign) continue;
+            float v = p[i];
+            if (v != v) v = neg_inf;
+            if (!any || v > best) {
+                best = v;
+                cls = i;
+                any = true;
+            }
+        }
+    }
+    if (!(score >= threshold)) return;
+    u32 slot = flag_slot(count);
+    if (slot >= capacity) return;
+    flagged[3 * (u64)slot] = r;
+    flagged[3 * (u64)slot + 1] = cls;
+    flagged[3 * (u64)slot + 2] = f32_bits(score);
+}

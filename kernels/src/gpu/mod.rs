@@ -8,13 +8,17 @@
 //!   `cpu.rs` (see the comments at its top). NVRTC compiles it at start-up for
 //!   the GPU found; tests also compile it to PTX (no GPU needed) and, as plain
 //!   C++, run it against the CPU extractor.
+//! * [`flag`]: the host side of the `flag_scores` kernel, which keeps only
+//!   the rows a model flags out of its output on the device.
 //! * `cuda` (feature `cuda`): the executor on a real device through cudarc.
 
+pub mod flag;
 pub mod records;
 
 #[cfg(feature = "cuda")]
 pub mod cuda;
 
+pub use flag::{collect_flagged, Flagged, ScoreLayout};
 pub use records::{BatchExecutor, Column, Columns, GpuError, GpuShard, RecordBatch};
 
 /// The kernel source, compiled at start-up by NVRTC.
@@ -24,12 +28,13 @@ pub const FLOW_FEATURES_CU: &str = include_str!("flow_features.cu");
 pub const FLOW_FEATURES_NAME: &str = "flow_features.cu";
 
 /// The kernels the source defines, in launch order.
-pub const KERNELS: [&str; 5] = [
+pub const KERNELS: [&str; 6] = [
     "build_perm",
     "gather",
     "process_batch",
     "finalize_long",
     "model_input",
+    "flag_scores",
 ];
 
 /// What a model takes from each feature row, for the device's model-input
@@ -119,6 +124,7 @@ mod tests {
             ("DIR_BACKWARD", u64::from(DIR_BACKWARD)),
             ("LONG_ROLES", u64::from(LONG_ROLES)),
             ("TS_WARP", u64::from(WARP)),
+            ("FLAG_SCORE_COLUMN", u64::from(flag::FLAG_SCORE_COLUMN)),
         ] {
             let line = FLOW_FEATURES_CU
                 .lines()

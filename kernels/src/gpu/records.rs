@@ -71,6 +71,10 @@ pub enum GpuError {
         /// The driver's message.
         message: String,
     },
+    /// A kernel was asked to run on arguments it cannot take (a model
+    /// output layout it cannot read, a batch too large, a null buffer).
+    #[error("invalid GPU kernel input: {0}")]
+    InvalidInput(String),
     /// The flow table configuration is invalid.
     #[error(transparent)]
     Shard(#[from] ShardError),

@@ -238,8 +238,38 @@ static int model_input_mode() {
     return 0;
 }
 
+// `emu flag-scores`: reads n, cols, benign, score_class and the threshold's
+// f32 bits (u64 each), then n × cols f32 outputs; writes the count (u32)
+// and the count × 3 flagged values (u32). Blocks and threads run last to
+// first, so the compacted order is not the row order (the host sorts).
+static int flag_scores_mode() {
+    unsigned long long hdr[5];
+    if (fread(hdr, sizeof hdr[0], 5, stdin) != 5) return 2;
+    u64 n = hdr[0], cols = hdr[1];
+    u32 benign = (u32)hdr[2], score_class = (u32)hdr[3];
+    float threshold = f32_from_bits((u32)hdr[4]);
+    std::vector<float> out;
+    if (!read_vec(out, n * cols)) return 2;
+    std::vector<u32> flagged(3 * n + 3, 0);
+    u32 count = 0;
+    blockDim.x = 256;
+    u64 blocks = (n + 255) / 256;
+    for (u64 b = blocks; b-- > 0;) {
+        for (unsigned t = 256; t-- > 0;) {
+            blockIdx.x = (unsigned)b;
+            threadIdx.x = t;
+            flag_scores(out.data(), (u32)n, (u32)cols, benign, score_class, threshold, &count,
+                        (u32)n, flagged.data());
+        }
+    }
+    fwrite(&count, sizeof count, 1, stdout);
+    fwrite(flagged.data(), sizeof(u32), 3 * (u64)count, stdout);
+    return 0;
+}
+
 int main(int argc, char** argv) {
     if (argc > 1 && strcmp(argv[1], "model-input") == 0) return model_input_mode();
+    if (argc > 1 && strcmp(argv[1], "flag-scores") == 0) return flag_scores_mode();
 
     std::vector<char> accs;
     for (;;) {

@@ -1,6 +1,6 @@
 //! Builds the C++ emulator of the CUDA kernels (`emu.cpp` beside this
 //! file). Shared, through `#[path]`, by the kernels crate's emulation test
-//! and the root crate's model-input test.
+//! and the root crate's kernel tests (`tests/it.rs` declares it once).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
