@@ -124,6 +124,9 @@ pub struct KafkaSourceSection {
     pub order_wait: Duration,
     /// ... or until this many MiB of packets are queued.
     pub order_buffer_mib: usize,
+    /// For `flows` in CSV: the header line (CIC column names). Unset: the
+    /// producer sends the header as a message before the rows.
+    pub csv_header: Option<String>,
 }
 
 impl Default for KafkaSourceSection {
@@ -139,6 +142,7 @@ impl Default for KafkaSourceSection {
             exit_after_idle: None,
             order_wait: Duration::from_millis(200),
             order_buffer_mib: 64,
+            csv_header: None,
         }
     }
 }
@@ -619,6 +623,10 @@ impl Config {
                 "source.kafka.flush_timeout",
                 "must be between 1ms and 1h",
             ));
+        }
+        if let Some(h) = &k.csv_header {
+            crate::kafka::flows::FlowDecoder::with_csv_header(h)
+                .map_err(|e| invalid("source.kafka.csv_header", e.to_string()))?;
         }
         if k.order_wait > Duration::from_secs(60) {
             return Err(invalid("source.kafka.order_wait", "must be at most 60s"));

@@ -309,7 +309,12 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             // SIGHUP (and a changed file with model.watch) reloads the model.
             let reload = tapstream::reload::Reloader::start(&cfg, args.model.as_deref(), true)?;
             let (input, settled) = if args.common.kafka {
-                let settled = Arc::new(Settled::new(cfg.worker_threads()));
+                // One mark per flow worker, or one in all for flow rows.
+                let shards = match cfg.source.kafka.format {
+                    tapstream::config::KafkaFormat::Packets => cfg.worker_threads(),
+                    tapstream::config::KafkaFormat::Flows => 1,
+                };
+                let settled = Arc::new(Settled::new(shards));
                 let term = Arc::new(AtomicBool::new(false));
                 for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                     // A second signal while shutting down exits at once.

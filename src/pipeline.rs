@@ -297,6 +297,10 @@ impl RunReport {
 
     /// Flows that ended (and were handed to the consumer).
     pub fn flows(&self) -> u64 {
+        if self.workers.workers == 0 {
+            // Flow rows read as they are (the Kafka `flows` format).
+            return self.consumer.flows;
+        }
         self.workers.stats.ended_total()
     }
 }
@@ -353,6 +357,91 @@ pub fn run_input(
             (Reader::Kafka(k), name)
         }
     };
+    if let Reader::Kafka(source) = reader {
+        if source.is_flows() {
+            return run_kafka_flows(*source, input, cfg, consumer, progress, started);
+        }
+        return run_readers(
+            Reader::Kafka(source),
+            input,
+            cfg,
+            consumer,
+            progress,
+            started,
+        );
+    }
+    run_readers(reader, input, cfg, consumer, progress, started)
+}
+
+/// Scores the Kafka `flows` format: rows go from the source straight to the
+/// consumer (no decoders, no flow workers).
+fn run_kafka_flows(
+    source: crate::kafka::KafkaSource,
+    input: PathBuf,
+    cfg: &Config,
+    consumer: Consumer,
+    progress: Arc<Progress>,
+    started: Instant,
+) -> Result<RunReport> {
+    let batch_flows = cfg.pipeline.batch_flows;
+    let (flow_tx, flow_rx) = bounded::<FlowBatch>(FLOW_QUEUE);
+    let (flow_pool_tx, flow_pool_rx) = bounded::<FlowBatch>(FLOW_QUEUE + 2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer_handle = thread::Builder::new()
+        .name("consumer".into())
+        .spawn({
+            let stop = stop.clone();
+            move || {
+                let r = consumer.run(flow_rx, flow_pool_tx, &stop);
+                if r.is_err() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                r
+            }
+        })
+        .context("spawning consumer")?;
+    let setup = started.elapsed();
+    let reader_handle = thread::Builder::new()
+        .name("reader".into())
+        .spawn({
+            let stop = stop.clone();
+            move || {
+                source.run_flows(
+                    FlowWriter::new(flow_tx, flow_pool_rx, batch_flows),
+                    &progress,
+                    &stop,
+                )
+            }
+        })
+        .context("spawning reader")?;
+    let reader = reader_handle
+        .join()
+        .map_err(|_| anyhow!("reader thread panicked"))?;
+    let consumer = consumer_handle
+        .join()
+        .map_err(|_| anyhow!("consumer thread panicked"))??;
+    Ok(RunReport {
+        input,
+        reader,
+        workers: WorkersReport {
+            device: "none (flow rows from Kafka)".into(),
+            ..WorkersReport::default()
+        },
+        consumer,
+        wall: started.elapsed(),
+        setup,
+    })
+}
+
+/// The packet pipeline: reader, decoders, flow workers, consumer.
+fn run_readers(
+    reader: Reader,
+    input: PathBuf,
+    cfg: &Config,
+    consumer: Consumer,
+    progress: Arc<Progress>,
+    started: Instant,
+) -> Result<RunReport> {
     let device = if matches!(reader, Reader::Kafka(_)) {
         // A GPU shard hands ended flows off a batch late, after the marks
         // that offset commits rely on.
@@ -793,6 +882,116 @@ impl ChunkWriter {
             return false;
         }
         self.chunk.flush = id;
+        self.send()
+    }
+}
+
+/// The source's side of the flow queue for the Kafka `flows` format: rows
+/// go straight to the consumer, with a [`Mark`] on every batch (a row is a
+/// whole flow, so a message is settled once its row is scored and alerted).
+pub(crate) struct FlowWriter {
+    tx: Sender<FlowBatch>,
+    pool: Receiver<FlowBatch>,
+    batch: FlowBatch,
+    max_flows: usize,
+    opened: Instant,
+    /// Every message numbered below this is in the batch or an earlier one.
+    next_origin: u64,
+    sent_origin: u64,
+    sent_at: Instant,
+    /// The last flush request, carried by the marks.
+    flushed: u64,
+    sent: u64,
+    /// Time spent waiting on the queue.
+    pub(crate) blocked: Duration,
+    open: bool,
+}
+
+impl FlowWriter {
+    fn new(tx: Sender<FlowBatch>, pool: Receiver<FlowBatch>, max_flows: usize) -> Self {
+        FlowWriter {
+            tx,
+            pool,
+            batch: FlowBatch::with_capacity(max_flows.min(4096)),
+            max_flows: max_flows.max(1),
+            opened: Instant::now(),
+            next_origin: 0,
+            sent_origin: 0,
+            sent_at: Instant::now(),
+            flushed: 0,
+            sent: 0,
+            blocked: Duration::ZERO,
+            open: true,
+        }
+    }
+
+    /// Batches sent so far.
+    pub(crate) fn chunk_number(&self) -> u64 {
+        self.sent
+    }
+
+    /// Adds a flow's row, sending the batch on when full.
+    pub(crate) fn push(
+        &mut self,
+        meta: tapstream_ingest::FlowMeta,
+        row: &[f64; tapstream_kernels::schema::NUM_FEATURES],
+    ) -> bool {
+        if self.batch.is_empty() {
+            self.opened = Instant::now();
+        }
+        self.batch.push(meta, row);
+        if self.batch.len() >= self.max_flows {
+            return self.send();
+        }
+        self.open
+    }
+
+    /// Every message numbered below `next_origin` is in the batch or sent.
+    pub(crate) fn complete_below(&mut self, next_origin: u64) {
+        self.next_origin = self.next_origin.max(next_origin);
+    }
+
+    /// Sends the batch when it has waited [`FLUSH_WALL`], or when messages
+    /// completed without rows and nothing was sent for that long.
+    pub(crate) fn send_if_due(&mut self) -> bool {
+        let due = if self.batch.is_empty() {
+            self.next_origin > self.sent_origin && self.sent_at.elapsed() >= FLUSH_WALL
+        } else {
+            self.opened.elapsed() >= FLUSH_WALL
+        };
+        if due {
+            self.send()
+        } else {
+            self.open
+        }
+    }
+
+    /// Sends the batch (even an empty one) with its mark.
+    pub(crate) fn send(&mut self) -> bool {
+        if !self.open {
+            return false;
+        }
+        let fresh = self
+            .pool
+            .try_recv()
+            .unwrap_or_else(|_| FlowBatch::with_capacity(self.max_flows.min(4096)));
+        let mut full = std::mem::replace(&mut self.batch, fresh);
+        full.mark = Some(Mark {
+            shard: 0,
+            safe: self.next_origin,
+            flushed: self.flushed,
+        });
+        self.sent_origin = self.next_origin;
+        self.sent_at = Instant::now();
+        self.sent += 1;
+        self.open = send_timed(&self.tx, full, &mut self.blocked);
+        self.open
+    }
+
+    /// Sends what is pending with flush request `id`'s mark (rows hold no
+    /// state, so there is nothing else to end).
+    pub(crate) fn flush(&mut self, id: u64) -> bool {
+        self.flushed = id;
         self.send()
     }
 }

@@ -559,3 +559,113 @@ fn a_member_killed_mid_stream_loses_no_alert() {
         missing.iter().take(10).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn flow_rows_from_kafka_raise_the_alerts_of_their_capture() {
+    let test = "flow_rows_from_kafka_raise_the_alerts_of_their_capture";
+    if !have_ort(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pcap = demo_pcap(dir.path());
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic("flows", 3, 1).expect("topic");
+    let brokers = mock.bootstrap_servers();
+
+    // The demo's flows as CIC rows, and its alerts, from the file.
+    let csv = dir.path().join("flows.csv");
+    let o = output(
+        bin()
+            .args(["features", "--quiet", "--pcap"])
+            .arg(&pcap)
+            .arg("--out")
+            .arg(&csv),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ref_eve = dir.path().join("ref.json");
+    let o = output(
+        bin()
+            .args(["run", "--quiet", "--pcap"])
+            .arg(&pcap)
+            .arg("--eve")
+            .arg(&ref_eve),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference: BTreeSet<u64> = alert_ids(&ref_eve).keys().copied().collect();
+
+    // Rows as CSV lines (the header from config), plus two bad messages.
+    let text = std::fs::read_to_string(&csv).expect("csv");
+    let mut lines = text.lines();
+    let header = lines.next().expect("header");
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("producer");
+    let rows: Vec<&str> = lines.collect();
+    for (i, row) in rows.iter().enumerate() {
+        let part = (i % 3) as i32;
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::<(), str>::to("flows")
+                    .partition(part)
+                    .payload(*row),
+            )
+            .expect("send");
+        producer.poll(Duration::ZERO);
+    }
+    for bad in ["not,a,row", ""] {
+        producer
+            .send(
+                rdkafka::producer::BaseRecord::<(), str>::to("flows")
+                    .partition(0)
+                    .payload(bad),
+            )
+            .expect("send");
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).expect("flush");
+    drop(producer);
+
+    let cfg = dir.path().join("flows.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[kafka]\nbrokers = {}\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\n\
+             [source.kafka]\ngroup_id = \"rows\"\ntopics = [\"flows\"]\nformat = \"flows\"\n\
+             exit_after_idle = \"3s\"\ncsv_header = {}\n",
+            toml_list(&brokers),
+            serde_json::to_string(header).expect("quoted header")
+        ),
+    )
+    .expect("config");
+    let eve = dir.path().join("rows.json");
+    let summary = run_kafka(&cfg, &eve, &dir.path().join("rows-summary.json"));
+    assert_eq!(summary["kafka"]["messages"], rows.len() + 2, "{summary}");
+    assert_eq!(summary["kafka"]["malformed"], 2, "{summary}");
+    assert_eq!(summary["scored"], rows.len(), "{summary}");
+    let ids: BTreeSet<u64> = alert_ids(&eve).keys().copied().collect();
+    assert_eq!(ids, reference, "the rows' alerts are the capture's");
+    // Every message was settled (a row is a whole flow): all committed.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "rows")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition("flows", p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed");
+    let committed: i64 = got
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum();
+    drop(got);
+    drop(consumer);
+    assert_eq!(committed as usize, rows.len() + 2);
+}

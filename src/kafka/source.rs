@@ -43,7 +43,9 @@ use tapstream_ingest::skip::SkipReason;
 use super::offsets::Offsets;
 use super::packets::{self, Message};
 use super::Settled;
-use crate::config::{Config, KafkaSourceSection};
+use crate::config::{Config, KafkaFormat, KafkaSourceSection};
+use crate::kafka::flows::{Decoded as RowDecoded, FlowDecoder};
+use crate::pipeline::FlowWriter;
 use crate::pipeline::{ChunkWriter, Progress, ReaderReport};
 use tapstream_connectors::kafka::Forced;
 
@@ -149,6 +151,11 @@ impl KafkaSource {
         )
     }
 
+    /// True for the `flows` format (rows, not packets).
+    pub fn is_flows(&self) -> bool {
+        self.settings.format == KafkaFormat::Flows
+    }
+
     /// Reads until SIGTERM/SIGINT, `exit_after_idle`, or the pipeline
     /// stopping; hands packets to `out`. Runs on the reader thread.
     pub(crate) fn run(
@@ -157,6 +164,20 @@ impl KafkaSource {
         progress: &Progress,
         stop: &Arc<AtomicBool>,
     ) -> ReaderReport {
+        self.run_with(Out::Packets(out), progress, stop)
+    }
+
+    /// Like [`run`](Self::run) for the `flows` format: rows go to `out`.
+    pub(crate) fn run_flows(
+        self,
+        out: FlowWriter,
+        progress: &Progress,
+        stop: &Arc<AtomicBool>,
+    ) -> ReaderReport {
+        self.run_with(Out::Flows(out), progress, stop)
+    }
+
+    fn run_with(self, out: Out, progress: &Progress, stop: &Arc<AtomicBool>) -> ReaderReport {
         let started = Instant::now();
         let KafkaSource {
             consumer,
@@ -164,8 +185,14 @@ impl KafkaSource {
             settled,
             term,
         } = self;
+        let rows = match &settings.csv_header {
+            Some(h) => FlowDecoder::with_csv_header(h).unwrap_or_default(),
+            None => FlowDecoder::new(),
+        };
         *lock(&consumer.context().state) = Some(ReaderState {
             out,
+            rows,
+            row: [0.0; tapstream_kernels::schema::NUM_FEATURES],
             offsets: Offsets::default(),
             settled,
             flushes: 0,
@@ -271,7 +298,7 @@ impl KafkaSource {
             ..
         } = st;
         kafka.lag = lag;
-        report.busy = started.elapsed().saturating_sub(out.blocked);
+        report.busy = started.elapsed().saturating_sub(out.blocked());
         report.kafka = Some(kafka);
         drop(out);
         report
@@ -285,7 +312,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The reader's state, shared with the rebalance callback (which runs on
 /// the reader thread, inside `poll`).
 struct ReaderState {
-    out: ChunkWriter,
+    out: Out,
+    /// Decoder of `flows` messages.
+    rows: FlowDecoder,
+    row: [f64; tapstream_kernels::schema::NUM_FEATURES],
     offsets: Offsets,
     settled: Arc<Settled>,
     /// Flush requests sent so far.
@@ -304,6 +334,44 @@ struct ReaderState {
     queued_bytes: usize,
     order_wait: Duration,
     order_buffer: usize,
+}
+
+/// Where the source's input goes.
+enum Out {
+    /// Packets, to the decoders and flow workers.
+    Packets(ChunkWriter),
+    /// Flow rows, to the consumer.
+    Flows(FlowWriter),
+}
+
+impl Out {
+    fn chunk_number(&self) -> u64 {
+        match self {
+            Out::Packets(w) => w.chunk_number(),
+            Out::Flows(w) => w.chunk_number(),
+        }
+    }
+
+    fn send_if_due(&mut self) -> bool {
+        match self {
+            Out::Packets(w) => w.send_if_due(),
+            Out::Flows(w) => w.send_if_due(),
+        }
+    }
+
+    fn flush(&mut self, id: u64) -> bool {
+        match self {
+            Out::Packets(w) => w.flush(id),
+            Out::Flows(w) => w.flush(id),
+        }
+    }
+
+    fn blocked(&self) -> Duration {
+        match self {
+            Out::Packets(w) => w.blocked,
+            Out::Flows(w) => w.blocked,
+        }
+    }
 }
 
 /// One partition's queue.
@@ -356,12 +424,27 @@ impl ReaderState {
             linktype: header("linktype"),
             orig_len: header("orig_len"),
         };
+        if let Out::Flows(out) = &mut self.out {
+            let bad = match self.rows.decode(payload.unwrap_or_default(), &mut self.row) {
+                Ok(RowDecoded::Row(meta)) => {
+                    out.push(meta, &self.row);
+                    None
+                }
+                Ok(RowDecoded::Header) => None,
+                Err(e) => Some(e),
+            };
+            out.complete_below(origin + 1);
+            if let Some(e) = bad {
+                self.malformed(msg, &e);
+            }
+            return;
+        }
         let mut q = self.spare.pop().unwrap_or_default();
         q.origin = origin;
         q.data.clear();
         q.pkts.clear();
         q.next = 0;
-        let ReaderState { report, kafka, .. } = self;
+        let ReaderState { report, .. } = self;
         let (got, err) = packets::decode(&m, s.encoding, s.link_type, |p| {
             report.packets += 1;
             report.bytes += u64::from(p.orig_len);
@@ -375,19 +458,7 @@ impl ReaderState {
             report.skipped.add(SkipReason::TruncatedRecord);
         }
         if let Some(e) = err {
-            kafka.malformed += 1;
-            metrics::counter!("tapstream_kafka_malformed_messages_total").increment(1);
-            self.warned += 1;
-            if self.warned <= 10 || self.warned.is_power_of_two() {
-                tracing::warn!(
-                    message = "malformed Kafka message (its readable packets were kept)",
-                    topic = msg.topic(),
-                    partition = msg.partition(),
-                    offset = msg.offset(),
-                    error = %e,
-                    malformed = self.kafka.malformed,
-                );
-            }
+            self.malformed(msg, &e);
         }
         let part = self
             .parts
@@ -405,10 +476,35 @@ impl ReaderState {
         self.release(false);
     }
 
+    /// Counts a malformed message and logs the first few (then powers of
+    /// two).
+    fn malformed(
+        &mut self,
+        msg: &rdkafka::message::BorrowedMessage<'_>,
+        e: &dyn std::fmt::Display,
+    ) {
+        self.kafka.malformed += 1;
+        metrics::counter!("tapstream_kafka_malformed_messages_total").increment(1);
+        self.warned += 1;
+        if self.warned <= 10 || self.warned.is_power_of_two() {
+            tracing::warn!(
+                message = "malformed Kafka message (whatever it held that could be read was kept)",
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                error = %e,
+                malformed = self.kafka.malformed,
+            );
+        }
+    }
+
     /// Hands queued packets on, earliest capture time first, while no
     /// partition that might still deliver earlier ones is empty (`all`:
     /// everything, whatever is empty).
     fn release(&mut self, all: bool) {
+        let Out::Packets(out) = &mut self.out else {
+            return;
+        };
         let now = Instant::now();
         loop {
             let mut best: Option<(i64, &(String, i32))> = None;
@@ -447,7 +543,7 @@ impl ReaderState {
                 data: q.data.get(start..end).unwrap_or_default(),
             };
             let origin = q.origin;
-            self.out.push(&pkt, origin);
+            out.push(&pkt, origin);
             if q.next >= q.pkts.len() {
                 if let Some(done) = part.queue.pop_front() {
                     self.queued_bytes = self.queued_bytes.saturating_sub(done.data.len());
@@ -465,7 +561,7 @@ impl ReaderState {
             .filter_map(|p| p.queue.front().map(|q| q.origin))
             .min()
             .unwrap_or_else(|| self.offsets.next_origin());
-        self.out.complete_below(oldest);
+        out.complete_below(oldest);
     }
 
     /// Starts every assigned partition's wait afresh (none has queued
