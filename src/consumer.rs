@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use tapstream_connectors::eve::Alert;
 use tapstream_connectors::sink::AlertSink;
 use tapstream_connectors::ModelInfo;
@@ -344,56 +344,85 @@ fn sink_loop(
         error: None,
         closed: false,
     };
-    for AlertBatch {
-        scoring,
-        flagged: mut batch,
-        marks,
-    } in rx.iter()
-    {
-        let t = Instant::now();
-        if report.error.is_none() {
-            for f in &batch {
-                let class = scoring
-                    .labels
-                    .get(f.prediction.class)
-                    .map_or("unknown", String::as_str);
-                let alert = Alert {
-                    flow: &f.meta,
-                    score: f.prediction.score,
-                    class,
-                    class_index: u16::try_from(f.prediction.class).unwrap_or(u16::MAX),
-                    model: &scoring.model,
-                    threshold: scoring.threshold,
-                };
-                if let Err(e) = sink.write(&alert) {
+    // A sink whose flush waits on someone else (Kafka's acknowledgements)
+    // is flushed at most this often; marks wait for the next flush.
+    let every = sink.flush_every();
+    let mut marks: Vec<Mark> = Vec::new();
+    let mut unflushed = false;
+    let mut last_flush = Instant::now();
+    loop {
+        let pending = unflushed || !marks.is_empty();
+        let msg = if pending {
+            rx.recv_timeout(every.saturating_sub(last_flush.elapsed()))
+        } else {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        };
+        let closed = match msg {
+            Ok(AlertBatch {
+                scoring,
+                flagged: mut batch,
+                marks: more,
+            }) => {
+                let t = Instant::now();
+                if report.error.is_none() {
+                    for f in &batch {
+                        let class = scoring
+                            .labels
+                            .get(f.prediction.class)
+                            .map_or("unknown", String::as_str);
+                        let alert = Alert {
+                            flow: &f.meta,
+                            score: f.prediction.score,
+                            class,
+                            class_index: u16::try_from(f.prediction.class).unwrap_or(u16::MAX),
+                            model: &scoring.model,
+                            threshold: scoring.threshold,
+                        };
+                        if let Err(e) = sink.write(&alert) {
+                            report.closed = e.is_closed();
+                            report.error = Some(e.to_string());
+                            break;
+                        }
+                        unflushed = true;
+                        match report.per_class.iter_mut().find(|(l, _)| l == class) {
+                            Some((_, n)) => *n += 1,
+                            None => report.per_class.push((class.to_string(), 1)),
+                        }
+                        metrics::counter!("tapstream_alerts_total", "class" => class.to_string())
+                            .increment(1);
+                    }
+                    marks.extend_from_slice(&more);
+                }
+                report.busy += t.elapsed();
+                batch.clear();
+                let _ = pool.try_send(batch);
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        if report.error.is_some() {
+            break;
+        }
+        if (unflushed || !marks.is_empty()) && (closed || last_flush.elapsed() >= every) {
+            let t = Instant::now();
+            if unflushed {
+                if let Err(e) = sink.flush() {
                     report.closed = e.is_closed();
                     report.error = Some(e.to_string());
                     break;
                 }
-                match report.per_class.iter_mut().find(|(l, _)| l == class) {
-                    Some((_, n)) => *n += 1,
-                    None => report.per_class.push((class.to_string(), 1)),
-                }
-                metrics::counter!("tapstream_alerts_total", "class" => class.to_string())
-                    .increment(1);
-            }
-            if report.error.is_none() && !batch.is_empty() {
-                if let Err(e) = sink.flush() {
-                    report.closed = e.is_closed();
-                    report.error = Some(e.to_string());
-                }
+                unflushed = false;
             }
             // Every alert before these marks is durable now.
-            if report.error.is_none() {
-                if let Some(s) = &settled {
-                    s.publish(&marks);
-                }
+            if let Some(s) = &settled {
+                s.publish(&marks);
             }
+            marks.clear();
+            last_flush = Instant::now();
+            report.busy += t.elapsed();
         }
-        report.busy += t.elapsed();
-        batch.clear();
-        let _ = pool.try_send(batch);
-        if report.error.is_some() {
+        if closed {
             break;
         }
     }

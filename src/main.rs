@@ -90,6 +90,22 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum KafkaCommand {
+    /// Create topics (a no-op for one that exists with that many
+    /// partitions). Client settings come from [kafka] of the config.
+    CreateTopics {
+        /// Topic names.
+        #[arg(required = true)]
+        topics: Vec<String>,
+        /// Partitions per topic.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=100_000))]
+        partitions: i32,
+        /// Replicas per partition.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100))]
+        replication: i32,
+        /// TOML configuration file (its [kafka] section).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Write a capture into a `packets` topic as the Kafka source reads it:
     /// pcap chunks, each flow's packets in one partition (by flow hash), in
     /// capture order. Client settings come from [kafka] of the config.
@@ -103,6 +119,10 @@ enum KafkaCommand {
         /// Packets per message at most.
         #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         chunk_packets: u32,
+        /// Bytes per message at most (keep it under the brokers'
+        /// message.max.bytes).
+        #[arg(long, default_value_t = 512 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1 << 30))]
+        chunk_bytes: u32,
         /// TOML configuration file (its [kafka] section).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -408,6 +428,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                     pcap,
                     topic,
                     chunk_packets,
+                    chunk_bytes,
                     config,
                 },
         } => {
@@ -418,6 +439,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             let opts = tapstream::kafka::produce::ProduceOptions {
                 topic,
                 chunk_packets: chunk_packets as usize,
+                chunk_bytes: chunk_bytes as usize,
                 timeout: Duration::from_secs(60),
             };
             let r = tapstream::kafka::produce::produce(&pcap, &cfg, &opts)?;
@@ -434,6 +456,35 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 r.messages as f64 / secs,
                 if r.waits > 0 { format!(" ({} waits for a full queue)", r.waits) } else { String::new() }
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Kafka {
+            command:
+                KafkaCommand::CreateTopics {
+                    topics,
+                    partitions,
+                    replication,
+                    config,
+                },
+        } => {
+            let cfg = match &config {
+                Some(p) => Config::load(p)?,
+                None => Config::default(),
+            };
+            let client = cfg
+                .kafka_client()?
+                .client_config(&[], &[])
+                .context("Kafka client settings")?;
+            for t in &topics {
+                tapstream_connectors::kafka::admin::create_topic(
+                    &client,
+                    t,
+                    partitions,
+                    replication,
+                )
+                .map_err(|e| anyhow::anyhow!(e))?;
+                eprintln!("topic {t}: {partitions} partitions, {replication} replicas");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Config { file } => {

@@ -79,6 +79,9 @@ pub struct ProduceOptions {
     pub topic: String,
     /// Packets per message at most.
     pub chunk_packets: usize,
+    /// Bytes per message at most (one larger packet still gets a message of
+    /// its own); below the brokers' `message.max.bytes` (1 MB by default).
+    pub chunk_bytes: usize,
     /// Longest wait for the last acknowledgements.
     pub timeout: Duration,
 }
@@ -88,6 +91,8 @@ struct Pending {
     w: Option<PcapWriter<Vec<u8>>>,
     link_type: u32,
     packets: usize,
+    /// Bytes written to `w` so far.
+    bytes: usize,
 }
 
 /// Produces `pcap` into the topic; returns when every message is
@@ -130,6 +135,7 @@ pub fn produce(pcap: &Path, cfg: &Config, opts: &ProduceOptions) -> Result<Produ
             w: None,
             link_type: 0,
             packets: 0,
+            bytes: 0,
         })
         .collect();
     let mut rec = PacketRecord::default();
@@ -148,7 +154,9 @@ pub fn produce(pcap: &Path, cfg: &Config, opts: &ProduceOptions) -> Result<Produ
         let Some(p) = pending.get_mut(part) else {
             continue;
         };
-        if p.w.is_some() && p.link_type != pkt.link_type {
+        // A pcap record is a 16-byte header and the captured bytes.
+        let record = 16 + pkt.data.len();
+        if p.w.is_some() && (p.link_type != pkt.link_type || p.bytes + record > opts.chunk_bytes) {
             send(&producer, &opts.topic, part, p, &mut report)?;
         }
         if p.w.is_none() {
@@ -157,10 +165,12 @@ pub fn produce(pcap: &Path, cfg: &Config, opts: &ProduceOptions) -> Result<Produ
                 pkt.link_type,
             )?);
             p.link_type = pkt.link_type;
+            p.bytes = 24;
         }
         if let Some(w) = p.w.as_mut() {
             w.write_record(pkt.ts_us, pkt.orig_len, pkt.data)?;
             p.packets += 1;
+            p.bytes += record;
         }
         if p.packets >= opts.chunk_packets {
             send(&producer, &opts.topic, part, p, &mut report)?;
@@ -198,6 +208,7 @@ fn send(
         return Ok(());
     };
     p.packets = 0;
+    p.bytes = 0;
     let bytes = w.finish()?;
     let partition = i32::try_from(part).context("partition number")?;
     let key = part.to_string();

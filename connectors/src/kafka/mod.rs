@@ -6,6 +6,7 @@
 //! break a guarantee they give (idempotence, manual commits). [`props`]
 //! does that once.
 
+pub mod admin;
 pub mod props;
 #[doc(hidden)]
 pub mod testing;

@@ -18,17 +18,12 @@
 //! expected number of messages arrived rather than up to a watermark; and
 //! Debian's kcat cannot talk to it.
 
-use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -187,38 +182,7 @@ impl Tansu {
     /// Creates `topic` with `partitions` partitions (replication 1) and
     /// waits until the broker's metadata lists all of them.
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<(), String> {
-        let admin: AdminClient<DefaultClientContext> = self
-            .client_config()
-            .create()
-            .map_err(|e| format!("admin client: {e}"))?;
-        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = block_on(admin.create_topics([&new], &opts))
-            .map_err(|e| format!("create topic {topic}: {e}"))?;
-        for r in results {
-            r.map_err(|(t, e)| format!("create topic {t}: {e}"))?;
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let md = admin
-                .inner()
-                .fetch_metadata(Some(topic), Duration::from_secs(2))
-                .map_err(|e| format!("metadata of {topic}: {e}"))?;
-            let n = md
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic)
-                .map_or(0, |t| t.partitions().len());
-            if n == partitions as usize {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{topic}: {n} of {partitions} partitions after 10 s"
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        super::admin::create_topic(&self.client_config(), topic, partitions, 1)
     }
 
     /// The last lines of the broker's output, for failure messages.
@@ -293,24 +257,4 @@ pub fn read_messages(
         }
     }
     Ok(got)
-}
-
-/// Runs a future to completion on this thread (the admin API is async and
-/// tests need no runtime for anything else).
-fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park();
-    }
 }

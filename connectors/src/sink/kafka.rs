@@ -346,7 +346,16 @@ fn check_topic(topic: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// How often the alert stage waits for the broker's acknowledgements: the
+/// producer sends on its own in between, and a commit of source offsets
+/// waits at most this much longer.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
 impl AlertSink for KafkaSink {
+    fn flush_every(&self) -> Duration {
+        FLUSH_EVERY
+    }
+
     fn write(&mut self, alert: &Alert<'_>) -> Result<(), SinkError> {
         self.line.clear();
         self.eve.write(alert, &mut self.line);

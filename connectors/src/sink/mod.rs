@@ -49,6 +49,15 @@ pub trait AlertSink: Send {
     /// it at the end of each batch so alerts do not wait for the buffer to
     /// fill.
     fn flush(&mut self) -> Result<(), SinkError>;
+
+    /// How often the caller should call [`flush`](AlertSink::flush) at
+    /// most. Zero (the default): after every batch, for sinks whose flush
+    /// is a write to the OS. A sink whose flush waits for a remote
+    /// acknowledgement asks for a longer interval, so waiting does not set
+    /// the pace of the pipeline.
+    fn flush_every(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// Why a sink could not take or write alerts.
