@@ -55,7 +55,7 @@ MEMBERS=("${PIDS[1]}" "${PIDS[2]}")
 
 # producer
 "${BIN}" demo-pcap --out "${W}/demo.pcap"
-"${BIN}" kafka produce --pcap "${W}/demo.pcap" --topic packets --chunk-packets 256 \
+"${BIN}" kafka produce --pcap "${W}/demo.pcap" --topic packets \
     --config "${W}/kafka.toml"
 
 # Wait until both members have read what was produced, then stop them as
