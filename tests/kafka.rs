@@ -669,3 +669,106 @@ fn flow_rows_from_kafka_raise_the_alerts_of_their_capture() {
     drop(consumer);
     assert_eq!(committed as usize, rows.len() + 2);
 }
+
+#[test]
+fn frames_with_headers_raise_the_alerts_of_their_capture() {
+    let test = "frames_with_headers_raise_the_alerts_of_their_capture";
+    if !have_ort(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The mock broker keeps a few thousand messages per partition: the
+    // demo capture's first 6,000 packets, one message each, fit.
+    let demo = demo_pcap(dir.path());
+    let pcap = dir.path().join("demo-6000.pcap");
+    slice_capture(&demo, 0, 6000, &pcap);
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic("frames", 2, 1).expect("topic");
+    let brokers = mock.bootstrap_servers();
+    let ref_eve = dir.path().join("ref.json");
+    let o = output(
+        bin()
+            .args(["run", "--quiet", "--pcap"])
+            .arg(&pcap)
+            .arg("--eve")
+            .arg(&ref_eve),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference: BTreeSet<u64> = alert_ids(&ref_eve).keys().copied().collect();
+    assert!(!reference.is_empty());
+
+    // One message per frame, its flow's partition chosen as the pipeline
+    // shards (a producer's contract), time and link type in headers; every
+    // tenth frame has no `linktype` header (Ethernet, the configured
+    // default, applies).
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let mut reader = tapstream_ingest::CaptureReader::open(&pcap).expect("capture");
+    let mut rec = tapstream_ingest::PacketRecord::default();
+    let mut frames = 0u64;
+    while let Some(p) = reader.next_packet().expect("packet") {
+        let part = match tapstream_ingest::decode(&p, &mut rec) {
+            Ok(()) => tapstream::pipeline::shard_of(rec.hash, 2) as i32,
+            Err(_) => 0,
+        };
+        let ts = p.ts_us.to_string();
+        let mut headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: "ts_us",
+            value: Some(ts.as_bytes()),
+        });
+        if frames % 10 != 0 {
+            headers = headers.insert(rdkafka::message::Header {
+                key: "linktype",
+                value: Some(p.link_type.to_string().as_bytes()),
+            });
+        }
+        let mut record = rdkafka::producer::BaseRecord::<(), [u8]>::to("frames")
+            .partition(part)
+            .payload(p.data)
+            .headers(headers);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((e, back)) => {
+                    assert!(e.to_string().contains("Queue full"), "produce failed: {e}");
+                    record = back;
+                    producer.poll(Duration::from_millis(50));
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+        frames += 1;
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).expect("flush");
+    drop(producer);
+
+    let cfg = dir.path().join("frames.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[kafka]\nbrokers = {}\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\n\
+             [source.kafka]\ngroup_id = \"frames\"\ntopics = [\"frames\"]\nencoding = \"frame\"\n\
+             exit_after_idle = \"3s\"\n\n[pipeline]\nworkers = 2\ndecoders = 1\n",
+            toml_list(&brokers),
+        ),
+    )
+    .expect("config");
+    let eve = dir.path().join("frames.json");
+    let summary = run_kafka(&cfg, &eve, &dir.path().join("frames-summary.json"));
+    assert_eq!(summary["kafka"]["messages"], frames, "{summary}");
+    assert_eq!(summary["kafka"]["malformed"], 0, "{summary}");
+    assert_eq!(summary["packets"], frames, "{summary}");
+    assert_eq!(summary["accounted"], true, "{summary}");
+    let ids: BTreeSet<u64> = alert_ids(&eve).keys().copied().collect();
+    assert_eq!(
+        (
+            ids.difference(&reference).count(),
+            reference.difference(&ids).count()
+        ),
+        (0, 0),
+        "alerts only from the frames, only from the file"
+    );
+}
