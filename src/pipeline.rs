@@ -387,19 +387,7 @@ fn run_kafka_flows(
     let (flow_tx, flow_rx) = bounded::<FlowBatch>(FLOW_QUEUE);
     let (flow_pool_tx, flow_pool_rx) = bounded::<FlowBatch>(FLOW_QUEUE + 2);
     let stop = Arc::new(AtomicBool::new(false));
-    let consumer_handle = thread::Builder::new()
-        .name("consumer".into())
-        .spawn({
-            let stop = stop.clone();
-            move || {
-                let r = consumer.run(flow_rx, flow_pool_tx, &stop);
-                if r.is_err() {
-                    stop.store(true, Ordering::Relaxed);
-                }
-                r
-            }
-        })
-        .context("spawning consumer")?;
+    let consumer_handle = spawn_consumer(consumer, flow_rx, flow_pool_tx, &stop)?;
     let setup = started.elapsed();
     let reader_handle = thread::Builder::new()
         .name("reader".into())
@@ -431,6 +419,27 @@ fn run_kafka_flows(
         wall: started.elapsed(),
         setup,
     })
+}
+
+/// Starts the consumer stage on its own thread; when it fails, `stop` is
+/// set (nothing downstream can take flows, so reading stops).
+fn spawn_consumer(
+    consumer: Consumer,
+    rx: Receiver<FlowBatch>,
+    pool: Sender<FlowBatch>,
+    stop: &Arc<AtomicBool>,
+) -> Result<thread::JoinHandle<Result<ConsumerReport>>> {
+    let stop = stop.clone();
+    thread::Builder::new()
+        .name("consumer".into())
+        .spawn(move || {
+            let r = consumer.run(rx, pool, &stop);
+            if r.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            r
+        })
+        .context("spawning consumer")
 }
 
 /// The packet pipeline: reader, decoders, flow workers, consumer.
@@ -517,20 +526,7 @@ fn run_readers(
         decoder_handles.push(h);
     }
 
-    let consumer_handle = thread::Builder::new()
-        .name("consumer".into())
-        .spawn({
-            let stop = stop.clone();
-            move || {
-                let r = consumer.run(flow_rx, flow_pool_tx, &stop);
-                if r.is_err() {
-                    // Nothing downstream can take flows: stop reading.
-                    stop.store(true, Ordering::Relaxed);
-                }
-                r
-            }
-        })
-        .context("spawning consumer")?;
+    let consumer_handle = spawn_consumer(consumer, flow_rx, flow_pool_tx, &stop)?;
 
     let setup = started.elapsed();
     let reader_handle = thread::Builder::new()

@@ -58,6 +58,11 @@ fn toml_list(brokers: &str) -> String {
 
 /// Offsets the group committed, per partition of `packets`.
 fn committed(brokers: &str, group: &str, partitions: i32) -> Vec<i64> {
+    committed_in(brokers, group, "packets", partitions)
+}
+
+/// Offsets the group committed, per partition of `topic` (-1: none).
+fn committed_in(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -65,7 +70,7 @@ fn committed(brokers: &str, group: &str, partitions: i32) -> Vec<i64> {
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition("packets", p);
+        tpl.add_partition(topic, p);
     }
     let got = consumer
         .committed_offsets(tpl, Duration::from_secs(10))
@@ -394,18 +399,15 @@ fn member_config(dir: &Path, brokers: &str, group: &str) -> PathBuf {
     p
 }
 
-/// `tapstream run --pcap` alert ids with `cfg`'s flow settings.
-fn reference_ids(cfg: &Path, pcap: &Path, dir: &Path) -> BTreeSet<u64> {
+/// `tapstream run --pcap` alert ids (with `cfg`'s flow settings, if any).
+fn reference_ids(cfg: Option<&Path>, pcap: &Path, dir: &Path) -> BTreeSet<u64> {
     let eve = dir.join("reference.json");
-    let o = output(
-        bin()
-            .args(["run", "--quiet", "--config"])
-            .arg(cfg)
-            .arg("--pcap")
-            .arg(pcap)
-            .arg("--eve")
-            .arg(&eve),
-    );
+    let mut cmd = bin();
+    cmd.args(["run", "--quiet"]);
+    if let Some(cfg) = cfg {
+        cmd.arg("--config").arg(cfg);
+    }
+    let o = output(cmd.arg("--pcap").arg(pcap).arg("--eve").arg(&eve));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     alert_ids(&eve).keys().copied().collect()
 }
@@ -446,7 +448,7 @@ fn two_members_of_a_group_raise_the_alerts_of_the_file_run() {
     let dir = tempfile::tempdir().expect("tempdir");
     let brokers = tansu.brokers().to_string();
     let cfg = member_config(dir.path(), &brokers, "e2e");
-    let reference = reference_ids(&cfg, &pcap, dir.path());
+    let reference = reference_ids(Some(&cfg), &pcap, dir.path());
     assert!(!reference.is_empty());
 
     let (a, b) = two_members(&cfg, dir.path());
@@ -507,7 +509,7 @@ fn a_member_killed_mid_stream_loses_no_alert() {
     let dir = tempfile::tempdir().expect("tempdir");
     let brokers = tansu.brokers().to_string();
     let cfg = member_config(dir.path(), &brokers, "fault");
-    let reference = reference_ids(&cfg, &pcap, dir.path());
+    let reference = reference_ids(Some(&cfg), &pcap, dir.path());
 
     let n = packets_in(&pcap);
     let (first, second) = (
@@ -582,16 +584,7 @@ fn flow_rows_from_kafka_raise_the_alerts_of_their_capture() {
             .arg(&csv),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let ref_eve = dir.path().join("ref.json");
-    let o = output(
-        bin()
-            .args(["run", "--quiet", "--pcap"])
-            .arg(&pcap)
-            .arg("--eve")
-            .arg(&ref_eve),
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let reference: BTreeSet<u64> = alert_ids(&ref_eve).keys().copied().collect();
+    let reference = reference_ids(None, &pcap, dir.path());
 
     // Rows as CSV lines (the header from config), plus two bad messages.
     let text = std::fs::read_to_string(&csv).expect("csv");
@@ -645,28 +638,7 @@ fn flow_rows_from_kafka_raise_the_alerts_of_their_capture() {
     let ids: BTreeSet<u64> = alert_ids(&eve).keys().copied().collect();
     assert_eq!(ids, reference, "the rows' alerts are the capture's");
     // Every message was settled (a row is a whole flow): all committed.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", "rows")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..3 {
-        tpl.add_partition("flows", p);
-    }
-    let got = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed");
-    let committed: i64 = got
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        })
-        .sum();
-    drop(got);
-    drop(consumer);
+    let committed: i64 = committed_in(&brokers, "rows", "flows", 3).iter().sum();
     assert_eq!(committed as usize, rows.len() + 2);
 }
 
@@ -685,16 +657,7 @@ fn frames_with_headers_raise_the_alerts_of_their_capture() {
     let mock = MockCluster::new(1).expect("mock cluster");
     mock.create_topic("frames", 2, 1).expect("topic");
     let brokers = mock.bootstrap_servers();
-    let ref_eve = dir.path().join("ref.json");
-    let o = output(
-        bin()
-            .args(["run", "--quiet", "--pcap"])
-            .arg(&pcap)
-            .arg("--eve")
-            .arg(&ref_eve),
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let reference: BTreeSet<u64> = alert_ids(&ref_eve).keys().copied().collect();
+    let reference = reference_ids(None, &pcap, dir.path());
     assert!(!reference.is_empty());
 
     // One message per frame, its flow's partition chosen as the pipeline
