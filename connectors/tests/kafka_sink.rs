@@ -2,6 +2,9 @@
 //! backpressure, failures, bad settings) and against a real Kafka-protocol
 //! broker (tansu, skipped with a message when its binary is absent).
 
+mod common;
+
+use common::{flow, write_ids};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,50 +20,8 @@ use tapstream_connectors::eve::{Alert, EveWriter, ModelInfo};
 use tapstream_connectors::kafka::testing::{read_messages, Tansu};
 use tapstream_connectors::kafka::{KafkaClientConfig, KafkaConfigError, SecretValue};
 use tapstream_connectors::sink::{AlertSink, KafkaSink, SinkError};
-use tapstream_ingest::{EndReason, FlowMeta};
 
 const TOPIC: &str = "alerts";
-
-fn flow(id: u64) -> FlowMeta {
-    let mut src = [0u8; 16];
-    src[..4].copy_from_slice(&[10, 0, 0, 1]);
-    let mut dst = [0u8; 16];
-    dst[..4].copy_from_slice(&[10, 0, 0, 2]);
-    FlowMeta {
-        flow_id: id,
-        src,
-        dst,
-        sport: 40_000,
-        dport: 22,
-        proto: 6,
-        v6: false,
-        icmp_type: 0,
-        icmp_code: 0,
-        start_us: 1_600_000_000_000_000,
-        last_us: 1_600_000_010_000_000,
-        pkts_fwd: 20,
-        pkts_bwd: 18,
-        bytes_fwd: 4_000,
-        bytes_bwd: 6_000,
-        reason: EndReason::TcpTermination,
-    }
-}
-
-fn write_ids(sink: &mut KafkaSink, ids: impl Iterator<Item = u64>) -> Result<(), SinkError> {
-    let model = ModelInfo::new("m", "1", "00");
-    for id in ids {
-        let f = flow(id);
-        sink.write(&Alert {
-            flow: &f,
-            score: 0.95,
-            class: "SSH-Patator",
-            class_index: 5,
-            model: &model,
-            threshold: 0.5,
-        })?;
-    }
-    Ok(())
-}
 
 fn mock(partitions: i32) -> MockCluster<'static, DefaultProducerContext> {
     let cluster = MockCluster::new(1).expect("mock cluster");

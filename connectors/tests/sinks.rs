@@ -1,56 +1,17 @@
 //! Alert sinks: file append/create/rotation, error reporting, and a real
 //! closed pipe on stdout reported as `SinkError::Closed` (never a panic).
 
+mod common;
+
+use common::write_ids;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tapstream_connectors::eve::{Alert, EveWriter, ModelInfo};
+use tapstream_connectors::eve::EveWriter;
 use tapstream_connectors::sink::{AlertSink, FileSink, SinkError, StdoutSink};
-use tapstream_ingest::{EndReason, FlowMeta};
-
-fn flow(id: u64) -> FlowMeta {
-    let mut src = [0u8; 16];
-    src[..4].copy_from_slice(&[10, 0, 0, 1]);
-    let mut dst = [0u8; 16];
-    dst[..4].copy_from_slice(&[10, 0, 0, 2]);
-    FlowMeta {
-        flow_id: id,
-        src,
-        dst,
-        sport: 40_000,
-        dport: 22,
-        proto: 6,
-        v6: false,
-        icmp_type: 0,
-        icmp_code: 0,
-        start_us: 1_600_000_000_000_000,
-        last_us: 1_600_000_010_000_000,
-        pkts_fwd: 20,
-        pkts_bwd: 18,
-        bytes_fwd: 4_000,
-        bytes_bwd: 6_000,
-        reason: EndReason::TcpTermination,
-    }
-}
-
-fn write_ids(sink: &mut dyn AlertSink, ids: std::ops::Range<u64>) -> Result<(), SinkError> {
-    let model = ModelInfo::new("m", "1", "00");
-    for id in ids {
-        let f = flow(id);
-        sink.write(&Alert {
-            flow: &f,
-            score: 0.95,
-            class: "SSH-Patator",
-            class_index: 5,
-            model: &model,
-            threshold: 0.5,
-        })?;
-    }
-    Ok(())
-}
 
 fn ids_in(path: &std::path::Path) -> Vec<u64> {
     let text = fs::read_to_string(path).unwrap_or_default();
