@@ -61,10 +61,21 @@ pub struct Config {
     pub gpu: GpuSection,
     /// Packet sources besides capture files.
     pub source: SourceSection,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsSection,
     /// `[kafka]`: the Kafka client (brokers, TLS/SASL, librdkafka
     /// properties), shared by the Kafka source, the Kafka alert sink and
     /// `tapstream kafka produce`.
     pub kafka: Option<tapstream_connectors::kafka::KafkaClientConfig>,
+}
+
+/// `[metrics]`: the Prometheus scrape endpoint of `tapstream run`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Address to serve metrics on (`GET` any path, Prometheus text), e.g.
+    /// `127.0.0.1:9464`; none by default.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[source]`: packet sources besides capture files.

@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod reload;
 pub mod report;
 pub mod summary;
+pub mod telemetry;
 
 pub use config::Config;
 pub use pipeline::{run, run_input, Input, Progress, RunReport};

@@ -310,6 +310,9 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 cfg.output.kafka = None;
             }
             cfg.validate()?;
+            if let Some(addr) = cfg.metrics.listen {
+                tapstream::telemetry::serve(addr)?;
+            }
             let loaded = model::load(&cfg, args.model.as_deref())?;
             let eve = EveWriter::new(cfg.output.community_id_seed);
             let sink: Box<dyn AlertSink> = if let Some(k) = &cfg.output.kafka {

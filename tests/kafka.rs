@@ -735,3 +735,100 @@ fn frames_with_headers_raise_the_alerts_of_their_capture() {
         "alerts only from the frames, only from the file"
     );
 }
+
+/// `GET /metrics` from `addr`: the Prometheus text, or None while the
+/// endpoint is not up.
+fn scrape(addr: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.contains("200 OK").then_some(text)
+}
+
+/// The value of the first sample of `name` (any labels) in Prometheus text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn a_kafka_member_serves_its_counters_to_prometheus() {
+    let test = "a_kafka_member_serves_its_counters_to_prometheus";
+    if !have_ort(test) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pcap = demo_pcap(dir.path());
+    // The mock broker keeps only so much per partition: four hold the demo.
+    let mock = MockCluster::new(1).expect("mock cluster");
+    mock.create_topic("packets", 4, 1).expect("topic");
+    let brokers = mock.bootstrap_servers();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = dir.path().join("metrics.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[kafka]\nbrokers = {}\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"statistics.interval.ms\" = \"500\"\n\n\
+             [source.kafka]\ngroup_id = \"metrics\"\ntopics = [\"packets\"]\n\n[metrics]\nlisten = \"{addr}\"\n\n\
+             [pipeline]\nworkers = 2\ndecoders = 1\n",
+            toml_list(&brokers)
+        ),
+    )
+    .expect("config");
+    let m = Member::start(&cfg, dir.path(), "m");
+    wait_until("the assignment", Duration::from_secs(60), || {
+        m.assignments() >= 1
+    });
+    let messages = produce(&cfg, &pcap);
+    let t = std::time::Instant::now();
+    while m.caught_up() != Some(messages) {
+        let log = std::fs::read_to_string(&m.log).unwrap_or_default();
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "not caught up with {messages} messages:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Lag comes from librdkafka's statistics (every 500 ms here).
+    let mut text = String::new();
+    wait_until("read lag 0 in the metrics", Duration::from_secs(30), || {
+        text = scrape(&addr).unwrap_or_default();
+        sample(&text, "tapstream_kafka_read_lag_messages") == Some(0.0)
+    });
+    // Open flows hold commits back (the demo's flows are all open until
+    // the end with the default timeouts), so the commit lag is above 0.
+    assert!(
+        sample(&text, "tapstream_kafka_commit_lag_messages").unwrap_or(0.0) > 0.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "tapstream_kafka_messages_consumed_total"),
+        Some(messages as f64),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "tapstream_packets_processed_total").unwrap_or(0.0) > 10_000.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("# HELP tapstream_kafka_read_lag_messages"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tapstream_inference_latency_seconds_bucket"),
+        "{text}"
+    );
+    m.signal(libc::SIGTERM);
+    assert!(m.wait(Duration::from_secs(60)).success());
+}

@@ -98,8 +98,9 @@ pub struct KafkaReport {
     /// Revocations or shutdowns whose flows were not settled in time (their
     /// offsets were left uncommitted).
     pub unsettled_flushes: u64,
-    /// Consumer lag summed over the assigned partitions at the last
-    /// statistics report (-1 before any).
+    /// Messages not yet read (high watermark minus the next to read),
+    /// summed over the assigned partitions at the last statistics report
+    /// (-1 before any).
     pub lag: i64,
 }
 
@@ -646,7 +647,8 @@ struct SourceContext {
     closing: AtomicBool,
     /// Set on each assignment (the idle clock restarts then).
     assigned: AtomicBool,
-    /// Summed consumer lag from the last statistics report.
+    /// Read lag summed over the assigned partitions, from the last
+    /// statistics report.
     lag: AtomicI64,
 }
 
@@ -655,17 +657,30 @@ impl ClientContext for SourceContext {
         let mut total = 0i64;
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                // -1: not assigned here (or not known yet).
-                if *partition < 0 || p.consumer_lag < 0 {
+                // -1: the internal "unassigned" partition, or not known yet.
+                if *partition < 0 || p.hi_offset < 0 {
                     continue;
                 }
-                total += p.consumer_lag;
-                metrics::gauge!(
-                    "tapstream_kafka_consumer_lag_messages",
-                    "topic" => topic.clone(),
-                    "partition" => partition.to_string()
-                )
-                .set(p.consumer_lag as f64);
+                let labels = [
+                    ("topic", topic.clone()),
+                    ("partition", partition.to_string()),
+                ];
+                if p.app_offset >= 0 {
+                    let read = (p.hi_offset - p.app_offset).max(0);
+                    total += read;
+                    metrics::gauge!("tapstream_kafka_read_lag_messages", &labels).set(read as f64);
+                }
+                // Before any commit, a restart reads from the log start.
+                let from = if p.committed_offset >= 0 {
+                    p.committed_offset
+                } else {
+                    p.lo_offset
+                };
+                if from >= 0 {
+                    let commit = (p.hi_offset - from).max(0);
+                    metrics::gauge!("tapstream_kafka_commit_lag_messages", &labels)
+                        .set(commit as f64);
+                }
             }
         }
         self.lag.store(total, Ordering::Relaxed);

@@ -1,0 +1,144 @@
+//! The Prometheus scrape endpoint (`[metrics] listen`).
+//!
+//! Why it exists: a sensor or a Kafka consumer runs for weeks, and its
+//! operators watch it from Prometheus, not from the end-of-run summary. The
+//! stages record counters, gauges and histograms through the `metrics`
+//! facade as they go; this module installs the exporter that serves them as
+//! Prometheus text on `GET /metrics` (any path), with real histogram buckets
+//! for latencies and batch sizes, and says what each metric means.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// Latency buckets, seconds: 10 µs to 10 s.
+const SECONDS: &[f64] = &[
+    1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0,
+];
+
+/// Batch-size buckets, rows.
+const ROWS: &[f64] = &[
+    1.0, 8.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+];
+
+/// Serves the metrics on `addr` from a thread of its own until the process
+/// ends. Fails when the address cannot be bound or a recorder is already
+/// installed.
+pub fn serve(addr: SocketAddr) -> Result<()> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_rows".into()), ROWS))
+        .context("metrics buckets")?
+        .install()
+        .with_context(|| format!("starting the metrics endpoint on {addr}"))?;
+    describe();
+    tracing::info!(message = "metrics endpoint listening", %addr);
+    Ok(())
+}
+
+/// HELP lines and units of every metric tapstream records.
+fn describe() {
+    describe_counter!(
+        "tapstream_packets_read_total",
+        Unit::Count,
+        "Packets read from the capture (file runs; counted at the end)."
+    );
+    describe_counter!(
+        "tapstream_bytes_read_total",
+        Unit::Bytes,
+        "Wire bytes of the packets read (file runs; counted at the end)."
+    );
+    describe_counter!(
+        "tapstream_packets_skipped_total",
+        Unit::Count,
+        "Packets that could not join a flow, by reason."
+    );
+    describe_counter!(
+        "tapstream_packets_processed_total",
+        Unit::Count,
+        "Packets the flow workers placed in flows."
+    );
+    describe_gauge!(
+        "tapstream_flows_active",
+        Unit::Count,
+        "Flows open in the flow tables."
+    );
+    describe_histogram!(
+        "tapstream_inference_batch_rows",
+        Unit::Count,
+        "Rows per inference call."
+    );
+    describe_histogram!(
+        "tapstream_inference_latency_seconds",
+        Unit::Seconds,
+        "Time per inference call."
+    );
+    describe_counter!(
+        "tapstream_alerts_total",
+        Unit::Count,
+        "Alerts written, by class."
+    );
+    describe_counter!(
+        "tapstream_model_reloads_total",
+        Unit::Count,
+        "Model reloads, by outcome."
+    );
+    describe_counter!(
+        "tapstream_kafka_messages_consumed_total",
+        Unit::Count,
+        "Kafka messages read by the source."
+    );
+    describe_counter!(
+        "tapstream_kafka_bytes_consumed_total",
+        Unit::Bytes,
+        "Kafka message value bytes read by the source."
+    );
+    describe_counter!(
+        "tapstream_kafka_malformed_messages_total",
+        Unit::Count,
+        "Kafka messages that could not be read whole."
+    );
+    describe_counter!(
+        "tapstream_kafka_commits_total",
+        Unit::Count,
+        "Successful offset commits."
+    );
+    describe_counter!(
+        "tapstream_kafka_commit_errors_total",
+        Unit::Count,
+        "Failed offset commits."
+    );
+    describe_counter!(
+        "tapstream_kafka_rebalances_total",
+        Unit::Count,
+        "Partition revocations handled."
+    );
+    describe_gauge!(
+        "tapstream_kafka_read_lag_messages",
+        Unit::Count,
+        "Messages of a partition not read yet (high watermark minus the next offset to read)."
+    );
+    describe_gauge!(
+        "tapstream_kafka_commit_lag_messages",
+        Unit::Count,
+        "Messages of a partition past the committed offset, or past the log start before any commit (what a restart reads again)."
+    );
+    describe_counter!(
+        "tapstream_kafka_messages_produced_total",
+        Unit::Count,
+        "Alert messages the broker acknowledged."
+    );
+    describe_counter!(
+        "tapstream_kafka_bytes_produced_total",
+        Unit::Bytes,
+        "Alert message bytes the broker acknowledged."
+    );
+    describe_counter!(
+        "tapstream_kafka_delivery_errors_total",
+        Unit::Count,
+        "Alert messages the broker did not take."
+    );
+}
