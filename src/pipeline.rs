@@ -562,8 +562,6 @@ fn run_readers(
         reader_report.skipped.merge(&d.skipped);
         reader_report.decode_busy += d.busy;
     }
-    metrics::counter!("tapstream_packets_read_total").increment(reader_report.packets);
-    metrics::counter!("tapstream_bytes_read_total").increment(reader_report.bytes);
     for (reason, n) in reader_report.skipped.iter() {
         metrics::counter!("tapstream_packets_skipped_total", "reason" => reason.as_str())
             .increment(n);
@@ -649,6 +647,15 @@ fn reader_loop(
     let mut opened = Instant::now();
     let mut until_check = FLUSH_CHECK;
     let mut since_publish = 0u32;
+    // Counted into the metrics as the reader goes (what was added so far).
+    let read_packets = metrics::counter!("tapstream_packets_read_total");
+    let read_bytes = metrics::counter!("tapstream_bytes_read_total");
+    let mut published = (0u64, 0u64);
+    let mut publish = |report: &ReaderReport| {
+        read_packets.increment(report.packets - published.0);
+        read_bytes.increment(report.bytes - published.1);
+        published = (report.packets, report.bytes);
+    };
     loop {
         if stop.load(Ordering::Relaxed) {
             break;
@@ -697,6 +704,7 @@ fn reader_loop(
             since_publish = 0;
             progress.bytes.store(reader.bytes_read(), Ordering::Relaxed);
             progress.packets.store(report.packets, Ordering::Relaxed);
+            publish(&report);
         }
     }
     // What was read is decoded and counted, even after a stop.
@@ -707,6 +715,7 @@ fn reader_loop(
     }
     progress.bytes.store(reader.bytes_read(), Ordering::Relaxed);
     progress.packets.store(report.packets, Ordering::Relaxed);
+    publish(&report);
     report.busy = started.elapsed().saturating_sub(blocked);
     report
 }

@@ -44,12 +44,12 @@ fn describe() {
     describe_counter!(
         "tapstream_packets_read_total",
         Unit::Count,
-        "Packets read from the capture (file runs; counted at the end)."
+        "Packets read (from the capture file or Kafka messages)."
     );
     describe_counter!(
         "tapstream_bytes_read_total",
         Unit::Bytes,
-        "Wire bytes of the packets read (file runs; counted at the end)."
+        "Wire bytes of the packets read."
     );
     describe_counter!(
         "tapstream_packets_skipped_total",

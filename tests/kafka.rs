@@ -817,6 +817,12 @@ fn a_kafka_member_serves_its_counters_to_prometheus() {
         Some(messages as f64),
         "{text}"
     );
+    // Counted as they are read, not at the end of the run.
+    assert_eq!(
+        sample(&text, "tapstream_packets_read_total"),
+        Some(packets_in(&pcap) as f64),
+        "{text}"
+    );
     assert!(
         sample(&text, "tapstream_packets_processed_total").unwrap_or(0.0) > 10_000.0,
         "{text}"

@@ -446,9 +446,11 @@ impl ReaderState {
         q.pkts.clear();
         q.next = 0;
         let ReaderState { report, .. } = self;
+        let mut wire = 0u64;
         let (got, err) = packets::decode(&m, s.encoding, s.link_type, |p| {
             report.packets += 1;
             report.bytes += u64::from(p.orig_len);
+            wire += u64::from(p.orig_len);
             let start = q.data.len();
             q.data.extend_from_slice(p.data);
             q.pkts
@@ -458,6 +460,8 @@ impl ReaderState {
             report.packets += 1;
             report.skipped.add(SkipReason::TruncatedRecord);
         }
+        metrics::counter!("tapstream_packets_read_total").increment(got.packets + got.truncated);
+        metrics::counter!("tapstream_bytes_read_total").increment(wire);
         if let Some(e) = err {
             self.malformed(msg, &e);
         }
