@@ -843,12 +843,12 @@ impl ChunkWriter {
     /// or when messages completed without packets (so their offsets can be
     /// committed) and nothing was sent for that long.
     pub(crate) fn send_if_due(&mut self) -> bool {
-        let due = if self.chunk.pkts.is_empty() {
-            self.chunk.next_origin > self.sent_origin && self.sent_at.elapsed() >= FLUSH_WALL
-        } else {
-            self.opened.elapsed() >= FLUSH_WALL
-        };
-        if due {
+        let waiting = (!self.chunk.pkts.is_empty()).then_some(self.opened);
+        if send_due(
+            waiting,
+            self.chunk.next_origin > self.sent_origin,
+            self.sent_at,
+        ) {
             self.send()
         } else {
             self.open
@@ -888,6 +888,16 @@ impl ChunkWriter {
         }
         self.chunk.flush = id;
         self.send()
+    }
+}
+
+/// When a tagged source's pending output should go: items waiting since
+/// `waiting` for [`FLUSH_WALL`], or nothing waiting but messages completed
+/// since the last send (`progressed`), which was that long ago.
+fn send_due(waiting: Option<Instant>, progressed: bool, sent_at: Instant) -> bool {
+    match waiting {
+        Some(opened) => opened.elapsed() >= FLUSH_WALL,
+        None => progressed && sent_at.elapsed() >= FLUSH_WALL,
     }
 }
 
@@ -959,12 +969,8 @@ impl FlowWriter {
     /// Sends the batch when it has waited [`FLUSH_WALL`], or when messages
     /// completed without rows and nothing was sent for that long.
     pub(crate) fn send_if_due(&mut self) -> bool {
-        let due = if self.batch.is_empty() {
-            self.next_origin > self.sent_origin && self.sent_at.elapsed() >= FLUSH_WALL
-        } else {
-            self.opened.elapsed() >= FLUSH_WALL
-        };
-        if due {
+        let waiting = (!self.batch.is_empty()).then_some(self.opened);
+        if send_due(waiting, self.next_origin > self.sent_origin, self.sent_at) {
             self.send()
         } else {
             self.open

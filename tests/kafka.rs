@@ -419,6 +419,47 @@ fn slowloris(test: &str) -> Option<PathBuf> {
     Some(data.join("lab/attack/slowloris/slowhttptest.pcap"))
 }
 
+/// What the group tests against tansu share: the shared slowloris capture,
+/// a broker with 4-partition `packets` and `alerts` topics, a member config
+/// and the file run's alert ids.
+struct Group {
+    tansu: Tansu,
+    dir: tempfile::TempDir,
+    pcap: PathBuf,
+    cfg: PathBuf,
+    reference: BTreeSet<u64>,
+}
+
+impl Group {
+    /// None (after saying why) without the shared data, ONNX Runtime or tansu.
+    fn start(test: &str, group: &str) -> Option<Group> {
+        let pcap = slowloris(test)?;
+        if !have_ort(test) {
+            return None;
+        }
+        let tansu = Tansu::start_or_skip(test)?;
+        tansu.create_topic("packets", 4).expect("packets topic");
+        tansu.create_topic("alerts", 4).expect("alerts topic");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = member_config(dir.path(), tansu.brokers(), group);
+        let reference = reference_ids(Some(&cfg), &pcap, dir.path());
+        Some(Group {
+            tansu,
+            dir,
+            pcap,
+            cfg,
+            reference,
+        })
+    }
+}
+
+/// Waits until two members have read `messages` messages between them.
+fn both_caught_up(a: &Member, b: &Member, messages: u64) {
+    wait_until("both members caught up", Duration::from_secs(120), || {
+        a.caught_up().unwrap_or(0) + b.caught_up().unwrap_or(0) == messages
+    });
+}
+
 /// Starts two members and waits until the group has settled on both.
 fn two_members(cfg: &Path, dir: &Path) -> (Member, Member) {
     let a = Member::start(cfg, dir, "a");
@@ -435,27 +476,25 @@ fn two_members(cfg: &Path, dir: &Path) -> (Member, Member) {
 
 #[test]
 fn two_members_of_a_group_raise_the_alerts_of_the_file_run() {
-    let test = "two_members_of_a_group_raise_the_alerts_of_the_file_run";
-    let Some(pcap) = slowloris(test) else { return };
-    if !have_ort(test) {
-        return;
-    }
-    let Some(tansu) = Tansu::start_or_skip(test) else {
+    let Some(g) = Group::start(
+        "two_members_of_a_group_raise_the_alerts_of_the_file_run",
+        "e2e",
+    ) else {
         return;
     };
-    tansu.create_topic("packets", 4).expect("packets topic");
-    tansu.create_topic("alerts", 4).expect("alerts topic");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let Group {
+        tansu,
+        dir,
+        pcap,
+        cfg,
+        reference,
+    } = g;
     let brokers = tansu.brokers().to_string();
-    let cfg = member_config(dir.path(), &brokers, "e2e");
-    let reference = reference_ids(Some(&cfg), &pcap, dir.path());
     assert!(!reference.is_empty());
 
     let (a, b) = two_members(&cfg, dir.path());
     let messages = produce(&cfg, &pcap);
-    wait_until("both members caught up", Duration::from_secs(120), || {
-        a.caught_up().unwrap_or(0) + b.caught_up().unwrap_or(0) == messages
-    });
+    both_caught_up(&a, &b, messages);
     a.signal(libc::SIGTERM);
     b.signal(libc::SIGTERM);
     let summaries = [a.summary.clone(), b.summary.clone()];
@@ -496,20 +535,17 @@ fn two_members_of_a_group_raise_the_alerts_of_the_file_run() {
 
 #[test]
 fn a_member_killed_mid_stream_loses_no_alert() {
-    let test = "a_member_killed_mid_stream_loses_no_alert";
-    let Some(pcap) = slowloris(test) else { return };
-    if !have_ort(test) {
-        return;
-    }
-    let Some(tansu) = Tansu::start_or_skip(test) else {
+    let Some(g) = Group::start("a_member_killed_mid_stream_loses_no_alert", "fault") else {
         return;
     };
-    tansu.create_topic("packets", 4).expect("packets topic");
-    tansu.create_topic("alerts", 4).expect("alerts topic");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let Group {
+        tansu,
+        dir,
+        pcap,
+        cfg,
+        reference,
+    } = g;
     let brokers = tansu.brokers().to_string();
-    let cfg = member_config(dir.path(), &brokers, "fault");
-    let reference = reference_ids(Some(&cfg), &pcap, dir.path());
 
     let n = packets_in(&pcap);
     let (first, second) = (
@@ -521,9 +557,7 @@ fn a_member_killed_mid_stream_loses_no_alert() {
 
     let (a, b) = two_members(&cfg, dir.path());
     let messages = produce(&cfg, &first);
-    wait_until("both members caught up", Duration::from_secs(120), || {
-        a.caught_up().unwrap_or(0) + b.caught_up().unwrap_or(0) == messages
-    });
+    both_caught_up(&a, &b, messages);
     // Killed: nothing flushed, nothing committed past what was settled.
     a.signal(libc::SIGKILL);
     let _ = a.wait(Duration::from_secs(10));

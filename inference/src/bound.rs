@@ -312,11 +312,7 @@ impl OnnxEngine {
         let value = outputs
             .values()
             .next()
-            .ok_or_else(|| InferenceError::OutputShape {
-                rows,
-                expected: "one output".to_owned(),
-                found: Vec::new(),
-            })?;
+            .ok_or_else(|| crate::onnx::no_output(rows))?;
         let shape: Vec<i64> = value
             .dtype()
             .tensor_shape()

@@ -556,14 +556,7 @@ impl OnnxEngine {
                     context: "running the model",
                     source,
                 })?;
-        let value = outputs
-            .values()
-            .next()
-            .ok_or_else(|| InferenceError::OutputShape {
-                rows,
-                expected: "one output".to_owned(),
-                found: Vec::new(),
-            })?;
+        let value = outputs.values().next().ok_or_else(|| no_output(rows))?;
         let (shape, data) =
             value
                 .try_extract_tensor::<f32>()
@@ -592,6 +585,15 @@ impl Engine for OnnxEngine {
         out: &mut Vec<Prediction>,
     ) -> Result<(), InferenceError> {
         self.run(input, rows, out, None)
+    }
+}
+
+/// The error for a run that returned no output.
+pub(crate) fn no_output(rows: usize) -> InferenceError {
+    InferenceError::OutputShape {
+        rows,
+        expected: "one output".to_owned(),
+        found: Vec::new(),
     }
 }
 

@@ -96,6 +96,13 @@ impl Origins {
         *self.open.entry(origin).or_insert(0) += 1;
     }
 
+    /// [`end`](Self::end) when origins are tracked at all.
+    fn end_in(origins: &mut Option<Origins>, slot: u32) {
+        if let Some(o) = origins.as_mut() {
+            o.end(slot);
+        }
+    }
+
     fn end(&mut self, slot: u32) {
         let Some(&origin) = self.of_slot.get(slot as usize) else {
             return;
@@ -191,9 +198,7 @@ impl ShardProcessor {
         } = self;
         for rec in recs {
             let placement = table.process(rec, &mut |e: EndedFlow| {
-                if let Some(o) = origins.as_mut() {
-                    o.end(e.slot);
-                }
+                Origins::end_in(origins, e.slot);
                 out.emit(ext, &e)
             });
             ext.on_packet(rec, &placement);
@@ -254,9 +259,7 @@ impl ShardProcessor {
             ..
         } = self;
         table.advance(now_us, &mut |e: EndedFlow| {
-            if let Some(o) = origins.as_mut() {
-                o.end(e.slot);
-            }
+            Origins::end_in(origins, e.slot);
             out.emit(ext, &e)
         });
     }
