@@ -210,9 +210,14 @@ impl AlertStage {
         let mut blocked = Duration::ZERO;
         let mut sink_open = true;
         let mut width = contract.num_features();
+        // Batches waiting for this stage (flow) and for the sink (alert).
+        let flow_depth = metrics::gauge!("tapstream_queue_depth", "stage" => "flow");
+        let alert_depth = metrics::gauge!("tapstream_queue_depth", "stage" => "alert");
         loop {
             let closed = match recv_until(&rx, batcher.deadline(), &mut blocked) {
                 Recv::Item(mut b) => {
+                    flow_depth.set(rx.len() as f64);
+                    alert_depth.set(alert_tx.len() as f64);
                     // A batch starts: nothing is pending, so a new model can
                     // take over without a flow being scored by a mix of two.
                     if metas.is_empty() {

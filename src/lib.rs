@@ -17,8 +17,10 @@ pub mod gpu;
 #[cfg(feature = "cuda")]
 pub mod gpu_score;
 pub mod kafka;
+pub mod live;
 pub mod model;
 pub mod pipeline;
+pub mod privileges;
 pub mod reload;
 pub mod report;
 pub mod summary;

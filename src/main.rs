@@ -203,10 +203,16 @@ struct Common {
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present = "kafka",
-        conflicts_with = "kafka"
+        required_unless_present_any = ["kafka", "interface"],
+        conflicts_with_all = ["kafka", "interface"]
     )]
     pcap: Option<PathBuf>,
+    /// `run` only: capture live on this interface (without a value:
+    /// capture.interface) until SIGTERM or SIGINT, as configured in
+    /// [capture]; privileges are dropped as [privileges] says once it is
+    /// open.
+    #[arg(long, value_name = "IF", num_args = 0..=1, conflicts_with = "kafka")]
+    interface: Option<Option<String>>,
     /// `run` only: read packets from Kafka as configured in [source.kafka]
     /// and [kafka], as a member of the consumer group, until SIGTERM or
     /// SIGINT (or source.kafka.exit_after_idle).
@@ -310,6 +316,17 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 cfg.output.kafka = None;
             }
             cfg.validate()?;
+            // A live capture is opened first, with the privileges it needs,
+            // and then they are dropped: before any thread starts (metrics,
+            // model, outputs), so no thread keeps a capability.
+            let live = match &args.common.interface {
+                Some(iface) => {
+                    let captures = tapstream::live::open_captures(&cfg, iface.as_deref())?;
+                    tapstream::privileges::drop_privileges(&cfg.privileges)?;
+                    Some(captures)
+                }
+                None => None,
+            };
             if let Some(addr) = cfg.metrics.listen {
                 tapstream::telemetry::serve(addr)?;
             }
@@ -331,21 +348,17 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             };
             // SIGHUP (and a changed file with model.watch) reloads the model.
             let reload = tapstream::reload::Reloader::start(&cfg, args.model.as_deref(), true)?;
-            let (input, settled) = if args.common.kafka {
+            let (input, settled) = if let Some(captures) = live {
+                let term = stop_signals()?;
+                (Input::Live { captures, term }, None)
+            } else if args.common.kafka {
                 // One mark per flow worker, or one in all for flow rows.
                 let shards = match cfg.source.kafka.format {
                     tapstream::config::KafkaFormat::Packets => cfg.worker_threads(),
                     tapstream::config::KafkaFormat::Flows => 1,
                 };
                 let settled = Arc::new(Settled::new(shards));
-                let term = Arc::new(AtomicBool::new(false));
-                for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-                    // A second signal while shutting down exits at once.
-                    signal_hook::flag::register_conditional_shutdown(sig, 1, term.clone())
-                        .context("installing signal handlers")?;
-                    signal_hook::flag::register(sig, term.clone())
-                        .context("installing signal handlers")?;
-                }
+                let term = stop_signals()?;
                 let source = KafkaSource::new(&cfg, settled.clone(), term)?;
                 (Input::Kafka(Box::new(source)), Some(settled))
             } else {
@@ -553,8 +566,22 @@ fn model_report(args: ReportArgs) -> Result<ExitCode> {
 /// The capture of a command that reads one (`--kafka` is for `run` only).
 fn pcap_of(common: &Common) -> Result<PathBuf> {
     common.pcap.clone().ok_or_else(|| {
-        anyhow::anyhow!("this command reads a capture: give --pcap FILE (--kafka is for `run`)")
+        anyhow::anyhow!(
+            "this command reads a capture: give --pcap FILE (--kafka and --interface are for `run`)"
+        )
     })
+}
+
+/// A flag SIGTERM and SIGINT set, for sources that run until stopped; a
+/// second signal while shutting down exits at once.
+fn stop_signals() -> Result<Arc<AtomicBool>> {
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(sig, 1, term.clone())
+            .context("installing signal handlers")?;
+        signal_hook::flag::register(sig, term.clone()).context("installing signal handlers")?;
+    }
+    Ok(term)
 }
 
 fn run_with_progress(
@@ -567,7 +594,7 @@ fn run_with_progress(
     let show = !common.quiet && std::io::stderr().is_terminal();
     let total = match &input {
         Input::Capture(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
-        Input::Kafka(_) => 0,
+        Input::Kafka(_) | Input::Live { .. } => 0,
     };
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let bar_thread = if show && total > 8 << 20 {

@@ -125,6 +125,10 @@ pub(crate) struct RawChunk {
     /// Non-zero: after this chunk's packets, every shard ends all its
     /// flows; the number identifies the request.
     flush: u64,
+    /// Non-zero: the wall clock (µs since the epoch) when a live source sent
+    /// the chunk; shards move their clock to it after the packets, so idle
+    /// flows time out even when no packet arrives.
+    clock_us: i64,
 }
 
 impl RawChunk {
@@ -136,8 +140,29 @@ impl RawChunk {
         }
     }
 
-    fn push(&mut self, p: &RawPacket<'_>) {
+    pub(crate) fn push(&mut self, p: &RawPacket<'_>) {
         self.push_from(p, 0);
+    }
+
+    /// Packets in the chunk.
+    pub(crate) fn len(&self) -> usize {
+        self.pkts.len()
+    }
+
+    /// Whether the chunk holds no packet.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pkts.is_empty()
+    }
+
+    /// Whether `p` fits without passing [`CHUNK_BYTES`] (an empty chunk
+    /// takes any packet).
+    pub(crate) fn fits(&self, p: &RawPacket<'_>) -> bool {
+        self.pkts.is_empty() || self.data.len().saturating_add(p.data.len()) <= CHUNK_BYTES
+    }
+
+    /// Stamps the chunk with the wall clock (see `clock_us`).
+    pub(crate) fn set_clock(&mut self, us: i64) {
+        self.clock_us = us;
     }
 
     fn push_from(&mut self, p: &RawPacket<'_>, origin: u64) {
@@ -163,13 +188,14 @@ impl RawChunk {
     }
 
     /// Empties the chunk, giving back memory a huge packet made it take.
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.data.clear();
         self.data.shrink_to(CHUNK_BYTES);
         self.pkts.clear();
         self.tagged = false;
         self.next_origin = 0;
         self.flush = 0;
+        self.clock_us = 0;
     }
 }
 
@@ -240,6 +266,26 @@ pub struct ReaderReport {
     pub decode_busy: Duration,
     /// What the Kafka source counted (Kafka input only).
     pub kafka: Option<crate::kafka::KafkaReport>,
+    /// What the kernel and libpcap counted (live capture only).
+    pub capture: Option<crate::live::CaptureReport>,
+}
+
+impl ReaderReport {
+    /// Adds another reader's counts (capture threads of one interface).
+    fn merge(&mut self, r: ReaderReport) {
+        self.packets += r.packets;
+        self.bytes += r.bytes;
+        self.decoded += r.decoded;
+        self.skipped.merge(&r.skipped);
+        self.read_error = self.read_error.take().or(r.read_error);
+        self.busy += r.busy;
+        self.kafka = self.kafka.take().or(r.kafka);
+        match (&mut self.capture, r.capture) {
+            (Some(a), Some(b)) => a.merge(&b),
+            (a @ None, b) => *a = b,
+            (Some(_), None) => {}
+        }
+    }
 }
 
 /// What one decoder counted.
@@ -320,6 +366,14 @@ pub enum Input {
     Capture(PathBuf),
     /// Kafka topics, as a member of a consumer group.
     Kafka(Box<crate::kafka::KafkaSource>),
+    /// Open network interfaces (one per capture thread), read until `term`
+    /// is set.
+    Live {
+        /// The handles, opened before privileges were dropped.
+        captures: Vec<tapstream_ingest::live::LiveCapture>,
+        /// Set by SIGTERM/SIGINT: stop reading, end every flow, flush.
+        term: Arc<AtomicBool>,
+    },
 }
 
 /// Reads `input`, runs it through flows and features, and hands ended flows
@@ -337,6 +391,7 @@ pub fn run(
 enum Reader {
     Capture(CaptureReader),
     Kafka(Box<crate::kafka::KafkaSource>),
+    Live(Box<tapstream_ingest::live::LiveCapture>, Arc<AtomicBool>),
 }
 
 /// [`run`] for any [`Input`].
@@ -356,13 +411,23 @@ pub fn run_input(
             let name = PathBuf::from(k.describe());
             (Reader::Kafka(k), name)
         }
+        Input::Live { captures, term } => {
+            let name = captures
+                .first()
+                .map_or_else(String::new, |c| format!("interface {}", c.interface()));
+            let readers = captures
+                .into_iter()
+                .map(|c| Reader::Live(Box::new(c), term.clone()))
+                .collect();
+            return run_readers(readers, PathBuf::from(name), cfg, consumer, progress, started);
+        }
     };
     if let Reader::Kafka(source) = reader {
         if source.is_flows() {
             return run_kafka_flows(*source, input, cfg, consumer, progress, started);
         }
         return run_readers(
-            Reader::Kafka(source),
+            vec![Reader::Kafka(source)],
             input,
             cfg,
             consumer,
@@ -370,7 +435,7 @@ pub fn run_input(
             started,
         );
     }
-    run_readers(reader, input, cfg, consumer, progress, started)
+    run_readers(vec![reader], input, cfg, consumer, progress, started)
 }
 
 /// Scores the Kafka `flows` format: rows go from the source straight to the
@@ -442,16 +507,22 @@ fn spawn_consumer(
         .context("spawning consumer")
 }
 
-/// The packet pipeline: reader, decoders, flow workers, consumer.
+/// The packet pipeline: readers, decoders, flow workers, consumer.
+///
+/// One reader deals its chunks to every decoder in turn and the workers
+/// take them back in that order. Several readers (live capture threads in a
+/// fanout group) get one decoder each, and the workers take chunks from
+/// whichever decoder has one: each reader sees whole flows, so only the
+/// clock interleaves.
 fn run_readers(
-    reader: Reader,
+    readers: Vec<Reader>,
     input: PathBuf,
     cfg: &Config,
     consumer: Consumer,
     progress: Arc<Progress>,
     started: Instant,
 ) -> Result<RunReport> {
-    let device = if matches!(reader, Reader::Kafka(_)) {
+    let device = if readers.iter().any(|r| matches!(r, Reader::Kafka(_))) {
         // A GPU shard hands ended flows off a batch late, after the marks
         // that offset commits rely on.
         if cfg.gpu.device == crate::config::Device::Cuda {
@@ -465,7 +536,12 @@ fn run_readers(
         device::resolve(cfg)?
     };
     let workers = cfg.worker_threads();
-    let decoders = cfg.decoder_threads();
+    let ordered = readers.len() <= 1;
+    let decoders = if ordered {
+        cfg.decoder_threads()
+    } else {
+        readers.len()
+    };
     let flow_cfg = flow_config(cfg, workers);
     let chunk_packets = cfg.pipeline.batch_packets;
 
@@ -473,7 +549,7 @@ fn run_readers(
     // for the reader (one being filled, one spare). Each decoder owns Q+1
     // decoded chunks; its queue to each worker holds them all, so it only
     // ever waits for its pool.
-    let raw_pool_size = 2 * decoders + 2;
+    let raw_pool_size = 2 * decoders + 2 * readers.len();
     let (raw_pool_tx, raw_pool_rx) = bounded::<RawChunk>(raw_pool_size);
     for _ in 0..raw_pool_size {
         raw_pool_tx
@@ -508,7 +584,17 @@ fn run_readers(
         let batch_flows = cfg.pipeline.batch_flows;
         let h = thread::Builder::new()
             .name(format!("flow-{shard}"))
-            .spawn(move || worker_loop(&mut proc, shard, rxs, flow_tx, flow_pool_rx, batch_flows))
+            .spawn(move || {
+                worker_loop(
+                    &mut proc,
+                    shard,
+                    rxs,
+                    ordered,
+                    flow_tx,
+                    flow_pool_rx,
+                    batch_flows,
+                )
+            })
             .context("spawning flow worker")?;
         worker_handles.push(h);
     }
@@ -529,32 +615,48 @@ fn run_readers(
     let consumer_handle = spawn_consumer(consumer, flow_rx, flow_pool_tx, &stop)?;
 
     let setup = started.elapsed();
-    let reader_handle = thread::Builder::new()
-        .name("reader".into())
-        .spawn({
-            let progress = progress.clone();
-            let stop = stop.clone();
-            move || match reader {
-                Reader::Capture(reader) => reader_loop(
-                    reader,
-                    chunk_txs,
-                    (raw_pool_tx, raw_pool_rx),
+    // Each reader's decoders: all of them for one reader, else its own.
+    let mut chunk_txs: Vec<Vec<_>> = if ordered {
+        vec![chunk_txs]
+    } else {
+        chunk_txs.into_iter().map(|tx| vec![tx]).collect()
+    };
+    let mut reader_handles = Vec::with_capacity(readers.len());
+    for (i, reader) in readers.into_iter().enumerate() {
+        let txs = std::mem::take(chunk_txs.get_mut(i).context("a reader without decoders")?);
+        let pool = (raw_pool_tx.clone(), raw_pool_rx.clone());
+        let progress = progress.clone();
+        let stop = stop.clone();
+        let h = thread::Builder::new()
+            .name(if i == 0 { "reader".into() } else { format!("reader-{i}") })
+            .spawn(move || match reader {
+                Reader::Capture(reader) => {
+                    reader_loop(reader, txs, pool, chunk_packets, &progress, &stop)
+                }
+                Reader::Kafka(source) => (*source).run(
+                    ChunkWriter::new(txs, pool, chunk_packets),
+                    &progress,
+                    &stop,
+                ),
+                Reader::Live(cap, term) => crate::live::live_loop(
+                    *cap,
+                    LiveOut::new(txs, pool),
                     chunk_packets,
                     &progress,
                     &stop,
+                    &term,
                 ),
-                Reader::Kafka(source) => (*source).run(
-                    ChunkWriter::new(chunk_txs, (raw_pool_tx, raw_pool_rx), chunk_packets),
-                    &progress,
-                    &stop,
-                ),
-            }
-        })
-        .context("spawning reader")?;
+            })
+            .context("spawning reader")?;
+        reader_handles.push(h);
+    }
+    drop((raw_pool_tx, raw_pool_rx));
 
-    let mut reader_report = reader_handle
-        .join()
-        .map_err(|_| anyhow!("reader thread panicked"))?;
+    let mut reader_report = ReaderReport::default();
+    for h in reader_handles {
+        let r = h.join().map_err(|_| anyhow!("reader thread panicked"))?;
+        reader_report.merge(r);
+    }
     reader_report.decoders = decoders;
     for h in decoder_handles {
         let d = h.join().map_err(|_| anyhow!("decoder thread panicked"))?;
@@ -753,6 +855,96 @@ impl ChunkOut<'_> {
         self.next = (self.next + 1) % self.txs.len();
         let full = std::mem::replace(chunk, fresh);
         send_timed(tx, Pooled::new(full, self.pool_tx), blocked)
+    }
+}
+
+/// A live source's side of the chunk queues. It never waits for room: when
+/// the pipeline has no free chunk, the packets of the full one are dropped
+/// (and counted by the caller), so the kernel's ring keeps being read.
+pub(crate) struct LiveOut {
+    txs: Vec<Sender<Pooled<RawChunk>>>,
+    pool_tx: Sender<RawChunk>,
+    pool_rx: Receiver<RawChunk>,
+    /// The decoder that gets the next chunk.
+    next: usize,
+    /// Time spent waiting on the queues (at start and at the end only).
+    pub(crate) blocked: Duration,
+}
+
+/// What [`LiveOut::ship`] did with a chunk.
+pub(crate) enum Shipped {
+    /// Sent on.
+    Sent,
+    /// Emptied: the pipeline had no room for this many packets.
+    Dropped(u64),
+    /// The pipeline is shutting down.
+    Closed,
+}
+
+impl LiveOut {
+    fn new(
+        txs: Vec<Sender<Pooled<RawChunk>>>,
+        (pool_tx, pool_rx): (Sender<RawChunk>, Receiver<RawChunk>),
+    ) -> Self {
+        LiveOut {
+            txs,
+            pool_tx,
+            pool_rx,
+            next: 0,
+            blocked: Duration::ZERO,
+        }
+    }
+
+    /// An empty chunk to start with (waits for one).
+    pub(crate) fn first(&mut self) -> Option<RawChunk> {
+        match recv_until(&self.pool_rx, None, &mut self.blocked) {
+            Recv::Item(mut c) => {
+                c.clear();
+                Some(c)
+            }
+            Recv::Timeout | Recv::Closed => None,
+        }
+    }
+
+    /// Sends `chunk` to the next decoder and leaves an empty one in its
+    /// place, or empties it when no chunk is free.
+    pub(crate) fn ship(&mut self, chunk: &mut RawChunk) -> Shipped {
+        let Some(tx) = self.txs.get(self.next) else {
+            return Shipped::Closed;
+        };
+        let mut fresh = match self.pool_rx.try_recv() {
+            Ok(c) => c,
+            Err(crossbeam_channel::TryRecvError::Empty) => {
+                let n = chunk.len() as u64;
+                chunk.clear();
+                return Shipped::Dropped(n);
+            }
+            Err(crossbeam_channel::TryRecvError::Disconnected) => return Shipped::Closed,
+        };
+        fresh.clear();
+        self.next = (self.next + 1) % self.txs.len();
+        let full = std::mem::replace(chunk, fresh);
+        // Never waits: the queue holds every chunk of the pool.
+        if send_timed(tx, Pooled::new(full, &self.pool_tx), &mut self.blocked) {
+            Shipped::Sent
+        } else {
+            Shipped::Closed
+        }
+    }
+
+    /// Sends the last chunk, waiting for room (nothing more is read).
+    pub(crate) fn finish(mut self, chunk: RawChunk) {
+        if chunk.is_empty() {
+            return;
+        }
+        if let Some(tx) = self.txs.get(self.next) {
+            send_timed(tx, Pooled::new(chunk, &self.pool_tx), &mut self.blocked);
+        }
+    }
+
+    /// Chunks waiting for the decoders.
+    pub(crate) fn queued(&self) -> usize {
+        self.txs.iter().map(Sender::len).sum()
     }
 }
 
@@ -1116,6 +1308,10 @@ fn decode_chunk(
         }
     }
     let n = scratch.recs.len();
+    // A live source's wall clock, after every packet of the chunk.
+    if raw.clock_us != 0 && raw.clock_us.div_euclid(TICK_US) > tick {
+        out.ticks.push((n as u32, raw.clock_us));
+    }
     report.decoded += n as u64;
     // Counting sort by shard (stable, so each shard keeps capture order).
     out.starts.clear();
@@ -1184,10 +1380,122 @@ fn prefetch(bytes: Option<&[u8]>) {
 /// are waiting in a partly filled batch.
 const GPU_IDLE: Duration = Duration::from_millis(50);
 
+/// A worker's decoded-chunk queues, one per decoder.
+struct Inbox {
+    rxs: Vec<Receiver<Decoded>>,
+    /// Take chunk i from decoder i mod D (one reader), or from any decoder.
+    ordered: bool,
+    /// The decoder the next chunk comes from (ordered), or the first one
+    /// tried (any).
+    next: usize,
+    /// Decoders still sending (any).
+    alive: Vec<bool>,
+}
+
+/// What waiting on the [`Inbox`] gave.
+enum Got {
+    Chunk(Decoded),
+    /// Nothing within the wait given.
+    Idle,
+    /// Every decoder is done.
+    Done,
+}
+
+impl Inbox {
+    fn new(rxs: Vec<Receiver<Decoded>>, ordered: bool) -> Self {
+        let alive = vec![true; rxs.len()];
+        Inbox {
+            rxs,
+            ordered,
+            next: 0,
+            alive,
+        }
+    }
+
+    /// The next chunk, waiting at most `wait` (none: until one comes).
+    fn recv(&mut self, wait: Option<Duration>, blocked: &mut Duration) -> Got {
+        if self.ordered {
+            let Some(rx) = self.rxs.get(self.next) else {
+                return Got::Done;
+            };
+            let got = match rx.try_recv() {
+                Ok(m) => Ok(m),
+                Err(_) => {
+                    let t = Instant::now();
+                    let m = match wait {
+                        Some(w) => rx.recv_timeout(w),
+                        None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                    };
+                    *blocked += t.elapsed();
+                    m
+                }
+            };
+            return match got {
+                Ok(m) => {
+                    self.next = (self.next + 1) % self.rxs.len();
+                    Got::Chunk(m)
+                }
+                Err(RecvTimeoutError::Timeout) => Got::Idle,
+                Err(RecvTimeoutError::Disconnected) => Got::Done,
+            };
+        }
+        let n = self.rxs.len();
+        loop {
+            // A look at every live queue first, starting after the last
+            // one served, so no decoder starves another.
+            for k in 0..n {
+                let i = (self.next + k) % n;
+                if !self.alive.get(i).copied().unwrap_or(false) {
+                    continue;
+                }
+                let Some(rx) = self.rxs.get(i) else { continue };
+                match rx.try_recv() {
+                    Ok(m) => {
+                        self.next = (i + 1) % n;
+                        return Got::Chunk(m);
+                    }
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        if let Some(a) = self.alive.get_mut(i) {
+                            *a = false;
+                        }
+                    }
+                    Err(crossbeam_channel::TryRecvError::Empty) => {}
+                }
+            }
+            let never = crossbeam_channel::never::<Decoded>();
+            let mut sel = crossbeam_channel::Select::new();
+            let mut live = 0;
+            for (rx, &a) in self.rxs.iter().zip(&self.alive) {
+                if a {
+                    sel.recv(rx);
+                    live += 1;
+                } else {
+                    // A queue that is done is never ready.
+                    sel.recv(&never);
+                }
+            }
+            if live == 0 {
+                return Got::Done;
+            }
+            let t = Instant::now();
+            let ready = match wait {
+                Some(w) => sel.ready_timeout(w).ok(),
+                None => Some(sel.ready()),
+            };
+            *blocked += t.elapsed();
+            if ready.is_none() {
+                return Got::Idle;
+            }
+            // The ready queue is read on the next pass.
+        }
+    }
+}
+
 fn worker_loop(
     proc: &mut Extractor,
     shard: usize,
     rxs: Vec<Receiver<Decoded>>,
+    ordered: bool,
     flow_tx: Sender<FlowBatch>,
     flow_pool_rx: Receiver<FlowBatch>,
     batch_flows: usize,
@@ -1216,43 +1524,32 @@ fn worker_loop(
             b.clear();
         }
     };
-    // Chunk i comes from decoder i mod D.
-    let mut next = 0;
+    let mut inbox = Inbox::new(rxs, ordered);
     // The last flush request carried out (tagged input).
     let mut flushed = 0;
     // The capture clock's tick period so far.
     let mut tick = i64::MIN;
-    while let Some(rx) = rxs.get(next) {
-        let msg = match rx.try_recv() {
-            Ok(m) => Some(m),
-            Err(_) if proc.batched() => {
-                let t = Instant::now();
-                let m = match rx.recv_timeout(GPU_IDLE) {
-                    Ok(m) => Some(m),
-                    Err(RecvTimeoutError::Timeout) => {
-                        recv_blocked += t.elapsed();
-                        proc.idle(&mut Output {
-                            batch: &mut out,
-                            max_flows: batch_flows,
-                            handoff: &mut handoff,
-                        });
-                        handoff(&mut out);
-                        continue;
-                    }
-                    Err(RecvTimeoutError::Disconnected) => None,
-                };
-                recv_blocked += t.elapsed();
-                m
-            }
-            Err(_) => {
-                let t = Instant::now();
-                let m = rx.recv().ok();
-                recv_blocked += t.elapsed();
-                m
+    let mut published = ShardStats::default();
+    let mut published_at = Instant::now();
+    // Every reason is served from the start (at 0), so rates exist at once.
+    for reason in tapstream_ingest::EndReason::ALL {
+        metrics::counter!("tapstream_flows_ended_total", "reason" => reason.as_str()).increment(0);
+    }
+    loop {
+        let wait = proc.batched().then_some(GPU_IDLE);
+        let chunk = match inbox.recv(wait, &mut recv_blocked) {
+            Got::Chunk(c) => c,
+            Got::Done => break,
+            Got::Idle => {
+                proc.idle(&mut Output {
+                    batch: &mut out,
+                    max_flows: batch_flows,
+                    handoff: &mut handoff,
+                });
+                handoff(&mut out);
+                continue;
             }
         };
-        let Some(chunk) = msg else { break };
-        next = (next + 1) % rxs.len();
         let (recs, pos) = chunk.part(shard);
         let origins = chunk.origins_of(shard);
         let mut output = Output {
@@ -1298,6 +1595,10 @@ fn worker_loop(
         drop(chunk);
         // Hand off what ended in this chunk now, so alerts are not delayed.
         handoff(&mut out);
+        if published_at.elapsed() >= PUBLISH_EVERY {
+            published_at = Instant::now();
+            publish_flow_stats(&mut published, &proc.stats());
+        }
     }
     proc.flush_into(&mut Output {
         batch: &mut out,
@@ -1306,7 +1607,7 @@ fn worker_loop(
     });
     handoff(&mut out);
     let stats = proc.stats();
-    metrics::gauge!("tapstream_flows_active").set(0.0);
+    publish_flow_stats(&mut published, &stats);
     (
         stats,
         started
@@ -1315,6 +1616,30 @@ fn worker_loop(
             .saturating_sub(send_blocked),
         proc.error(),
     )
+}
+
+/// How often a worker adds its flow table counters to the metrics.
+const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+
+/// Adds what changed since `published` to the flow metrics (each worker its
+/// own share; the active-flow gauge moves by this shard's change).
+fn publish_flow_stats(published: &mut ShardStats, now: &ShardStats) {
+    for (k, reason) in tapstream_ingest::EndReason::ALL.iter().enumerate() {
+        let (Some(&a), Some(&b)) = (published.ended.get(k), now.ended.get(k)) else {
+            continue;
+        };
+        if b > a {
+            metrics::counter!("tapstream_flows_ended_total", "reason" => reason.as_str())
+                .increment(b - a);
+        }
+    }
+    metrics::counter!("tapstream_flows_evicted_total")
+        .increment(now.evictions.saturating_sub(published.evictions));
+    metrics::counter!("tapstream_flows_created_total")
+        .increment(now.flows_created.saturating_sub(published.flows_created));
+    metrics::gauge!("tapstream_flows_active")
+        .increment(now.active_flows as f64 - published.active_flows as f64);
+    *published = *now;
 }
 
 /// Processes `recs[range]`, with their origins when the chunk is tagged.

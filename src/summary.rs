@@ -65,6 +65,19 @@ pub fn render(r: &RunReport) -> String {
     if let Some(e) = &rd.read_error {
         let _ = writeln!(s, "  read stopped early: {e}");
     }
+    if let Some(c) = &rd.capture {
+        let _ = writeln!(
+            s,
+            "  capture drops      {:>12}  (kernel {}, interface {}, pipeline full {}; {} thread(s) on {}, kernel received {})",
+            c.kernel_dropped + c.interface_dropped + c.queue_dropped,
+            c.kernel_dropped,
+            c.interface_dropped,
+            c.queue_dropped,
+            c.threads,
+            c.interface,
+            c.kernel_received
+        );
+    }
     if let Some(k) = &rd.kafka {
         let _ = writeln!(
             s,
@@ -210,6 +223,7 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
         "skipped": skipped,
         "accounted": r.all_accounted(),
         "read_error": r.reader.read_error,
+        "capture": r.reader.capture,
         "kafka": r.reader.kafka.as_ref().map(|k| serde_json::json!({
             "messages": k.messages,
             "bytes": k.bytes,

@@ -66,6 +66,41 @@ fn describe() {
         Unit::Count,
         "Flows open in the flow tables."
     );
+    describe_counter!(
+        "tapstream_flows_created_total",
+        Unit::Count,
+        "Flows opened in the flow tables (continuations of long flows included)."
+    );
+    describe_counter!(
+        "tapstream_flows_ended_total",
+        Unit::Count,
+        "Flows ended, by reason (tcp_termination, active_timeout, idle_timeout, icmp_change, evicted, end_of_input)."
+    );
+    describe_counter!(
+        "tapstream_flows_evicted_total",
+        Unit::Count,
+        "Flows ended early because the flow table was full (also counted as ended with reason evicted)."
+    );
+    describe_gauge!(
+        "tapstream_queue_depth",
+        Unit::Count,
+        "Batches waiting between stages: decode (packet chunks for the decoders, live capture), flow (flow batches for scoring), alert (alert batches for the sink)."
+    );
+    describe_counter!(
+        "tapstream_capture_kernel_drops_total",
+        Unit::Count,
+        "Packets the kernel dropped because the capture buffer was full (pcap_stats ps_drop)."
+    );
+    describe_counter!(
+        "tapstream_capture_interface_drops_total",
+        Unit::Count,
+        "Packets the interface or its driver dropped (pcap_stats ps_ifdrop)."
+    );
+    describe_counter!(
+        "tapstream_capture_queue_drops_total",
+        Unit::Count,
+        "Packets read from the interface but dropped because the pipeline was full (skip reason queue_full)."
+    );
     describe_histogram!(
         "tapstream_inference_batch_rows",
         Unit::Count,

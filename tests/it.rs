@@ -19,6 +19,8 @@ mod model_report;
 mod precision;
 // Hot reload of the model (in process, and SIGHUP to a running tapstream).
 mod reload;
+// Live capture in a network namespace pair (sensor mode).
+mod sensor;
 // Every shared capture through `tapstream run`: exit codes, no panics,
 // packet conservation.
 mod shared_captures;

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod decode;
 pub mod flow;
 pub mod flowmeta;
+pub mod live;
 pub mod packet;
 pub mod pcapgen;
 pub mod skip;

@@ -33,11 +33,14 @@ pub enum SkipReason {
     /// [`CaptureError::TruncatedRecord`](crate::capture::CaptureError::TruncatedRecord)
     /// and the pipeline counts that record here.
     TruncatedRecord = 5,
+    /// Live capture only: the pipeline had no room for the packet, so the
+    /// capture stage dropped it rather than stop reading the kernel's ring.
+    QueueFull = 6,
 }
 
 impl SkipReason {
     /// Number of reasons (the length of [`SkipReason::ALL`]).
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 7;
 
     /// All reasons, in a stable order (the order of counters and reports).
     pub const ALL: [SkipReason; SkipReason::COUNT] = [
@@ -47,6 +50,7 @@ impl SkipReason {
         SkipReason::Malformed,
         SkipReason::Fragment,
         SkipReason::TruncatedRecord,
+        SkipReason::QueueFull,
     ];
 
     /// A short snake_case name, used as a metrics label and in logs.
@@ -58,6 +62,7 @@ impl SkipReason {
             SkipReason::Malformed => "malformed",
             SkipReason::Fragment => "fragment",
             SkipReason::TruncatedRecord => "truncated_record",
+            SkipReason::QueueFull => "queue_full",
         }
     }
 
