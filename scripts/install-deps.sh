@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system packages tapstream needs on a Debian 12 (bookworm)
 # machine. Usage: install-deps.sh [run|test|bench]
-#   run   : nothing beyond a Rust toolchain and python3 + pip (checked here)
+#   run   : libpcap-dev (live capture), besides a Rust toolchain and
+#           python3 + pip (checked here)
 #   test  : + Suricata 7 from bookworm-backports (Community ID cross-check),
-#           g++ (the kernels run as C++ in a test), NVRTC 13.0 from PyPI
-#   bench : + Suricata 7, tshark tools (editcap/mergecap/capinfos), nfstream
+#           g++ (the kernels run as C++ in a test), NVRTC 13.0 from PyPI,
+#           iproute2, tcpdump, nmap and curl (the live-capture test in
+#           network namespaces)
+#   bench : + Suricata 7, tshark tools (editcap/mergecap/capinfos), nfstream,
+#           tcpreplay and iproute2 (scripts/live-bench.sh)
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
 what=${1:-run}
@@ -37,11 +41,16 @@ suricata7() {
 }
 
 case "$what" in
-  run) ;;
+  run)
+    if ! dpkg -s libpcap-dev >/dev/null 2>&1; then
+      sudo_ apt-get update -qq || true
+      apt_install libpcap-dev
+    fi
+    ;;
   test)
     sudo_ apt-get update -qq || true
     suricata7
-    apt_install g++
+    apt_install g++ libpcap-dev iproute2 tcpdump nmap curl
     # NVRTC and CUDA headers from PyPI: the kernels compile to PTX in a test
     # (no GPU needed). Pinned to 13.0: newer PTX may not load on the GPU
     # host's 13.0 driver.
@@ -50,7 +59,7 @@ case "$what" in
   bench)
     sudo_ apt-get update -qq || true
     suricata7
-    apt_install tshark
+    apt_install tshark libpcap-dev tcpreplay iproute2
     python3 -m pip install -q --disable-pip-version-check nfstream==6.6.0
     ;;
   *) echo "usage: $0 [run|test|bench]" >&2; exit 2 ;;

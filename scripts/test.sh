@@ -13,6 +13,8 @@ scripts/fetch-onnxruntime.sh >/dev/null
 TAPSTREAM_TANSU=$(scripts/fetch-tansu.sh)
 export TAPSTREAM_TANSU
 export TAPSTREAM_REQUIRE_ORT=1 TAPSTREAM_REQUIRE_NVRTC=1 TAPSTREAM_REQUIRE_TANSU=1
+# As root (CI), the live-capture test in network namespaces must run, not skip.
+if [ "$(id -u)" -eq 0 ]; then export TAPSTREAM_REQUIRE_NETNS=1; fi
 # libnvrtc.so.13 from the nvidia-cuda-nvrtc wheel, for the PTX compile test.
 nvrtc=$(python3 -c "import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], 'cu13', 'lib'))")
 export LD_LIBRARY_PATH=$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}

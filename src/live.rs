@@ -241,6 +241,14 @@ pub(crate) fn live_loop(
         }
         Err(e) => tracing::warn!(message = "cannot read the capture's kernel counters", error = %e),
     }
+    tracing::info!(
+        message = "capture thread done",
+        interface = %interface,
+        packets = report.packets,
+        kernel_received = kernel.received,
+        kernel_dropped = kernel.dropped,
+        queue_full = report.skipped.get(SkipReason::QueueFull),
+    );
     capture.kernel_received = kernel.received;
     capture.kernel_dropped = kernel.dropped;
     capture.interface_dropped = kernel.if_dropped;

@@ -154,8 +154,6 @@ impl std::fmt::Debug for LiveCapture {
 const PACKET_FANOUT: libc::c_int = 18;
 /// Fanout by the kernel's flow hash (symmetric in both directions).
 const PACKET_FANOUT_HASH: u32 = 0;
-/// Reassemble IP fragments before hashing, so fragments follow their flow.
-const PACKET_FANOUT_FLAG_DEFRAG: u32 = 0x8000;
 
 impl LiveCapture {
     /// Opens and activates `cfg.interface`, sets the filter and joins the
@@ -308,7 +306,10 @@ impl LiveCapture {
 /// Joins AF_PACKET fanout group `group` with the flow hash.
 #[cfg(target_os = "linux")]
 fn join_fanout(cap: &Capture<Active>, group: u16) -> io::Result<()> {
-    let arg: u32 = u32::from(group) | ((PACKET_FANOUT_HASH | PACKET_FANOUT_FLAG_DEFRAG) << 16);
+    // No PACKET_FANOUT_FLAG_DEFRAG: it would hand over reassembled datagrams
+    // instead of the packets on the wire. Non-first fragments carry no ports,
+    // so they cannot join a flow wherever they land.
+    let arg: u32 = u32::from(group) | (PACKET_FANOUT_HASH << 16);
     // SAFETY: the fd is the handle's open socket for the duration of the
     // call, and `arg` is a live u32 of the size passed.
     let rc = unsafe {
