@@ -20,6 +20,7 @@ pub mod kafka;
 pub mod model;
 pub mod pipeline;
 pub mod reload;
+pub mod reopen;
 pub mod report;
 pub mod summary;
 pub mod telemetry;
