@@ -131,6 +131,8 @@ fn end_to_end(c: &mut Criterion) {
                             max_delay: cfg.inference.max_delay,
                             reload: None,
                             settled: None,
+                            limiter: Default::default(),
+                            reopen: None,
                         };
                         pipeline::run(
                             &path,

@@ -340,6 +340,8 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
                 max_delay: cfg.inference.max_delay,
                 reload: None,
                 settled: None,
+                limiter: Default::default(),
+                reopen: None,
             };
             let report = pipeline::run(
                 input,

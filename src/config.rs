@@ -484,12 +484,102 @@ impl InferenceSection {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputSection {
-    /// EVE JSON destination: `-` for stdout (default) or a file path (appended).
+    /// EVE JSON destination: `-` for stdout (default) or a file path
+    /// (appended; `tapstream run` re-opens it on SIGHUP, for log rotation).
     pub eve: String,
     /// Community ID seed (0 unless your other sensors use another).
     pub community_id_seed: u16,
     /// `[output.kafka]`: alerts go to a Kafka topic instead of `eve`.
     pub kafka: Option<KafkaOutputSection>,
+    /// `[output.limit]`: which repeated alerts are suppressed (none by
+    /// default).
+    pub limit: LimitSection,
+}
+
+/// Most flow ids `output.limit.dedup_capacity` may remember.
+pub const MAX_DEDUP_CAPACITY: usize = 1 << 24;
+
+/// Most keys `output.limit.max_keys` may track.
+pub const MAX_LIMIT_KEYS: usize = 1 << 22;
+
+/// What `[output.limit]` rate limits by.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitTrack {
+    /// No rate limit.
+    #[default]
+    None,
+    /// The flow's source address.
+    BySrc,
+    /// The flow's destination address.
+    ByDst,
+    /// Source and destination together.
+    ByPair,
+}
+
+/// `[output.limit]`: suppression of repeated alerts, after Suricata's
+/// `threshold` type `limit`. Suppressed alerts are counted per reason, never
+/// written. The defaults suppress nothing.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSection {
+    /// Drop an alert whose `flow_id` was seen before (a flow scored twice,
+    /// e.g. read again from Kafka after a rebalance). Default false.
+    pub dedup_flows: bool,
+    /// Flow ids remembered for `dedup_flows`, the oldest forgotten first
+    /// (1..=16,777,216; about 50 bytes each). Default 65,536.
+    pub dedup_capacity: usize,
+    /// What the rate limit counts by: `none` (no rate limit; the default),
+    /// `by_src`, `by_dst` or `by_pair` (source and destination); always per
+    /// class.
+    pub track: LimitTrack,
+    /// At most this many alerts per tracked key and class per `window`
+    /// (1..=1,000,000). Default 10.
+    pub count: u32,
+    /// The window, in packet time (flow end times, so replays decide alike):
+    /// it opens at a key's first alert, and the first alert after it ends
+    /// opens the next (1ms..=24h). Default 60s.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Keys tracked at most; when full, the key whose window opened earliest
+    /// is forgotten (1..=4,194,304; about 260 bytes each). Default
+    /// 65,536.
+    pub max_keys: usize,
+}
+
+impl Default for LimitSection {
+    fn default() -> Self {
+        LimitSection {
+            dedup_flows: false,
+            dedup_capacity: tapstream_connectors::limit::DEFAULT_DEDUP_CAPACITY,
+            track: LimitTrack::None,
+            count: 10,
+            window: Duration::from_secs(60),
+            max_keys: tapstream_connectors::limit::DEFAULT_MAX_KEYS,
+        }
+    }
+}
+
+impl LimitSection {
+    /// The limiter's settings (after [`Config::validate`]).
+    pub fn settings(&self) -> tapstream_connectors::limit::LimitSettings {
+        use tapstream_connectors::limit::{LimitSettings, RateLimit, Track};
+        let track = match self.track {
+            LimitTrack::None => None,
+            LimitTrack::BySrc => Some(Track::BySrc),
+            LimitTrack::ByDst => Some(Track::ByDst),
+            LimitTrack::ByPair => Some(Track::ByPair),
+        };
+        LimitSettings {
+            dedup_capacity: self.dedup_flows.then_some(self.dedup_capacity),
+            rate: track.map(|track| RateLimit {
+                track,
+                count: self.count,
+                window: self.window,
+                max_keys: self.max_keys,
+            }),
+        }
+    }
 }
 
 /// `[output.kafka]`: the Kafka alert sink (client settings from `[kafka]`).
@@ -506,6 +596,7 @@ impl Default for OutputSection {
             eve: "-".to_string(),
             community_id_seed: 0,
             kafka: None,
+            limit: LimitSection::default(),
         }
     }
 }
@@ -682,6 +773,31 @@ impl Config {
                     "alerts go either to Kafka or to output.eve, not both",
                 ));
             }
+        }
+        let l = &self.output.limit;
+        if !(1..=MAX_DEDUP_CAPACITY).contains(&l.dedup_capacity) {
+            return Err(invalid(
+                "output.limit.dedup_capacity",
+                format!("must be between 1 and {MAX_DEDUP_CAPACITY}"),
+            ));
+        }
+        if !(1..=1_000_000).contains(&l.count) {
+            return Err(invalid(
+                "output.limit.count",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if l.window < Duration::from_millis(1) || l.window > Duration::from_secs(86_400) {
+            return Err(invalid(
+                "output.limit.window",
+                "must be between 1ms and 24h",
+            ));
+        }
+        if !(1..=MAX_LIMIT_KEYS).contains(&l.max_keys) {
+            return Err(invalid(
+                "output.limit.max_keys",
+                format!("must be between 1 and {MAX_LIMIT_KEYS}"),
+            ));
         }
         let k = &self.source.kafka;
         if k.group_id.is_empty() {
@@ -892,6 +1008,22 @@ mod tests {
                 "inference.tensorrt.int8_calibration_table",
             ),
             ("[output]\neve = \"\"\n", "output.eve"),
+            ("[output.limit]\ncount = 0\n", "output.limit.count"),
+            ("[output.limit]\nwindow = \"0s\"\n", "output.limit.window"),
+            ("[output.limit]\nwindow = \"25h\"\n", "output.limit.window"),
+            ("[output.limit]\nmax_keys = 0\n", "output.limit.max_keys"),
+            (
+                "[output.limit]\nmax_keys = 4194305\n",
+                "output.limit.max_keys",
+            ),
+            (
+                "[output.limit]\ndedup_capacity = 0\n",
+                "output.limit.dedup_capacity",
+            ),
+            (
+                "[output.limit]\ndedup_capacity = 16777217\n",
+                "output.limit.dedup_capacity",
+            ),
             ("[gpu]\nbatch_records = 10\n", "gpu.batch_records"),
         ] {
             match parse(text) {
@@ -899,6 +1031,51 @@ mod tests {
                 other => panic!("{text}: expected Invalid({field}), got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn output_limit_parses_and_is_off_by_default() {
+        use tapstream_connectors::limit::{LimitSettings, RateLimit, Track};
+        assert_eq!(
+            Config::default().output.limit.settings(),
+            LimitSettings::default()
+        );
+        let c = parse(
+            "[output.limit]\ndedup_flows = true\ndedup_capacity = 100\ntrack = \"by_pair\"\n\
+             count = 3\nwindow = \"2m\"\nmax_keys = 50\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.output.limit.settings(),
+            LimitSettings {
+                dedup_capacity: Some(100),
+                rate: Some(RateLimit {
+                    track: Track::ByPair,
+                    count: 3,
+                    window: Duration::from_secs(120),
+                    max_keys: 50,
+                }),
+            }
+        );
+        for (name, track) in [
+            ("by_src", Track::BySrc),
+            ("by_dst", Track::ByDst),
+            ("by_pair", Track::ByPair),
+        ] {
+            let c = parse(&format!("[output.limit]\ntrack = \"{name}\"\n")).unwrap();
+            assert_eq!(c.output.limit.settings().rate.map(|r| r.track), Some(track));
+        }
+        // Limits without a track, or a capacity without dedup_flows, do
+        // nothing.
+        let c = parse("[output.limit]\ncount = 1\ndedup_capacity = 5\n").unwrap();
+        assert_eq!(c.output.limit.settings(), LimitSettings::default());
+        let e = parse("[output.limit]\ntrack = \"by_rule\"\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+        let e = parse("[output.limit]\nseconds = 60\n").unwrap_err();
+        assert!(e.to_string().contains("seconds"), "{e}");
+        // The effective configuration prints and parses back.
+        let printed = toml::to_string_pretty(&c).unwrap();
+        assert_eq!(parse(&printed).unwrap(), c);
     }
 
     #[test]

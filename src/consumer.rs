@@ -3,8 +3,9 @@
 //! The consumer is the last stage of a run. For `run` it batches feature rows
 //! (up to a size or a deadline, whichever first), scores them with the model,
 //! and hands flows at or above the threshold to the alert sink on its own
-//! thread. For `features` it writes CSV rows. `bench` can discard flows to
-//! measure the stages before it.
+//! thread, which drops what the alert limiter suppresses and re-opens the
+//! output when asked (log rotation). For `features` it writes CSV rows.
+//! `bench` can discard flows to measure the stages before it.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use tapstream_connectors::eve::Alert;
+use tapstream_connectors::limit::{AlertLimiter, SuppressedCounts, Verdict};
 use tapstream_connectors::sink::AlertSink;
 use tapstream_connectors::ModelInfo;
 use tapstream_inference::{select_features, Batcher, Engine, Prediction};
@@ -24,6 +26,7 @@ use tapstream_kernels::{csv, FlowBatch, Mark};
 use crate::kafka::Settled;
 
 use crate::pipeline::{recv_until, Recv};
+use crate::reopen::{ReopenRequest, REOPEN_POLL};
 
 /// What the consumer stage does with ended flows.
 pub enum Consumer {
@@ -54,6 +57,11 @@ pub struct AlertStage {
     /// Where the workers' marks go once the alerts before them are durable
     /// (a source that commits offsets reads it).
     pub settled: Option<Arc<Settled>>,
+    /// Which alerts are written (the default writes every one).
+    pub limiter: AlertLimiter,
+    /// Asks the sink to re-open its output (log rotation); `None` for sinks
+    /// without a file.
+    pub reopen: Option<ReopenRequest>,
 }
 
 /// The model identity and decision settings an alert batch was scored with.
@@ -80,6 +88,13 @@ pub struct ConsumerReport {
     pub labels: Vec<String>,
     /// Alerts written, per class.
     pub alerts_by_class: Vec<u64>,
+    /// Alerts the limiter suppressed (not written, not in
+    /// `alerts_by_class`), per reason.
+    pub suppressed: SuppressedCounts,
+    /// Re-opens of the alert output (log rotation) that succeeded.
+    pub eve_reopens: u64,
+    /// Re-opens that failed (the sink kept writing to its old file).
+    pub eve_reopen_errors: u64,
     /// Time the sink spent writing.
     pub sink_busy: Duration,
     /// Why the sink stopped, if it did.
@@ -181,6 +196,8 @@ impl AlertStage {
             max_delay,
             reload,
             settled,
+            limiter,
+            reopen,
         } = self;
         let mut contract = engine.contract().clone();
         let mut scoring = Arc::new(Scoring {
@@ -194,7 +211,15 @@ impl AlertStage {
         let first_labels = contract.labels.clone();
         let sink_handle = thread::Builder::new()
             .name("alert-sink".into())
-            .spawn(move || sink_loop(sink, alert_rx, alert_pool_tx, first_labels, settled))
+            .spawn(move || {
+                let output = SinkOutput {
+                    sink,
+                    limiter,
+                    reopen,
+                    settled,
+                };
+                sink_loop(output, alert_rx, alert_pool_tx, first_labels)
+            })
             .context("spawning alert sink")?;
         // Marks received with the flows gathered so far: they go to the sink
         // behind those flows' alerts.
@@ -312,6 +337,9 @@ impl AlertStage {
             .map_err(|_| anyhow!("alert sink thread panicked"))?;
         (report.labels, report.alerts_by_class) = sink_report.per_class.into_iter().unzip();
         report.sink_busy = sink_report.busy;
+        report.suppressed = sink_report.suppressed;
+        report.eve_reopens = sink_report.reopens;
+        report.eve_reopen_errors = sink_report.reopen_errors;
         report.sink_error = sink_report.error;
         report.sink_closed = sink_report.closed;
         report.busy = started.elapsed().saturating_sub(blocked);
@@ -331,20 +359,39 @@ struct SinkReport {
     /// Alerts per class label: the first model's labels in order, then any
     /// new label a reloaded model brought.
     per_class: Vec<(String, u64)>,
+    suppressed: SuppressedCounts,
+    reopens: u64,
+    reopen_errors: u64,
     busy: Duration,
     error: Option<String>,
     closed: bool,
 }
 
+/// What the sink thread owns besides its queues.
+struct SinkOutput {
+    sink: Box<dyn AlertSink>,
+    limiter: AlertLimiter,
+    reopen: Option<ReopenRequest>,
+    settled: Option<Arc<Settled>>,
+}
+
 fn sink_loop(
-    mut sink: Box<dyn AlertSink>,
+    output: SinkOutput,
     rx: Receiver<AlertBatch>,
     pool: Sender<Vec<Flagged>>,
     labels: Vec<String>,
-    settled: Option<Arc<Settled>>,
 ) -> SinkReport {
+    let SinkOutput {
+        mut sink,
+        mut limiter,
+        reopen,
+        settled,
+    } = output;
     let mut report = SinkReport {
         per_class: labels.into_iter().map(|l| (l, 0)).collect(),
+        suppressed: SuppressedCounts::default(),
+        reopens: 0,
+        reopen_errors: 0,
         busy: Duration::ZERO,
         error: None,
         closed: false,
@@ -357,10 +404,14 @@ fn sink_loop(
     let mut last_flush = Instant::now();
     loop {
         let pending = unflushed || !marks.is_empty();
-        let msg = if pending {
-            rx.recv_timeout(every.saturating_sub(last_flush.elapsed()))
-        } else {
-            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        let mut wait = pending.then(|| every.saturating_sub(last_flush.elapsed()));
+        if reopen.is_some() {
+            // Wake up now and then to serve a re-open while no alerts come.
+            wait = Some(wait.map_or(REOPEN_POLL, |w| w.min(REOPEN_POLL)));
+        }
+        let msg = match wait {
+            Some(w) => rx.recv_timeout(w),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         let closed = match msg {
             Ok(AlertBatch {
@@ -383,6 +434,15 @@ fn sink_loop(
                             model: &scoring.model,
                             threshold: scoring.threshold,
                         };
+                        if let Verdict::Suppress(reason) = limiter.check(&alert) {
+                            report.suppressed.add(reason);
+                            metrics::counter!(
+                                "tapstream_alerts_suppressed_total",
+                                "reason" => reason.as_str()
+                            )
+                            .increment(1);
+                            continue;
+                        }
                         if let Err(e) = sink.write(&alert) {
                             report.closed = e.is_closed();
                             report.error = Some(e.to_string());
@@ -409,6 +469,11 @@ fn sink_loop(
         if report.error.is_some() {
             break;
         }
+        if reopen.as_ref().is_some_and(ReopenRequest::take) {
+            let t = Instant::now();
+            reopen_sink(sink.as_mut(), &mut report);
+            report.busy += t.elapsed();
+        }
         if (unflushed || !marks.is_empty()) && (closed || last_flush.elapsed() >= every) {
             let t = Instant::now();
             if unflushed {
@@ -432,4 +497,161 @@ fn sink_loop(
         }
     }
     report
+}
+
+/// Re-opens the sink's output, counting and logging the outcome. A failure
+/// leaves the sink writing where it did, so nothing is lost.
+fn reopen_sink(sink: &mut dyn AlertSink, report: &mut SinkReport) {
+    match sink.reopen() {
+        Ok(()) => {
+            report.reopens += 1;
+            metrics::counter!("tapstream_eve_reopens_total", "outcome" => "ok").increment(1);
+            tracing::info!(message = "alert output re-opened");
+        }
+        Err(e) => {
+            report.reopen_errors += 1;
+            metrics::counter!("tapstream_eve_reopens_total", "outcome" => "error").increment(1);
+            tracing::warn!(
+                message = "cannot re-open the alert output; still writing to the old file",
+                error = %format!("{:#}", anyhow::Error::new(e)),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use tapstream_connectors::eve::EveWriter;
+    use tapstream_connectors::sink::FileSink;
+    use tapstream_ingest::EndReason;
+
+    use super::*;
+
+    fn flagged(id: u64) -> Flagged {
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&[10, 0, 0, 1]);
+        let mut dst = [0u8; 16];
+        dst[..4].copy_from_slice(&[10, 0, 0, 2]);
+        Flagged {
+            meta: FlowMeta {
+                flow_id: id,
+                src,
+                dst,
+                sport: 40_000,
+                dport: 80,
+                proto: 6,
+                v6: false,
+                icmp_type: 0,
+                icmp_code: 0,
+                start_us: 1_000_000,
+                last_us: 2_000_000,
+                pkts_fwd: 1,
+                pkts_bwd: 1,
+                bytes_fwd: 60,
+                bytes_bwd: 60,
+                reason: EndReason::TcpTermination,
+            },
+            prediction: Prediction {
+                score: 0.9,
+                class: 0,
+            },
+        }
+    }
+
+    fn batch(ids: std::ops::Range<u64>) -> AlertBatch {
+        AlertBatch {
+            scoring: Arc::new(Scoring {
+                model: ModelInfo::new("m", "1", "00"),
+                labels: vec!["Portscan".to_string()],
+                threshold: 0.5,
+            }),
+            flagged: ids.map(flagged).collect(),
+            marks: Vec::new(),
+        }
+    }
+
+    fn ids_in(path: &Path) -> Vec<u64> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["flow_id"].as_u64())
+            .collect()
+    }
+
+    /// Starts `sink_loop` over a file sink at `path` with a re-open request.
+    fn start(
+        path: &Path,
+    ) -> (
+        Sender<AlertBatch>,
+        ReopenRequest,
+        thread::JoinHandle<SinkReport>,
+    ) {
+        let sink = FileSink::open(path, EveWriter::new(0)).unwrap();
+        let reopen = ReopenRequest::new();
+        let (tx, rx) = bounded::<AlertBatch>(4);
+        let (pool_tx, _pool_rx) = bounded::<Vec<Flagged>>(4);
+        let output = SinkOutput {
+            sink: Box::new(sink),
+            limiter: AlertLimiter::default(),
+            reopen: Some(reopen.clone()),
+            settled: None,
+        };
+        let handle =
+            thread::spawn(move || sink_loop(output, rx, pool_tx, vec!["Portscan".to_string()]));
+        (tx, reopen, handle)
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let t = Instant::now();
+        while !done() {
+            assert!(t.elapsed() < Duration::from_secs(10), "timed out: {what}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn reopen_while_idle_splits_alerts_between_old_and_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eve.json");
+        let rotated = dir.path().join("eve.json.1");
+        let (tx, reopen, handle) = start(&path);
+        tx.send(batch(0..5)).unwrap();
+        wait_for("the first batch", || ids_in(&path).len() == 5);
+        std::fs::rename(&path, &rotated).unwrap();
+        // No alert follows the request: the idle sink thread re-opens.
+        let asked = Instant::now();
+        reopen.request();
+        wait_for("the new file", || path.exists());
+        assert!(asked.elapsed() < REOPEN_POLL * 20, "{:?}", asked.elapsed());
+        tx.send(batch(5..9)).unwrap();
+        drop(tx);
+        let report = handle.join().unwrap();
+        assert_eq!((report.reopens, report.reopen_errors), (1, 0));
+        assert_eq!(report.per_class, [("Portscan".to_string(), 9)]);
+        assert_eq!(ids_in(&rotated), (0..5).collect::<Vec<_>>());
+        assert_eq!(ids_in(&path), (5..9).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn failed_reopen_keeps_writing_to_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let (tx, reopen, handle) = start(&logs.join("eve.json"));
+        tx.send(batch(0..3)).unwrap();
+        // The directory moves away: the path cannot be opened again.
+        let moved = dir.path().join("logs.old");
+        std::fs::rename(&logs, &moved).unwrap();
+        reopen.request();
+        tx.send(batch(3..6)).unwrap();
+        drop(tx);
+        let report = handle.join().unwrap();
+        assert_eq!((report.reopens, report.reopen_errors), (0, 1));
+        assert!(report.error.is_none(), "{:?}", report.error);
+        assert_eq!(ids_in(&moved.join("eve.json")), (0..6).collect::<Vec<_>>());
+        assert!(!logs.exists());
+    }
 }

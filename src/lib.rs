@@ -22,6 +22,7 @@ pub mod model;
 pub mod pipeline;
 pub mod privileges;
 pub mod reload;
+pub mod reopen;
 pub mod report;
 pub mod summary;
 pub mod telemetry;

@@ -15,8 +15,10 @@ use tapstream::config::{Config, Device, DEFAULT_CONFIG_TOML};
 use tapstream::consumer::{AlertStage, Consumer};
 use tapstream::kafka::{KafkaSource, Settled};
 use tapstream::pipeline::{self, Input, Progress, RunReport};
+use tapstream::reopen::ReopenRequest;
 use tapstream::{bench, demo, model, summary};
 use tapstream_connectors::eve::EveWriter;
+use tapstream_connectors::limit::AlertLimiter;
 use tapstream_connectors::sink::{AlertSink, FileSink, KafkaSink, StdoutSink};
 
 /// GPU-accelerated stream processing for network packet analytics:
@@ -332,6 +334,9 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             }
             let loaded = model::load(&cfg, args.model.as_deref())?;
             let eve = EveWriter::new(cfg.output.community_id_seed);
+            // SIGHUP re-opens an EVE file (log rotation); stdout and Kafka
+            // have none.
+            let mut reopen = None;
             let sink: Box<dyn AlertSink> = if let Some(k) = &cfg.output.kafka {
                 Box::new(
                     KafkaSink::new(cfg.kafka_client()?, k.topic.clone(), eve).with_context(
@@ -341,6 +346,9 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             } else if cfg.output.eve == "-" {
                 Box::new(StdoutSink::new(eve))
             } else {
+                let request = ReopenRequest::new();
+                request.on_sighup()?;
+                reopen = Some(request);
                 Box::new(
                     FileSink::open(Path::new(&cfg.output.eve), eve)
                         .with_context(|| format!("opening EVE output {}", cfg.output.eve))?,
@@ -373,6 +381,8 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 max_delay: cfg.inference.max_delay,
                 reload: Some(std::sync::Arc::new(reload)),
                 settled,
+                limiter: AlertLimiter::new(&cfg.output.limit.settings()),
+                reopen,
             };
             let report = run_with_progress(input, &args.common, &cfg, Consumer::Alerts(stage))?;
             finish(&report, &args.common)

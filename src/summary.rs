@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use tapstream_connectors::limit::SuppressReason;
 use tapstream_ingest::EndReason;
 
 use crate::pipeline::RunReport;
@@ -124,6 +125,15 @@ pub fn render(r: &RunReport) -> String {
                 let _ = writeln!(s, "    {label:<26} {n:>8}");
             }
         }
+        if c.suppressed.total() > 0 {
+            let _ = writeln!(
+                s,
+                "  alerts suppressed  {:>12}  ({} duplicate flow, {} rate limit)",
+                c.suppressed.total(),
+                c.suppressed.duplicate_flow,
+                c.suppressed.rate_limit
+            );
+        }
     }
     if c.csv_rows > 0 {
         let _ = writeln!(s, "  CSV rows written   {:>12}", c.csv_rows);
@@ -135,6 +145,13 @@ pub fn render(r: &RunReport) -> String {
             c.busy.as_secs_f64()
         )
     });
+    if c.eve_reopens + c.eve_reopen_errors > 0 {
+        let _ = writeln!(
+            s,
+            "  EVE file re-opened {:>12}  ({} failed)",
+            c.eve_reopens, c.eve_reopen_errors
+        );
+    }
     if let Some(e) = &c.sink_error {
         let _ = writeln!(s, "  alert output stopped: {e}");
     }
@@ -214,6 +231,15 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
         .filter(|(_, n)| **n > 0)
         .map(|(l, n)| (l.clone(), (*n).into()))
         .collect();
+    let suppressed: serde_json::Map<String, serde_json::Value> = SuppressReason::ALL
+        .iter()
+        .map(|reason| {
+            (
+                reason.as_str().to_string(),
+                r.consumer.suppressed.get(*reason).into(),
+            )
+        })
+        .collect();
     serde_json::json!({
         "input": r.input.display().to_string(),
         "packets": r.reader.packets,
@@ -241,6 +267,11 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
         "model_swaps": r.consumer.model_swaps,
         "alerts": r.consumer.alerts(),
         "alerts_by_class": alerts,
+        "alerts_suppressed": suppressed,
+        "eve_reopens": {
+            "ok": r.consumer.eve_reopens,
+            "error": r.consumer.eve_reopen_errors,
+        },
         "csv_rows": r.consumer.csv_rows,
         "sink_error": r.consumer.sink_error,
         "workers": r.workers.workers,

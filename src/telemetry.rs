@@ -117,6 +117,16 @@ fn describe() {
         "Alerts written, by class."
     );
     describe_counter!(
+        "tapstream_alerts_suppressed_total",
+        Unit::Count,
+        "Alerts not written because of [output.limit], by reason (duplicate_flow, rate_limit)."
+    );
+    describe_counter!(
+        "tapstream_eve_reopens_total",
+        Unit::Count,
+        "Re-opens of the EVE file (SIGHUP, for log rotation), by outcome (ok, error; on error the old file is kept)."
+    );
+    describe_counter!(
         "tapstream_model_reloads_total",
         Unit::Count,
         "Model reloads, by outcome."

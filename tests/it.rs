@@ -3,6 +3,8 @@
 //! Tests over `../shared/data` print a line and return when that directory
 //! is absent (a user's clone); CI always has it.
 
+// `[output.limit]` end to end, and the EVE file re-opened on SIGHUP.
+mod alert_output;
 // The command line on the demo capture and on bad input.
 mod cli;
 // Flows do not depend on the number of decoder threads.

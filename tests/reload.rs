@@ -104,6 +104,8 @@ fn good_model_swaps_in_bad_model_is_refused_no_flow_lost() {
         max_delay: Duration::ZERO,
         reload: Some(reload.clone()),
         settled: None,
+        limiter: Default::default(),
+        reopen: None,
     };
     // A rendezvous: when a send returns, the consumer holds that batch, and
     // (max_delay 0) scores it before it takes the next.

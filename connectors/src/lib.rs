@@ -12,6 +12,8 @@
 //!   JSON line, allocation-free.
 //! - [`sink`]: the [`AlertSink`] trait, [`StdoutSink`], [`FileSink`] and
 //!   [`KafkaSink`].
+//! - [`limit`]: the [`AlertLimiter`] that drops duplicate flows and rate
+//!   limits repeated alerts before they reach a sink.
 //! - [`kafka`]: Kafka client settings (brokers, TLS/SASL, secrets,
 //!   librdkafka passthrough) shared by the Kafka source and sink.
 //!
@@ -22,8 +24,10 @@
 pub mod community_id;
 pub mod eve;
 pub mod kafka;
+pub mod limit;
 pub mod sink;
 
 pub use community_id::{CommunityId, FlowTuple};
 pub use eve::{Alert, EveWriter, ModelInfo};
+pub use limit::AlertLimiter;
 pub use sink::{AlertSink, FileSink, KafkaSink, SinkError, StdoutSink};

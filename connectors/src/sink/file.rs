@@ -11,7 +11,7 @@ use crate::eve::{Alert, EveWriter};
 ///
 /// Opened in append mode, so several writers (or a restart) never
 /// overwrite each other's lines. For log rotation, move the file away and
-/// call [`reopen`](FileSink::reopen) (e.g. on `SIGHUP`): the sink finishes
+/// call [`AlertSink::reopen`] (e.g. on `SIGHUP`): the sink finishes
 /// writing to the old file and continues in a new one at the same path.
 ///
 /// Dropping the sink writes what is still buffered, ignoring errors; call
@@ -55,20 +55,6 @@ impl FileSink {
         &self.path
     }
 
-    /// Re-opens the path, for log rotation.
-    ///
-    /// Buffered lines are first written to the old file. Then the path is
-    /// opened again (created if the rotation moved it away). If that fails,
-    /// the sink keeps writing to the old file and returns the error. If
-    /// writing to the old file failed, the lines still buffered go to the
-    /// new one: none is lost or written twice, though a line the old file
-    /// took only part of ends in the new file.
-    pub fn reopen(&mut self) -> Result<(), SinkError> {
-        let _ = self.pending.drain_into(&mut self.file);
-        self.file = open_append(&self.path)?;
-        Ok(())
-    }
-
     fn drain(&mut self) -> Result<(), SinkError> {
         self.pending
             .drain_into(&mut self.file)
@@ -99,6 +85,20 @@ impl AlertSink for FileSink {
     fn flush(&mut self) -> Result<(), SinkError> {
         // `File` has no user-space buffer: draining is the whole flush.
         self.drain()
+    }
+
+    /// Re-opens the path, for log rotation.
+    ///
+    /// Buffered lines are first written to the old file. Then the path is
+    /// opened again (created if the rotation moved it away). If that fails,
+    /// the sink keeps writing to the old file and returns the error. If
+    /// writing to the old file failed, the lines still buffered go to the
+    /// new one: none is lost or written twice, though a line the old file
+    /// took only part of ends in the new file.
+    fn reopen(&mut self) -> Result<(), SinkError> {
+        let _ = self.pending.drain_into(&mut self.file);
+        self.file = open_append(&self.path)?;
+        Ok(())
     }
 }
 

@@ -2,9 +2,10 @@
 //! implementations.
 //!
 //! Why a trait this narrow: the alert stage of the pipeline only needs
-//! "take this alert" and "make everything so far durable", so stdout, a
-//! rotating file and Kafka plug in behind the same two calls, and
-//! counting what was written or dropped stays with the caller.
+//! "take this alert" and "make everything so far durable" (and, for log
+//! rotation, "re-open your file"), so stdout, a rotating file and Kafka plug
+//! in behind the same calls, and counting what was written or dropped stays
+//! with the caller.
 //!
 //! The stdout and file sinks format alerts as EVE lines into their own
 //! buffer and write the buffer in large chunks. A write error leaves the unwritten bytes buffered
@@ -57,6 +58,17 @@ pub trait AlertSink: Send {
     /// the pace of the pipeline.
     fn flush_every(&self) -> std::time::Duration {
         std::time::Duration::ZERO
+    }
+
+    /// Re-opens the output, for log rotation (`SIGHUP` after logrotate
+    /// moved the file): [`FileSink`] writes what it buffered to the old
+    /// file and opens its path again. The default does nothing: stdout and
+    /// Kafka have no file to re-open.
+    ///
+    /// On an error the sink keeps writing where it did; no accepted alert
+    /// is lost.
+    fn reopen(&mut self) -> Result<(), SinkError> {
+        Ok(())
     }
 }
 
