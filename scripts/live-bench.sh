@@ -10,8 +10,11 @@
 #            builds it: 2.3 M packets)
 #   THREADS  capture thread counts to compare (default: 1 2)
 # Env: LIMIT (packets sent per run, default 1000000), WORKERS (flow workers,
-#      default auto), TAPSTREAM (binary; default target/release/tapstream,
-#      built if missing), OUT (result directory, default target/live-bench).
+#      default auto), BUFFER_MIB (kernel ring per capture thread, default
+#      256), PIN (CPU list: run tapstream and tcpreplay on these CPUs only,
+#      e.g. PIN=0 to overload it on purpose), TAPSTREAM (binary; default
+#      target/release/tapstream, built if missing), OUT (result directory,
+#      default target/live-bench), KEEP (keep the scratch directory).
 # Needs root, iproute2 and tcpreplay (scripts/install-deps.sh bench).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,14 +67,16 @@ for t in "${threads[@]}"; do
   cat >"$cfg" <<EOF
 [capture]
 threads = $t
-buffer_mib = 256
+buffer_mib = ${BUFFER_MIB:-256}
 [privileges]
 run_as = "nobody"
 EOF
   summary="$work/summary-$t.json"
   workers=()
   [ -n "${WORKERS:-}" ] && workers=(--workers "$WORKERS")
-  ip netns exec "$b" "$bin" run --quiet --interface "$vb" --config "$cfg" \
+  pin=()
+  [ -n "${PIN:-}" ] && pin=(taskset -c "$PIN")
+  ip netns exec "$b" "${pin[@]}" "$bin" run --quiet --interface "$vb" --config "$cfg" \
     --eve "$work/eve-$t.json" --summary-json "$summary" "${workers[@]}" \
     2>"$work/tapstream-$t.log" &
   # (TAPSTREAM_LOG=info in the environment logs each capture thread's counts.)
@@ -82,7 +87,7 @@ EOF
     sleep 0.1
   done
   sleep 1
-  ip netns exec "$a" tcpreplay --topspeed --limit="$limit" -i "$va" "$pcap" >"$work/tcpreplay-$t.log" 2>&1
+  ip netns exec "$a" "${pin[@]}" tcpreplay --topspeed --limit="$limit" -i "$va" "$pcap" >"$work/tcpreplay-$t.log" 2>&1
   sleep 2
   # CPU time of the whole process (all threads), clock ticks.
   cpu=$(awk '{print $14 + $15}' "/proc/$pid/stat")

@@ -837,7 +837,10 @@ impl Config {
             ));
         }
         let c = &self.capture;
-        if c.interface.as_ref().is_some_and(|i| i.is_empty() || i.len() > 255) {
+        if c.interface
+            .as_ref()
+            .is_some_and(|i| i.is_empty() || i.len() > 255)
+        {
             return Err(invalid(
                 "capture.interface",
                 "must be an interface name (1 to 255 bytes)",
@@ -850,10 +853,7 @@ impl Config {
             ));
         }
         if !(1..=2047).contains(&c.buffer_mib) {
-            return Err(invalid(
-                "capture.buffer_mib",
-                "must be between 1 and 2047",
-            ));
+            return Err(invalid("capture.buffer_mib", "must be between 1 and 2047"));
         }
         if c.timeout < Duration::from_millis(1) || c.timeout > Duration::from_secs(10) {
             return Err(invalid("capture.timeout", "must be between 1ms and 10s"));

@@ -96,8 +96,7 @@ pub fn open_captures(cfg: &Config, cli: Option<&str>) -> Result<Vec<LiveCapture>
     });
     (0..threads)
         .map(|_| {
-            LiveCapture::open(&live_config(cfg, &interface, fanout))
-                .map_err(anyhow::Error::from)
+            LiveCapture::open(&live_config(cfg, &interface, fanout)).map_err(anyhow::Error::from)
         })
         .collect()
 }

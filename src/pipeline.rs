@@ -419,7 +419,14 @@ pub fn run_input(
                 .into_iter()
                 .map(|c| Reader::Live(Box::new(c), term.clone()))
                 .collect();
-            return run_readers(readers, PathBuf::from(name), cfg, consumer, progress, started);
+            return run_readers(
+                readers,
+                PathBuf::from(name),
+                cfg,
+                consumer,
+                progress,
+                started,
+            );
         }
     };
     if let Reader::Kafka(source) = reader {
@@ -628,16 +635,18 @@ fn run_readers(
         let progress = progress.clone();
         let stop = stop.clone();
         let h = thread::Builder::new()
-            .name(if i == 0 { "reader".into() } else { format!("reader-{i}") })
+            .name(if i == 0 {
+                "reader".into()
+            } else {
+                format!("reader-{i}")
+            })
             .spawn(move || match reader {
                 Reader::Capture(reader) => {
                     reader_loop(reader, txs, pool, chunk_packets, &progress, &stop)
                 }
-                Reader::Kafka(source) => (*source).run(
-                    ChunkWriter::new(txs, pool, chunk_packets),
-                    &progress,
-                    &stop,
-                ),
+                Reader::Kafka(source) => {
+                    (*source).run(ChunkWriter::new(txs, pool, chunk_packets), &progress, &stop)
+                }
                 Reader::Live(cap, term) => crate::live::live_loop(
                     *cap,
                     LiveOut::new(txs, pool),

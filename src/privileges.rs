@@ -34,13 +34,23 @@ pub struct Dropped {
 
 /// Threads of this process, from `/proc/self/task` (Linux).
 fn threads() -> Option<usize> {
-    std::fs::read_dir("/proc/self/task").ok().map(Iterator::count)
+    std::fs::read_dir("/proc/self/task")
+        .ok()
+        .map(Iterator::count)
 }
 
 /// Switches user and drops every capability; see the module docs.
 pub fn drop_privileges(p: &PrivilegesSection) -> Result<Dropped> {
     if let Some(n) = threads().filter(|&n| n > 1) {
         bail!("privileges must be dropped before any thread starts ({n} threads are running)");
+    }
+    // The bounding set first, while CAP_SETPCAP (which goes with root)
+    // allows it: nothing executed later, even as root, gets a capability.
+    if caps::has_cap(None, CapSet::Effective, caps::Capability::CAP_SETPCAP).unwrap_or(false) {
+        for cap in caps::all() {
+            caps::drop(None, CapSet::Bounding, cap)
+                .with_context(|| format!("dropping {cap} from the bounding set"))?;
+        }
     }
     if Uid::effective().is_root() && !p.run_as.is_empty() {
         let user = User::from_name(&p.run_as)
@@ -51,12 +61,6 @@ pub fn drop_privileges(p: &PrivilegesSection) -> Result<Dropped> {
                     p.run_as
                 )
             })?;
-        // The bounding set first: dropping it needs CAP_SETPCAP, which
-        // goes with root.
-        for cap in caps::all() {
-            caps::drop(None, CapSet::Bounding, cap)
-                .with_context(|| format!("dropping {cap} from the bounding set"))?;
-        }
         nix::unistd::setgroups(&[user.gid])
             .with_context(|| format!("setting the groups of {}", user.name))?;
         nix::unistd::setgid(user.gid).with_context(|| format!("switching to gid {}", user.gid))?;
@@ -66,6 +70,11 @@ pub fn drop_privileges(p: &PrivilegesSection) -> Result<Dropped> {
         if nix::unistd::setuid(Uid::from_raw(0)).is_ok() {
             bail!("switched to {} but could switch back to root", user.name);
         }
+    } else if !Uid::effective().is_root() && !p.run_as.is_empty() {
+        tracing::info!(
+            message = "not started as root: keeping the current user, dropping capabilities",
+            run_as = %p.run_as
+        );
     }
     // Whatever is left (a non-root start with ambient capabilities, or root
     // kept by allow_root): every set emptied.

@@ -23,8 +23,9 @@ struct Netns {
 }
 
 impl Netns {
-    fn setup(test: &str) -> Option<Netns> {
-        let missing: Vec<&str> = ["ip", "nmap", "curl", "tcpdump", "python3"]
+    /// `tag` (one letter) keeps the names of tests running at once apart.
+    fn setup(test: &str, tag: char) -> Option<Netns> {
+        let missing: Vec<&str> = ["ip", "nmap", "curl", "tcpdump", "python3", "setpriv"]
             .into_iter()
             .filter(|t| which(t).is_none())
             .collect();
@@ -38,7 +39,7 @@ impl Netns {
             eprintln!("{test}: skipped, {why}");
             return None;
         }
-        let id = std::process::id() % 100_000;
+        let id = format!("{}{tag}", std::process::id() % 100_000);
         let ns = Netns {
             a: format!("tsa{id}"),
             b: format!("tsb{id}"),
@@ -199,7 +200,7 @@ fn live_capture_in_a_namespace_counts_scores_drops_privileges_and_flushes_on_sig
     if !have_ort(test) {
         return;
     }
-    let Some(ns) = Netns::setup(test) else {
+    let Some(ns) = Netns::setup(test, 'l') else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -244,7 +245,9 @@ fn live_capture_in_a_namespace_counts_scores_drops_privileges_and_flushes_on_sig
     );
     let mut td_err = BufReader::new(tcpdump.0.stderr.take().expect("piped"));
     let mut line = String::new();
-    td_err.read_line(&mut line).expect("tcpdump says it listens");
+    td_err
+        .read_line(&mut line)
+        .expect("tcpdump says it listens");
     assert!(line.contains("listening on"), "tcpdump: {line}");
 
     let eve = d.join("eve.json");
@@ -390,5 +393,131 @@ fn a_missing_interface_is_a_clear_error() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("tapstream-nope0"), "{err}");
+    assert!(o.stdout.is_empty());
+}
+
+/// A non-root start with ambient CAP_NET_RAW and CAP_NET_ADMIN, as the
+/// systemd unit does it (`User=` + `AmbientCapabilities=`; `setpriv` here):
+/// the capture opens, the user stays, and every capability set is empty
+/// once running.
+#[test]
+fn an_unprivileged_start_with_ambient_capabilities_keeps_none() {
+    let test = "an_unprivileged_start_with_ambient_capabilities";
+    if !have_ort(test) {
+        return;
+    }
+    let Some(ns) = Netns::setup(test, 'u') else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let model = d.join("cic-mlp.onnx");
+    std::fs::copy(root().join("models/cic-mlp.onnx"), &model).unwrap();
+    let lib = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".deps/onnxruntime/libonnxruntime.so.1.31.1"));
+    let lib_copy = d.join("libonnxruntime.so.1.31.1");
+    std::fs::copy(&lib, &lib_copy).unwrap();
+    let port = 19465;
+    let cfg = d.join("sensor.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[capture]\ntimeout = \"50ms\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{port}\"\n\
+             [model]\npath = \"{}\"\n\
+             [inference]\nonnxruntime_library = \"{}\"\n",
+            model.display(),
+            lib_copy.display()
+        ),
+    )
+    .unwrap();
+    let summary = d.join("summary.json");
+    let mut sensor = Reaped(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.b, "setpriv"])
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=+net_raw,+net_admin",
+                "--ambient-caps=+net_raw,+net_admin",
+            ])
+            .arg(env!("CARGO_BIN_EXE_tapstream"))
+            .args(["run", "--quiet", "--interface", &ns.vb, "--config"])
+            .arg(&cfg)
+            .arg("--eve")
+            .arg(d.join("eve.json"))
+            .arg("--summary-json")
+            .arg(&summary)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tapstream starts"),
+    );
+    let mut sensor_err = sensor.0.stderr.take().expect("piped");
+    wait_until("the metrics endpoint", Duration::from_secs(30), || {
+        scrape(&ns.b, port).is_some()
+    });
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sensor.0.id())).unwrap();
+    for key in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+        assert!(line.ends_with("0000000000000000"), "{line}\n{status}");
+    }
+    for (uid, cap) in threads_identity(sensor.0.id()) {
+        assert_eq!(uid, "65534 65534 65534 65534");
+        assert_eq!(cap, "0000000000000000");
+    }
+    sh(Netns::exec(&ns.a, "nmap").args([
+        "-sS",
+        "-Pn",
+        "-n",
+        "--max-retries",
+        "0",
+        "-p",
+        "1-50",
+        "198.18.0.2",
+    ]));
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&sensor.0, libc::SIGTERM);
+    let exit = wait_exit(&mut sensor.0, Duration::from_secs(60));
+    let mut log = String::new();
+    let _ = sensor_err.read_to_string(&mut log);
+    assert!(exit.success(), "tapstream: {exit}\n{log}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert!(s["packets"].as_u64().unwrap() >= 100, "{s}");
+    assert!(s["flows"].as_u64().unwrap() >= 50, "{s}");
+    assert_eq!(s["accounted"], true, "{s}");
+}
+
+/// Started as root with no user to switch to, a live run refuses to read
+/// packets unless `allow_root` says so.
+#[test]
+fn root_without_run_as_is_refused() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("root_without_run_as_is_refused: skipped, needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("root.toml");
+    std::fs::write(&cfg, "[privileges]\nrun_as = \"\"\n").unwrap();
+    let o = output(
+        bin()
+            .args([
+                "run",
+                "--quiet",
+                "--interface",
+                "lo",
+                "--eve",
+                "-",
+                "--config",
+            ])
+            .arg(&cfg),
+    );
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("refusing to process packets as root"), "{err}");
     assert!(o.stdout.is_empty());
 }

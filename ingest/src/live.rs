@@ -218,7 +218,8 @@ impl LiveCapture {
         }
         // DLT values equal LINKTYPE values for every link type a Linux
         // interface reports except raw IP (DLT 12), which the decoder knows.
-        let link_type = u32::try_from(cap.get_datalink().0).unwrap_or(crate::capture::LINKTYPE_UNKNOWN);
+        let link_type =
+            u32::try_from(cap.get_datalink().0).unwrap_or(crate::capture::LINKTYPE_UNKNOWN);
         Ok(LiveCapture {
             cap,
             timeout_ms,
@@ -262,6 +263,8 @@ impl LiveCapture {
         match self.cap.next_packet() {
             Ok(p) => {
                 let h = p.header;
+                // time_t and suseconds_t are narrower than i64 on some targets.
+                #[allow(clippy::useless_conversion)]
                 let ts_us = i64::from(h.ts.tv_sec)
                     .saturating_mul(1_000_000)
                     .saturating_add(i64::from(h.ts.tv_usec));
@@ -365,15 +368,36 @@ mod tests {
         let mut c = cfg("lo");
         c.snaplen = 0;
         let e = LiveCapture::open(&c).unwrap_err();
-        assert!(matches!(e, LiveError::Setting { name: "snaplen", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                LiveError::Setting {
+                    name: "snaplen",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let mut c = cfg("lo");
         c.timeout = Duration::ZERO;
         let e = LiveCapture::open(&c).unwrap_err();
-        assert!(matches!(e, LiveError::Setting { name: "timeout", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                LiveError::Setting {
+                    name: "timeout",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let mut c = cfg("lo");
         c.buffer_bytes = u32::MAX;
         let e = LiveCapture::open(&c).unwrap_err();
-        assert!(matches!(e, LiveError::Setting { name: "buffer", .. }), "{e}");
+        assert!(
+            matches!(e, LiveError::Setting { name: "buffer", .. }),
+            "{e}"
+        );
     }
 
     /// Needs CAP_NET_RAW (CI runs as root); skipped otherwise.
