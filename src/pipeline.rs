@@ -1731,6 +1731,61 @@ mod tests {
         assert_eq!(fc.activity_timeout_us, 5_000_000);
     }
 
+    /// A live source drops (and reports) the packets of a chunk when the
+    /// pipeline holds every chunk of the pool, and sends again once one
+    /// comes back.
+    #[test]
+    fn live_out_drops_when_the_pool_is_empty_and_recovers() {
+        let (pool_tx, pool_rx) = bounded::<RawChunk>(2);
+        pool_tx.send(RawChunk::default()).unwrap();
+        pool_tx.send(RawChunk::default()).unwrap();
+        let (tx, rx) = bounded::<Pooled<RawChunk>>(2);
+        let mut out = LiveOut::new(vec![tx], (pool_tx, pool_rx));
+        let mut c = out.first().unwrap();
+        let pkt = RawPacket {
+            ts_us: 1,
+            link_type: 1,
+            orig_len: 3,
+            data: &[1, 2, 3],
+        };
+        c.push(&pkt);
+        assert!(matches!(out.ship(&mut c), Shipped::Sent));
+        // Both chunks are out (one queued, one being filled): no room.
+        c.push(&pkt);
+        c.push(&pkt);
+        assert!(matches!(out.ship(&mut c), Shipped::Dropped(2)));
+        assert!(c.is_empty());
+        assert_eq!(out.queued(), 1);
+        // The decoder takes the queued chunk and gives it back.
+        drop(rx.recv().unwrap());
+        c.push(&pkt);
+        assert!(matches!(out.ship(&mut c), Shipped::Sent));
+        let sent = rx.recv().unwrap();
+        assert_eq!(sent.len(), 1);
+        drop(rx);
+        drop(sent);
+        c.push(&pkt);
+        assert!(matches!(out.ship(&mut c), Shipped::Closed | Shipped::Dropped(_)));
+    }
+
+    /// A clock-only chunk moves the shards' clock after its packets.
+    #[test]
+    fn a_live_clock_becomes_a_tick_after_the_packets() {
+        let (mut raw, _) = chunk();
+        raw.set_clock(99_000_000);
+        let mut scratch = Scratch::default();
+        let mut out = DecodedChunk::default();
+        let mut report = DecoderReport::default();
+        decode_chunk(&raw, 2, &mut scratch, &mut out, &mut report);
+        let last = *out.ticks.last().unwrap();
+        assert_eq!(last, (out.recs.len() as u32, 99_000_000));
+        // Alone in a chunk (a quiet link), the clock is the only tick.
+        let mut raw = RawChunk::default();
+        raw.set_clock(5_000_000);
+        decode_chunk(&raw, 2, &mut scratch, &mut out, &mut report);
+        assert_eq!(out.ticks, vec![(0, 5_000_000)]);
+    }
+
     /// A chunk of UDP packets from 50 hosts (timestamps jumping forward and
     /// back across seconds) and a few frames too short to decode.
     fn chunk() -> (RawChunk, Vec<i64>) {

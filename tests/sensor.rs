@@ -221,6 +221,7 @@ fn live_capture_in_a_namespace_counts_scores_drops_privileges_and_flushes_on_sig
         &cfg,
         format!(
             "[capture]\nfilter = \"ip\"\ntimeout = \"50ms\"\n\
+             [flow]\ntimeout = \"2s\"\nactivity_timeout = \"1s\"\ntcp_close_linger = \"1s\"\n\
              [privileges]\nrun_as = \"nobody\"\n\
              [metrics]\nlisten = \"127.0.0.1:{port}\"\n\
              [model]\npath = \"{}\"\n\
@@ -269,6 +270,11 @@ fn live_capture_in_a_namespace_counts_scores_drops_privileges_and_flushes_on_sig
     );
     let mut sensor_err = sensor.0.stderr.take().expect("piped");
     wait_until("the metrics endpoint", Duration::from_secs(30), || {
+        if let Ok(Some(status)) = sensor.0.try_wait() {
+            let mut log = String::new();
+            let _ = sensor_err.read_to_string(&mut log);
+            panic!("tapstream exited at start-up ({status}):\n{log}");
+        }
         scrape(&ns.b, port).is_some()
     });
 
@@ -318,7 +324,24 @@ fn live_capture_in_a_namespace_counts_scores_drops_privileges_and_flushes_on_sig
         "1-1000",
         "198.18.0.2",
     ]));
-    std::thread::sleep(Duration::from_millis(1500));
+    // Five UDP datagrams, then silence: their flow ends by the idle timeout
+    // (flow.timeout) while no packet arrives (the wall clock moves the
+    // shards).
+    sh(Netns::exec(&ns.a, "python3").args([
+        "-c",
+        "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+         [s.sendto(b'tapstream', ('198.18.0.2', 9999)) for _ in range(5)]",
+    ]));
+    let idle_ended = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("tapstream_flows_ended_total{reason=\"idle_timeout\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    wait_until("a flow ended by the idle timeout", Duration::from_secs(20), || {
+        scrape(&ns.b, port).is_some_and(|t| idle_ended(&t) >= 1.0)
+    });
 
     // The endpoint serves the live counters.
     let text = scrape(&ns.b, port).expect("metrics while running");
@@ -457,6 +480,11 @@ fn an_unprivileged_start_with_ambient_capabilities_keeps_none() {
     );
     let mut sensor_err = sensor.0.stderr.take().expect("piped");
     wait_until("the metrics endpoint", Duration::from_secs(30), || {
+        if let Ok(Some(status)) = sensor.0.try_wait() {
+            let mut log = String::new();
+            let _ = sensor_err.read_to_string(&mut log);
+            panic!("tapstream exited at start-up ({status}):\n{log}");
+        }
         scrape(&ns.b, port).is_some()
     });
     let status = std::fs::read_to_string(format!("/proc/{}/status", sensor.0.id())).unwrap();
