@@ -194,6 +194,86 @@ fn threads_identity(pid: u32) -> Vec<(String, String)> {
     out
 }
 
+/// A tapstream sensor running in namespace `b` of a [`Netns`], with its own
+/// scratch directory (model, ONNX Runtime, config, outputs), usable by the
+/// unprivileged user it runs as wherever the checkout lives.
+struct Sensor {
+    proc: Reaped,
+    stderr: std::process::ChildStderr,
+    dir: tempfile::TempDir,
+}
+
+impl Sensor {
+    /// Starts `wrapper… tapstream run --interface` in `ns.b` with `extra`
+    /// config sections, and waits for its metrics endpoint on `port`.
+    fn start(ns: &Netns, wrapper: &[&str], extra: &str, port: u16) -> Sensor {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let model = d.join("cic-mlp.onnx");
+        std::fs::copy(root().join("models/cic-mlp.onnx"), &model).unwrap();
+        let lib = std::env::var_os("ORT_DYLIB_PATH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root().join(".deps/onnxruntime/libonnxruntime.so.1.31.1"));
+        let lib_copy = d.join("libonnxruntime.so.1.31.1");
+        std::fs::copy(&lib, &lib_copy).unwrap();
+        let cfg = d.join("sensor.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "{extra}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [model]\npath = \"{}\"\n\
+                 [inference]\nonnxruntime_library = \"{}\"\n",
+                model.display(),
+                lib_copy.display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns.b]).args(wrapper);
+        let mut child = cmd
+            .arg(env!("CARGO_BIN_EXE_tapstream"))
+            .args(["run", "--quiet", "--interface", &ns.vb, "--config"])
+            .arg(&cfg)
+            .arg("--eve")
+            .arg(d.join("eve.json"))
+            .arg("--summary-json")
+            .arg(d.join("summary.json"))
+            .env("TAPSTREAM_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tapstream starts");
+        let mut stderr = child.stderr.take().expect("piped");
+        let mut proc = Reaped(child);
+        wait_until("the metrics endpoint", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = proc.0.try_wait() {
+                let mut log = String::new();
+                let _ = stderr.read_to_string(&mut log);
+                panic!("tapstream exited at start-up ({status}):\n{log}");
+            }
+            scrape(&ns.b, port).is_some()
+        });
+        Sensor { proc, stderr, dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// SIGTERM, then the exit status (which must be success) and the run
+    /// summary.
+    fn stop(&mut self) -> serde_json::Value {
+        signal(&self.proc.0, libc::SIGTERM);
+        let status = wait_exit(&mut self.proc.0, Duration::from_secs(60));
+        let mut log = String::new();
+        let _ = self.stderr.read_to_string(&mut log);
+        assert!(status.success(), "tapstream: {status}\n{log}");
+        assert!(log.contains("privileges dropped"), "{log}");
+        let text = std::fs::read_to_string(self.path("summary.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
 #[test]
 fn live_capture_in_a_namespace_counts_scores_drops_privileges_and_flushes_on_sigterm() {
     let test = "live_capture_in_a_namespace";
@@ -203,37 +283,9 @@ fn live_capture_in_a_namespace_counts_scores_drops_privileges_and_flushes_on_sig
     let Some(ns) = Netns::setup(test, 'l') else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    // The process reads its model and writes its output as `nobody`: give it
-    // a directory it can use, wherever the checkout lives.
-    std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let model = d.join("cic-mlp.onnx");
-    std::fs::copy(root().join("models/cic-mlp.onnx"), &model).unwrap();
-    let lib = std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".deps/onnxruntime/libonnxruntime.so.1.31.1"));
-    let lib_copy = d.join("libonnxruntime.so.1.31.1");
-    std::fs::copy(&lib, &lib_copy).unwrap();
-    let port = 19464;
-    let cfg = d.join("sensor.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[capture]\nfilter = \"ip\"\ntimeout = \"50ms\"\n\
-             [flow]\ntimeout = \"2s\"\nactivity_timeout = \"1s\"\ntcp_close_linger = \"1s\"\n\
-             [privileges]\nrun_as = \"nobody\"\n\
-             [metrics]\nlisten = \"127.0.0.1:{port}\"\n\
-             [model]\npath = \"{}\"\n\
-             [inference]\nonnxruntime_library = \"{}\"\n",
-            model.display(),
-            lib_copy.display()
-        ),
-    )
-    .unwrap();
-
     // tcpdump first, on the same interface with the same filter.
-    let td_pcap = d.join("tcpdump.pcap");
+    let td_dir = tempfile::tempdir().unwrap();
+    let td_pcap = td_dir.path().join("tcpdump.pcap");
     let mut tcpdump = Reaped(
         Netns::exec(&ns.b, "tcpdump")
             .args(["-i", &ns.vb, "-n", "-U", "-s", "65535", "-w"])
@@ -251,35 +303,18 @@ fn live_capture_in_a_namespace_counts_scores_drops_privileges_and_flushes_on_sig
         .expect("tcpdump says it listens");
     assert!(line.contains("listening on"), "tcpdump: {line}");
 
-    let eve = d.join("eve.json");
-    let summary = d.join("summary.json");
-    let mut sensor = Reaped(
-        Command::new("ip")
-            .args(["netns", "exec", &ns.b])
-            .arg(env!("CARGO_BIN_EXE_tapstream"))
-            .args(["run", "--quiet", "--interface", &ns.vb, "--config"])
-            .arg(&cfg)
-            .arg("--eve")
-            .arg(&eve)
-            .arg("--summary-json")
-            .arg(&summary)
-            .env("TAPSTREAM_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tapstream starts"),
+    let port = 19464;
+    let mut sensor = Sensor::start(
+        &ns,
+        &[],
+        "[capture]\nfilter = \"ip\"\ntimeout = \"50ms\"\n\
+         [flow]\ntimeout = \"2s\"\nactivity_timeout = \"1s\"\ntcp_close_linger = \"1s\"\n\
+         [privileges]\nrun_as = \"nobody\"\n",
+        port,
     );
-    let mut sensor_err = sensor.0.stderr.take().expect("piped");
-    wait_until("the metrics endpoint", Duration::from_secs(30), || {
-        if let Ok(Some(status)) = sensor.0.try_wait() {
-            let mut log = String::new();
-            let _ = sensor_err.read_to_string(&mut log);
-            panic!("tapstream exited at start-up ({status}):\n{log}");
-        }
-        scrape(&ns.b, port).is_some()
-    });
 
     // Past start-up, every thread is `nobody` with no capability.
-    let ids = threads_identity(sensor.0.id());
+    let ids = threads_identity(sensor.proc.0.id());
     assert!(ids.len() > 1, "{ids:?}");
     for (uid, cap) in &ids {
         assert_eq!(uid, "65534 65534 65534 65534", "{ids:?}");
@@ -290,7 +325,7 @@ fn live_capture_in_a_namespace_counts_scores_drops_privileges_and_flushes_on_sig
     let _server = Reaped(
         Netns::exec(&ns.b, "python3")
             .args(["-m", "http.server", "8080", "--bind", "198.18.0.2"])
-            .current_dir(d)
+            .current_dir(td_dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -339,9 +374,11 @@ fn live_capture_in_a_namespace_counts_scores_drops_privileges_and_flushes_on_sig
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    wait_until("a flow ended by the idle timeout", Duration::from_secs(20), || {
-        scrape(&ns.b, port).is_some_and(|t| idle_ended(&t) >= 1.0)
-    });
+    wait_until(
+        "a flow ended by the idle timeout",
+        Duration::from_secs(20),
+        || scrape(&ns.b, port).is_some_and(|t| idle_ended(&t) >= 1.0),
+    );
 
     // The endpoint serves the live counters.
     let text = scrape(&ns.b, port).expect("metrics while running");
@@ -358,19 +395,12 @@ fn live_capture_in_a_namespace_counts_scores_drops_privileges_and_flushes_on_sig
     }
 
     // SIGTERM: every flow ends, alerts are flushed, the summary is written.
-    signal(&sensor.0, libc::SIGTERM);
-    let status = wait_exit(&mut sensor.0, Duration::from_secs(60));
-    let mut log = String::new();
-    let _ = sensor_err.read_to_string(&mut log);
-    assert!(status.success(), "tapstream: {status}\n{log}");
-    assert!(log.contains("privileges dropped"), "{log}");
+    let s = sensor.stop();
     signal(&tcpdump.0, libc::SIGTERM);
     wait_exit(&mut tcpdump.0, Duration::from_secs(20));
     let mut td_log = String::new();
     let _ = td_err.read_to_string(&mut td_log);
 
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     let ours = s["packets"].as_u64().unwrap();
     let theirs = records(&td_pcap);
     let kernel = s["capture"]["kernel_dropped"].as_u64().unwrap()
@@ -393,7 +423,10 @@ fn live_capture_in_a_namespace_counts_scores_drops_privileges_and_flushes_on_sig
     assert!(flows >= 1000, "{s}");
     assert_eq!(s["scored"].as_u64(), Some(flows), "{s}");
     let alerts = s["alerts"].as_u64().unwrap();
-    let lines = std::fs::read_to_string(&eve).unwrap().lines().count() as u64;
+    let lines = std::fs::read_to_string(sensor.path("eve.json"))
+        .unwrap()
+        .lines()
+        .count() as u64;
     assert_eq!(lines, alerts, "every alert reached the file");
     assert!(alerts > 0, "the SYN scan raised no alert: {s}");
     eprintln!(
@@ -432,67 +465,26 @@ fn an_unprivileged_start_with_ambient_capabilities_keeps_none() {
     let Some(ns) = Netns::setup(test, 'u') else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let model = d.join("cic-mlp.onnx");
-    std::fs::copy(root().join("models/cic-mlp.onnx"), &model).unwrap();
-    let lib = std::env::var_os("ORT_DYLIB_PATH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".deps/onnxruntime/libonnxruntime.so.1.31.1"));
-    let lib_copy = d.join("libonnxruntime.so.1.31.1");
-    std::fs::copy(&lib, &lib_copy).unwrap();
-    let port = 19465;
-    let cfg = d.join("sensor.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[capture]\ntimeout = \"50ms\"\n\
-             [metrics]\nlisten = \"127.0.0.1:{port}\"\n\
-             [model]\npath = \"{}\"\n\
-             [inference]\nonnxruntime_library = \"{}\"\n",
-            model.display(),
-            lib_copy.display()
-        ),
-    )
-    .unwrap();
-    let summary = d.join("summary.json");
-    let mut sensor = Reaped(
-        Command::new("ip")
-            .args(["netns", "exec", &ns.b, "setpriv"])
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=+net_raw,+net_admin",
-                "--ambient-caps=+net_raw,+net_admin",
-            ])
-            .arg(env!("CARGO_BIN_EXE_tapstream"))
-            .args(["run", "--quiet", "--interface", &ns.vb, "--config"])
-            .arg(&cfg)
-            .arg("--eve")
-            .arg(d.join("eve.json"))
-            .arg("--summary-json")
-            .arg(&summary)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tapstream starts"),
+    let mut sensor = Sensor::start(
+        &ns,
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=+net_raw,+net_admin",
+            "--ambient-caps=+net_raw,+net_admin",
+        ],
+        "[capture]\ntimeout = \"50ms\"\n",
+        19465,
     );
-    let mut sensor_err = sensor.0.stderr.take().expect("piped");
-    wait_until("the metrics endpoint", Duration::from_secs(30), || {
-        if let Ok(Some(status)) = sensor.0.try_wait() {
-            let mut log = String::new();
-            let _ = sensor_err.read_to_string(&mut log);
-            panic!("tapstream exited at start-up ({status}):\n{log}");
-        }
-        scrape(&ns.b, port).is_some()
-    });
-    let status = std::fs::read_to_string(format!("/proc/{}/status", sensor.0.id())).unwrap();
+    let pid = sensor.proc.0.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     for key in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
         let line = status.lines().find(|l| l.starts_with(key)).unwrap();
         assert!(line.ends_with("0000000000000000"), "{line}\n{status}");
     }
-    for (uid, cap) in threads_identity(sensor.0.id()) {
+    for (uid, cap) in threads_identity(pid) {
         assert_eq!(uid, "65534 65534 65534 65534");
         assert_eq!(cap, "0000000000000000");
     }
@@ -507,13 +499,7 @@ fn an_unprivileged_start_with_ambient_capabilities_keeps_none() {
         "198.18.0.2",
     ]));
     std::thread::sleep(Duration::from_millis(500));
-    signal(&sensor.0, libc::SIGTERM);
-    let exit = wait_exit(&mut sensor.0, Duration::from_secs(60));
-    let mut log = String::new();
-    let _ = sensor_err.read_to_string(&mut log);
-    assert!(exit.success(), "tapstream: {exit}\n{log}");
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let s = sensor.stop();
     assert!(s["packets"].as_u64().unwrap() >= 100, "{s}");
     assert!(s["flows"].as_u64().unwrap() >= 50, "{s}");
     assert_eq!(s["accounted"], true, "{s}");
