@@ -253,6 +253,10 @@ pub(crate) fn live_loop(
     capture.interface_dropped = kernel.if_dropped;
     capture.queue_dropped = report.skipped.get(SkipReason::QueueFull);
     report.capture = Some(capture);
-    report.busy = started.elapsed().saturating_sub(blocked);
+    // Busy: reading and copying, not waiting for packets or for room.
+    report.busy = started
+        .elapsed()
+        .saturating_sub(blocked)
+        .saturating_sub(cap.waited());
     report
 }

@@ -134,6 +134,8 @@ pub struct LiveCapture {
     timeout_ms: i32,
     /// The last read found the ring empty: wait before reading again.
     drained: bool,
+    /// Time spent waiting for packets so far.
+    waited: Duration,
     interface: String,
     link_type: u32,
     /// The last raw `pcap_stats` values and their widened totals.
@@ -224,6 +226,7 @@ impl LiveCapture {
             cap,
             timeout_ms,
             drained: false,
+            waited: Duration::ZERO,
             interface,
             link_type,
             last: [0; 3],
@@ -251,8 +254,10 @@ impl LiveCapture {
                 events: libc::POLLIN,
                 revents: 0,
             };
+            let t = std::time::Instant::now();
             // SAFETY: one valid pollfd, for the duration of the call.
             let rc = unsafe { libc::poll(&mut fd, 1, self.timeout_ms) };
+            self.waited += t.elapsed();
             if rc <= 0 {
                 // Nothing within the timeout, or EINTR (a signal): the
                 // caller gets to look at its clock and its stop flag.
@@ -284,6 +289,12 @@ impl LiveCapture {
                 source,
             }),
         }
+    }
+
+    /// Time spent waiting for packets (an idle link) since the handle was
+    /// opened.
+    pub fn waited(&self) -> Duration {
+        self.waited
     }
 
     /// Kernel and interface counters so far.
