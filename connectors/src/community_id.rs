@@ -350,11 +350,12 @@ fn base64_20(digest: &[u8; 20], out: &mut [u8]) {
     let mut o = out.iter_mut();
     let mut put = |v: u32| {
         if let Some(slot) = o.next() {
-            *slot = ALPHABET[(v & 63) as usize];
+            // Masked to 0..64: always inside the alphabet.
+            *slot = ALPHABET.get((v & 63) as usize).copied().unwrap_or(b'=');
         }
     };
     for chunk in digest.chunks(3) {
-        let b0 = u32::from(chunk[0]);
+        let b0 = chunk.first().copied().map_or(0, u32::from);
         let b1 = chunk.get(1).copied().map_or(0, u32::from);
         let b2 = chunk.get(2).copied().map_or(0, u32::from);
         let n = (b0 << 16) | (b1 << 8) | b2;

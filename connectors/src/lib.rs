@@ -19,6 +19,17 @@
 //!
 //! [`FlowMeta`]: tapstream_ingest::FlowMeta
 
+// No panic on input-derived data: indexing, `unwrap`, `expect` and
+// `panic!` need a checked path or a local allow that says why it holds.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 #![warn(missing_docs)]
 
 pub mod community_id;

@@ -355,13 +355,14 @@ fn parse_scaler(text: &str, features: usize) -> Result<Scaler, InferenceError> {
             format!("mean[{i}] is not a finite number"),
         ));
     }
-    if let Some(i) = scale.iter().position(|s| !s.is_finite() || *s == 0.0) {
+    if let Some((i, s)) = scale
+        .iter()
+        .enumerate()
+        .find(|(_, s)| !s.is_finite() || **s == 0.0)
+    {
         return Err(invalid(
             keys::SCALER,
-            format!(
-                "scale[{i}] is {}; every scale must be finite and non-zero",
-                scale[i]
-            ),
+            format!("scale[{i}] is {s}; every scale must be finite and non-zero"),
         ));
     }
     Ok(Scaler::External { mean, scale })

@@ -98,9 +98,7 @@ pub(crate) fn output_columns(
     match contract.output {
         OutputKind::Probabilities => {
             let classes = contract.labels.len();
-            let ok = shape.len() == 2
-                && shape[0] == rows_i64
-                && usize::try_from(shape[1]) == Ok(classes)
+            let ok = matches!(shape, [r, c] if *r == rows_i64 && usize::try_from(*c) == Ok(classes))
                 && rows.checked_mul(classes) == Some(len);
             if !ok {
                 return Err(InferenceError::OutputShape {

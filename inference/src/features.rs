@@ -41,7 +41,7 @@ pub fn select_features(
     match &contract.scaler {
         Scaler::InGraph => {
             for row in rows {
-                out.extend(contract.columns.iter().map(|&c| to_f32(finite(row[c]))));
+                out.extend(contract.columns.iter().map(|&c| to_f32(finite(at(row, c)))));
             }
         }
         Scaler::External { mean, scale } => {
@@ -51,12 +51,19 @@ pub fn select_features(
                         .columns
                         .iter()
                         .zip(mean.iter().zip(scale))
-                        .map(|(&c, (m, s))| to_f32((finite(row[c]) - m) / s)),
+                        .map(|(&c, (m, s))| to_f32((finite(at(row, c)) - m) / s)),
                 );
             }
         }
     }
     n
+}
+
+/// Column `c` of a feature row; the contract's columns are checked against
+/// the row width when it is loaded, so the fallback never shows.
+#[inline]
+fn at(row: &[f64], c: usize) -> f64 {
+    row.get(c).copied().unwrap_or(0.0)
 }
 
 #[inline]

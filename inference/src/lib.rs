@@ -26,6 +26,17 @@
 //! version into `.deps/onnxruntime/`. Nothing in this crate panics on a bad
 //! model or bad input: every problem is an [`InferenceError`].
 
+// No panic on input-derived data: indexing, `unwrap`, `expect` and
+// `panic!` need a checked path or a local allow that says why it holds.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 #![warn(missing_docs)]
 
 mod batcher;

@@ -280,7 +280,7 @@ impl<W: Write> PcapWriter<W> {
         self.out.write_all(&(micros as u32).to_le_bytes())?;
         self.out.write_all(&cap.to_le_bytes())?;
         self.out.write_all(&orig.to_le_bytes())?;
-        self.out.write_all(&data[..cap as usize])
+        self.out.write_all(data.get(..cap as usize).unwrap_or(data))
     }
 
     /// Writes one frame built by [`Frame::to_bytes`].

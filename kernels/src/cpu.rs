@@ -314,6 +314,8 @@ impl FlowAccumulator {
     /// Resets the accumulator to a flow whose first packet is `rec`
     /// (CIC `BasicFlow.firstPacket`). `conn_start_us` is the TCP connection
     /// start for continuations, else the packet time.
+    // `dir.index()` is 0 or 1, and there are two directions.
+    #[allow(clippy::indexing_slicing)]
     pub fn first_packet(&mut self, rec: &PacketRecord, dir: Direction, conn_start_us: i64) {
         let ts = rec.ts_us;
         let d = dir.index();
@@ -342,6 +344,8 @@ impl FlowAccumulator {
     /// Adds a later packet of the flow (CIC `updateActiveIdleTime` followed
     /// by `BasicFlow.addPacket`).
     #[inline]
+    // `dir.index()` is 0 or 1, and there are two directions.
+    #[allow(clippy::indexing_slicing)]
     pub fn update(&mut self, rec: &PacketRecord, dir: Direction, activity_timeout_us: i64) {
         let ts = rec.ts_us;
         let d = dir.index();
@@ -389,6 +393,9 @@ impl FlowAccumulator {
     /// Writes the 84 feature values, in `schema::FEATURES` order. `meta` is
     /// the flow table's report for this flow (ports, protocol, ICMP type and
     /// code of the first packet).
+    // The flag indices are the `bit::` constants, each below the flag
+    // counters' length.
+    #[allow(clippy::indexing_slicing)]
     pub fn finalize(&self, meta: &FlowMeta, row: &mut [f64; NUM_FEATURES]) {
         let [f, b] = &self.dirs;
         let dur = self.last_ts.saturating_sub(self.start_ts);

@@ -59,7 +59,10 @@ impl ShardStats {
 
     /// Flows ended for `reason`.
     pub fn ended_for(&self, reason: EndReason) -> u64 {
-        self.ended[tapstream_ingest::flow::reason_index(reason)]
+        self.ended
+            .get(tapstream_ingest::flow::reason_index(reason))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Flows ended for any reason.

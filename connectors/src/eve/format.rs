@@ -91,13 +91,11 @@ fn push_digits(out: &mut Vec<u8>, value: u32, width: usize) {
 /// bytes of `addr`.
 pub(crate) fn push_ip(out: &mut Vec<u8>, addr: &[u8; 16], v6: bool) {
     if v6 {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         for (i, byte) in addr.iter().enumerate() {
             if i > 0 && i % 2 == 0 {
                 out.push(b':');
             }
-            out.push(HEX[usize::from(byte >> 4)]);
-            out.push(HEX[usize::from(byte & 0xf)]);
+            push_hex(out, *byte);
         }
     } else {
         let mut buf = itoa::Buffer::new();
@@ -138,7 +136,6 @@ pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
 /// control characters use `\b \t \n \f \r` or `\u00XX`, everything else
 /// (including non-ASCII UTF-8 and DEL) is copied.
 pub(crate) fn push_escaped(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
@@ -153,17 +150,25 @@ pub(crate) fn push_escaped(out: &mut Vec<u8>, s: &str) {
             0x00..=0x1f => b"",
             _ => continue,
         };
-        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(bytes.get(start..i).unwrap_or_default());
         if short.is_empty() {
             out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 0xf)]);
+            push_hex(out, b);
         } else {
             out.extend_from_slice(short);
         }
         start = i + 1;
     }
-    out.extend_from_slice(&bytes[start..]);
+    out.extend_from_slice(bytes.get(start..).unwrap_or_default());
+}
+
+/// Two lowercase hex digits of `byte`.
+fn push_hex(out: &mut Vec<u8>, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Both nibbles are below 16: always inside the table.
+    for nibble in [byte >> 4, byte & 0xf] {
+        out.push(HEX.get(usize::from(nibble)).copied().unwrap_or(b'0'));
+    }
 }
 
 #[cfg(test)]

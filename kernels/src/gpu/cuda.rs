@@ -493,6 +493,9 @@ fn blocks(n: usize, threads: u32) -> u32 {
         .min(u64::from(u32::MAX)) as u32
 }
 
+// `k` is a double buffer's index (0 or 1) and every per-buffer array has
+// two entries; a profile has one timing event more than it has phases.
+#[allow(clippy::indexing_slicing)]
 impl BatchExecutor for CudaExecutor {
     fn columns(&mut self, cap: usize, fin_cap: usize) -> Result<Columns, GpuError> {
         let cap = cap.min(self.cap).max(1);
@@ -692,6 +695,9 @@ impl BatchExecutor for CudaExecutor {
     }
 }
 
+// `k` is a double buffer's index (0 or 1) and every per-buffer array has
+// two entries; a profile has one timing event more than it has phases.
+#[allow(clippy::indexing_slicing)]
 impl CudaExecutor {
     /// Waits for the oldest submitted batch without reading its rows back
     /// into host vectors (the rows were still copied to pinned memory when
@@ -1060,7 +1066,7 @@ impl ScoreFlagger {
                 .synchronize()
                 .map_err(driver_err("waiting for the flagged rows"))?;
         }
-        collect_flagged(&self.host[..3 * k], out);
+        collect_flagged(self.host.get(..3 * k).unwrap_or_default(), out);
         Ok(())
     }
 }

@@ -71,10 +71,13 @@ pub struct Flagged {
 /// [`Flagged`] rows and sorts `out` by row (rows are distinct, so the order
 /// is fully determined). A trailing partial triple is ignored.
 pub fn collect_flagged(triples: &[u32], out: &mut Vec<Flagged>) {
-    out.extend(triples.chunks_exact(3).map(|t| Flagged {
-        row: t[0],
-        class: t[1],
-        score: f32::from_bits(t[2]),
+    out.extend(triples.chunks_exact(3).filter_map(|t| match *t {
+        [row, class, bits] => Some(Flagged {
+            row,
+            class,
+            score: f32::from_bits(bits),
+        }),
+        _ => None,
     }));
     out.sort_unstable_by_key(|f| f.row);
 }

@@ -403,7 +403,9 @@ impl SegmentMap {
 }
 
 /// Appends a record for device slot `slot`, opening its segment if needed.
-#[allow(clippy::too_many_arguments)]
+// `s` is below the map's length once it is resized, and `seg` indexes a
+// count pushed when its segment opened.
+#[allow(clippy::too_many_arguments, clippy::indexing_slicing)]
 fn push_record(
     b: &mut RecordBatch,
     map: &mut SegmentMap,
@@ -503,6 +505,8 @@ struct DeviceSlots {
 
 impl DeviceSlots {
     /// Gives table slot `t`'s new flow a device slot.
+    // `t` is below the length once resized.
+    #[allow(clippy::indexing_slicing)]
     fn open(&mut self, t: u32) -> u32 {
         let d = self.free.pop().unwrap_or_else(|| {
             self.next += 1;
