@@ -74,9 +74,9 @@
 //! timestamp seen (or given to [`FlowTable::advance`]); idle and linger
 //! checks compare a flow's *touch time* (the clock when it last saw a
 //! packet) with the clock, so they stay monotone when captures are slightly
-//! out of order. Two intrusive doubly linked lists (all open flows in touch
-//! order, and ready-for-termination flows in touch order) make touching,
-//! sweeping and eviction O(1) per flow.
+//! out of order. Intrusive doubly linked lists, each in touch order (all
+//! open flows; ready-for-termination flows; in emergency mode, flows not yet
+//! established) make touching, sweeping and eviction O(1) per flow.
 
 use hashbrown::HashTable;
 
@@ -90,7 +90,8 @@ const NIL: u32 = u32::MAX;
 const LRU: usize = 0;
 /// Index of the list of ready-for-termination flows, least recently touched first.
 const READY: usize = 1;
-/// Index of the list of flows not yet established, least recently touched first.
+/// Index of the list of flows not yet established, least recently touched
+/// first; kept only in emergency mode.
 const NEW: usize = 2;
 /// Number of intrusive lists.
 const LISTS: usize = 3;
@@ -383,7 +384,7 @@ struct Slot {
     /// Direction of the last packet.
     last_dir: Direction,
     /// Direction changes so far, up to [`ESTABLISHED_TURNS`] (then the flow
-    /// is established and off the `NEW` list).
+    /// is established; before, it is on the `NEW` list in emergency mode).
     turns: u8,
     live: bool,
 }
@@ -786,6 +787,7 @@ impl FlowTable {
             self.move_to_back(READY, slot);
         }
         match new_list {
+            _ if !self.emergency => {}
             Some(true) => self.move_to_back(NEW, slot),
             Some(false) => self.unlink(NEW, slot),
             None => {}
@@ -859,6 +861,9 @@ impl FlowTable {
             if self.map.len() <= self.recover_at {
                 self.emergency = false;
                 self.stats.emergency_exits += 1;
+                // Outside emergency mode the list is not kept (its links
+                // in the slots are stale from here on).
+                self.lists[NEW] = [NIL; 2];
             }
         }
         self.next_sweep_us = self
@@ -911,8 +916,7 @@ impl FlowTable {
     ) -> u32 {
         if self.map.len() >= self.cfg.max_flows {
             if !self.emergency {
-                self.emergency = true;
-                self.stats.emergency_entries += 1;
+                self.enter_emergency();
                 self.sweep(on_end);
             }
             if self.map.len() >= self.cfg.max_flows {
@@ -962,9 +966,30 @@ impl FlowTable {
         self.map
             .insert_unique(h, slot, |&s| slots.get(s as usize).map_or(0, |f| f.hash));
         self.push_back(LRU, slot);
-        self.push_back(NEW, slot);
+        if self.emergency {
+            self.push_back(NEW, slot);
+        }
         self.stats.created += 1;
         slot
+    }
+
+    /// Turns emergency mode on and builds the list of unestablished flows
+    /// from the LRU list (in touch order already). Only now: keeping it in
+    /// normal mode would cost every packet of a young flow two more list
+    /// updates, while an entry takes `emergency_recovery_pct` percent of
+    /// `max_flows` new flows since the last exit.
+    fn enter_emergency(&mut self) {
+        self.emergency = true;
+        self.stats.emergency_entries += 1;
+        self.lists[NEW] = [NIL; 2];
+        let mut slot = self.lists[LRU][0];
+        while let Some(f) = self.slots.get(slot as usize) {
+            let (next, young) = (f.links[LRU][1], f.turns < ESTABLISHED_TURNS);
+            if young {
+                self.append(NEW, slot);
+            }
+            slot = next;
+        }
     }
 
     /// Ends the flow in `slot`: unlinks and frees it, then reports it.
@@ -986,7 +1011,7 @@ impl FlowTable {
         if was_ready {
             self.unlink(READY, slot);
         }
-        if was_new {
+        if was_new && self.emergency {
             self.unlink(NEW, slot);
         }
         self.free.push(slot);
@@ -1026,6 +1051,13 @@ impl FlowTable {
             let expiry = self.clock_us.saturating_add(self.limit(list));
             self.next_sweep_us = self.next_sweep_us.min(expiry);
         }
+        self.append(list, slot);
+    }
+
+    /// Appends `slot` to `list` without touching the sweep bound (for
+    /// rebuilding a list; the caller sweeps next).
+    fn append(&mut self, list: usize, slot: u32) {
+        let tail = self.lists[list][1];
         if let Some(s) = self.slots.get_mut(slot as usize) {
             s.links[list] = [tail, NIL];
         }
