@@ -1809,6 +1809,22 @@ mod tests {
         assert_eq!(fc.max_flows, (1 << 20) / 4);
         assert_eq!(fc.flow_timeout_us, 120_000_000);
         assert_eq!(fc.activity_timeout_us, 5_000_000);
+        assert_eq!(fc.emergency_timeout_us, 30_000_000);
+        assert_eq!(fc.emergency_new_timeout_us, 1_000_000);
+        assert_eq!(fc.emergency_recovery_pct, 30);
+    }
+
+    #[test]
+    fn the_smaller_of_max_flows_and_the_memcap_wins() {
+        let mut cfg = Config::default();
+        cfg.flow.memcap_mib = 80;
+        let per_shard = (80 << 20) / 2 / ShardProcessor::BYTES_PER_FLOW;
+        assert_eq!(flow_config(&cfg, 2).max_flows, per_shard);
+        cfg.flow.max_flows = 1000;
+        assert_eq!(flow_config(&cfg, 2).max_flows, 500);
+        // A cap too small for one flow still leaves one.
+        cfg.flow.memcap_mib = 1;
+        assert_eq!(flow_config(&cfg, 4096).max_flows, 1);
     }
 
     /// A live source drops (and reports) the packets of a chunk when the
