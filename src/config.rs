@@ -271,6 +271,9 @@ impl Default for GpuSection {
     }
 }
 
+/// Largest `flow.memcap_mib`: 1 TiB.
+pub const MAX_MEMCAP_MIB: u64 = 1 << 20;
+
 /// `[flow]`: how packets become flows. Times are packet time, not wall time.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -288,9 +291,33 @@ pub struct FlowSection {
     /// Default 5 s.
     #[serde(with = "humantime_serde")]
     pub tcp_close_linger: Duration,
-    /// Most flows held at once, over all workers; beyond it the least
-    /// recently seen flow is evicted (and counted). Default 1,048,576.
+    /// Most flows held at once, over all workers. A new flow that finds its
+    /// worker's share full puts that flow table in emergency mode and, if
+    /// the shorter emergency timeouts free nothing, evicts the least
+    /// recently seen flow not yet established (else the least recently
+    /// seen), counted. Default 1,048,576.
     pub max_flows: usize,
+    /// Memory cap of the flow tables, MiB (0 = none): bounds the number of
+    /// open flows to this divided by the host memory an open flow costs
+    /// (table slot, index and feature accumulator; see
+    /// `ShardProcessor::BYTES_PER_FLOW`). The smaller of this and
+    /// `max_flows` wins. It covers the flow state only, not the process:
+    /// packet chunks, flow batches, the model and the runtime come on top.
+    pub memcap_mib: u64,
+    /// In emergency mode (a full flow table), a flow idle for longer than
+    /// this ends (Suricata's emergency timeouts). At most `timeout`; a
+    /// larger value acts as `timeout`. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub emergency_timeout: Duration,
+    /// In emergency mode, a flow not yet established (its direction has not
+    /// changed twice: no reply, or no packet after the reply) idle for
+    /// longer than this ends; so does a finished TCP flow's linger. At most
+    /// `emergency_timeout`. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub emergency_new_timeout: Duration,
+    /// Emergency mode ends once at least this percentage of the table is
+    /// free again (Suricata's `emergency-recovery`), 1 to 100. Default 30.
+    pub emergency_recovery: u32,
 }
 
 impl Default for FlowSection {
@@ -300,6 +327,10 @@ impl Default for FlowSection {
             activity_timeout: Duration::from_secs(5),
             tcp_close_linger: Duration::from_secs(5),
             max_flows: 1 << 20,
+            memcap_mib: 0,
+            emergency_timeout: Duration::from_secs(30),
+            emergency_new_timeout: Duration::from_secs(1),
+            emergency_recovery: 30,
         }
     }
 }
@@ -648,6 +679,24 @@ impl Config {
         if f.max_flows == 0 || f.max_flows > 1 << 28 {
             return Err(invalid("flow.max_flows", "must be between 1 and 268435456"));
         }
+        if f.memcap_mib > MAX_MEMCAP_MIB {
+            return Err(invalid(
+                "flow.memcap_mib",
+                format!("must be at most {MAX_MEMCAP_MIB} (0 = no cap)"),
+            ));
+        }
+        if f.emergency_timeout.is_zero() {
+            return Err(invalid("flow.emergency_timeout", "must be positive"));
+        }
+        if f.emergency_new_timeout.is_zero() {
+            return Err(invalid("flow.emergency_new_timeout", "must be positive"));
+        }
+        if !(1..=100).contains(&f.emergency_recovery) {
+            return Err(invalid(
+                "flow.emergency_recovery",
+                "must be between 1 and 100 (percent of the table free)",
+            ));
+        }
         let p = &self.pipeline;
         if p.workers > 256 {
             return Err(invalid(
@@ -949,9 +998,15 @@ mod tests {
     fn durations_and_overrides_parse() {
         let c = parse(
             "[flow]\ntimeout = \"30s\"\nactivity_timeout = \"2s\"\nmax_flows = 1000\n\
+             memcap_mib = 64\nemergency_timeout = \"10s\"\nemergency_new_timeout = \"500ms\"\n\
+             emergency_recovery = 50\n\
              [model]\nthreshold = 0.9\n[inference]\nmax_delay = \"10ms\"\n",
         )
         .unwrap();
+        assert_eq!(c.flow.memcap_mib, 64);
+        assert_eq!(c.flow.emergency_timeout, Duration::from_secs(10));
+        assert_eq!(c.flow.emergency_new_timeout, Duration::from_millis(500));
+        assert_eq!(c.flow.emergency_recovery, 50);
         assert_eq!(c.flow.timeout, Duration::from_secs(30));
         assert_eq!(c.flow.activity_timeout, Duration::from_secs(2));
         assert_eq!(c.flow.max_flows, 1000);
@@ -984,6 +1039,23 @@ mod tests {
                 "flow.activity_timeout",
             ),
             ("[flow]\ntimeout = \"0s\"\n", "flow.timeout"),
+            ("[flow]\nmemcap_mib = 2000000\n", "flow.memcap_mib"),
+            (
+                "[flow]\nemergency_timeout = \"0s\"\n",
+                "flow.emergency_timeout",
+            ),
+            (
+                "[flow]\nemergency_new_timeout = \"0s\"\n",
+                "flow.emergency_new_timeout",
+            ),
+            (
+                "[flow]\nemergency_recovery = 0\n",
+                "flow.emergency_recovery",
+            ),
+            (
+                "[flow]\nemergency_recovery = 101\n",
+                "flow.emergency_recovery",
+            ),
             ("[pipeline]\nbatch_packets = 1\n", "pipeline.batch_packets"),
             ("[pipeline]\nworkers = 1000\n", "pipeline.workers"),
             ("[pipeline]\ndecoders = 257\n", "pipeline.decoders"),

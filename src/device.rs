@@ -194,6 +194,15 @@ impl Extractor {
         }
     }
 
+    /// Most flows the shard's table holds.
+    pub fn max_flows(&self) -> usize {
+        match self {
+            Extractor::Cpu(p) => p.config().max_flows,
+            #[cfg(feature = "cuda")]
+            Extractor::Cuda(g) => g.config().max_flows,
+        }
+    }
+
     /// Counters.
     pub fn stats(&self) -> ShardStats {
         match self {

@@ -38,7 +38,7 @@ use tapstream_ingest::decode::decode;
 use tapstream_ingest::flow::FlowConfig;
 use tapstream_ingest::skip::{SkipCounters, SkipReason};
 use tapstream_ingest::PacketRecord;
-use tapstream_kernels::shard::{Output, ShardStats};
+use tapstream_kernels::shard::{Output, ShardProcessor, ShardStats};
 use tapstream_kernels::{FlowBatch, Mark};
 
 use crate::config::Config;
@@ -714,17 +714,30 @@ fn merge_stats(total: &mut ShardStats, s: &ShardStats) {
     }
     total.evictions += s.evictions;
     total.packets += s.packets;
+    total.emergency_entries += s.emergency_entries;
+    total.emergency_exits += s.emergency_exits;
+    total.emergency_active += s.emergency_active;
 }
 
-/// The flow table configuration for one shard: the configured maximum is
-/// split evenly over the shards.
+/// The flow table configuration for one shard: the configured maximum, and
+/// the memory cap divided by what an open flow costs, are split evenly over
+/// the shards; the smaller bound wins.
 pub fn flow_config(cfg: &Config, shards: usize) -> FlowConfig {
     let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    let shards = shards.max(1);
+    let mut max_flows = cfg.flow.max_flows.div_ceil(shards);
+    if cfg.flow.memcap_mib > 0 {
+        let bytes = usize::try_from(cfg.flow.memcap_mib << 20).unwrap_or(usize::MAX);
+        max_flows = max_flows.min(bytes / shards / ShardProcessor::BYTES_PER_FLOW);
+    }
     FlowConfig {
         flow_timeout_us: us(cfg.flow.timeout),
         activity_timeout_us: us(cfg.flow.activity_timeout),
         tcp_close_linger_us: us(cfg.flow.tcp_close_linger),
-        max_flows: cfg.flow.max_flows.div_ceil(shards.max(1)).max(1),
+        max_flows: max_flows.max(1),
+        emergency_timeout_us: us(cfg.flow.emergency_timeout),
+        emergency_new_timeout_us: us(cfg.flow.emergency_new_timeout),
+        emergency_recovery_pct: cfg.flow.emergency_recovery,
     }
 }
 
@@ -1540,6 +1553,8 @@ fn worker_loop(
     let mut tick = i64::MIN;
     let mut published = ShardStats::default();
     let mut published_at = Instant::now();
+    let mut emergency = EmergencyWatch::new(shard);
+    let max_flows = proc.max_flows();
     // Every reason is served from the start (at 0), so rates exist at once.
     for reason in tapstream_ingest::EndReason::ALL {
         metrics::counter!("tapstream_flows_ended_total", "reason" => reason.as_str()).increment(0);
@@ -1604,6 +1619,7 @@ fn worker_loop(
         drop(chunk);
         // Hand off what ended in this chunk now, so alerts are not delayed.
         handoff(&mut out);
+        emergency.observe(&proc.stats(), max_flows);
         if published_at.elapsed() >= PUBLISH_EVERY {
             published_at = Instant::now();
             publish_flow_stats(&mut published, &proc.stats());
@@ -1617,6 +1633,7 @@ fn worker_loop(
     handoff(&mut out);
     let stats = proc.stats();
     publish_flow_stats(&mut published, &stats);
+    emergency.observe(&stats, max_flows);
     (
         stats,
         started
@@ -1649,6 +1666,69 @@ fn publish_flow_stats(published: &mut ShardStats, now: &ShardStats) {
     metrics::gauge!("tapstream_flows_active")
         .increment(now.active_flows as f64 - published.active_flows as f64);
     *published = *now;
+}
+
+/// Logs a shard's emergency-mode transitions once each and keeps their
+/// metrics current; called after every chunk (a comparison of two
+/// counters when nothing changed).
+struct EmergencyWatch {
+    shard: usize,
+    entries: u64,
+    exits: u64,
+    active: bool,
+}
+
+impl EmergencyWatch {
+    fn new(shard: usize) -> Self {
+        metrics::counter!("tapstream_flow_emergency_total").increment(0);
+        metrics::gauge!("tapstream_flow_emergency_active").increment(0.0);
+        EmergencyWatch {
+            shard,
+            entries: 0,
+            exits: 0,
+            active: false,
+        }
+    }
+
+    fn observe(&mut self, s: &ShardStats, max_flows: usize) {
+        if s.emergency_entries == self.entries && s.emergency_exits == self.exits {
+            return;
+        }
+        let entered = s.emergency_entries - self.entries;
+        let left = s.emergency_exits - self.exits;
+        if entered > 0 {
+            metrics::counter!("tapstream_flow_emergency_total").increment(entered);
+            tracing::warn!(
+                message = "flow table full: emergency mode (shorter timeouts, unanswered flows evicted first)",
+                shard = self.shard,
+                flows = s.active_flows,
+                max_flows,
+                times = entered,
+                total = s.emergency_entries,
+            );
+        }
+        if left > 0 {
+            tracing::info!(
+                message = "flow table recovered: emergency mode over",
+                shard = self.shard,
+                flows = s.active_flows,
+                max_flows,
+                times = left,
+                evictions = s.evictions,
+            );
+        }
+        let active = s.emergency_active > 0;
+        if active != self.active {
+            metrics::gauge!("tapstream_flow_emergency_active").increment(if active {
+                1.0
+            } else {
+                -1.0
+            });
+        }
+        self.entries = s.emergency_entries;
+        self.exits = s.emergency_exits;
+        self.active = active;
+    }
 }
 
 /// Processes `recs[range]`, with their origins when the chunk is tagged.
@@ -1729,6 +1809,22 @@ mod tests {
         assert_eq!(fc.max_flows, (1 << 20) / 4);
         assert_eq!(fc.flow_timeout_us, 120_000_000);
         assert_eq!(fc.activity_timeout_us, 5_000_000);
+        assert_eq!(fc.emergency_timeout_us, 30_000_000);
+        assert_eq!(fc.emergency_new_timeout_us, 1_000_000);
+        assert_eq!(fc.emergency_recovery_pct, 30);
+    }
+
+    #[test]
+    fn the_smaller_of_max_flows_and_the_memcap_wins() {
+        let mut cfg = Config::default();
+        cfg.flow.memcap_mib = 80;
+        let per_shard = (80 << 20) / 2 / ShardProcessor::BYTES_PER_FLOW;
+        assert_eq!(flow_config(&cfg, 2).max_flows, per_shard);
+        cfg.flow.max_flows = 1000;
+        assert_eq!(flow_config(&cfg, 2).max_flows, 500);
+        // A cap too small for one flow still leaves one.
+        cfg.flow.memcap_mib = 1;
+        assert_eq!(flow_config(&cfg, 4096).max_flows, 1);
     }
 
     /// A live source drops (and reports) the packets of a chunk when the

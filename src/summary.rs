@@ -110,6 +110,13 @@ pub fn render(r: &RunReport) -> String {
     if w.stats.evictions > 0 {
         let _ = writeln!(s, "  flow table evictions {:>10}", w.stats.evictions);
     }
+    if w.stats.emergency_entries > 0 {
+        let _ = writeln!(
+            s,
+            "  flow table emergencies {:>8}  (entered by full tables, {} left)",
+            w.stats.emergency_entries, w.stats.emergency_exits
+        );
+    }
     if c.scored > 0 || !c.labels.is_empty() {
         let _ = writeln!(
             s,
@@ -263,6 +270,11 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
         "flows": r.flows(),
         "flows_ended": ended,
         "evictions": r.workers.stats.evictions,
+        "flow_emergency": {
+            "entries": r.workers.stats.emergency_entries,
+            "exits": r.workers.stats.emergency_exits,
+            "active": r.workers.stats.emergency_active,
+        },
         "scored": r.consumer.scored,
         "model_swaps": r.consumer.model_swaps,
         "alerts": r.consumer.alerts(),

@@ -74,12 +74,22 @@ fn describe() {
     describe_counter!(
         "tapstream_flows_ended_total",
         Unit::Count,
-        "Flows ended, by reason (tcp_termination, active_timeout, idle_timeout, icmp_change, evicted, end_of_input)."
+        "Flows ended, by reason (tcp_termination, active_timeout, idle_timeout, icmp_change, evicted, end_of_input, emergency_timeout)."
     );
     describe_counter!(
         "tapstream_flows_evicted_total",
         Unit::Count,
         "Flows ended early because the flow table was full (also counted as ended with reason evicted)."
+    );
+    describe_counter!(
+        "tapstream_flow_emergency_total",
+        Unit::Count,
+        "Times a flow table entered emergency mode: it was full, so shorter timeouts apply (reason emergency_timeout) and unanswered flows are evicted first, until it is 100 - flow.emergency_recovery percent full."
+    );
+    describe_gauge!(
+        "tapstream_flow_emergency_active",
+        Unit::Count,
+        "Flow tables (shards) in emergency mode now."
     );
     describe_gauge!(
         "tapstream_queue_depth",

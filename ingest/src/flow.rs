@@ -40,16 +40,43 @@
 //!   ([`EndReason::IdleTimeout`]). Its features are those CIC reports when
 //!   the next packet arrives; only the continuation flow CIC would then make
 //!   becomes a fresh flow here.
-//! * At most `max_flows` flows are open; a new flow beyond that evicts the
-//!   least recently seen one ([`EndReason::Evicted`]).
+//! * At most `max_flows` flows are open. A new flow that finds the table
+//!   full puts it in *emergency mode* (below) and, if that frees nothing,
+//!   evicts one flow ([`EndReason::Evicted`]): the least recently seen flow
+//!   not yet *established*, else the least recently seen flow.
+//!
+//! # Emergency mode (after Suricata's flow engine)
+//!
+//! A flood of spoofed sources opens a flow per packet, and none of them is
+//! ever answered. Once the table is full, each such flow would push out the
+//! least recently seen one, however live it is. So, as Suricata does with
+//! its `emergency-*` timeouts and `emergency-recovery`, a full table
+//! switches to shorter idle limits until it has drained:
+//!
+//! * A flow is *established* once its direction has changed twice (a reply
+//!   and then the initiator again, like a TCP handshake's third packet).
+//!   Flows that are not yet established idle out after
+//!   `emergency_new_timeout_us`, every flow after `emergency_timeout_us`
+//!   ([`EndReason::EmergencyTimeout`]), and finished TCP flows linger at
+//!   most `emergency_new_timeout_us`.
+//! * Eviction takes the least recently seen flow that is not established,
+//!   so under a flood live conversations keep their slots.
+//! * The table enters the mode when a new flow finds it full (not at a
+//!   high-water mark: then a table that never fills behaves exactly as
+//!   without the mode, which the comparisons with CICFlowMeter rely on),
+//!   and leaves it at the first sweep that finds it at most
+//!   `100 - emergency_recovery_pct` percent full. Each entry is counted
+//!   ([`FlowTableStats::emergency_entries`]); it takes
+//!   `emergency_recovery_pct` percent of `max_flows` new flows to enter
+//!   again, so the mode cannot flap once per packet.
 //!
 //! Time is packet time only: the table's clock is the largest packet
 //! timestamp seen (or given to [`FlowTable::advance`]); idle and linger
 //! checks compare a flow's *touch time* (the clock when it last saw a
 //! packet) with the clock, so they stay monotone when captures are slightly
-//! out of order. Two intrusive doubly linked lists (all open flows in touch
-//! order, and ready-for-termination flows in touch order) make touching,
-//! sweeping and eviction O(1) per flow.
+//! out of order. Intrusive doubly linked lists, each in touch order (all
+//! open flows; ready-for-termination flows; in emergency mode, flows not yet
+//! established) make touching, sweeping and eviction O(1) per flow.
 
 use hashbrown::HashTable;
 
@@ -63,6 +90,13 @@ const NIL: u32 = u32::MAX;
 const LRU: usize = 0;
 /// Index of the list of ready-for-termination flows, least recently touched first.
 const READY: usize = 1;
+/// Index of the list of flows not yet established, least recently touched
+/// first; kept only in emergency mode.
+const NEW: usize = 2;
+/// Number of intrusive lists.
+const LISTS: usize = 3;
+/// Direction changes after which a flow is established.
+const ESTABLISHED_TURNS: u8 = 2;
 /// Mask applied to flow ids so JSON consumers (53-bit doubles) keep them exact.
 pub const FLOW_ID_MASK: u64 = (1 << 51) - 1;
 
@@ -78,8 +112,19 @@ pub struct FlowConfig {
     pub activity_timeout_us: i64,
     /// How long a ready-for-termination TCP flow waits for more packets.
     pub tcp_close_linger_us: i64,
-    /// Most flows open at once; beyond it the least recently seen is evicted.
+    /// Most flows open at once; a new flow beyond it puts the table in
+    /// emergency mode and, if that frees no slot, evicts a flow.
     pub max_flows: usize,
+    /// In emergency mode: idle limit of every flow. A table uses at most
+    /// `flow_timeout_us`.
+    pub emergency_timeout_us: i64,
+    /// In emergency mode: idle limit of flows not yet established, and the
+    /// longest linger of finished TCP flows. A table uses at most its
+    /// emergency timeout.
+    pub emergency_new_timeout_us: i64,
+    /// Emergency mode ends once at least this percentage of `max_flows` is
+    /// free (1 to 100).
+    pub emergency_recovery_pct: u32,
 }
 
 impl FlowConfig {
@@ -93,6 +138,17 @@ impl FlowConfig {
     pub const DEFAULT_MAX_FLOWS: usize = 1 << 20;
     /// Largest accepted `max_flows` (slot numbers are `u32`).
     pub const MAX_MAX_FLOWS: usize = 1 << 31;
+    /// Default idle limit of every flow in emergency mode: 30 s (a quarter
+    /// of the flow timeout; Suricata's emergency-established is a third of
+    /// its established timeout). Slow but answered conversations survive.
+    pub const DEFAULT_EMERGENCY_TIMEOUT_US: i64 = 30_000_000;
+    /// Default idle limit of flows not yet established in emergency mode:
+    /// 1 s. A flow nobody answered for a second while the table is full is
+    /// most likely spoofed.
+    pub const DEFAULT_EMERGENCY_NEW_TIMEOUT_US: i64 = 1_000_000;
+    /// Default recovery: leave emergency mode at 70 % occupancy (Suricata's
+    /// `emergency-recovery: 30`).
+    pub const DEFAULT_EMERGENCY_RECOVERY_PCT: u32 = 30;
 
     /// Checks every field; [`FlowTable::new`] calls this.
     pub fn validate(&self) -> Result<(), FlowConfigError> {
@@ -111,6 +167,17 @@ impl FlowConfig {
                 max: Self::MAX_MAX_FLOWS,
             });
         }
+        if self.emergency_new_timeout_us <= 0 || self.emergency_timeout_us <= 0 {
+            return Err(FlowConfigError::EmergencyTimeouts {
+                new: self.emergency_new_timeout_us,
+                all: self.emergency_timeout_us,
+            });
+        }
+        if !(1..=100).contains(&self.emergency_recovery_pct) {
+            return Err(FlowConfigError::EmergencyRecovery(
+                self.emergency_recovery_pct,
+            ));
+        }
         Ok(())
     }
 }
@@ -122,6 +189,9 @@ impl Default for FlowConfig {
             activity_timeout_us: Self::DEFAULT_ACTIVITY_TIMEOUT_US,
             tcp_close_linger_us: Self::DEFAULT_TCP_CLOSE_LINGER_US,
             max_flows: Self::DEFAULT_MAX_FLOWS,
+            emergency_timeout_us: Self::DEFAULT_EMERGENCY_TIMEOUT_US,
+            emergency_new_timeout_us: Self::DEFAULT_EMERGENCY_NEW_TIMEOUT_US,
+            emergency_recovery_pct: Self::DEFAULT_EMERGENCY_RECOVERY_PCT,
         }
     }
 }
@@ -147,6 +217,17 @@ pub enum FlowConfigError {
         /// The largest accepted value.
         max: usize,
     },
+    /// An emergency timeout was zero or negative.
+    #[error("emergency timeouts must be positive, got {new} µs (new flows) and {all} µs (all)")]
+    EmergencyTimeouts {
+        /// `emergency_new_timeout_us`.
+        new: i64,
+        /// `emergency_timeout_us`.
+        all: i64,
+    },
+    /// `emergency_recovery_pct` was not between 1 and 100.
+    #[error("emergency recovery must be between 1 and 100 percent, got {0}")]
+    EmergencyRecovery(u32),
 }
 
 /// Which way a packet travels relative to its flow's first packet.
@@ -222,12 +303,19 @@ pub struct FlowTableStats {
     /// Flows opened as continuations of a TCP connection.
     pub continuations: u64,
     /// Flows ended, per reason, in [`EndReason::ALL`] order.
-    pub ended: [u64; 6],
+    pub ended: [u64; EndReason::ALL.len()],
     /// Packets placed in flows.
     pub packets: u64,
     /// Evictions (also counted in `ended`) because [`MAX_SAME_HASH`] open
     /// flows already had the new flow's exact hash: a sign of crafted tuples.
     pub collision_evictions: u64,
+    /// Times the table entered emergency mode.
+    pub emergency_entries: u64,
+    /// Times the table left emergency mode (at the recovery mark or when
+    /// flushed).
+    pub emergency_exits: u64,
+    /// The table is in emergency mode now.
+    pub emergency: bool,
 }
 
 impl FlowTableStats {
@@ -256,6 +344,7 @@ pub fn reason_index(reason: EndReason) -> usize {
         EndReason::IcmpChange => 3,
         EndReason::Evicted => 4,
         EndReason::EndOfInput => 5,
+        EndReason::EmergencyTimeout => 6,
     }
 }
 
@@ -282,7 +371,7 @@ struct Slot {
     src: [u8; 16],
     dst: [u8; 16],
     /// `links[list] = [prev, next]`.
-    links: [[u32; 2]; 2],
+    links: [[u32; 2]; LISTS],
     sport: u16,
     dport: u16,
     proto: u8,
@@ -292,6 +381,11 @@ struct Slot {
     tcp: TcpState,
     /// A FIN was seen in this direction (the flow's first packet not counted).
     fin_seen: [bool; 2],
+    /// Direction of the last packet.
+    last_dir: Direction,
+    /// Direction changes so far, up to [`ESTABLISHED_TURNS`] (then the flow
+    /// is established; before, it is on the `NEW` list in emergency mode).
+    turns: u8,
     live: bool,
 }
 
@@ -307,7 +401,7 @@ impl Slot {
         bytes: [0; 2],
         src: [0; 16],
         dst: [0; 16],
-        links: [[NIL; 2]; 2],
+        links: [[NIL; 2]; LISTS],
         sport: 0,
         dport: 0,
         proto: 0,
@@ -316,6 +410,8 @@ impl Slot {
         icmp_code: 0,
         tcp: TcpState::Open,
         fin_seen: [false; 2],
+        last_dir: Direction::Forward,
+        turns: 0,
         live: false,
     };
 }
@@ -405,8 +501,12 @@ pub struct FlowTable {
     allocated: usize,
     free: Vec<u32>,
     /// `lists[list] = [head, tail]`.
-    lists: [[u32; 2]; 2],
+    lists: [[u32; 2]; LISTS],
     clock_us: i64,
+    /// Emergency mode is on (see the module docs).
+    emergency: bool,
+    /// Emergency mode ends at a sweep that leaves at most this many flows.
+    recover_at: usize,
     /// No flow can expire before the clock passes this (a lower bound on the
     /// lists' heads' expiry times), so most packets skip the sweep.
     next_sweep_us: i64,
@@ -416,6 +516,13 @@ pub struct FlowTable {
 
 /// Most open flows whose record hashes are identical (see [`FlowTable`]).
 pub const MAX_SAME_HASH: u32 = 8;
+
+/// Host memory one open flow costs a [`FlowTable`], at most: its slot, its
+/// index entry (a 4-byte slot number and a control byte in a hash table that
+/// is at least 7/16 full right after it doubles: under 12 bytes) and its
+/// free-list entry (4 bytes, 8 right after the list doubles). Slots come in
+/// chunks of 4096, so a table holds up to 4095 slots more than it uses.
+pub const TABLE_BYTES_PER_FLOW: usize = std::mem::size_of::<Slot>() + 12 + 8;
 
 impl std::fmt::Debug for FlowTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -439,9 +546,12 @@ struct Probe {
 impl FlowTable {
     /// An empty table. Memory grows with the number of open flows, up to
     /// `cfg.max_flows` slots.
-    pub fn new(cfg: FlowConfig) -> Result<Self, FlowConfigError> {
+    pub fn new(mut cfg: FlowConfig) -> Result<Self, FlowConfigError> {
         use std::hash::BuildHasher;
         cfg.validate()?;
+        // Emergency limits never exceed the normal ones.
+        cfg.emergency_timeout_us = cfg.emergency_timeout_us.min(cfg.flow_timeout_us);
+        cfg.emergency_new_timeout_us = cfg.emergency_new_timeout_us.min(cfg.emergency_timeout_us);
         let key = std::collections::hash_map::RandomState::new().hash_one(0x7a95_u64);
         Ok(FlowTable {
             cfg,
@@ -449,15 +559,18 @@ impl FlowTable {
             slots: SlotVec::new(),
             allocated: 0,
             free: Vec::new(),
-            lists: [[NIL; 2]; 2],
+            lists: [[NIL; 2]; LISTS],
             clock_us: i64::MIN,
+            emergency: false,
+            recover_at: recovery_mark(cfg.max_flows, cfg.emergency_recovery_pct),
             next_sweep_us: i64::MAX,
             key,
             stats: FlowTableStats::default(),
         })
     }
 
-    /// The configuration the table runs with.
+    /// The configuration the table runs with (emergency limits capped as
+    /// their docs say).
     pub fn config(&self) -> &FlowConfig {
         &self.cfg
     }
@@ -488,7 +601,13 @@ impl FlowTable {
     pub fn stats(&self) -> FlowTableStats {
         let mut s = self.stats;
         s.active = self.map.len() as u64;
+        s.emergency = self.emergency;
         s
+    }
+
+    /// True while the table is in emergency mode.
+    pub fn in_emergency(&self) -> bool {
+        self.emergency
     }
 
     /// Keyed bijective mix of a record hash (SplitMix64/Murmur finalizer).
@@ -614,6 +733,7 @@ impl FlowTable {
                 if dir == Direction::Backward {
                     n.pkts = [0, 1];
                     n.bytes = [0, u64::from(rec.wire_len)];
+                    n.last_dir = Direction::Backward;
                 }
             }
             return Placement {
@@ -632,7 +752,15 @@ impl FlowTable {
 
         let d = dir.index();
         let mut becomes_ready = false;
+        let mut new_list = None;
         if let Some(f) = self.slots.get_mut(slot as usize) {
+            if f.turns < ESTABLISHED_TURNS {
+                if f.last_dir != dir {
+                    f.turns += 1;
+                }
+                new_list = Some(f.turns < ESTABLISHED_TURNS);
+            }
+            f.last_dir = dir;
             f.last_us = rec.ts_us;
             f.touch_us = self.clock_us;
             f.pkts[d] += 1;
@@ -657,6 +785,12 @@ impl FlowTable {
             self.push_back(READY, slot);
         } else if ready {
             self.move_to_back(READY, slot);
+        }
+        match new_list {
+            _ if !self.emergency => {}
+            Some(true) => self.move_to_back(NEW, slot),
+            Some(false) => self.unlink(NEW, slot),
+            None => {}
         }
         Placement {
             slot,
@@ -688,21 +822,26 @@ impl FlowTable {
             };
             let next = f.links[LRU][1];
             f.live = false;
-            f.links = [[NIL; 2]; 2];
+            f.links = [[NIL; 2]; LISTS];
             self.free.push(slot);
             self.stats.ended[reason_index(EndReason::EndOfInput)] += 1;
             on_end(EndedFlow { slot, meta });
             slot = next;
         }
         self.map.clear();
-        self.lists = [[NIL; 2]; 2];
+        self.lists = [[NIL; 2]; LISTS];
         self.next_sweep_us = i64::MAX;
+        if self.emergency {
+            self.emergency = false;
+            self.stats.emergency_exits += 1;
+        }
     }
 
-    /// Ends lingering ready flows, then idle flows, then recomputes when the
-    /// next sweep is due.
+    /// Ends lingering ready flows, then idle flows, then (in emergency mode)
+    /// flows idle past the emergency limits and leaves the mode at the
+    /// recovery mark; then recomputes when the next sweep is due.
     fn sweep<F: FnMut(EndedFlow)>(&mut self, on_end: &mut F) {
-        let linger = self.cfg.tcp_close_linger_us;
+        let linger = self.limit(READY);
         while let Some(head) = self.expired_head(READY, linger) {
             self.end(head, EndReason::TcpTermination, on_end);
         }
@@ -710,16 +849,40 @@ impl FlowTable {
         while let Some(head) = self.expired_head(LRU, timeout) {
             self.end(head, EndReason::IdleTimeout, on_end);
         }
-        self.next_sweep_us = self.head_expiry(READY).min(self.head_expiry(LRU));
+        if self.emergency {
+            let new = self.cfg.emergency_new_timeout_us;
+            while let Some(head) = self.expired_head(NEW, new) {
+                self.end(head, EndReason::EmergencyTimeout, on_end);
+            }
+            let all = self.cfg.emergency_timeout_us;
+            while let Some(head) = self.expired_head(LRU, all) {
+                self.end(head, EndReason::EmergencyTimeout, on_end);
+            }
+            if self.map.len() <= self.recover_at {
+                self.emergency = false;
+                self.stats.emergency_exits += 1;
+                // Outside emergency mode the list is not kept (its links
+                // in the slots are stale from here on).
+                self.lists[NEW] = [NIL; 2];
+            }
+        }
+        self.next_sweep_us = self
+            .head_expiry(READY)
+            .min(self.head_expiry(LRU))
+            .min(self.head_expiry(NEW));
     }
 
-    /// Idle or linger limit of `list`.
+    /// Idle or linger limit of `list` (`i64::MAX`: never swept).
     #[inline]
     fn limit(&self, list: usize) -> i64 {
-        if list == LRU {
-            self.cfg.flow_timeout_us
-        } else {
-            self.cfg.tcp_close_linger_us
+        let c = &self.cfg;
+        match (list, self.emergency) {
+            (LRU, false) => c.flow_timeout_us,
+            (LRU, true) => c.emergency_timeout_us,
+            (READY, false) => c.tcp_close_linger_us,
+            (READY, true) => c.tcp_close_linger_us.min(c.emergency_new_timeout_us),
+            (_, false) => i64::MAX,
+            (_, true) => c.emergency_new_timeout_us,
         }
     }
 
@@ -740,7 +903,9 @@ impl FlowTable {
     }
 
     /// Opens a flow for `rec` (its first packet, counted forward) oriented
-    /// as `side`, evicting the least recently seen flow if the table is full.
+    /// as `side`. If the table is full it enters emergency mode (a sweep
+    /// with the shorter limits) and, if still full, evicts the least
+    /// recently seen flow not yet established, else the least recently seen.
     fn open<F: FnMut(EndedFlow)>(
         &mut self,
         rec: &PacketRecord,
@@ -749,9 +914,18 @@ impl FlowTable {
         conn_start_us: i64,
         on_end: &mut F,
     ) -> u32 {
-        if self.map.len() >= self.cfg.max_flows && self.lists[LRU][0] != NIL {
-            let victim = self.lists[LRU][0];
-            self.end(victim, EndReason::Evicted, on_end);
+        if self.map.len() >= self.cfg.max_flows {
+            if !self.emergency {
+                self.enter_emergency();
+                self.sweep(on_end);
+            }
+            if self.map.len() >= self.cfg.max_flows {
+                let victim = match self.lists[NEW][0] {
+                    NIL => self.lists[LRU][0],
+                    young => young,
+                };
+                self.end(victim, EndReason::Evicted, on_end);
+            }
         }
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -774,7 +948,7 @@ impl FlowTable {
                 bytes: [u64::from(rec.wire_len), 0],
                 src: side.src,
                 dst: side.dst,
-                links: [[NIL; 2]; 2],
+                links: [[NIL; 2]; LISTS],
                 sport: side.sport,
                 dport: side.dport,
                 proto: rec.proto,
@@ -783,6 +957,8 @@ impl FlowTable {
                 icmp_code: rec.icmp_code,
                 tcp: TcpState::Open,
                 fin_seen: [false; 2],
+                last_dir: Direction::Forward,
+                turns: 0,
                 live: true,
             };
         }
@@ -790,8 +966,30 @@ impl FlowTable {
         self.map
             .insert_unique(h, slot, |&s| slots.get(s as usize).map_or(0, |f| f.hash));
         self.push_back(LRU, slot);
+        if self.emergency {
+            self.push_back(NEW, slot);
+        }
         self.stats.created += 1;
         slot
+    }
+
+    /// Turns emergency mode on and builds the list of unestablished flows
+    /// from the LRU list (in touch order already). Only now: keeping it in
+    /// normal mode would cost every packet of a young flow two more list
+    /// updates, while an entry takes `emergency_recovery_pct` percent of
+    /// `max_flows` new flows since the last exit.
+    fn enter_emergency(&mut self) {
+        self.emergency = true;
+        self.stats.emergency_entries += 1;
+        self.lists[NEW] = [NIL; 2];
+        let mut slot = self.lists[LRU][0];
+        while let Some(f) = self.slots.get(slot as usize) {
+            let (next, young) = (f.links[LRU][1], f.turns < ESTABLISHED_TURNS);
+            if young {
+                self.append(NEW, slot);
+            }
+            slot = next;
+        }
     }
 
     /// Ends the flow in `slot`: unlinks and frees it, then reports it.
@@ -805,12 +1003,16 @@ impl FlowTable {
         f.live = false;
         let hash = f.hash;
         let was_ready = f.tcp == TcpState::Ready;
+        let was_new = f.turns < ESTABLISHED_TURNS;
         if let Ok(entry) = self.map.find_entry(hash, |&s| s == slot) {
             entry.remove();
         }
         self.unlink(LRU, slot);
         if was_ready {
             self.unlink(READY, slot);
+        }
+        if was_new && self.emergency {
+            self.unlink(NEW, slot);
         }
         self.free.push(slot);
         self.stats.ended[reason_index(reason)] += 1;
@@ -849,6 +1051,13 @@ impl FlowTable {
             let expiry = self.clock_us.saturating_add(self.limit(list));
             self.next_sweep_us = self.next_sweep_us.min(expiry);
         }
+        self.append(list, slot);
+    }
+
+    /// Appends `slot` to `list` without touching the sweep bound (for
+    /// rebuilding a list; the caller sweeps next).
+    fn append(&mut self, list: usize, slot: u32) {
+        let tail = self.lists[list][1];
         if let Some(s) = self.slots.get_mut(slot as usize) {
             s.links[list] = [tail, NIL];
         }
@@ -882,6 +1091,13 @@ impl FlowTable {
             self.push_back(list, slot);
         }
     }
+}
+
+/// The occupancy at or below which emergency mode ends: `100 - pct`
+/// percent of `max_flows`, rounded down.
+fn recovery_mark(max_flows: usize, pct: u32) -> usize {
+    let keep = u128::from(100u32.saturating_sub(pct));
+    usize::try_from(max_flows as u128 * keep / 100).unwrap_or(usize::MAX)
 }
 
 /// A flow id that depends only on the oriented 5-tuple and the start time:
@@ -971,6 +1187,45 @@ mod tests {
         };
         assert_eq!(bad.validate(), Err(FlowConfigError::TcpCloseLinger(-1)));
         assert!(FlowTable::new(bad).is_err());
+        let bad = FlowConfig {
+            emergency_new_timeout_us: 0,
+            ..FlowConfig::default()
+        };
+        assert!(matches!(
+            bad.validate(),
+            Err(FlowConfigError::EmergencyTimeouts { new: 0, .. })
+        ));
+        for pct in [0, 101] {
+            let bad = FlowConfig {
+                emergency_recovery_pct: pct,
+                ..FlowConfig::default()
+            };
+            assert_eq!(bad.validate(), Err(FlowConfigError::EmergencyRecovery(pct)));
+        }
+        // Emergency limits above the normal ones are capped, not refused.
+        let t = FlowTable::new(FlowConfig {
+            flow_timeout_us: 2_000_000,
+            emergency_timeout_us: 5_000_000,
+            emergency_new_timeout_us: 3_000_000,
+            ..FlowConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            (
+                t.config().emergency_timeout_us,
+                t.config().emergency_new_timeout_us
+            ),
+            (2_000_000, 2_000_000)
+        );
+    }
+
+    #[test]
+    fn recovery_mark_rounds_down() {
+        assert_eq!(recovery_mark(100_000, 30), 70_000);
+        assert_eq!(recovery_mark(1, 30), 0);
+        assert_eq!(recovery_mark(10, 100), 0);
+        assert_eq!(recovery_mark(10, 1), 9);
+        assert_eq!(recovery_mark(FlowConfig::MAX_MAX_FLOWS, 1), 2_126_008_811);
     }
 
     #[test]

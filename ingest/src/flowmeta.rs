@@ -24,17 +24,22 @@ pub enum EndReason {
     Evicted,
     /// The input ended (or the shard was flushed) while the flow was open.
     EndOfInput,
+    /// The flow table was in emergency mode (full under a flood) and the
+    /// flow was idle past the shorter emergency limit.
+    EmergencyTimeout,
 }
 
 impl EndReason {
-    /// All reasons, in a stable order (for counters and summaries).
-    pub const ALL: [EndReason; 6] = [
+    /// All reasons, in a stable order (for counters and summaries; new
+    /// reasons are appended).
+    pub const ALL: [EndReason; 7] = [
         EndReason::TcpTermination,
         EndReason::ActiveTimeout,
         EndReason::IdleTimeout,
         EndReason::IcmpChange,
         EndReason::Evicted,
         EndReason::EndOfInput,
+        EndReason::EmergencyTimeout,
     ];
 
     /// A short snake_case name for logs, metrics labels and EVE.
@@ -46,6 +51,7 @@ impl EndReason {
             EndReason::IcmpChange => "icmp_change",
             EndReason::Evicted => "evicted",
             EndReason::EndOfInput => "end_of_input",
+            EndReason::EmergencyTimeout => "emergency_timeout",
         }
     }
 }

@@ -2,7 +2,8 @@
 //! the same flows, in the same order, with the same end reasons, packet and
 //! byte counts, placements and slots as a deliberately simple reference
 //! model (a `Vec` of flows, linear scans, CIC's FlowGenerator rules written
-//! out plainly).
+//! out plainly), emergency mode included: its entries and exits, its shorter
+//! timeouts and its choice of eviction victim.
 
 use proptest::prelude::*;
 use tapstream_ingest::decode::flow_hash;
@@ -56,6 +57,16 @@ struct MFlow {
     pkts: [u64; 2],
     bytes: [u64; 2],
     icmp: (u8, u8),
+    /// Direction of the last packet.
+    last_dir: usize,
+    /// Direction changes so far; established at 2.
+    turns: u8,
+}
+
+impl MFlow {
+    fn established(&self) -> bool {
+        self.turns >= 2
+    }
 }
 
 struct Model {
@@ -64,17 +75,35 @@ struct Model {
     clock: i64,
     seq: u64,
     events: Vec<Ev>,
+    emergency: bool,
+    entries: u64,
+    exits: u64,
+    /// Emergency limits as the table caps them.
+    all_limit: i64,
+    new_limit: i64,
 }
 
 impl Model {
     fn new(cfg: FlowConfig) -> Self {
+        let all_limit = cfg.emergency_timeout_us.min(cfg.flow_timeout_us);
         Model {
             cfg,
             flows: Vec::new(),
             clock: i64::MIN,
             seq: 0,
             events: Vec::new(),
+            emergency: false,
+            entries: 0,
+            exits: 0,
+            all_limit,
+            new_limit: cfg.emergency_new_timeout_us.min(all_limit),
         }
+    }
+
+    /// At most `100 - recovery` percent full.
+    fn recovered(&self) -> bool {
+        self.flows.len() * 100
+            <= self.cfg.max_flows * (100 - self.cfg.emergency_recovery_pct as usize)
     }
 
     fn end(&mut self, i: usize, reason: EndReason) {
@@ -115,12 +144,23 @@ impl Model {
     }
 
     fn sweep(&mut self) {
-        self.expire(
-            self.cfg.tcp_close_linger_us,
-            EndReason::TcpTermination,
-            |f| f.state == 3,
-        );
+        let linger = if self.emergency {
+            self.cfg.tcp_close_linger_us.min(self.new_limit)
+        } else {
+            self.cfg.tcp_close_linger_us
+        };
+        self.expire(linger, EndReason::TcpTermination, |f| f.state == 3);
         self.expire(self.cfg.flow_timeout_us, EndReason::IdleTimeout, |_| true);
+        if self.emergency {
+            self.expire(self.new_limit, EndReason::EmergencyTimeout, |f| {
+                !f.established()
+            });
+            self.expire(self.all_limit, EndReason::EmergencyTimeout, |_| true);
+            if self.recovered() {
+                self.emergency = false;
+                self.exits += 1;
+            }
+        }
     }
 
     fn advance(&mut self, now: i64) {
@@ -134,6 +174,10 @@ impl Model {
         self.seq += 1;
         let (clock, seq) = (self.clock, self.seq);
         let f = &mut self.flows[i];
+        if f.last_dir != d && f.turns < 2 {
+            f.turns += 1;
+        }
+        f.last_dir = d;
         f.last = r.ts_us;
         f.touch = clock;
         f.seq = seq;
@@ -155,10 +199,19 @@ impl Model {
         conn_start: i64,
     ) -> usize {
         if self.flows.len() >= self.cfg.max_flows {
-            let lru = (0..self.flows.len())
-                .min_by_key(|&i| self.flows[i].seq)
-                .unwrap_or(0);
-            self.end(lru, EndReason::Evicted);
+            if !self.emergency {
+                self.emergency = true;
+                self.entries += 1;
+                self.sweep();
+            }
+            if self.flows.len() >= self.cfg.max_flows {
+                // The least recently seen flow not established, else the
+                // least recently seen.
+                let victim = (0..self.flows.len())
+                    .min_by_key(|&i| (self.flows[i].established(), self.flows[i].seq))
+                    .unwrap_or(0);
+                self.end(victim, EndReason::Evicted);
+            }
         }
         self.flows.push(MFlow {
             slot: u32::MAX,
@@ -177,6 +230,8 @@ impl Model {
             pkts: [0; 2],
             bytes: [0; 2],
             icmp: (r.icmp_type, r.icmp_code),
+            last_dir: d,
+            turns: 0,
         });
         let i = self.flows.len() - 1;
         self.touch(i, r, d);
@@ -274,6 +329,10 @@ impl Model {
                 .min_by_key(|&i| self.flows[i].seq)
                 .unwrap_or(0);
             self.end(lru, EndReason::EndOfInput);
+        }
+        if self.emergency {
+            self.emergency = false;
+            self.exits += 1;
         }
     }
 }
@@ -405,12 +464,22 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     #[test]
-    fn table_matches_model(ops in proptest::collection::vec(op(), 1..200), max_flows in 1usize..6) {
+    fn table_matches_model(
+        ops in proptest::collection::vec(op(), 1..200),
+        max_flows in 1usize..6,
+        emergency_timeout_us in 1i64..1_500,
+        emergency_new_timeout_us in 1i64..600,
+        emergency_recovery_pct in prop_oneof![1u32..=100, Just(30)],
+    ) {
+        // Emergency limits above the normal ones are capped by the table.
         let cfg = FlowConfig {
             flow_timeout_us: 1_000,
             activity_timeout_us: 100,
             tcp_close_linger_us: 150,
             max_flows,
+            emergency_timeout_us,
+            emergency_new_timeout_us,
+            emergency_recovery_pct,
         };
         let mut table = FlowTable::new(cfg).expect("valid config");
         let mut model = Model::new(cfg);
@@ -449,11 +518,21 @@ proptest! {
             prop_assert!(table.len() <= max_flows);
             prop_assert!(table.slots_allocated() <= max_flows);
             prop_assert_eq!(table.len(), model.flows.len());
+            let s = table.stats();
+            prop_assert_eq!(
+                (s.emergency, s.emergency_entries, s.emergency_exits),
+                (model.emergency, model.entries, model.exits)
+            );
         }
         table.flush(&mut |e| table_end(&mut got, e));
         model.flush();
         prop_assert_eq!(&got, &model.events);
         let s = table.stats();
+        prop_assert_eq!(
+            (s.emergency, s.emergency_entries, s.emergency_exits),
+            (false, model.entries, model.exits)
+        );
+        prop_assert_eq!(s.emergency_entries, s.emergency_exits);
         prop_assert_eq!(s.packets, packets);
         prop_assert_eq!(s.created, s.ended_total());
         let in_flows: u64 = got.iter().map(|e| match e {

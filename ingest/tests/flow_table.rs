@@ -424,6 +424,91 @@ fn max_flows_is_never_exceeded() {
 }
 
 #[test]
+fn a_flood_puts_the_table_in_emergency_mode_and_spares_an_established_flow() {
+    let mut h = Harness::new(FlowConfig {
+        max_flows: 10,
+        emergency_timeout_us: 100_000,
+        emergency_new_timeout_us: 1_000,
+        emergency_recovery_pct: 30,
+        ..FlowConfig::default()
+    });
+    // An answered conversation (established after its third packet) ...
+    h.push(c2s(T0, SYN));
+    h.push(s2c(T0 + 1, SYN | ACK));
+    h.push(c2s(T0 + 2, ACK));
+    // ... and a half-open one that got a reply but nothing after it.
+    h.push(rec(T0 + 3, proto::TCP, 6, 50, 40001, 80, SYN));
+    h.push(rec(T0 + 4, proto::TCP, 50, 6, 80, 40001, SYN | ACK));
+    // A flood of one-packet flows from 30 sources fills the table.
+    for i in 0..30u8 {
+        h.push(rec(
+            T0 + 10 + i64::from(i),
+            proto::UDP,
+            100 + i,
+            50,
+            9,
+            9,
+            0,
+        ));
+        assert!(h.t.len() <= 10);
+    }
+    let s = h.t.stats();
+    assert!(s.emergency && h.t.in_emergency());
+    assert_eq!((s.emergency_entries, s.emergency_exits), (1, 0));
+    // 2 + 30 flows through 10 slots: 22 evicted, the half-open flow first
+    // (it is the least recently seen unestablished flow), never the
+    // established one.
+    assert_eq!(s.evictions(), 22);
+    assert!(h.reasons().iter().all(|r| *r == EndReason::Evicted));
+    assert_eq!(h.ended[0].meta.src, addr(6));
+    assert!(h.ended.iter().all(|e| e.meta.src != addr(5)));
+    // A packet of the established flow, then quiet: the flood flows idle out
+    // after the short limit, the table drops below 70 % and recovers.
+    h.push(s2c(T0 + 500, ACK));
+    h.ended.clear();
+    h.advance(T0 + 39 + 1_001);
+    assert_eq!(h.reasons(), vec![EndReason::EmergencyTimeout; 9]);
+    let s = h.t.stats();
+    assert!(!s.emergency);
+    assert_eq!(
+        (s.emergency_entries, s.emergency_exits, s.active),
+        (1, 1, 1)
+    );
+    // Out of emergency mode the normal timeouts apply again.
+    h.ended.clear();
+    h.advance(T0 + 500 + 100_001);
+    assert!(h.ended.is_empty());
+    h.flush();
+    assert_eq!(h.reasons(), vec![EndReason::EndOfInput]);
+    assert_eq!(h.ended[0].meta.src, addr(5));
+    assert_eq!(h.ended[0].meta.packets(), 4);
+}
+
+#[test]
+fn a_table_that_never_fills_never_enters_emergency_mode() {
+    let mut h = Harness::new(FlowConfig {
+        max_flows: 4,
+        emergency_new_timeout_us: 1,
+        ..FlowConfig::default()
+    });
+    for i in 0..4u8 {
+        h.push(rec(
+            T0 + i64::from(i) * 10_000_000,
+            proto::UDP,
+            i,
+            50,
+            9,
+            9,
+            0,
+        ));
+    }
+    h.flush();
+    let s = h.t.stats();
+    assert_eq!((s.emergency_entries, s.emergency_exits), (0, 0));
+    assert_eq!(h.reasons(), vec![EndReason::EndOfInput; 4]);
+}
+
+#[test]
 fn crafted_identical_hashes_are_capped() {
     let mut h = Harness::default_cfg();
     let n = 20u16;

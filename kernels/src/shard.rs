@@ -10,12 +10,12 @@
 use std::collections::BTreeMap;
 
 use tapstream_ingest::flow::{
-    EndedFlow, FlowConfig, FlowConfigError, FlowTable, PlacementKind, SlotVec,
+    EndedFlow, FlowConfig, FlowConfigError, FlowTable, PlacementKind, SlotVec, TABLE_BYTES_PER_FLOW,
 };
 use tapstream_ingest::{EndReason, FlowMeta, PacketRecord};
 
 use crate::batch::FlowBatch;
-use crate::cpu::CpuExtractor;
+use crate::cpu::{CpuExtractor, FlowAccumulator};
 
 /// Why a shard could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -36,11 +36,18 @@ pub struct ShardStats {
     /// Flows opened since the start (continuations included).
     pub flows_created: u64,
     /// Flows ended, per reason, in [`EndReason::ALL`] order.
-    pub ended: [u64; 6],
+    pub ended: [u64; EndReason::ALL.len()],
     /// Flows evicted because the table was full (also in `ended`).
     pub evictions: u64,
     /// Packets placed in flows.
     pub packets: u64,
+    /// Times the flow table entered emergency mode (it was full).
+    pub emergency_entries: u64,
+    /// Times it left emergency mode (recovered, or flushed at the end).
+    pub emergency_exits: u64,
+    /// Shards in emergency mode now (0 or 1 for one shard; summed over
+    /// shards in a total).
+    pub emergency_active: u64,
 }
 
 impl ShardStats {
@@ -54,6 +61,9 @@ impl ShardStats {
             ended: t.ended,
             evictions: t.evictions(),
             packets: t.packets,
+            emergency_entries: t.emergency_entries,
+            emergency_exits: t.emergency_exits,
+            emergency_active: u64::from(t.emergency),
         }
     }
 
@@ -170,6 +180,14 @@ fn unbounded(out: &mut FlowBatch) -> Output<'_, fn(&mut FlowBatch)> {
 }
 
 impl ShardProcessor {
+    /// Host memory one open flow costs a shard, at most: its flow table
+    /// share ([`TABLE_BYTES_PER_FLOW`]), its feature accumulator and its
+    /// origin (tagged input). `[flow] memcap_mib` divides by this. The GPU
+    /// extractor keeps accumulators in device memory instead, so on the
+    /// host it needs less.
+    pub const BYTES_PER_FLOW: usize =
+        TABLE_BYTES_PER_FLOW + std::mem::size_of::<FlowAccumulator>() + std::mem::size_of::<u64>();
+
     /// A shard with an empty flow table; fails if `cfg` is invalid.
     pub fn new(cfg: FlowConfig, shard_id: u32) -> Result<Self, ShardError> {
         let table = FlowTable::new(cfg)?;

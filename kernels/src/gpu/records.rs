@@ -687,6 +687,11 @@ impl<E: BatchExecutor> GpuShard<E> {
         }
     }
 
+    /// The flow configuration.
+    pub fn config(&self) -> &FlowConfig {
+        self.table.config()
+    }
+
     /// Counters, as the CPU shard reports them.
     pub fn stats(&self) -> ShardStats {
         ShardStats::of_table(self.shard_id, &self.table)
