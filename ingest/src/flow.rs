@@ -318,6 +318,10 @@ pub struct FlowTableStats {
     pub emergency: bool,
 }
 
+// Indices here are a list number (one of the `LISTS` list constants), a
+// direction (0 or 1) or `reason_index` (below `EndReason::ALL.len()`): each
+// is below the length of the fixed-size array it indexes.
+#[allow(clippy::indexing_slicing)]
 impl FlowTableStats {
     /// Flows ended for `reason`.
     pub fn ended_for(&self, reason: EndReason) -> u64 {
@@ -543,6 +547,10 @@ struct Probe {
     oldest_rank: (i64, u64),
 }
 
+// Indices here are a list number (one of the `LISTS` list constants), a
+// direction (0 or 1) or `reason_index` (below `EndReason::ALL.len()`): each
+// is below the length of the fixed-size array it indexes.
+#[allow(clippy::indexing_slicing)]
 impl FlowTable {
     /// An empty table. Memory grows with the number of open flows, up to
     /// `cfg.max_flows` slots.

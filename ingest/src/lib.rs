@@ -7,6 +7,18 @@
 //! that decides when flows start and end. It depends on no other tapstream
 //! crate, so the CPU feature extractor and the CUDA kernels share its types.
 
+// No panic on input-derived data: indexing, `unwrap`, `expect` and
+// `panic!` need a checked path or a local allow that says why it holds.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
 pub mod capture;
 pub mod decode;
 pub mod flow;
