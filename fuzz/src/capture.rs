@@ -86,7 +86,10 @@ fn read_all(data: &[u8], buffer: usize) -> Option<Outcome> {
     if !gzip {
         // Every record has a header of at least 8 bytes (pcapng simple
         // packet blocks: 12; pcap: 16; snoop: 24).
-        assert!(packets.len() * 8 <= data.len(), "more packets than bytes allow");
+        assert!(
+            packets.len() * 8 <= data.len(),
+            "more packets than bytes allow"
+        );
     }
     Some(Outcome { packets, end })
 }
@@ -206,7 +209,9 @@ pub fn decode_checked(pkt: &RawPacket<'_>) {
                 assert!(r.src[4..].iter().chain(&r.dst[4..]).all(|b| *b == 0));
             }
             match r.proto {
-                6 => assert!(r.header_len >= 20 && r.header_len <= 60 && r.header_len % 4 == 0),
+                6 => assert!(
+                    r.header_len >= 20 && r.header_len <= 60 && r.header_len.is_multiple_of(4)
+                ),
                 17 | 1 | 58 => assert_eq!(r.header_len, 8),
                 _ => assert_eq!((r.header_len, r.sport, r.dport), (0, 0, 0)),
             }
@@ -218,7 +223,10 @@ pub fn decode_checked(pkt: &RawPacket<'_>) {
             }
         }
         Err(reason) => {
-            assert_eq!(r, poison, "a skipped packet ({reason:?}) changed the record");
+            assert_eq!(
+                r, poison,
+                "a skipped packet ({reason:?}) changed the record"
+            );
         }
     }
 }

@@ -103,8 +103,9 @@ pub fn eve_roundtrip(data: &[u8]) {
 }
 
 fn get<'a>(v: &'a Value, path: &str) -> &'a Value {
-    path.split('.')
-        .fold(v, |v, k| v.get(k).unwrap_or_else(|| panic!("no field {path}")))
+    path.split('.').fold(v, |v, k| {
+        v.get(k).unwrap_or_else(|| panic!("no field {path}"))
+    })
 }
 
 fn str_of<'a>(v: &'a Value, path: &str) -> &'a str {
@@ -145,7 +146,10 @@ fn check(v: &Value, a: &Alert<'_>) {
         assert!(v.get("icmp_type").is_none());
     }
     let cid = str_of(v, "community_id");
-    assert!(cid.starts_with("1:") && cid.len() == 30, "community id {cid}");
+    assert!(
+        cid.starts_with("1:") && cid.len() == 30,
+        "community id {cid}"
+    );
 
     assert_eq!(u64_of(v, "alert.signature_id"), u64::from(a.signature_id()));
     assert_eq!(u64_of(v, "alert.severity"), u64::from(a.severity()));

@@ -94,8 +94,16 @@ impl Pkt {
             dst: addr(self.b),
             payload_len: u32::from(self.wire_len / 2),
             wire_len: u32::from(self.wire_len),
-            sport: if ported { PORTS[usize::from(self.sport % 4)] } else { 0 },
-            dport: if ported { PORTS[usize::from(self.dport % 4)] } else { 0 },
+            sport: if ported {
+                PORTS[usize::from(self.sport % 4)]
+            } else {
+                0
+            },
+            dport: if ported {
+                PORTS[usize::from(self.dport % 4)]
+            } else {
+                0
+            },
             header_len: if tcp { 20 } else { 8 },
             window: 0,
             proto,
@@ -144,7 +152,12 @@ impl Harness {
                 panic!("slot {} ended but holds no flow: {e:?}", e.slot);
             };
             let m = &e.meta;
-            assert_eq!(m.packets(), o.pkts, "packets of the flow in slot {}", e.slot);
+            assert_eq!(
+                m.packets(),
+                o.pkts,
+                "packets of the flow in slot {}",
+                e.slot
+            );
             assert_eq!(((m.src, m.sport), (m.dst, m.dport)), (o.fwd, o.bwd));
             assert_eq!((m.proto, m.v6), (o.proto, o.v6));
             assert!(m.flow_id <= tapstream_ingest::flow::FLOW_ID_MASK);
@@ -202,7 +215,11 @@ impl Harness {
                 let Some(o) = self.open.get_mut(&p.slot) else {
                     panic!("packet placed in empty slot {}", p.slot);
                 };
-                let want = if p.dir == Direction::Forward { side } else { reverse };
+                let want = if p.dir == Direction::Forward {
+                    side
+                } else {
+                    reverse
+                };
                 assert_eq!((o.fwd, o.bwd), want, "direction {:?}", p.dir);
                 assert_eq!((o.proto, o.v6), (rec.proto, rec.v6));
                 o.pkts += 1;
@@ -217,7 +234,10 @@ impl Harness {
         self.table.advance(now, &mut |e| events.push(e));
         for e in &self.events {
             assert!(
-                matches!(e.meta.reason, EndReason::IdleTimeout | EndReason::TcpTermination),
+                matches!(
+                    e.meta.reason,
+                    EndReason::IdleTimeout | EndReason::TcpTermination
+                ),
                 "advance ended a flow for {:?}",
                 e.meta.reason
             );

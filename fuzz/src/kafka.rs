@@ -144,7 +144,10 @@ pub fn kafka_packets(data: &[u8]) {
                 assert_eq!(bytes.as_slice(), payload);
                 assert!(*orig as usize >= payload.len());
                 if input.ts_us.is_none() {
-                    assert_eq!(Some(*ts), input.timestamp_ms.and_then(|ms| ms.checked_mul(1000)));
+                    assert_eq!(
+                        Some(*ts),
+                        input.timestamp_ms.and_then(|ms| ms.checked_mul(1000))
+                    );
                 }
                 if input.linktype.is_none() {
                     assert_eq!(*lt, default_lt);

@@ -152,7 +152,14 @@ fn snoop(frames: &[(i64, Frame)]) -> Vec<u8> {
         let rec = 24 + data.len().div_ceil(4) * 4;
         let secs = (ts_us / 1_000_000) as u32;
         let us = (ts_us % 1_000_000) as u32;
-        for v in [data.len() as u32, data.len() as u32, rec as u32, 0, secs, us] {
+        for v in [
+            data.len() as u32,
+            data.len() as u32,
+            rec as u32,
+            0,
+            secs,
+            us,
+        ] {
             out.extend(v.to_be_bytes());
         }
         let start = out.len();
@@ -342,7 +349,11 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
         out.push(("decode", format!("frame-{name}"), bytes));
     }
     for (i, len) in [64, 256, 1024, 4096].into_iter().enumerate() {
-        out.push(("flow_table", format!("noise-{len}"), noise(i as u64 + 1, len)));
+        out.push((
+            "flow_table",
+            format!("noise-{len}"),
+            noise(i as u64 + 1, len),
+        ));
         out.push((
             "eve_roundtrip",
             format!("noise-{len}"),
@@ -405,10 +416,19 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
     let header = CSV_COLUMNS.join(",");
     let (row, json) = (csv_row(), json_row());
     let flows = [
-        ("csv-header-message", join_messages(false, &[&header, &row, &row])),
-        ("csv-configured-header", join_messages(true, &[&header, &row])),
+        (
+            "csv-header-message",
+            join_messages(false, &[&header, &row, &row]),
+        ),
+        (
+            "csv-configured-header",
+            join_messages(true, &[&header, &row]),
+        ),
         ("json", join_messages(false, &[&json])),
-        ("mixed", join_messages(false, &[&json, &row, &header, &row, "{}"])),
+        (
+            "mixed",
+            join_messages(false, &[&json, &row, &header, &row, "{}"]),
+        ),
     ];
     for (name, bytes) in flows {
         out.push(("kafka_flows", name.to_string(), bytes));
@@ -461,7 +481,11 @@ mod tests {
         for (target, name, bytes) in all() {
             let path = seeds_dir().join(target).join(&name);
             let committed = std::fs::read(&path).unwrap_or_default();
-            assert!(committed == bytes, "{} is stale: regenerate the seeds", path.display());
+            assert!(
+                committed == bytes,
+                "{} is stale: regenerate the seeds",
+                path.display()
+            );
         }
     }
 
@@ -502,7 +526,11 @@ mod tests {
             } else {
                 LINK_TYPES[usize::from(bytes[0])]
             };
-            let data = if bytes[0] >= RAW_LINK_TYPE { &bytes[5..] } else { &bytes[1..] };
+            let data = if bytes[0] >= RAW_LINK_TYPE {
+                &bytes[5..]
+            } else {
+                &bytes[1..]
+            };
             let p = tapstream_ingest::RawPacket {
                 ts_us: 0,
                 link_type: lt,
