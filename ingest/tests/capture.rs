@@ -545,3 +545,52 @@ fn truncated_gzip_stream_is_reported() {
         assert_eq!(packets, &whole[..packets.len()]);
     }
 }
+
+/// Fuzz finding (`capture_reader`, buffer sizes disagreed): a gzip stream
+/// damaged after some good data lost the packets decompressed in the read
+/// that met the damage (flate2's reader returns only the error), so with the
+/// default 1 MiB buffer a small damaged capture was "not a readable gzip
+/// stream" and gave no packet. Now every packet before the damage comes out,
+/// then `Corrupt` at the decompressed offset of the damage, for any buffer.
+#[test]
+fn damaged_gzip_keeps_the_packets_before_the_damage() {
+    use std::io::Write;
+    let frames: Vec<(i64, Frame)> = (0..50)
+        .map(|i| {
+            (
+                i,
+                Frame::udp(v4("1.1.1.1"), v4("2.2.2.2"), 53, i as u16, 100),
+            )
+        })
+        .collect();
+    let pcap = pcap_bytes(&frames);
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(&pcap).expect("write to Vec");
+    // A sync flush ends on a byte boundary; 0xFF there starts a deflate
+    // block of the reserved type 3: damage right after the 50 packets.
+    e.flush().expect("flush to Vec");
+    let mut damaged = e.get_ref().clone();
+    damaged.extend([0xFF; 8]);
+    let whole = read_all(reader(&gzip(&pcap)).expect("open"), 100);
+    assert_eq!(whole.len(), 50);
+    for size in [16, 100, 4096, 1 << 20] {
+        let mut r = CaptureReader::with_buffer_size(Box::new(Cursor::new(damaged.clone())), size)
+            .expect("the damage is after the file header");
+        let mut got = Vec::new();
+        let end = loop {
+            match r.next_packet() {
+                Ok(Some(p)) => got.push(pkt(p.ts_us, p.link_type, p.data)),
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        assert_eq!(got, whole, "buffer {size}");
+        match end {
+            Some(CaptureError::Corrupt { offset, reason }) => {
+                assert_eq!(offset, pcap.len() as u64, "buffer {size}: {reason}");
+                assert!(reason.contains("corrupt deflate stream"), "{reason}");
+            }
+            other => panic!("buffer {size}: want Corrupt, got {other:?}"),
+        }
+    }
+}

@@ -11,8 +11,7 @@
 
 use std::io::{self, Chain, Cursor, Read};
 
-use flate2::read::MultiGzDecoder;
-
+use super::gzip::GzReader;
 use super::CaptureError;
 
 /// Counts the bytes read from the underlying file (compressed bytes for gzip).
@@ -37,7 +36,7 @@ pub(crate) enum Source {
     /// An uncompressed file.
     Plain(Sniffed),
     /// A gzip file (several members are read as one stream).
-    Gzip(Box<MultiGzDecoder<Sniffed>>),
+    Gzip(Box<GzReader<Sniffed>>),
 }
 
 impl Source {
@@ -59,7 +58,7 @@ impl Source {
         let gzip = prefix == [0x1f, 0x8b];
         let chained = Cursor::new(prefix).chain(counting);
         if gzip {
-            Ok((Source::Gzip(Box::new(MultiGzDecoder::new(chained))), true))
+            Ok((Source::Gzip(Box::new(GzReader::new(chained))), true))
         } else {
             Ok((Source::Plain(chained), false))
         }

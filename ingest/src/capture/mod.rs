@@ -31,6 +31,7 @@
 //!   libpcap does; pcap "modified" (Kuznetsov) files are read too.
 
 mod buf;
+mod gzip;
 mod pcap;
 mod pcapng;
 mod snoop;
@@ -81,10 +82,12 @@ pub enum CaptureError {
     /// length, a trailing block length that differs from the leading one, a
     /// file that ends inside a pcapng block that is not a packet, or a broken
     /// or cut gzip stream (there the gzip layer cannot tell whether a record
-    /// was cut, so no packet is lost by count). The packets before it were valid.
+    /// was cut, so no packet is lost by count). The packets before it were
+    /// valid, and all of them were returned, whatever the buffer size.
     #[error("corrupt capture at byte {offset}: {reason}")]
     Corrupt {
-        /// Offset in the (decompressed) stream of the bad record or block.
+        /// Offset in the (decompressed) stream of the bad record or block;
+        /// for a gzip error, the bytes decompressed before the damage.
         offset: u64,
         /// What was wrong, in one line.
         reason: String,
