@@ -20,6 +20,11 @@ pub struct Setup {
     pub timeout: u16,
     /// `tcp_close_linger_us`.
     pub linger: u16,
+    /// Emergency mode's idle limits (capped at the flow timeout by the
+    /// table) and its recovery mark, 1 + this % 100 percent.
+    pub emergency_timeout: u16,
+    pub emergency_new_timeout: u16,
+    pub emergency_recovery: u8,
 }
 
 /// One step of the sequence.
@@ -236,7 +241,9 @@ impl Harness {
             assert!(
                 matches!(
                     e.meta.reason,
-                    EndReason::IdleTimeout | EndReason::TcpTermination
+                    EndReason::IdleTimeout
+                        | EndReason::TcpTermination
+                        | EndReason::EmergencyTimeout
                 ),
                 "advance ended a flow for {:?}",
                 e.meta.reason
@@ -284,6 +291,9 @@ pub fn flow_table(data: &[u8]) {
         activity_timeout_us: 1,
         tcp_close_linger_us: i64::from(setup.linger),
         max_flows: 1 + usize::from(setup.max_flows % 16),
+        emergency_timeout_us: 1 + i64::from(setup.emergency_timeout),
+        emergency_new_timeout_us: 1 + i64::from(setup.emergency_new_timeout),
+        emergency_recovery_pct: 1 + u32::from(setup.emergency_recovery % 100),
     };
     let mut h = Harness {
         table: FlowTable::new(cfg).expect("a valid config"),
