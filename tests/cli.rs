@@ -137,6 +137,51 @@ fn missing_model_is_a_clear_error() {
     assert!(stderr.contains("/nonexistent/model.onnx"), "{stderr}");
 }
 
+/// A model that breaks the contract stops the run before anything starts:
+/// non-zero exit, an error naming the model's fault, and an existing EVE
+/// file left as it was (the sink opens only after the model is accepted).
+#[test]
+fn model_with_the_wrong_shape_is_refused_before_start() {
+    if !have_ort("model_with_the_wrong_shape_is_refused_before_start") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = demo_pcap(dir.path());
+    let eve = dir.path().join("eve.json");
+    let before = "{\"event_type\":\"alert\",\"earlier\":true}\n";
+    std::fs::write(&eve, before).unwrap();
+    let cfg = dir.path().join("t.toml");
+    std::fs::write(
+        &cfg,
+        format!("[output]\neve = {:?}\n", eve.display().to_string()),
+    )
+    .unwrap();
+    for (model, says) in [
+        ("input_width.onnx", "4 wide"),
+        ("int64_input.onnx", "float32"),
+        ("wrong_width.onnx", "probability columns"),
+        ("threshold2.onnx", "threshold"),
+    ] {
+        let o = output(
+            bin()
+                .args(["run", "--pcap"])
+                .arg(&pcap)
+                .arg("--model")
+                .arg(root().join("inference/tests/data").join(model))
+                .arg("--config")
+                .arg(&cfg),
+        );
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{model} was accepted: {stderr}");
+        assert!(o.stdout.is_empty(), "{model}: wrote to stdout");
+        assert!(
+            stderr.contains(model) && stderr.contains(says),
+            "{model}: {stderr}"
+        );
+        assert_eq!(std::fs::read_to_string(&eve).unwrap(), before, "{model}");
+    }
+}
+
 #[test]
 fn default_config_round_trips() {
     let o = output(bin().arg("config"));
