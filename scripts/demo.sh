@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh run
 scripts/fetch-onnxruntime.sh >/dev/null
 cargo build --release --locked --quiet
+bin="${CARGO_TARGET_DIR:-target}/release/tapstream"
 mkdir -p target/demo
-target/release/tapstream demo-pcap --out target/demo/demo.pcap
-exec target/release/tapstream run --pcap target/demo/demo.pcap "$@"
+"$bin" demo-pcap --out target/demo/demo.pcap
+exec "$bin" run --pcap target/demo/demo.pcap "$@"

@@ -18,7 +18,7 @@
 #   scripts/gpu-check.sh [BIN] [CAPTURES.tar.xz]
 # Results go to $OUT (the device tool's output folder) or target/gpu-check.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 bin=${1:-.gpu/tapstream}
 archive=${2:-.gpu/ether-captures.tar.xz}
 out=${OUT:-target/gpu-check}

@@ -25,7 +25,7 @@
 # target/gpu-inference. GPU_SCORE_ONLY=1 runs step 1 alone (for a short
 # device budget).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 bin=${1:-.gpu/tapstream}
 out=${OUT:-target/gpu-inference}
 mkdir -p "$out"

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 pcap=${1:-target/bench/bench.pcap}
 chunk=${2:-1024}
-bin=${TAPSTREAM_BIN:-target/release/tapstream}
+bin=${TAPSTREAM_BIN:-${CARGO_TARGET_DIR:-target}/release/tapstream}
 [ -x "$bin" ] || cargo build --release --locked
 [ -f "$pcap" ] || { echo "no capture $pcap (build it: $bin make-bench-pcap --data ../shared/data --out $pcap)" >&2; exit 1; }
 tansu=$(scripts/fetch-tansu.sh)

@@ -54,8 +54,7 @@ step() {
 step "hadolint" "${bin}/hadolint" deploy/Dockerfile deploy/Dockerfile.cuda
 
 # --- shell ---------------------------------------------------------------------
-step "shellcheck" "${bin}/shellcheck" scripts/lint-deploy.sh scripts/fetch-onnxruntime-gpu.sh \
-    scripts/fetch-onnxruntime.sh deploy/kafka-local.sh
+step "shellcheck" "${bin}/shellcheck" scripts/*.sh deploy/*.sh
 
 # --- YAML and Kubernetes ------------------------------------------------------------
 step "yamllint" "${bin}/yamllint" --strict \

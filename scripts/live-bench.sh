@@ -13,7 +13,7 @@
 #      default auto), BUFFER_MIB (kernel ring per capture thread, default
 #      256), PIN (CPU list: run tapstream and tcpreplay on these CPUs only,
 #      e.g. PIN=0 to overload it on purpose), TAPSTREAM (binary; default
-#      target/release/tapstream, built if missing), OUT (result directory,
+#      ${CARGO_TARGET_DIR:-target}/release/tapstream, built if missing), OUT (result directory,
 #      default target/live-bench), KEEP (keep the scratch directory).
 # Needs root, iproute2 and tcpreplay (scripts/install-deps.sh bench).
 set -euo pipefail
@@ -25,7 +25,7 @@ threads=("$@")
 [ ${#threads[@]} -eq 0 ] && threads=(1 2)
 limit=${LIMIT:-1000000}
 out=${OUT:-target/live-bench}
-bin=${TAPSTREAM:-target/release/tapstream}
+bin=${TAPSTREAM:-${CARGO_TARGET_DIR:-target}/release/tapstream}
 
 [ "$(id -u)" -eq 0 ] || { echo "live-bench: needs root (network namespaces)" >&2; exit 1; }
 for t in ip tcpreplay python3; do
@@ -109,6 +109,6 @@ print("\t".join(str(x) for x in [
     s["flows"], s["alerts"], f"{cpu_s:.2f}", f"{cpu_s / max(s['packets'], 1) * 1e9:.0f}"]))
 PY
 done
-[ -n "${KEEP:-}" ] && echo "live-bench: kept $work" || rm -rf "$work"
+if [ -n "${KEEP:-}" ]; then echo "live-bench: kept $work"; else rm -rf "$work"; fi
 echo "live-bench: $cores cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 column -t "$results"

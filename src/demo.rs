@@ -9,13 +9,14 @@
 //! evaluation set: the model's measured accuracy comes from the held-out
 //! split of the training data (see the README).
 //!
-//! Randomness comes from a fixed-seed SplitMix64 generator written here, so
-//! the file is byte-identical on every machine and every version of every
+//! Randomness comes from the fixed-seed generator in [`crate::rng`], so the
+//! file is byte-identical on every machine and every version of every
 //! dependency.
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::rng::SplitMix64;
 use tapstream_ingest::packet::tcp_flags::{ACK, FIN, PSH, RST, SYN};
 use tapstream_ingest::pcapgen::{Frame, PcapWriter, LINKTYPE_ETHERNET};
 
@@ -33,24 +34,6 @@ pub struct DemoStats {
     pub attack_sessions: u64,
 }
 
-/// SplitMix64: tiny, fast and stable forever (unlike a crate's default RNG).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
-
 /// One packet to write, in time order after sorting.
 struct Pkt {
     ts: i64,
@@ -61,7 +44,7 @@ struct Pkt {
 /// Collects the packets of all sessions, then sorts them by time.
 struct Trace {
     pkts: Vec<Pkt>,
-    rng: Rng,
+    rng: SplitMix64,
     stats: DemoStats,
 }
 
@@ -279,7 +262,7 @@ impl Trace {
 pub fn write_demo<W: Write>(out: W) -> io::Result<DemoStats> {
     let mut trace = Trace {
         pkts: Vec::new(),
-        rng: Rng(0x7a95_57e4_11c0_0001),
+        rng: SplitMix64::new(0x7a95_57e4_11c0_0001),
         stats: DemoStats::default(),
     };
     trace.benign();

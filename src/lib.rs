@@ -24,6 +24,7 @@ pub mod privileges;
 pub mod reload;
 pub mod reopen;
 pub mod report;
+pub mod rng;
 pub mod summary;
 pub mod telemetry;
 

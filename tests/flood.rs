@@ -34,6 +34,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use tapstream::rng::SplitMix64;
 use util::{bin, demo_pcap, have_ort, root};
 
 /// Packets of the flood itself (the demo capture's come on top).
@@ -56,27 +57,23 @@ const WAVE_US: i64 = 15_000_000;
 /// for the 1 s emergency limit of unanswered flows to drain every table.
 const WAVE_START_US: [i64; 3] = [2_000_000, 22_000_000, 42_000_000];
 
-/// SplitMix64 with a fixed seed: the same flood on every machine.
-struct Rng(u64);
+/// Spoofed addresses and ports from a fixed-seed generator: the same flood
+/// on every machine.
+trait Spoof {
+    fn spoofed(&mut self) -> [u8; 4];
+    fn port(&mut self) -> u16;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
+impl Spoof for SplitMix64 {
     /// A spoofed unicast source in 1.0.0.0–126.255.255.255 (never the
     /// demo's 198.18.0.0/15 or the victim).
     fn spoofed(&mut self) -> [u8; 4] {
-        let a = 0x0100_0000 + (self.next() % 0x7e00_0000) as u32;
+        let a = 0x0100_0000 + (self.next_u64() % 0x7e00_0000) as u32;
         a.to_be_bytes()
     }
 
     fn port(&mut self) -> u16 {
-        1 + (self.next() % 65_535) as u16
+        1 + (self.next_u64() % 65_535) as u16
     }
 }
 
@@ -98,7 +95,7 @@ enum Wave {
 /// little-endian microsecond pcap stream.
 struct Flood<W: Write> {
     out: W,
-    rng: Rng,
+    rng: SplitMix64,
     /// The demo capture's records (header and data), in time order.
     demo: Vec<(i64, Vec<u8>)>,
     next_demo: usize,
@@ -116,7 +113,7 @@ impl<W: Write> Flood<W> {
         out.write_all(&1u32.to_le_bytes())?; // Ethernet
         Ok(Flood {
             out,
-            rng: Rng(0x0f10_0d00_5eed_0001),
+            rng: SplitMix64::new(0x0f10_0d00_5eed_0001),
             demo,
             next_demo: 0,
             flood: 0,
@@ -166,7 +163,7 @@ impl<W: Write> Flood<W> {
                     let n = tcp(&mut f, src, VICTIM, sport, 80, 0x02);
                     self.frame(ts, &f[..n])?;
                     i += 1;
-                    if self.rng.next() % 4 == 0 && i < packets {
+                    if self.rng.next_u64() % 4 == 0 && i < packets {
                         let n = tcp(&mut f, VICTIM, src, 80, sport, 0x12);
                         self.frame(ts, &f[..n])?;
                         i += 1;
@@ -174,18 +171,18 @@ impl<W: Write> Flood<W> {
                 }
                 Wave::Udp => {
                     let dport = self.rng.port();
-                    let payload = (self.rng.next() % 64) as usize;
+                    let payload = (self.rng.next_u64() % 64) as usize;
                     let n = ipv4(&mut f, src, VICTIM, 17, 8 + payload, 0, 0);
                     udp_header(&mut f[n..], sport, dport, 8 + payload);
                     self.frame(ts, &f[..n + 8 + payload])?;
                     i += 1;
                 }
                 Wave::Fragments => {
-                    let id = self.rng.next() as u16;
+                    let id = self.rng.next_u64() as u16;
                     // Offsets in 8-byte units; MF (0x2000) on all but the
                     // last. Three in four datagrams arrive whole (a first
                     // fragment opens a flow), the rest as a lone orphan.
-                    let whole = self.rng.next() % 4 != 0;
+                    let whole = self.rng.next_u64() % 4 != 0;
                     let parts: &[(u16, usize)] = if whole {
                         &[(0x2000, 32), (4, 16)]
                     } else {

@@ -19,7 +19,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use tapstream_connectors::kafka::testing::Tansu;
 
-use crate::util::{bin, demo_pcap, have_ort, output};
+use crate::util::{bin, demo_pcap, have_ort, metric, output, wait_until};
 
 /// Flow ids of the alerts in an EVE file, with how often each appears.
 pub fn alert_ids(eve: &Path) -> BTreeMap<u64, usize> {
@@ -288,14 +288,6 @@ impl Drop for Member {
 }
 
 /// Waits until `cond` holds, failing with `what` after `limit`.
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let t = std::time::Instant::now();
-    while !cond() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Flow ids of every alert in the `alerts` topic (read from the start
 /// until nothing new comes for a few seconds), with how often each appears.
 fn read_alerts(brokers: &str) -> BTreeMap<u64, usize> {
@@ -783,15 +775,6 @@ fn scrape(addr: &str) -> Option<String> {
     text.contains("200 OK").then_some(text)
 }
 
-/// The value of the first sample of `name` (any labels) in Prometheus text.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[test]
 fn a_kafka_member_serves_its_counters_to_prometheus() {
     let test = "a_kafka_member_serves_its_counters_to_prometheus";
@@ -838,27 +821,27 @@ fn a_kafka_member_serves_its_counters_to_prometheus() {
     let mut text = String::new();
     wait_until("read lag 0 in the metrics", Duration::from_secs(30), || {
         text = scrape(&addr).unwrap_or_default();
-        sample(&text, "tapstream_kafka_read_lag_messages") == Some(0.0)
+        metric(&text, "tapstream_kafka_read_lag_messages") == Some(0.0)
     });
     // Open flows hold commits back (the demo's flows are all open until
     // the end with the default timeouts), so the commit lag is above 0.
     assert!(
-        sample(&text, "tapstream_kafka_commit_lag_messages").unwrap_or(0.0) > 0.0,
+        metric(&text, "tapstream_kafka_commit_lag_messages").unwrap_or(0.0) > 0.0,
         "{text}"
     );
     assert_eq!(
-        sample(&text, "tapstream_kafka_messages_consumed_total"),
+        metric(&text, "tapstream_kafka_messages_consumed_total"),
         Some(messages as f64),
         "{text}"
     );
     // Counted as they are read, not at the end of the run.
     assert_eq!(
-        sample(&text, "tapstream_packets_read_total"),
+        metric(&text, "tapstream_packets_read_total"),
         Some(packets_in(&pcap) as f64),
         "{text}"
     );
     assert!(
-        sample(&text, "tapstream_packets_processed_total").unwrap_or(0.0) > 10_000.0,
+        metric(&text, "tapstream_packets_processed_total").unwrap_or(0.0) > 10_000.0,
         "{text}"
     );
     assert!(

@@ -18,7 +18,7 @@ use tapstream_ingest::flow::FlowConfig;
 use tapstream_ingest::{decode, CaptureReader, PacketRecord};
 use tapstream_kernels::{FlowBatch, ShardProcessor};
 
-use crate::util::{bin, have_ort, output, root};
+use crate::util::{bin, have_ort, output, root, wait_until};
 
 /// Remembers which model scored each alert.
 struct Recorder(Arc<Mutex<Vec<String>>>);
@@ -60,17 +60,6 @@ fn demo_batches(dir: &Path) -> Vec<FlowBatch> {
     shard.flush(&mut out);
     batches.push(out);
     batches
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !done() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -126,14 +115,18 @@ fn good_model_swaps_in_bad_model_is_refused_no_flow_lost() {
     // A good model with other features and labels replaces the file.
     std::fs::copy(root().join("inference/tests/data/linear3.onnx"), &model).unwrap();
     reload.request();
-    wait_for("the new model", || reload.counts().loaded == 1);
+    wait_until("the new model", Duration::from_secs(20), || {
+        reload.counts().loaded == 1
+    });
     for b in &batches[third..2 * third] {
         send(b);
     }
     // A broken file is refused; the model in use goes on.
     std::fs::write(&model, b"not a model").unwrap();
     reload.request();
-    wait_for("the refusal", || reload.counts().refused == 1);
+    wait_until("the refusal", Duration::from_secs(20), || {
+        reload.counts().refused == 1
+    });
     for b in &batches[2 * third..] {
         send(b);
     }

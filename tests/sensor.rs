@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{bin, have_ort, output, root};
+use crate::util::{bin, have_ort, metric, output, root, wait_until};
 
 /// Two namespaces joined by a veth pair; removed on drop.
 struct Netns {
@@ -135,14 +135,6 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !cond() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The metrics text, fetched inside namespace `ns`.
 fn scrape(ns: &str, port: u16) -> Option<String> {
     let o = Netns::exec(ns, "curl")
@@ -153,15 +145,6 @@ fn scrape(ns: &str, port: u16) -> Option<String> {
     o.status
         .success()
         .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
-}
-
-/// The value of an unlabelled (or first labelled) sample of `name`.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// Packet records in a capture file.

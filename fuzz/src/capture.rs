@@ -1,6 +1,7 @@
 //! `capture_reader` and `decode`: capture files and frames from any bytes.
 
 use std::io::Cursor;
+use std::sync::LazyLock;
 
 use tapstream_ingest::capture::{
     CaptureError, CaptureReader, RawPacket, LINKTYPE_UNKNOWN, MAX_RECORD_LEN,
@@ -8,44 +9,14 @@ use tapstream_ingest::capture::{
 use tapstream_ingest::decode::{flow_hash, linktype};
 use tapstream_ingest::PacketRecord;
 
-/// Link types the `decode` target picks from with its first byte (the ones
-/// `decode` knows, one it does not, and "unknown interface").
-pub const LINK_TYPES: &[u32] = &[
-    linktype::NULL,
-    linktype::ETHERNET,
-    linktype::SLIP,
-    linktype::PPP,
-    linktype::FDDI,
-    linktype::RAW_12,
-    linktype::RAW_14,
-    linktype::PPP_HDLC,
-    linktype::ATM_RFC1483,
-    linktype::RAW,
-    linktype::C_HDLC,
-    linktype::IEEE802_11,
-    linktype::LINUX_ATM_CLIP,
-    linktype::FRELAY,
-    linktype::LOOP,
-    linktype::LINUX_SLL,
-    linktype::IEEE802_11_RADIOTAP,
-    linktype::ARCNET_LINUX,
-    linktype::JUNIPER_ETHER,
-    linktype::PPI,
-    linktype::PPP_WITH_DIR,
-    linktype::IPNET,
-    linktype::IPV4,
-    linktype::IPV6,
-    linktype::NFLOG,
-    linktype::IPOIB,
-    linktype::PKTAP,
-    linktype::LINUX_SLL2,
-    linktype::DSA_TAG_BRCM,
-    linktype::DSA_TAG_BRCM_PREPEND,
-    linktype::DSA_TAG_DSA,
-    linktype::DSA_TAG_EDSA,
-    147,
-    LINKTYPE_UNKNOWN,
-];
+/// Link types the `decode` target picks from with its first byte: the ones
+/// `decode` knows ([`linktype::ALL`]), one it does not, and "unknown
+/// interface".
+pub static LINK_TYPES: LazyLock<Vec<u32>> = LazyLock::new(|| {
+    let mut v = linktype::ALL.to_vec();
+    v.extend([147, LINKTYPE_UNKNOWN]);
+    v
+});
 
 /// A first byte at or above this takes the link type from the next four
 /// bytes (little-endian) instead of from [`LINK_TYPES`].

@@ -6,39 +6,15 @@ use arbitrary::{Arbitrary, Unstructured};
 use serde_json::Value;
 use tapstream_connectors::eve::{proto_name, Alert, EveWriter, ModelInfo};
 use tapstream_ingest::flowmeta::ip_addr;
-use tapstream_ingest::{EndReason, FlowMeta};
+use tapstream_ingest::FlowMeta;
 
 /// Everything an alert is made of, unconstrained.
 #[derive(Arbitrary, Debug)]
 pub struct Input {
     /// Community ID seed.
     pub seed: u16,
-    /// Flow identity and counters.
-    pub flow_id: u64,
-    /// Source address bytes.
-    pub src: [u8; 16],
-    /// Destination address bytes.
-    pub dst: [u8; 16],
-    /// Ports.
-    pub sport: u16,
-    /// Ports.
-    pub dport: u16,
-    /// IP protocol.
-    pub proto: u8,
-    /// IPv6.
-    pub v6: bool,
-    /// ICMP type.
-    pub icmp_type: u8,
-    /// ICMP code.
-    pub icmp_code: u8,
-    /// First packet time.
-    pub start_us: i64,
-    /// Last packet time.
-    pub last_us: i64,
-    /// Counters.
-    pub counts: [u64; 4],
-    /// Index into [`EndReason::ALL`].
-    pub reason: u8,
+    /// The flow: identity, times, counters, end reason (any values).
+    pub flow: FlowMeta,
     /// Score and threshold.
     pub score: f32,
     /// Threshold.
@@ -62,27 +38,9 @@ pub fn eve_roundtrip(data: &[u8]) {
     let Ok(i) = Input::arbitrary(&mut u) else {
         return;
     };
-    let flow = FlowMeta {
-        flow_id: i.flow_id,
-        src: i.src,
-        dst: i.dst,
-        sport: i.sport,
-        dport: i.dport,
-        proto: i.proto,
-        v6: i.v6,
-        icmp_type: i.icmp_type,
-        icmp_code: i.icmp_code,
-        start_us: i.start_us,
-        last_us: i.last_us,
-        pkts_fwd: i.counts[0],
-        pkts_bwd: i.counts[1],
-        bytes_fwd: i.counts[2],
-        bytes_bwd: i.counts[3],
-        reason: EndReason::ALL[usize::from(i.reason) % EndReason::ALL.len()],
-    };
     let model = ModelInfo::new(i.model.0, i.model.1, i.model.2);
     let alert = Alert {
-        flow: &flow,
+        flow: &i.flow,
         score: i.score,
         class: &i.class,
         class_index: i.class_index,

@@ -119,6 +119,44 @@ pub mod linktype {
     pub const DSA_TAG_DSA: u32 = 284;
     /// Ethernet with an 8-byte Marvell EDSA tag after the MAC addresses.
     pub const DSA_TAG_EDSA: u32 = 285;
+
+    /// Every link type [`decode`](super::decode) understands (any other is
+    /// skipped as `UnsupportedLinkType`), for users listing them and for
+    /// tests and fuzzers choosing one.
+    pub const ALL: &[u32] = &[
+        NULL,
+        ETHERNET,
+        SLIP,
+        PPP,
+        FDDI,
+        RAW_12,
+        RAW_14,
+        PPP_HDLC,
+        ATM_RFC1483,
+        RAW,
+        C_HDLC,
+        IEEE802_11,
+        LINUX_ATM_CLIP,
+        FRELAY,
+        LOOP,
+        LINUX_SLL,
+        IEEE802_11_RADIOTAP,
+        ARCNET_LINUX,
+        JUNIPER_ETHER,
+        PPI,
+        PPP_WITH_DIR,
+        IPNET,
+        IPV4,
+        IPV6,
+        NFLOG,
+        IPOIB,
+        PKTAP,
+        LINUX_SLL2,
+        DSA_TAG_BRCM,
+        DSA_TAG_BRCM_PREPEND,
+        DSA_TAG_DSA,
+        DSA_TAG_EDSA,
+    ];
 }
 
 const ETH_IPV4: u16 = 0x0800;

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Why a flow ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[non_exhaustive]
 pub enum EndReason {
     /// TCP teardown (FIN exchange and final ACK, or RST) was complete and the
@@ -59,6 +60,7 @@ impl EndReason {
 /// Identity and counters of an ended flow, oriented CICFlowMeter's way:
 /// `src` sent the flow's first packet ("forward").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct FlowMeta {
     /// Stable identifier: a hash of the oriented 5-tuple and the start time,
     /// masked to 51 bits so JSON consumers keep it exact. The same capture

@@ -799,3 +799,51 @@ fn hash_avalanche() {
         }
     }
 }
+
+/// `linktype::ALL` is exactly the set `decode` handles: below 1024 (past
+/// every assigned DLT it knows), a link type is refused as unsupported if
+/// and only if it is not in the list. PPI and PKTAP name an inner link type
+/// in their header, so they are refused only when that one is unknown.
+#[test]
+fn linktype_all_is_what_decode_handles() {
+    let mut listed = linktype::ALL.to_vec();
+    listed.sort_unstable();
+    listed.dedup();
+    assert_eq!(
+        listed.len(),
+        linktype::ALL.len(),
+        "a link type listed twice"
+    );
+    let frames = [
+        vec![0u8; 128],
+        vec![0xffu8; 128],
+        Frame::tcp(ip("198.18.0.1"), ip("198.18.0.2"), 1, 2, tcp_flags::SYN, 0).to_bytes(),
+    ];
+    let wrappers = [linktype::PPI, linktype::PKTAP];
+    for lt in 0..1024u32 {
+        for (i, f) in frames.iter().enumerate() {
+            if wrappers.contains(&lt) && i > 0 {
+                continue; // the inner link type comes from the frame
+            }
+            let unsupported = run(lt, f) == Err(SkipReason::UnsupportedLinkType);
+            assert_eq!(
+                unsupported,
+                !linktype::ALL.contains(&lt),
+                "link type {lt}, frame {i}"
+            );
+        }
+    }
+    // A wrapper around an unknown link type is refused; around Ethernet, not.
+    let mut ppi = vec![0u8, 0, 8, 0, 147, 0, 0, 0];
+    ppi.extend(&frames[2]);
+    assert_eq!(
+        run(linktype::PPI, &ppi),
+        Err(SkipReason::UnsupportedLinkType)
+    );
+    ppi[4] = 1;
+    assert!(run(linktype::PPI, &ppi).is_ok());
+    assert_eq!(
+        run(LINKTYPE_UNKNOWN, &frames[2]),
+        Err(SkipReason::UnsupportedLinkType)
+    );
+}

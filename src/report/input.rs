@@ -6,6 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+
+use crate::rng::SplitMix64;
 use tapstream_ingest::capture::{CaptureError, CaptureReader};
 use tapstream_ingest::decode::decode;
 use tapstream_ingest::flow::FlowConfig;
@@ -330,25 +332,6 @@ impl Perturbation {
     }
 }
 
-/// SplitMix64: a small, fixed, seedable generator (no dependency, and the
-/// same numbers on every machine).
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..=max`.
-    fn upto(&mut self, max: u64) -> u64 {
-        ((u128::from(self.next()) * (u128::from(max) + 1)) >> 64) as u64
-    }
-}
-
 /// Which records the attacker sent: those from the initiator (the source
 /// address and port of the first packet with the same symmetric flow hash).
 pub fn attacker_mask(recs: &[PacketRecord]) -> Vec<bool> {
@@ -364,7 +347,7 @@ pub fn attacker_mask(recs: &[PacketRecord]) -> Vec<bool> {
 /// `recs` with `p` applied to the attacker's packets, using `seed`.
 pub fn perturb(recs: &[PacketRecord], p: Perturbation, seed: u64) -> Vec<PacketRecord> {
     let attacker = attacker_mask(recs);
-    let mut rng = SplitMix64(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut out = Vec::with_capacity(recs.len() + recs.len() / 4);
     for (r, &mine) in recs.iter().zip(&attacker) {
         let mut r = *r;
