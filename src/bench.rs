@@ -258,9 +258,13 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
     }
     if kept.len() < 65_536 {
         let take = out.len().min(65_536 - kept.len());
-        kept.metas.extend_from_slice(&out.metas[..take]);
-        kept.rows
-            .extend_from_slice(&out.rows[..take * tapstream_kernels::schema::NUM_FEATURES]);
+        kept.metas.extend(out.metas.iter().take(take).copied());
+        kept.rows.extend(
+            out.rows
+                .iter()
+                .take(take * tapstream_kernels::schema::NUM_FEATURES)
+                .copied(),
+        );
     }
     drop(recs);
 
@@ -271,34 +275,26 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
         let contract = m.engine.contract().clone();
         let mut input_rows = Vec::new();
         let mut preds: Vec<Prediction> = Vec::new();
-        let batch = cfg.inference.batch_rows;
+        let batch = cfg.inference.batch_rows.max(1);
         let rows = kept.len();
+        let width = tapstream_kernels::schema::NUM_FEATURES;
         // One warm-up call (a GPU provider initialises its libraries on the
         // first run).
-        if rows > 0 {
-            let k = batch.min(rows);
-            select_features(
-                &contract,
-                &kept.rows[..k * tapstream_kernels::schema::NUM_FEATURES],
-                k,
-                &mut input_rows,
-            );
+        if let Some(first) = kept.rows.chunks(batch * width).next() {
+            let k = first.len() / width;
+            select_features(&contract, first, k, &mut input_rows);
             m.engine
                 .infer(&input_rows, k, &mut preds)
                 .map_err(|e| anyhow::Error::new(e).context("inference warm-up"))?;
         }
         let t = Instant::now();
-        let mut done = 0usize;
-        while done < rows {
-            let k = batch.min(rows - done);
-            let slice = &kept.rows[done * tapstream_kernels::schema::NUM_FEATURES
-                ..(done + k) * tapstream_kernels::schema::NUM_FEATURES];
+        for slice in kept.rows.chunks(batch * width) {
+            let k = slice.len() / width;
             input_rows.clear();
             select_features(&contract, slice, k, &mut input_rows);
             m.engine
                 .infer(&input_rows, k, &mut preds)
                 .map_err(|e| anyhow::Error::new(e).context("inference"))?;
-            done += k;
         }
         stages.push(StageResult {
             name: format!("inference ({}, {}-row batches)", m.providers, batch),

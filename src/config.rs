@@ -776,7 +776,7 @@ impl Config {
                     format!("unknown provider {p:?}; the providers are tensorrt, cuda and cpu"),
                 ));
             }
-            if i.providers[..k].contains(p) {
+            if i.providers.iter().take(k).any(|q| q == p) {
                 return Err(invalid(
                     "inference.providers",
                     format!("{p:?} is listed twice"),

@@ -271,7 +271,7 @@ impl AlertStage {
                         marks.push(m);
                     }
                     let written = select_features(&contract, &b.rows, n, &mut input);
-                    metas.extend_from_slice(&b.metas[..written]);
+                    metas.extend(b.metas.iter().take(written).copied());
                     batcher.add(written, Instant::now());
                     b.clear();
                     let _ = pool.try_send(b);

@@ -162,14 +162,12 @@ pub fn compare(cpu: &FlowBatch, gpu: &FlowBatch) -> Parity {
             continue;
         };
         p.flows += 1;
-        for k in 0..NUM_FEATURES {
+        for ((&x, &y), &(name, kind)) in a.iter().zip(b).zip(FEATURES.iter()) {
             p.values += 1;
-            let (x, y) = (a[k], b[k]);
             if x.to_bits() == y.to_bits() {
                 continue;
             }
             p.differing += 1;
-            let (name, kind) = FEATURES[k];
             let problem = || format!("flow {i}, {name}: cpu {x} gpu {y}");
             match kind {
                 Kind::Integer => {

@@ -426,11 +426,7 @@ fn check_model(
     let mut host = Vec::new();
     select_features(&c, &cpu.rows, cpu.len(), &mut host);
     let flows = cpu.len();
-    let mut tiled = Vec::with_capacity(largest * width);
-    while tiled.len() < largest * width {
-        let take = (largest * width - tiled.len()).min(host.len());
-        tiled.extend_from_slice(&host[..take]);
-    }
+    let tiled: Vec<f32> = host.iter().copied().cycle().take(largest * width).collect();
     let device_input = dev.upload_f32(&tiled)?;
     let input_ptr = device_input.device_ptr();
 

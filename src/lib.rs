@@ -6,6 +6,20 @@
 //! `main.rs` is a thin command-line layer over it, and the integration tests
 //! drive it directly.
 
+// No panic on input-derived data: indexing, `unwrap`, `expect` and
+// `panic!` need a checked path or a local allow that says why it holds
+// (the same rule as the other library crates; a `[workspace.lints]` table
+// cannot state it once, as it would also apply to every test target).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
 pub mod bench;
 pub mod benchfile;
 pub mod config;

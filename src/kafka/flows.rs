@@ -225,15 +225,19 @@ impl FlowDecoder {
             let name = key.trim();
             match target_of(name) {
                 Target::Feature(i) => {
-                    row[i] = match value {
+                    let v = match value {
                         Value::Number(n) => n.as_f64().unwrap_or(f64::NAN),
                         Value::String(s) => parse_float(name, s)?,
                         other => return Err(bad(name, &other.to_string(), "not a number")),
                     };
-                    if !row[i].is_finite() {
+                    if !v.is_finite() {
                         return Err(bad(name, &value.to_string(), "not a finite number"));
                     }
-                    seen[i] = true;
+                    // `target_of` gives indices into FEATURES, so both exist.
+                    if let (Some(slot), Some(s)) = (row.get_mut(i), seen.get_mut(i)) {
+                        *slot = v;
+                        *s = true;
+                    }
                 }
                 Target::FlowId => {
                     ids.flow_id = match value {
@@ -298,7 +302,9 @@ impl FlowDecoder {
                     if !v.is_finite() {
                         return Err(bad(name, cell, "not a finite number"));
                     }
-                    row[i] = v;
+                    if let Some(slot) = row.get_mut(i) {
+                        *slot = v;
+                    }
                 }
                 Target::FlowId => ids.flow_id = numeric_flow_id(cell),
                 Target::SrcIp => ids.src = Some(cell),
@@ -326,7 +332,11 @@ impl FlowDecoder {
             }
             let t = target_of(name);
             match t {
-                Target::Feature(i) => seen[i] = true,
+                Target::Feature(i) => {
+                    if let Some(s) = seen.get_mut(i) {
+                        *s = true;
+                    }
+                }
                 Target::SrcIp => ids.src = Some(""),
                 Target::DstIp => ids.dst = Some(""),
                 Target::Timestamp => ids.timestamp = Some(Timestamp::Micros(0)),
@@ -509,10 +519,14 @@ fn parse_timestamp(text: &str) -> Option<i64> {
         .or_else(|| t.strip_suffix("+0000"))
         .unwrap_or(t);
     let b = t.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b' ' | b'T') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
+    let at = |i: usize| b.get(i).copied();
+    if b.len() < 19
+        || at(4) != Some(b'-')
+        || at(7) != Some(b'-')
+        || !matches!(at(10), Some(b' ' | b'T'))
+        || at(13) != Some(b':')
+        || at(16) != Some(b':')
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {

@@ -194,8 +194,9 @@ pub fn read_csvs(
             let start = rows.rows.len();
             rows.rows.resize(start + NUM_FEATURES, 0.0);
             for &(i, f) in &features {
-                if let Some(v) = cells.get(i).and_then(|s| s.trim().parse::<f64>().ok()) {
-                    rows.rows[start + f] = v;
+                let v = cells.get(i).and_then(|s| s.trim().parse::<f64>().ok());
+                if let (Some(v), Some(slot)) = (v, rows.rows.get_mut(start + f)) {
+                    *slot = v;
                 }
             }
             rows.labels.push(label);

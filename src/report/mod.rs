@@ -207,7 +207,9 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Written> {
                 Err(e) => {
                     let reason = format!("{e:#}");
                     if *bname == "cpu" {
-                        desc["error"] = json!(reason.clone());
+                        if let Some(d) = desc.as_object_mut() {
+                            d.insert("error".into(), json!(reason.clone()));
+                        }
                     }
                     unavailable
                         .push(json!({"variant": v.name, "backend": bname, "reason": reason}));
@@ -290,7 +292,7 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Written> {
         "input": input_json,
         "batch_sizes": sizes,
         "threshold_override": cfg.model.threshold,
-        "baseline": {"variant": variants[0].name, "backend": "cpu"},
+        "baseline": {"variant": variants.first().map(|v| v.name.as_str()), "backend": "cpu"},
         "backends": backends_json,
         "variants": variant_json,
         "results": results,
@@ -509,28 +511,21 @@ fn measure(
     let mut scores = Vec::with_capacity(n);
     let mut predicted = Vec::with_capacity(n);
     let (mut preds, mut raw) = (Vec::new(), Vec::new());
-    let mut done = 0;
-    while done < n {
-        let k = SCORE_BATCH.min(n - done);
+    let per_row = if contract.output == OutputKind::Probabilities {
+        classes
+    } else {
+        1
+    };
+    for chunk in input.chunks(SCORE_BATCH * width.max(1)) {
+        let k = chunk.len() / width.max(1);
         engine
-            .infer_raw(
-                &input[done * width..(done + k) * width],
-                k,
-                &mut preds,
-                &mut raw,
-            )
+            .infer_raw(chunk, k, &mut preds, &mut raw)
             .context("inference")?;
-        let per_row = if contract.output == OutputKind::Probabilities {
-            classes
-        } else {
-            1
-        };
         for (i, p) in preds.iter().enumerate() {
             let r = raw.get(i * per_row..(i + 1) * per_row).unwrap_or(&[]);
             scores.push(p.score);
             predicted.push(predicted_label(&contract, p, r, threshold));
         }
-        done += k;
     }
 
     // Latency: each size is warmed up once, then called until at least 20
@@ -538,7 +533,10 @@ fn measure(
     let mut points = Vec::new();
     let mut throughput = None;
     for &b in sizes {
-        let slice = &input[..b * width];
+        // Sizes are capped at the row count by `run`.
+        let slice = input
+            .get(..b * width)
+            .ok_or_else(|| anyhow!("batch size {b} is above the {n} rows"))?;
         engine.infer(slice, b, &mut preds).context("warm-up")?;
         let mut times = Vec::new();
         let start = Instant::now();
@@ -555,7 +553,11 @@ fn measure(
         }
         let total: f64 = times.iter().sum();
         times.sort_by(f64::total_cmp);
-        let pct = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        // At least three calls were timed.
+        let pct = |q: f64| {
+            let i = (times.len().saturating_sub(1) as f64 * q).round() as usize;
+            times.get(i).copied().unwrap_or(0.0)
+        };
         let rate = if total > 0.0 {
             (b * times.len()) as f64 / total
         } else {
@@ -599,10 +601,11 @@ fn metrics(rows: &Rows, s: &Scored, base: &Scored, contract: &ModelContract) -> 
     let mut correct = 0usize;
     let mut per: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new(); // rows, right, alerts
     let (mut benign, mut fp, mut attacks, mut detected) = (0usize, 0usize, 0usize, 0usize);
-    for i in 0..n {
-        let label = rows.labels[i].as_str();
-        let alert = s.scores[i] >= s.threshold;
-        let right = s.predicted[i] == label;
+    let scored = rows.labels.iter().zip(&s.scores).zip(&s.predicted);
+    for ((label, &score), predicted) in scored {
+        let label = label.as_str();
+        let alert = score >= s.threshold;
+        let right = predicted == label;
         correct += usize::from(right);
         let e = per.entry(label).or_default();
         e.0 += 1;
@@ -630,12 +633,12 @@ fn metrics(rows: &Rows, s: &Scored, base: &Scored, contract: &ModelContract) -> 
         .collect();
     let (mut decision_flips, mut class_flips) = (0usize, 0usize);
     let (mut max_d, mut sum_d) = (0f64, 0f64);
-    for i in 0..n {
-        let a = s.scores[i] >= s.threshold;
-        let b = base.scores[i] >= base.threshold;
-        decision_flips += usize::from(a != b);
-        class_flips += usize::from(s.predicted[i] != base.predicted[i]);
-        let d = (f64::from(s.scores[i]) - f64::from(base.scores[i])).abs();
+    let pairs = s.scores.iter().zip(&base.scores);
+    let classes = s.predicted.iter().zip(&base.predicted);
+    for ((&x, &y), (cx, cy)) in pairs.zip(classes) {
+        decision_flips += usize::from((x >= s.threshold) != (y >= base.threshold));
+        class_flips += usize::from(cx != cy);
+        let d = (f64::from(x) - f64::from(y)).abs();
         if d.is_finite() {
             max_d = max_d.max(d);
             sum_d += d;
@@ -667,14 +670,11 @@ fn detection(engine: &mut OnnxEngine, rows: &[f64], n: usize, threshold: f32) ->
     let width = contract.num_features();
     let input = model_input(&contract, rows, n);
     let mut preds = Vec::new();
-    let (mut done, mut hits) = (0, 0usize);
-    while done < n {
-        let k = SCORE_BATCH.min(n - done);
-        engine
-            .infer(&input[done * width..(done + k) * width], k, &mut preds)
-            .context("inference")?;
+    let mut hits = 0usize;
+    for chunk in input.chunks(SCORE_BATCH * width.max(1)) {
+        let k = chunk.len() / width.max(1);
+        engine.infer(chunk, k, &mut preds).context("inference")?;
         hits += preds.iter().filter(|p| p.score >= threshold).count();
-        done += k;
     }
     Ok(if n == 0 { 0.0 } else { hits as f64 / n as f64 })
 }
@@ -715,7 +715,9 @@ fn robustness(
             };
             let threshold = cfg.model.threshold.unwrap_or(engine.contract().threshold);
             let rate = detection(engine, &flows.rows, n, threshold)?;
-            let base = *base_rates[vi].get_or_insert(rate);
+            let base = base_rates
+                .get_mut(vi)
+                .map_or(rate, |b| *b.get_or_insert(rate));
             per_variant.push(json!({
                 "variant": v.name,
                 "backend": "cpu",
@@ -763,6 +765,8 @@ fn machine() -> Value {
 }
 
 /// A few lines for the terminal.
+// serde_json's `value["key"]` gives Null for a missing key: it never panics.
+#[allow(clippy::indexing_slicing)]
 fn summary(report: &Value) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
