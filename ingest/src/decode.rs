@@ -860,7 +860,7 @@ pub(crate) fn absorb_tuple(
 /// Both endpoints `(address, port)` are put in a canonical order (the smaller
 /// address as a big-endian number first, then the smaller port), so the two
 /// directions of a flow hash the same. The ordered tuple, the protocol and the
-/// address family are absorbed 64 bits at a time ([`absorb_tuple`]) and
+/// address family are absorbed 64 bits at a time (`absorb_tuple`) and
 /// finished with MurmurHash3's `fmix64` avalanche. Fixed constants, explicit
 /// byte orders: the same tuple gives the same hash on every run and every
 /// machine. It is not keyed, so it is not a defence against crafted

@@ -24,7 +24,7 @@
 //!   every variant on the CPU is measured again.
 //!
 //! The result is `report.json` (stable keys, for scripts) and `report.html`
-//! (one self-contained page with tables and SVG plots, see [`html`]).
+//! (one self-contained page with tables and SVG plots, see the `html` module).
 
 mod html;
 pub mod input;
