@@ -8,6 +8,11 @@
 //! consumer, which swaps it in between two batches, so every flow is scored
 //! by exactly one model and none is lost. A model that fails leaves the
 //! current one running; the reason is logged and counted.
+//!
+//! SIGHUP is also the log-rotation signal (it re-opens the EVE file), so a
+//! request finds out first whether the model on disk differs from the one
+//! running (SHA-256 of the file and of its external data): the same model
+//! again is not rebuilt, which with TensorRT can take minutes.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -39,6 +44,9 @@ pub struct ReloadCounts {
     pub loaded: u64,
     /// Attempts refused (the current model kept running).
     pub refused: u64,
+    /// Requests that found the running model's files unchanged (nothing
+    /// loaded).
+    pub unchanged: u64,
 }
 
 impl Reloader {
@@ -59,7 +67,17 @@ impl Reloader {
             let outcomes = outcomes.clone();
             thread::Builder::new()
                 .name("model-reload".into())
-                .spawn(move || loader(&cfg, cli.as_deref(), requests, watch, &ready, &outcomes))
+                .spawn(move || {
+                    loader(
+                        &cfg,
+                        cli.as_deref(),
+                        &path,
+                        requests,
+                        watch,
+                        &ready,
+                        &outcomes,
+                    )
+                })
                 .context("spawning the model reload thread")?;
         }
         let signals = if on_sighup {
@@ -71,7 +89,7 @@ impl Reloader {
                 .name("sighup".into())
                 .spawn(move || {
                     for _ in signals.forever() {
-                        tracing::info!(message = "SIGHUP: reloading the model");
+                        tracing::info!(message = "SIGHUP: reloading the model if it changed");
                         // A reload already pending covers this one too.
                         let _ = trigger.try_send(());
                     }
@@ -116,6 +134,7 @@ impl Drop for Reloader {
 fn loader(
     cfg: &Config,
     cli: Option<&Path>,
+    path: &Path,
     requests: Receiver<()>,
     watch: Option<PathBuf>,
     ready: &Mutex<Option<LoadedModel>>,
@@ -123,6 +142,8 @@ fn loader(
 ) {
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let mut seen: Option<SystemTime> = watch.as_deref().and_then(modified);
+    // The running model was loaded from these files just before this start.
+    let mut running = fingerprint(path);
     loop {
         // Without a watched file there is nothing to poll: wait for a request.
         let next = match watch {
@@ -144,8 +165,22 @@ fn loader(
         if !reload {
             continue;
         }
+        let on_disk = fingerprint(path);
+        if on_disk.is_some() && on_disk == running {
+            tracing::info!(
+                message = "the model files are unchanged; the running model stays",
+                path = %path.display(),
+            );
+            metrics::counter!("tapstream_model_reloads_total", "outcome" => "unchanged")
+                .increment(1);
+            if let Ok(mut c) = outcomes.lock() {
+                c.unchanged += 1;
+            }
+            continue;
+        }
         match load_and_warm(cfg, cli) {
             Ok(m) => {
+                running = on_disk;
                 tracing::info!(
                     message = "new model ready; it takes over at the next batch",
                     model = %m.info.name,
@@ -175,6 +210,30 @@ fn loader(
             }
         }
     }
+}
+
+/// The model on disk as one digest: SHA-256 over the model file and every
+/// external-data file it names (from its own directory). `None` when a file
+/// cannot be read or the digest cannot be taken; the reload then runs and
+/// reports the real error.
+fn fingerprint(path: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).ok()?;
+    let mut h = Sha256::new();
+    h.update(&bytes);
+    let mut external = tapstream_inference::inspect::inspect(&bytes)
+        .map(|f| f.external_data)
+        .unwrap_or_default();
+    external.sort();
+    external.dedup();
+    let dir = path.parent().unwrap_or(Path::new(""));
+    for location in external {
+        h.update(location.as_bytes());
+        h.update([0]);
+        let mut f = std::fs::File::open(dir.join(&location)).ok()?;
+        std::io::copy(&mut f, &mut h).ok()?;
+    }
+    Some(format!("{:x}", h.finalize()))
 }
 
 /// Loads the model with every start-up check, then scores one batch of

@@ -245,3 +245,58 @@ fn sighup_reloads_the_model_of_a_running_tapstream() {
     assert_eq!(s["accounted"], true, "{s}");
     assert_eq!(s["flows"], s["scored"], "{s}");
 }
+
+/// A request (SIGHUP, also sent for log rotation) with the same model files
+/// on disk loads nothing and is counted as unchanged; rewriting the same
+/// bytes changes nothing either; a changed external-data file does, as does
+/// a new model file.
+#[test]
+fn unchanged_model_files_are_not_reloaded() {
+    if !have_ort("unchanged_model_files_are_not_reloaded") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = root().join("inference/tests/data");
+    let model = dir.path().join("external_inside.onnx");
+    let weights = dir.path().join("external_inside.weights");
+    std::fs::copy(data.join("external_inside.onnx"), &model).unwrap();
+    std::fs::copy(data.join("external_inside.weights"), &weights).unwrap();
+    let mut cfg = Config::default();
+    cfg.model.path = Some(model.clone());
+    tapstream::model::load(&cfg, None).unwrap();
+    let reload = Reloader::start(&cfg, None, false).unwrap();
+    let counts = |unchanged, loaded, refused| tapstream::reload::ReloadCounts {
+        loaded,
+        refused,
+        unchanged,
+    };
+    let settle = |what: &str, want: tapstream::reload::ReloadCounts| {
+        wait_until(what, Duration::from_secs(20), || reload.counts() == want);
+    };
+
+    reload.request();
+    settle("the first unchanged request", counts(1, 0, 0));
+    // The same bytes written again (a new modification time).
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes).unwrap();
+    reload.request();
+    settle("the second unchanged request", counts(2, 0, 0));
+    assert!(reload.take().is_none(), "nothing was offered for a swap");
+
+    // Other weights in the external-data file: a new model.
+    let mut w = std::fs::read(&weights).unwrap();
+    let last = w.len() - 1;
+    w[last] ^= 0x01;
+    std::fs::write(&weights, &w).unwrap();
+    reload.request();
+    settle("the reload after new weights", counts(2, 1, 0));
+    assert!(reload.take().is_some());
+    // That one is now the running model.
+    reload.request();
+    settle("unchanged after the swap", counts(3, 1, 0));
+
+    // A different model file.
+    std::fs::copy(data.join("linear3.onnx"), &model).unwrap();
+    reload.request();
+    settle("the reload of a new file", counts(3, 2, 0));
+}
