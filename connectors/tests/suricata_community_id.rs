@@ -237,18 +237,12 @@ impl SuricataFlow {
 }
 
 /// Parses Suricata's `YYYY-MM-DDTHH:MM:SS.ffffff+0000` into µs since the
-/// epoch (Hinnant's `days_from_civil`), independently of our formatter.
+/// epoch (dates to days by `days_from_civil`, not by our formatter).
 fn parse_timestamp(s: &str) -> i64 {
     let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().unwrap();
     assert_eq!(&s[26..], "+0000", "{s}");
-    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let (m, d) = (n(5..7) as u32, n(8..10) as u32);
+    let days = tapstream_ingest::civil::days_from_civil(n(0..4), m, d);
     let secs = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
     secs * 1_000_000 + n(20..26)
 }

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use arbitrary::{Arbitrary, Unstructured};
 use serde_json::Value;
 use tapstream_connectors::eve::{proto_name, Alert, EveWriter, ModelInfo};
+use tapstream_ingest::civil::days_from_civil;
 use tapstream_ingest::flowmeta::ip_addr;
 use tapstream_ingest::FlowMeta;
 
@@ -144,9 +145,9 @@ fn check_f32(v: &Value, want: f32) {
 }
 
 /// `[-]Y…Y-MM-DDTHH:MM:SS.ffffff+0000` → µs since the epoch: the inverse of
-/// the writer's timestamps, by an independent route (days from the civil
-/// date, Howard Hinnant's `days_from_civil`), in `i128` so no input can
-/// overflow the check itself.
+/// the writer's timestamps, by the other direction of the calendar
+/// arithmetic (`days_from_civil`), then in `i128` so no input can overflow
+/// the check itself.
 fn parse_timestamp(s: &str) -> i64 {
     const TAIL: usize = "-MM-DDTHH:MM:SS.ffffff+0000".len();
     let cut = s.len().checked_sub(TAIL).expect("timestamp too short");
@@ -173,13 +174,8 @@ fn parse_timestamp(s: &str) -> i64 {
     let (hh, mm, ss, us) = (n(7..9), n(10..12), n(13..15), n(16..22));
     assert!((1..=12).contains(&m) && (1..=31).contains(&d), "date {s}");
     assert!(hh < 24 && mm < 60 && ss < 60, "time {s}");
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let year = i64::try_from(y).expect("a year an i64 of µs can reach");
+    let days = i128::from(days_from_civil(year, m as u32, d as u32));
     let micros = ((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1_000_000) + us;
     i64::try_from(micros).expect("a timestamp beyond i64")
 }

@@ -20,6 +20,7 @@
 )]
 
 pub mod capture;
+pub mod civil;
 pub mod decode;
 pub mod flow;
 pub mod flowmeta;

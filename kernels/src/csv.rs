@@ -126,7 +126,7 @@ pub fn format_timestamp(ts_us: i64) -> [u8; 26] {
     let micros = ts_us.rem_euclid(1_000_000);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = tapstream_ingest::civil::civil_from_days(days);
     let y = y.clamp(0, 9999);
     let mut out = [0u8; 26];
     let mut put = |at: usize, v: i64, width: usize| {
@@ -139,8 +139,8 @@ pub fn format_timestamp(ts_us: i64) -> [u8; 26] {
         }
     };
     put(0, y, 4);
-    put(5, m, 2);
-    put(8, d, 2);
+    put(5, i64::from(m), 2);
+    put(8, i64::from(d), 2);
     put(11, sod / 3600, 2);
     put(14, sod / 60 % 60, 2);
     put(17, sod % 60, 2);
@@ -152,21 +152,6 @@ pub fn format_timestamp(ts_us: i64) -> [u8; 26] {
     out[16] = b':';
     out[19] = b'.';
     out
-}
-
-/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01
-/// (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]

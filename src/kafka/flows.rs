@@ -554,7 +554,8 @@ fn parse_timestamp(text: &str) -> Option<i64> {
             micros = micros * 10 + i64::from(c - b'0');
         }
     }
-    let days = days_from_civil(year, month, day);
+    // Month and day were checked above.
+    let days = tapstream_ingest::civil::days_from_civil(year, month as u32, day as u32);
     let secs = days * 86_400 + hour * 3600 + min * 60 + sec;
     Some(secs * 1_000_000 + micros)
 }
@@ -566,18 +567,6 @@ fn days_in_month(year: i64, month: i64) -> i64 {
         2 => 28,
         _ => 31,
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// `days_from_civil`, the inverse of the export's `civil_from_days`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// One CSV line's cells (RFC 4180 quoting), in one reused buffer.

@@ -6,6 +6,8 @@
 //! straight into the output line, and the signature text (built from the
 //! class and model names) is escaped piece by piece inside one JSON string.
 
+use tapstream_ingest::civil::civil_from_days;
+
 /// Appends `micros` (µs since the Unix epoch, UTC) as Suricata writes EVE
 /// timestamps: `YYYY-MM-DDTHH:MM:SS.ffffff+0000`.
 ///
@@ -56,23 +58,6 @@ fn fill_digits(slot: &mut [u8], mut value: u32) {
         *d = b'0' + (value % 10) as u8;
         value /= 10;
     }
-}
-
-/// Converts days since 1970-01-01 to a proleptic Gregorian (year, month,
-/// day), after Howard Hinnant's `civil_from_days`
-/// (<https://howardhinnant.github.io/date_algorithms.html>). Exact for the
-/// whole range of days an `i64` of µs can reach.
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468; // shift the epoch to 0000-03-01
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // day of era, [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // month from March, [0, 11]
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32; // [1, 31]
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32; // [1, 12]
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Appends `value` as exactly `width` decimal digits (zero-padded; higher
@@ -181,32 +166,6 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    /// Days since the epoch by the naive year/month walk, as an
-    /// independent check of `civil_from_days`.
-    fn days_naive(year: i64, month: u32, day: u32) -> i64 {
-        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        let len = |y: i64, m: u32| match m {
-            2 if leap(y) => 29,
-            2 => 28,
-            4 | 6 | 9 | 11 => 30,
-            _ => 31,
-        };
-        let mut days = 0i64;
-        if year >= 1970 {
-            for y in 1970..year {
-                days += if leap(y) { 366 } else { 365 };
-            }
-        } else {
-            for y in year..1970 {
-                days -= if leap(y) { 366 } else { 365 };
-            }
-        }
-        for m in 1..month {
-            days += len(year, m);
-        }
-        days + i64::from(day) - 1
-    }
-
     #[test]
     fn known_dates() {
         assert_eq!(ts(0), "1970-01-01T00:00:00.000000+0000");
@@ -244,21 +203,6 @@ mod tests {
             "0000-01-01T00:00:00.000000+0000"
         );
         assert_eq!(ts(i64::MAX), "294247-01-10T04:00:54.775807+0000");
-    }
-
-    #[test]
-    fn civil_from_days_matches_a_naive_walk() {
-        for year in (1600..2500)
-            .step_by(7)
-            .chain([1900, 2000, 2038, 2100, 2400])
-        {
-            for month in 1..=12u32 {
-                for day in [1, 28] {
-                    let d = days_naive(year, month, day);
-                    assert_eq!(civil_from_days(d), (year, month, day));
-                }
-            }
-        }
     }
 
     #[test]
