@@ -35,6 +35,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use tapstream::rng::SplitMix64;
+use tapstream_ingest::pcapgen::{PcapWriter, LINKTYPE_ETHERNET};
+use tapstream_ingest::CaptureReader;
 use util::{bin, demo_pcap, have_ort, root};
 
 /// Packets of the flood itself (the demo capture's come on top).
@@ -92,27 +94,24 @@ enum Wave {
 }
 
 /// Writes the flood (and the demo's packets, in time order) as a classic
-/// little-endian microsecond pcap stream.
+/// little-endian microsecond pcap stream. The frames are built in place in
+/// a stack buffer rather than with `pcapgen::Frame`, which has no IPv4
+/// fragments and allocates per frame (10 million here).
 struct Flood<W: Write> {
-    out: W,
+    out: PcapWriter<W>,
     rng: SplitMix64,
-    /// The demo capture's records (header and data), in time order.
-    demo: Vec<(i64, Vec<u8>)>,
+    /// The demo capture's packets (time, original length, bytes), in time
+    /// order.
+    demo: Vec<(i64, u32, Vec<u8>)>,
     next_demo: usize,
     flood: u64,
     non_first_fragments: u64,
 }
 
 impl<W: Write> Flood<W> {
-    fn new(mut out: W, demo: Vec<(i64, Vec<u8>)>) -> std::io::Result<Self> {
-        out.write_all(&0xa1b2_c3d4u32.to_le_bytes())?;
-        out.write_all(&2u16.to_le_bytes())?;
-        out.write_all(&4u16.to_le_bytes())?;
-        out.write_all(&[0; 8])?;
-        out.write_all(&65_535u32.to_le_bytes())?;
-        out.write_all(&1u32.to_le_bytes())?; // Ethernet
+    fn new(out: W, demo: Vec<(i64, u32, Vec<u8>)>) -> std::io::Result<Self> {
         Ok(Flood {
-            out,
+            out: PcapWriter::new(out, LINKTYPE_ETHERNET)?,
             rng: SplitMix64::new(0x0f10_0d00_5eed_0001),
             demo,
             next_demo: 0,
@@ -123,11 +122,11 @@ impl<W: Write> Flood<W> {
 
     /// Writes the demo's packets up to `ts`.
     fn demo_until(&mut self, ts: i64) -> std::io::Result<()> {
-        while let Some((t, rec)) = self.demo.get(self.next_demo) {
+        while let Some((t, orig_len, data)) = self.demo.get(self.next_demo) {
             if *t > ts {
                 break;
             }
-            self.out.write_all(rec)?;
+            self.out.write_record(*t, *orig_len, data)?;
             self.next_demo += 1;
         }
         Ok(())
@@ -135,16 +134,13 @@ impl<W: Write> Flood<W> {
 
     /// Writes one flood frame (padded to 60 bytes) at `ts`.
     fn frame(&mut self, ts: i64, frame: &[u8]) -> std::io::Result<()> {
-        let len = frame.len().max(60) as u32;
-        self.out
-            .write_all(&((ts / 1_000_000) as u32).to_le_bytes())?;
-        self.out
-            .write_all(&((ts % 1_000_000) as u32).to_le_bytes())?;
-        self.out.write_all(&len.to_le_bytes())?;
-        self.out.write_all(&len.to_le_bytes())?;
-        self.out.write_all(frame)?;
-        self.out
-            .write_all(&[0; 60][..(60usize.saturating_sub(frame.len()))])?;
+        let mut padded = [0u8; 60];
+        if let Some(head) = padded.get_mut(..frame.len()) {
+            head.copy_from_slice(frame);
+            self.out.write(ts, &padded)?;
+        } else {
+            self.out.write(ts, frame)?;
+        }
         self.flood += 1;
         Ok(())
     }
@@ -222,8 +218,7 @@ impl<W: Write> Flood<W> {
             self.wave(wave, DEMO_START_US + at, n)?;
         }
         self.demo_until(i64::MAX)?;
-        self.out.flush()?;
-        Ok((self.out, self.flood, self.non_first_fragments))
+        Ok((self.out.finish()?, self.flood, self.non_first_fragments))
     }
 }
 
@@ -277,16 +272,12 @@ fn udp_header(f: &mut [u8], sport: u16, dport: u16, len: usize) {
     f[8..end.max(8)].fill(0);
 }
 
-/// The records of a classic pcap file: (time, header and data bytes).
-fn pcap_records(bytes: &[u8]) -> Vec<(i64, Vec<u8>)> {
+/// The packets of a capture: (time, original length, bytes).
+fn packets(path: &Path) -> Vec<(i64, u32, Vec<u8>)> {
+    let mut r = CaptureReader::open(path).expect("the demo capture opens");
     let mut out = Vec::new();
-    let mut off = 24;
-    while off + 16 <= bytes.len() {
-        let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
-        let ts = i64::from(word(off)) * 1_000_000 + i64::from(word(off + 4));
-        let end = off + 16 + word(off + 8) as usize;
-        out.push((ts, bytes[off..end].to_vec()));
-        off = end;
+    while let Some(p) = r.next_packet().expect("the demo capture reads") {
+        out.push((p.ts_us, p.orig_len, p.data.to_vec()));
     }
     out
 }
@@ -429,7 +420,7 @@ fn ten_million_packet_flood_stays_under_the_memory_cap() {
     );
     let expected = alerts(&dir.path().join("demo.eve.json"));
     assert!(expected.len() > 1_000, "{} demo alerts", expected.len());
-    let demo_records = pcap_records(&std::fs::read(&demo).expect("demo capture"));
+    let demo_records = packets(&demo);
     let demo_packets = demo_records.len() as u64;
 
     let fifo = dir.path().join("flood.pcap");
