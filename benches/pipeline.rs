@@ -133,6 +133,7 @@ fn end_to_end(c: &mut Criterion) {
                             settled: None,
                             limiter: Default::default(),
                             reopen: None,
+                            workers: None,
                         };
                         pipeline::run(
                             &path,

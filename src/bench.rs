@@ -323,7 +323,12 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
     // 6. End to end with every stage on its own thread, EVE discarded (or,
     // without a model, the pipeline with flows discarded stands for it).
     let report = match loaded {
-        Some(m) => {
+        Some(mut m) => {
+            let sessions = model::worker_sessions_needed(cfg, false);
+            model::add_worker_sessions(cfg, &mut m, sessions)?;
+            let workers = (sessions > 0).then(|| {
+                crate::scoring::WorkerModels::new(std::mem::take(&mut m.workers), m.threshold)
+            });
             let stage = AlertStage {
                 engine: m.engine,
                 sink: Box::new(DiscardSink {
@@ -338,6 +343,7 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
                 settled: None,
                 limiter: Default::default(),
                 reopen: None,
+                workers,
             };
             let report = pipeline::run(
                 input,
@@ -346,7 +352,11 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
                 Arc::new(Progress::default()),
             )?;
             stages.push(StageResult {
-                name: "end to end".to_string(),
+                name: if sessions > 0 {
+                    format!("end to end (inference in {sessions} flow workers)")
+                } else {
+                    "end to end".to_string()
+                },
                 items: report.reader.packets,
                 unit: "pkt",
                 seconds: report.wall.as_secs_f64(),

@@ -243,6 +243,19 @@ pub enum Device {
     Auto,
 }
 
+/// Which threads run the model.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// The consumer thread scores every flow (one session).
+    #[default]
+    Consumer,
+    /// Each flow worker scores the flows it ends before handing them off
+    /// (one session per worker); the consumer only writes alerts. Flow rows
+    /// from Kafka have no flow workers: the consumer scores those.
+    Workers,
+}
+
 /// `[gpu]`: the CUDA feature extractor.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -415,6 +428,10 @@ pub struct InferenceSection {
     /// inference needing more fails (and is reported) instead of growing
     /// memory. 0: no cap.
     pub cpu_arena_limit_mib: u64,
+    /// Where the model runs: `consumer` (one thread scores every flow) or
+    /// `workers` (each flow worker scores its own flows, one session each,
+    /// so inference scales with the workers).
+    pub placement: Placement,
     /// CUDA provider settings.
     pub cuda: CudaSection,
     /// TensorRT provider settings.
@@ -432,6 +449,7 @@ impl Default for InferenceSection {
             providers: vec!["cpu".to_string()],
             allow_fallback: false,
             cpu_arena_limit_mib: 0,
+            placement: Placement::Consumer,
             cuda: CudaSection::default(),
             tensorrt: TensorRtSection::default(),
         }

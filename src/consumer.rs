@@ -24,6 +24,7 @@ use tapstream_ingest::FlowMeta;
 use tapstream_kernels::{csv, FlowBatch, Mark};
 
 use crate::kafka::Settled;
+use crate::scoring::WorkerModels;
 
 use crate::pipeline::{recv_until, Recv};
 use crate::reopen::{ReopenRequest, REOPEN_POLL};
@@ -62,6 +63,10 @@ pub struct AlertStage {
     /// Asks the sink to re-open its output (log rotation); `None` for sinks
     /// without a file.
     pub reopen: Option<ReopenRequest>,
+    /// Set when the flow workers score (`[inference] placement =
+    /// "workers"`): batches then arrive scored, and a reloaded model's
+    /// worker sessions are published here.
+    pub workers: Option<Arc<WorkerModels>>,
 }
 
 /// The model identity and decision settings an alert batch was scored with.
@@ -78,6 +83,9 @@ pub struct ConsumerReport {
     pub flows: u64,
     /// Rows scored by the model.
     pub scored: u64,
+    /// Rows the flow workers scored (inference in the workers; part of
+    /// `scored`).
+    pub scored_in_workers: u64,
     /// Inference calls.
     pub inference_calls: u64,
     /// Time inside the engine.
@@ -122,6 +130,14 @@ struct Flagged {
 }
 
 impl Consumer {
+    /// The worker sessions, when the flow workers score.
+    pub fn worker_models(&self) -> Option<Arc<WorkerModels>> {
+        match self {
+            Consumer::Alerts(stage) => stage.workers.clone(),
+            _ => None,
+        }
+    }
+
     /// Runs until every worker has hung up. Sets `stop` when output fails so
     /// the reader stops early.
     pub fn run(
@@ -198,6 +214,7 @@ impl AlertStage {
             settled,
             limiter,
             reopen,
+            workers,
         } = self;
         let mut contract = engine.contract().clone();
         let mut scoring = Arc::new(Scoring {
@@ -205,6 +222,12 @@ impl AlertStage {
             labels: contract.labels.clone(),
             threshold,
         });
+        // What alerts of each model generation carry, by generation (0 is
+        // the first model; a worker-scored batch names its generation).
+        let mut generations = vec![(0u64, scoring.clone())];
+        // Flows the workers flagged, waiting to go out, and their generation.
+        let mut prescored: Vec<Flagged> = Vec::new();
+        let mut prescored_gen = 0u64;
         let mut report = ConsumerReport::default();
         let (alert_tx, alert_rx) = bounded::<AlertBatch>(16);
         let (alert_pool_tx, alert_pool_rx) = bounded::<Vec<Flagged>>(18);
@@ -245,8 +268,17 @@ impl AlertStage {
                     alert_depth.set(alert_tx.len() as f64);
                     // A batch starts: nothing is pending, so a new model can
                     // take over without a flow being scored by a mix of two.
+                    // Worker-scored batches name their model, so with the
+                    // workers scoring a swap never waits.
                     if metas.is_empty() {
-                        if let Some(new) = reload.as_ref().and_then(|r| r.take()) {
+                        if let Some(mut new) = reload.as_ref().and_then(|r| r.take()) {
+                            let mut id = generations.last().map_or(0, |(g, _)| g + 1);
+                            if let Some(w) = &workers {
+                                let sessions = std::mem::take(&mut new.workers);
+                                id = w
+                                    .publish(sessions, new.threshold)
+                                    .context("handing the new model to the flow workers")?;
+                            }
                             tracing::info!(
                                 message = "model swapped in",
                                 model = %new.info.name,
@@ -262,17 +294,47 @@ impl AlertStage {
                                 labels: contract.labels.clone(),
                                 threshold,
                             });
+                            generations.push((id, scoring.clone()));
                             report.model_swaps += 1;
                         }
                     }
                     let n = b.len();
                     report.flows += n as u64;
+                    if let Some(s) = b.scored {
+                        // Scored by a flow worker: only its flagged flows.
+                        report.scored += n as u64;
+                        report.scored_in_workers += n as u64;
+                        report.inference_calls += u64::from(s.calls);
+                        report.inference_busy += s.busy;
+                        if !prescored.is_empty() && prescored_gen != s.generation {
+                            // Another model's alerts: send those first. Marks
+                            // wait, since they may follow this batch's flows.
+                            let batch = AlertBatch {
+                                scoring: generation_scoring(&generations, prescored_gen, &scoring),
+                                flagged: std::mem::take(&mut prescored),
+                                marks: Vec::new(),
+                            };
+                            send_alerts(&alert_tx, batch, &mut sink_open, &mut blocked, stop);
+                        }
+                        prescored_gen = s.generation;
+                        prescored.extend(b.flagged.iter().filter_map(|f| {
+                            Some(Flagged {
+                                meta: *b.metas.get(f.row as usize)?,
+                                prediction: Prediction {
+                                    score: f.score,
+                                    class: f.class as usize,
+                                },
+                            })
+                        }));
+                        batcher.add(n, Instant::now());
+                    } else {
+                        let written = select_features(&contract, &b.rows, n, &mut input);
+                        metas.extend(b.metas.iter().take(written).copied());
+                        batcher.add(written, Instant::now());
+                    }
                     if let Some(m) = b.mark {
                         marks.push(m);
                     }
-                    let written = select_features(&contract, &b.rows, n, &mut input);
-                    metas.extend(b.metas.iter().take(written).copied());
-                    batcher.add(written, Instant::now());
                     b.clear();
                     let _ = pool.try_send(b);
                     false
@@ -284,6 +346,23 @@ impl AlertStage {
             let only_marks = metas.is_empty() && !marks.is_empty();
             if !closed && !only_marks && !batcher.ready(Instant::now()) {
                 continue;
+            }
+            if !prescored.is_empty() {
+                let batch = AlertBatch {
+                    scoring: generation_scoring(&generations, prescored_gen, &scoring),
+                    flagged: std::mem::replace(
+                        &mut prescored,
+                        alert_pool_rx.try_recv().unwrap_or_default(),
+                    ),
+                    // Behind every flow received so far, unless some still
+                    // wait for scoring below.
+                    marks: if metas.is_empty() {
+                        std::mem::take(&mut marks)
+                    } else {
+                        Vec::new()
+                    },
+                };
+                send_alerts(&alert_tx, batch, &mut sink_open, &mut blocked, stop);
             }
             let mut flagged = alert_pool_rx.try_recv().unwrap_or_default();
             for (chunk_metas, chunk) in metas
@@ -311,18 +390,13 @@ impl AlertStage {
                     }
                 }
             }
-            if sink_open && (!flagged.is_empty() || !marks.is_empty()) {
-                let t = Instant::now();
+            if !flagged.is_empty() || !marks.is_empty() {
                 let batch = AlertBatch {
                     scoring: scoring.clone(),
                     flagged,
                     marks: std::mem::take(&mut marks),
                 };
-                sink_open = alert_tx.send(batch).is_ok();
-                blocked += t.elapsed();
-                if !sink_open {
-                    stop.store(true, Ordering::Relaxed);
-                }
+                send_alerts(&alert_tx, batch, &mut sink_open, &mut blocked, stop);
             }
             metas.clear();
             input.clear();
@@ -345,6 +419,41 @@ impl AlertStage {
         report.busy = started.elapsed().saturating_sub(blocked);
         Ok(report)
     }
+}
+
+/// Hands alerts to the sink thread while it is open (the wait counts as
+/// blocked); once it has gone, sets `stop` so reading stops.
+fn send_alerts(
+    tx: &Sender<AlertBatch>,
+    batch: AlertBatch,
+    open: &mut bool,
+    blocked: &mut Duration,
+    stop: &AtomicBool,
+) {
+    if !*open {
+        return;
+    }
+    let t = Instant::now();
+    *open = tx.send(batch).is_ok();
+    *blocked += t.elapsed();
+    if !*open {
+        stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What alerts of model generation `g` carry; the current model's for a
+/// generation never published (which cannot happen).
+fn generation_scoring(
+    generations: &[(u64, Arc<Scoring>)],
+    g: u64,
+    current: &Arc<Scoring>,
+) -> Arc<Scoring> {
+    generations
+        .iter()
+        .rev()
+        .find(|(id, _)| *id == g)
+        .map_or(current, |(_, s)| s)
+        .clone()
 }
 
 /// Alerts for the sink, and the marks that are settled once they are

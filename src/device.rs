@@ -13,6 +13,7 @@ use tapstream_kernels::shard::{Output, ShardProcessor, ShardStats};
 use tapstream_kernels::FlowBatch;
 
 use crate::config::{Config, Device};
+use crate::scoring::WorkerScorer;
 
 #[cfg(feature = "cuda")]
 use tapstream_kernels::gpu::cuda::{CudaDevice, CudaExecutor};
@@ -89,20 +90,49 @@ pub enum Extractor {
 }
 
 impl Extractor {
-    /// A shard on `device`.
-    pub fn new(device: &Resolved, flow: FlowConfig, shard: u32, cfg: &Config) -> Result<Self> {
-        let _ = cfg;
+    /// A shard on `device`. With GPU features and a worker `scorer` whose
+    /// session runs on that GPU's CUDA provider, the shard takes the scorer
+    /// and scores each batch where its features are (device-resident; see
+    /// `gpu_score`); otherwise `scorer` is left for the worker, which then
+    /// scores host rows.
+    pub fn new(
+        device: &Resolved,
+        flow: FlowConfig,
+        shard: u32,
+        cfg: &Config,
+        scorer: &mut Option<WorkerScorer>,
+    ) -> Result<Self> {
+        let _ = (cfg, &scorer);
         match device {
             Resolved::Cpu => Ok(Extractor::Cpu(ShardProcessor::new(flow, shard)?)),
             #[cfg(feature = "cuda")]
             Resolved::Cuda(dev) => {
                 let t = std::time::Instant::now();
                 let exec = dev.executor(cfg.gpu.batch_records, flow.activity_timeout_us)?;
-                let s = GpuShard::new(flow, shard, exec, cfg.gpu.batch_records)?;
+                let mut s = GpuShard::new(flow, shard, exec, cfg.gpu.batch_records)?;
+                let mut on_device = false;
+                if let Some(w) = scorer.take() {
+                    let rows = tapstream_kernels::gpu::records::fin_capacity(cfg.gpu.batch_records);
+                    match crate::gpu_score::GpuWorkerScoring::new(dev, w, rows) {
+                        Ok(g) => {
+                            s.set_scoring(Box::new(g))?;
+                            on_device = true;
+                        }
+                        Err((w, why)) => {
+                            tracing::info!(
+                                message = "the flow worker scores host rows, not on the GPU",
+                                shard,
+                                reason = %why
+                            );
+                            *scorer = Some(w);
+                        }
+                    }
+                }
                 tracing::info!(
                     message = "GPU shard ready (pinned and device buffers)",
                     shard,
                     batch_records = cfg.gpu.batch_records,
+                    scoring_on_device = on_device,
                     ms = t.elapsed().as_secs_f64() * 1e3
                 );
                 Ok(Extractor::Cuda(Box::new(s)))
@@ -245,7 +275,7 @@ mod tests {
     fn cpu_extractor_is_not_batched() {
         let c = Config::default();
         let flow = crate::pipeline::flow_config(&c, 1);
-        let e = Extractor::new(&Resolved::Cpu, flow, 0, &c).unwrap();
+        let e = Extractor::new(&Resolved::Cpu, flow, 0, &c, &mut None).unwrap();
         assert!(!e.batched());
         assert!(e.error().is_none());
     }

@@ -30,9 +30,11 @@ use tapstream_inference::{
     ModelContract, OnnxEngine, OutputKind, Prediction,
 };
 use tapstream_kernels::gpu::cuda::{CudaDevice, CudaExecutor, ScoreFlagger};
-use tapstream_kernels::gpu::{BatchExecutor, Flagged, ScoreLayout};
+use tapstream_kernels::gpu::{BatchExecutor, DeviceScoring, Flagged, GpuError, ScoreLayout};
+use tapstream_kernels::Scored;
 
 use crate::config::Config;
+use crate::scoring::WorkerScorer;
 
 /// How the flag kernel reads a contract's output.
 pub fn layout_of(c: &ModelContract) -> Result<ScoreLayout> {
@@ -161,6 +163,116 @@ impl DeviceScorer {
         // mutably while it is borrowed here.
         unsafe { self.score(engine, ptr, rows, threshold, out) }?;
         Ok(rows)
+    }
+}
+
+/// Inference in a GPU flow worker (`[inference] placement = "workers"`
+/// with GPU features and the model on the same GPU's CUDA provider): the
+/// worker's session reads each finished batch's model input where the
+/// kernels left it, and only the flagged flows come back to the host (see
+/// the module docs). A hot reload switches the worker's session and the
+/// executor's model input together, with nothing in flight.
+pub struct GpuWorkerScoring {
+    worker: WorkerScorer,
+    device: DeviceScorer,
+    dev: CudaDevice,
+    rows: usize,
+    flagged: Vec<Flagged>,
+    /// Why the model taken over by the last switch cannot score here.
+    switch_error: Option<String>,
+}
+
+impl GpuWorkerScoring {
+    /// Scoring on `dev` for batches of about `rows` flows; gives `worker`
+    /// back, with the reason, when its session does not run on `dev`'s
+    /// CUDA provider (the worker then scores host rows).
+    // The Err variant hands the scorer back whole; boxing it would only
+    // move it.
+    #[allow(clippy::result_large_err)]
+    pub fn new(
+        dev: &CudaDevice,
+        mut worker: WorkerScorer,
+        rows: usize,
+    ) -> std::result::Result<Self, (WorkerScorer, String)> {
+        let device = match worker.engine_mut().as_onnx_mut() {
+            Some(e) => DeviceScorer::new(dev, e, rows),
+            None => Err(anyhow::anyhow!("the model is not an ONNX Runtime session")),
+        };
+        match device {
+            Ok(device) => Ok(GpuWorkerScoring {
+                worker,
+                device,
+                dev: dev.clone(),
+                rows,
+                flagged: Vec::new(),
+                switch_error: None,
+            }),
+            Err(e) => Err((worker, format!("{e:#}"))),
+        }
+    }
+}
+
+impl DeviceScoring<CudaExecutor> for GpuWorkerScoring {
+    fn prepare(&mut self, exec: &mut CudaExecutor) -> std::result::Result<(), GpuError> {
+        if let Some(e) = self.switch_error.take() {
+            return Err(GpuError::Scoring(e));
+        }
+        exec.set_copy_rows(false);
+        let input = crate::gpu::model_input_of(self.worker.engine_mut().contract());
+        exec.set_model_input(Some(&input), false)
+    }
+
+    fn newer_model(&self) -> bool {
+        self.worker.newer_model()
+    }
+
+    fn switch(&mut self) {
+        self.worker.swap_if_newer();
+        let device = match self.worker.engine_mut().as_onnx_mut() {
+            Some(e) => DeviceScorer::new(&self.dev, e, self.rows),
+            None => Err(anyhow::anyhow!("the model is not an ONNX Runtime session")),
+        };
+        match device {
+            Ok(d) => self.device = d,
+            Err(e) => self.switch_error = Some(format!("the reloaded model: {e:#}")),
+        }
+    }
+
+    fn score(
+        &mut self,
+        exec: &CudaExecutor,
+        _host: &[f64],
+        rows: usize,
+    ) -> std::result::Result<(Scored, &[Flagged]), GpuError> {
+        let t = Instant::now();
+        let threshold = self.worker.threshold();
+        let generation = self.worker.generation();
+        let engine =
+            self.worker.engine_mut().as_onnx_mut().ok_or_else(|| {
+                GpuError::Scoring("the model is not an ONNX Runtime session".into())
+            })?;
+        let scored = self
+            .device
+            .score_finished(exec, engine, threshold, &mut self.flagged)
+            .map_err(|e| GpuError::Scoring(format!("{e:#}")))?;
+        if scored != rows {
+            return Err(GpuError::Scoring(format!(
+                "the device model input holds {scored} rows for a batch of {rows} flows"
+            )));
+        }
+        let took = t.elapsed();
+        if rows > 0 {
+            metrics::histogram!("tapstream_inference_batch_rows").record(rows as f64);
+            metrics::histogram!("tapstream_inference_latency_seconds").record(took.as_secs_f64());
+        }
+        Ok((
+            Scored {
+                generation,
+                calls: u32::from(rows > 0),
+                busy: took,
+            },
+            &self.flagged,
+        ))
     }
 }
 

@@ -39,6 +39,7 @@ pub mod reload;
 pub mod reopen;
 pub mod report;
 pub mod rng;
+pub mod scoring;
 pub mod summary;
 pub mod telemetry;
 

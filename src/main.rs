@@ -332,7 +332,17 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             if let Some(addr) = cfg.metrics.listen {
                 tapstream::telemetry::serve(addr)?;
             }
-            let loaded = model::load(&cfg, args.model.as_deref())?;
+            let flows_input = args.common.kafka
+                && cfg.source.kafka.format == tapstream::config::KafkaFormat::Flows;
+            let worker_sessions = model::worker_sessions_needed(&cfg, flows_input);
+            let mut loaded = model::load(&cfg, args.model.as_deref())?;
+            model::add_worker_sessions(&cfg, &mut loaded, worker_sessions)?;
+            let workers = (worker_sessions > 0).then(|| {
+                tapstream::scoring::WorkerModels::new(
+                    std::mem::take(&mut loaded.workers),
+                    loaded.threshold,
+                )
+            });
             let eve = EveWriter::new(cfg.output.community_id_seed);
             // SIGHUP re-opens an EVE file (log rotation); stdout and Kafka
             // have none.
@@ -355,7 +365,12 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 )
             };
             // SIGHUP (and a changed file with model.watch) reloads the model.
-            let reload = tapstream::reload::Reloader::start(&cfg, args.model.as_deref(), true)?;
+            let reload = tapstream::reload::Reloader::start_with_workers(
+                &cfg,
+                args.model.as_deref(),
+                true,
+                worker_sessions,
+            )?;
             let (input, settled) = if let Some(captures) = live {
                 let term = stop_signals()?;
                 (Input::Live { captures, term }, None)
@@ -383,6 +398,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
                 settled,
                 limiter: AlertLimiter::new(&cfg.output.limit.settings()),
                 reopen,
+                workers,
             };
             let report = run_with_progress(input, &args.common, &cfg, Consumer::Alerts(stage))?;
             finish(&report, &args.common)

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use tapstream_connectors::ModelInfo;
 use tapstream_inference::{Engine, OnnxConfig, OnnxEngine};
 
-use crate::config::Config;
+use crate::config::{Config, Placement};
 
 /// Where the shipped default model lives, relative to the repository root.
 pub const DEFAULT_MODEL: &str = "models/cic-mlp.onnx";
@@ -58,6 +58,41 @@ pub struct LoadedModel {
     pub path: PathBuf,
     /// Execution providers in order of preference, e.g. `cuda,cpu`.
     pub providers: String,
+    /// One more session of the same model per flow worker, when the
+    /// workers score (see [`worker_sessions_needed`]); empty otherwise.
+    pub workers: Vec<Box<dyn Engine>>,
+}
+
+/// How many worker sessions a run needs: one per flow worker with
+/// `[inference] placement = "workers"`, none otherwise. Flow rows read from
+/// Kafka (`flows_input`) pass no flow worker, so the consumer scores them.
+pub fn worker_sessions_needed(cfg: &Config, flows_input: bool) -> usize {
+    match cfg.inference.placement {
+        Placement::Workers if !flows_input => cfg.worker_threads(),
+        _ => 0,
+    }
+}
+
+/// Builds `n` more sessions of `m`'s model (from its file, through the same
+/// checks) into `m.workers`. Each must have `m`'s SHA-256: a file replaced
+/// while they are built is an error, never a mix of two models.
+pub fn add_worker_sessions(cfg: &Config, m: &mut LoadedModel, n: usize) -> Result<()> {
+    let onnx = onnx_config(cfg);
+    m.workers.clear();
+    for k in 0..n {
+        let e = OnnxEngine::load(&m.path, &onnx)
+            .with_context(|| format!("loading model {} for flow worker {k}", m.path.display()))?;
+        if e.contract().sha256 != m.info.sha256 {
+            bail!(
+                "model file {} changed while its sessions were built (SHA-256 {} then {})",
+                m.path.display(),
+                m.info.sha256,
+                e.contract().sha256
+            );
+        }
+        m.workers.push(Box::new(e));
+    }
+    Ok(())
 }
 
 /// The ONNX Runtime settings of a configuration.
@@ -98,5 +133,6 @@ pub fn load(cfg: &Config, cli: Option<&Path>) -> Result<LoadedModel> {
         threshold,
         path,
         providers,
+        workers: Vec::new(),
     })
 }

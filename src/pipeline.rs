@@ -44,6 +44,7 @@ use tapstream_kernels::{FlowBatch, Mark};
 use crate::config::Config;
 use crate::consumer::{Consumer, ConsumerReport};
 use crate::device::{self, Extractor};
+use crate::scoring::WorkerScorer;
 
 /// Flow batches in flight per worker between the workers and the consumer.
 const FLOW_QUEUE: usize = 16;
@@ -583,23 +584,39 @@ fn run_readers(
         }
     }
 
+    let models = consumer.worker_models();
+    if let Some(m) = &models {
+        if m.workers() != workers {
+            anyhow::bail!(
+                "{} model sessions were loaded for {workers} flow workers",
+                m.workers()
+            );
+        }
+    }
     let mut worker_handles = Vec::with_capacity(workers);
     for (shard, rxs) in worker_rxs.into_iter().enumerate() {
-        let mut proc = Extractor::new(&device, flow_cfg, shard as u32, cfg)?;
+        let mut scorer = models
+            .as_ref()
+            .map(|m| m.scorer(shard, cfg.inference.batch_rows))
+            .transpose()?;
+        // A GPU shard may take the scorer, to score on the device.
+        let mut proc = Extractor::new(&device, flow_cfg, shard as u32, cfg, &mut scorer)?;
         let flow_tx = flow_tx.clone();
         let flow_pool_rx = flow_pool_rx.clone();
         let batch_flows = cfg.pipeline.batch_flows;
+        let stop = stop.clone();
         let h = thread::Builder::new()
             .name(format!("flow-{shard}"))
             .spawn(move || {
                 worker_loop(
                     &mut proc,
+                    scorer,
                     shard,
                     rxs,
                     ordered,
-                    flow_tx,
-                    flow_pool_rx,
+                    (flow_tx, flow_pool_rx),
                     batch_flows,
+                    &stop,
                 )
             })
             .context("spawning flow worker")?;
@@ -683,17 +700,22 @@ fn run_readers(
         ..WorkersReport::default()
     };
     let mut device_error = None;
+    let mut scoring_error = None;
     for h in worker_handles {
-        let (stats, busy, error) = h.join().map_err(|_| anyhow!("flow worker panicked"))?;
-        merge_stats(&mut workers_report.stats, &stats);
-        workers_report.busy += busy;
-        device_error = device_error.or(error);
+        let w = h.join().map_err(|_| anyhow!("flow worker panicked"))?;
+        merge_stats(&mut workers_report.stats, &w.stats);
+        workers_report.busy += w.busy;
+        device_error = device_error.or(w.device_error);
+        scoring_error = scoring_error.or(w.scoring_error);
     }
     let consumer_report = consumer_handle
         .join()
         .map_err(|_| anyhow!("consumer thread panicked"))??;
     if let Some(e) = device_error {
         anyhow::bail!("the GPU extractor failed, flows were lost: {e}");
+    }
+    if let Some(e) = scoring_error {
+        anyhow::bail!("a flow worker could not score its flows, which were lost: {e}");
     }
     Ok(RunReport {
         input,
@@ -1513,16 +1535,32 @@ impl Inbox {
     }
 }
 
+/// What a flow worker ends with.
+struct WorkerOutcome {
+    stats: ShardStats,
+    /// Time not spent waiting on its queues.
+    busy: Duration,
+    /// The GPU extractor's failure, if it failed.
+    device_error: Option<String>,
+    /// Why scoring failed (inference in the workers), if it did.
+    scoring_error: Option<String>,
+}
+
+// The flow worker's inputs and outputs are each one thing; a struct would
+// only rename them.
+#[allow(clippy::too_many_arguments)]
 fn worker_loop(
     proc: &mut Extractor,
+    mut scorer: Option<WorkerScorer>,
     shard: usize,
     rxs: Vec<Receiver<Decoded>>,
     ordered: bool,
-    flow_tx: Sender<FlowBatch>,
-    flow_pool_rx: Receiver<FlowBatch>,
+    (flow_tx, flow_pool_rx): (Sender<FlowBatch>, Receiver<FlowBatch>),
     batch_flows: usize,
-) -> (ShardStats, Duration, Option<String>) {
+    stop: &AtomicBool,
+) -> WorkerOutcome {
     let started = Instant::now();
+    let mut scoring_error: Option<String> = None;
     let mut recv_blocked = Duration::ZERO;
     let mut send_blocked = Duration::ZERO;
     let fresh = |pool: &Receiver<FlowBatch>| {
@@ -1531,11 +1569,25 @@ fn worker_loop(
     };
     let mut out = fresh(&flow_pool_rx);
     let mut open = true;
-    // Sends a non-empty batch on and leaves an empty one from the pool in its
-    // place; once the consumer is gone, flows are dropped.
+    // Scores a non-empty batch (inference in the workers), sends it on and
+    // leaves an empty one from the pool in its place; once the consumer is
+    // gone, or scoring failed (the run then stops), flows are dropped.
     let mut handoff = |b: &mut FlowBatch| {
         if b.is_empty() && b.mark.is_none() {
             return;
+        }
+        // A GPU shard scoring on the device hands off scored batches.
+        if let (true, Some(s)) = (open && !b.is_empty() && b.scored.is_none(), scorer.as_mut()) {
+            if let Err(e) = s.score(b) {
+                tracing::error!(
+                    message = "scoring failed in a flow worker; the run stops",
+                    shard,
+                    error = %format!("{e:#}")
+                );
+                scoring_error = Some(format!("{e:#}"));
+                open = false;
+                stop.store(true, Ordering::Relaxed);
+            }
         }
         if open {
             let full = std::mem::replace(b, fresh(&flow_pool_rx));
@@ -1634,14 +1686,15 @@ fn worker_loop(
     let stats = proc.stats();
     publish_flow_stats(&mut published, &stats);
     emergency.observe(&stats, max_flows);
-    (
+    WorkerOutcome {
         stats,
-        started
+        busy: started
             .elapsed()
             .saturating_sub(recv_blocked)
             .saturating_sub(send_blocked),
-        proc.error(),
-    )
+        device_error: proc.error(),
+        scoring_error,
+    }
 }
 
 /// How often a worker adds its flow table counters to the metrics.

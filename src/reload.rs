@@ -55,6 +55,18 @@ impl Reloader {
     /// process); with `cfg.model.watch`, so does a change of the file's
     /// modification time.
     pub fn start(cfg: &Config, cli: Option<&Path>, on_sighup: bool) -> Result<Reloader> {
+        Self::start_with_workers(cfg, cli, on_sighup, 0)
+    }
+
+    /// As [`start`](Self::start), and each model loaded also brings
+    /// `workers` sessions for the flow workers (`[inference] placement =
+    /// "workers"`; see [`model::worker_sessions_needed`]).
+    pub fn start_with_workers(
+        cfg: &Config,
+        cli: Option<&Path>,
+        on_sighup: bool,
+        workers: usize,
+    ) -> Result<Reloader> {
         let (trigger, requests) = bounded::<()>(1);
         let ready = Arc::new(Mutex::new(None));
         let outcomes = Arc::new(Mutex::new(ReloadCounts::default()));
@@ -71,6 +83,7 @@ impl Reloader {
                     loader(
                         &cfg,
                         cli.as_deref(),
+                        workers,
                         &path,
                         requests,
                         watch,
@@ -131,9 +144,13 @@ impl Drop for Reloader {
     }
 }
 
+// Each argument is one thing the thread owns or shares; a struct would only
+// rename them.
+#[allow(clippy::too_many_arguments)]
 fn loader(
     cfg: &Config,
     cli: Option<&Path>,
+    workers: usize,
     path: &Path,
     requests: Receiver<()>,
     watch: Option<PathBuf>,
@@ -178,7 +195,7 @@ fn loader(
             }
             continue;
         }
-        match load_and_warm(cfg, cli) {
+        match load_and_warm(cfg, cli, workers) {
             Ok(m) => {
                 running = on_disk;
                 tracing::info!(
@@ -236,15 +253,25 @@ fn fingerprint(path: &Path) -> Option<String> {
     Some(format!("{:x}", h.finalize()))
 }
 
-/// Loads the model with every start-up check, then scores one batch of
-/// zero rows, so a model that loads but cannot run is refused too.
-fn load_and_warm(cfg: &Config, cli: Option<&Path>) -> Result<LoadedModel> {
+/// Loads the model with every start-up check (and `workers` more sessions
+/// of it), then scores one batch of zero rows on each session, so a model
+/// that loads but cannot run is refused too.
+fn load_and_warm(cfg: &Config, cli: Option<&Path>, workers: usize) -> Result<LoadedModel> {
     let mut m = model::load(cfg, cli)?;
-    let width = m.engine.contract().num_features();
+    model::add_worker_sessions(cfg, &mut m, workers)?;
+    warm(m.engine.as_mut())?;
+    for e in &mut m.workers {
+        warm(e.as_mut())?;
+    }
+    Ok(m)
+}
+
+fn warm(engine: &mut dyn tapstream_inference::Engine) -> Result<()> {
+    let width = engine.contract().num_features();
     let rows = 16;
     let input = vec![0.0f32; rows * width];
     let mut out: Vec<Prediction> = Vec::with_capacity(rows);
-    m.engine
+    engine
         .infer(&input, rows, &mut out)
         .context("warming up the new model")?;
     anyhow::ensure!(
@@ -252,5 +279,5 @@ fn load_and_warm(cfg: &Config, cli: Option<&Path>) -> Result<LoadedModel> {
         "warming up the new model: it gave {} predictions for {rows} rows, or a non-finite score",
         out.len()
     );
-    Ok(m)
+    Ok(())
 }

@@ -120,8 +120,14 @@ pub fn render(r: &RunReport) -> String {
     if c.scored > 0 || !c.labels.is_empty() {
         let _ = writeln!(
             s,
-            "  flows scored       {:>12}  ({} inference calls)",
-            c.scored, c.inference_calls
+            "  flows scored       {:>12}  ({} inference calls{})",
+            c.scored,
+            c.inference_calls,
+            match c.scored_in_workers {
+                0 => String::new(),
+                n if n == c.scored => " in the flow workers".to_string(),
+                n => format!("; {n} rows in the flow workers"),
+            }
         );
         let _ = writeln!(s, "  alerts             {:>12}", c.alerts());
         if c.model_swaps > 0 {
@@ -188,9 +194,14 @@ pub fn render(r: &RunReport) -> String {
     if c.inference_calls > 0 {
         let _ = writeln!(
             s,
-            "    inference        {:>10}rows/s ({:.3} s)",
+            "    inference        {:>10}rows/s ({:.3} s{})",
             rate(c.scored, c.inference_busy),
-            c.inference_busy.as_secs_f64()
+            c.inference_busy.as_secs_f64(),
+            if c.scored_in_workers > 0 {
+                ", part of the flow workers' time"
+            } else {
+                ""
+            }
         );
         let _ = writeln!(
             s,
@@ -276,6 +287,7 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
             "active": r.workers.stats.emergency_active,
         },
         "scored": r.consumer.scored,
+        "scored_in_workers": r.consumer.scored_in_workers,
         "model_swaps": r.consumer.model_swaps,
         "alerts": r.consumer.alerts(),
         "alerts_by_class": alerts,

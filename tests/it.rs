@@ -17,6 +17,8 @@ mod gpu_model_input;
 mod kafka;
 // `tapstream model report`: JSON sanity, robustness, errors.
 mod model_report;
+// Where the model runs: the consumer or the flow workers.
+mod placement;
 // FP16 and INT8 variants of the default model against FP32.
 mod precision;
 // Hot reload of the model (in process, and SIGHUP to a running tapstream).

@@ -37,15 +37,17 @@ pub fn alert_ids(eve: &Path) -> BTreeMap<u64, usize> {
 /// A config for the mock broker: group `group`, `idle` before exiting.
 /// Short flow timeouts make flows end while the demo capture (55 s) is
 /// still being read, so offsets get committed before the end.
-fn config(dir: &Path, brokers: &str, group: &str, idle: &str) -> PathBuf {
+/// `extra` TOML is appended.
+fn config(dir: &Path, brokers: &str, group: &str, idle: &str, extra: &str) -> PathBuf {
     let p = dir.join(format!("{group}.toml"));
-    let text = format!(
+    let mut text = format!(
         "[kafka]\nbrokers = {}\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\n\
          [source.kafka]\ngroup_id = \"{group}\"\ntopics = [\"packets\"]\nexit_after_idle = \"{idle}\"\ncommit_interval = \"200ms\"\n\n\
          [pipeline]\nworkers = 2\ndecoders = 1\n\n\
          [flow]\ntimeout = \"8s\"\nactivity_timeout = \"1s\"\ntcp_close_linger = \"1s\"\n",
         toml_list(brokers)
     );
+    text.push_str(extra);
     std::fs::write(&p, text).expect("write config");
     p
 }
@@ -128,13 +130,27 @@ fn kafka_source_matches_pcap_and_commits_only_settled_offsets() {
     if !have_ort("kafka_source_matches_pcap_and_commits_only_settled_offsets") {
         return;
     }
+    kafka_matches_pcap("");
+}
+
+/// The same with the flow workers scoring: a mark still reaches the sink
+/// only behind the alerts of the flows before it.
+#[test]
+fn kafka_source_with_scoring_workers_commits_only_settled_offsets() {
+    if !have_ort("kafka_source_with_scoring_workers_commits_only_settled_offsets") {
+        return;
+    }
+    kafka_matches_pcap("\n[inference]\nplacement = \"workers\"\n");
+}
+
+fn kafka_matches_pcap(extra: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let pcap = demo_pcap(dir.path());
     let mock = MockCluster::new(3).expect("mock cluster");
     mock.create_topic("packets", 4, 1).expect("topic");
     let brokers = mock.bootstrap_servers();
 
-    let cfg = config(dir.path(), &brokers, "g1", "4s");
+    let cfg = config(dir.path(), &brokers, "g1", "4s", extra);
     // The reference: the same capture as a file, same flow settings.
     let ref_eve = dir.path().join("ref.json");
     let ref_summary = dir.path().join("ref-summary.json");
@@ -206,6 +222,9 @@ fn kafka_source_matches_pcap_and_commits_only_settled_offsets() {
     assert_eq!(s2["accounted"], true, "{s2}");
     let c2 = committed(&brokers, "g1", 4);
     assert!(c2.iter().zip(&c1).all(|(b, a)| b >= a), "{c2:?} vs {c1:?}");
+    if !extra.is_empty() {
+        assert_eq!(s1["scored_in_workers"], s1["flows"], "{s1}");
+    }
 }
 
 /// A running `tapstream run --kafka`, its log in a file.

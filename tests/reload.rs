@@ -12,6 +12,7 @@ use crossbeam_channel::bounded;
 use tapstream::config::Config;
 use tapstream::consumer::{AlertStage, Consumer};
 use tapstream::reload::Reloader;
+use tapstream::scoring::WorkerModels;
 use tapstream_connectors::eve::Alert;
 use tapstream_connectors::sink::{AlertSink, SinkError};
 use tapstream_ingest::flow::FlowConfig;
@@ -95,6 +96,7 @@ fn good_model_swaps_in_bad_model_is_refused_no_flow_lost() {
         settled: None,
         limiter: Default::default(),
         reopen: None,
+        workers: None,
     };
     // A rendezvous: when a send returns, the consumer holds that batch, and
     // (max_delay 0) scores it before it takes the next.
@@ -162,6 +164,132 @@ fn good_model_swaps_in_bad_model_is_refused_no_flow_lost() {
     assert!(seen[switch..].iter().all(|m| m == "fixture-linear3"));
 }
 
+/// Inference in the flow workers: a reloaded model is built once per worker,
+/// published by the consumer, and each worker takes it between two of its
+/// batches; every alert names the model that scored it (even while the
+/// other worker still runs the old one), a bad model is refused, and every
+/// flow is scored exactly once.
+#[test]
+fn workers_swap_models_between_their_batches() {
+    if !have_ort("workers_swap_models_between_their_batches") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let batches = demo_batches(dir.path());
+    let total: usize = batches.iter().map(FlowBatch::len).sum();
+    assert!(batches.len() >= 9, "{} batches", batches.len());
+    let model = dir.path().join("model.onnx");
+    std::fs::copy(root().join("models/cic-mlp.onnx"), &model).unwrap();
+    let mut cfg = Config::default();
+    cfg.model.path = Some(model.clone());
+    cfg.model.threshold = Some(0.0); // every flow alerts, so every flow is seen
+    let mut loaded = tapstream::model::load(&cfg, None).unwrap();
+    tapstream::model::add_worker_sessions(&cfg, &mut loaded, 2).unwrap();
+    assert_eq!(loaded.workers.len(), 2);
+    let models = WorkerModels::new(std::mem::take(&mut loaded.workers), loaded.threshold);
+    let reload = Arc::new(Reloader::start_with_workers(&cfg, None, false, 2).unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let stage = AlertStage {
+        engine: loaded.engine,
+        sink: Box::new(Recorder(seen.clone())),
+        model: loaded.info,
+        threshold: loaded.threshold,
+        batch_rows: 256,
+        max_delay: Duration::ZERO,
+        reload: Some(reload.clone()),
+        settled: None,
+        limiter: Default::default(),
+        reopen: None,
+        workers: Some(models.clone()),
+    };
+    // Two workers' scorers, used in turn from this thread; the rendezvous
+    // keeps the consumer one batch behind at most.
+    let mut scorers = [
+        models.scorer(0, 100).unwrap(),
+        models.scorer(1, 100).unwrap(),
+    ];
+    assert!(models.scorer(0, 100).is_err(), "one session per worker");
+    let (tx, rx) = bounded::<FlowBatch>(0);
+    let (pool_tx, _pool_rx) = bounded::<FlowBatch>(64);
+    let consumer = std::thread::spawn(move || {
+        Consumer::Alerts(stage).run(rx, pool_tx, &AtomicBool::new(false))
+    });
+    // Which worker scored batch i, and with which generation.
+    let mut scored_by = Vec::new();
+    let mut send = |i: usize| {
+        let w = i % 2;
+        let mut b = batches[i].clone();
+        scorers[w].score(&mut b).unwrap();
+        let s = b.scored.expect("scored");
+        assert_eq!(b.flagged.len(), b.len(), "threshold 0 flags every flow");
+        assert!(s.calls as usize >= b.len().div_ceil(100));
+        scored_by.push((w, s.generation));
+        tx.send(b).unwrap();
+    };
+    let third = batches.len() / 3;
+    for i in 0..third {
+        send(i);
+    }
+    std::fs::copy(root().join("inference/tests/data/linear3.onnx"), &model).unwrap();
+    reload.request();
+    wait_until("the new model", Duration::from_secs(20), || {
+        reload.counts().loaded == 1
+    });
+    for i in third..2 * third {
+        send(i);
+    }
+    std::fs::write(&model, b"not a model").unwrap();
+    reload.request();
+    wait_until("the refusal", Duration::from_secs(20), || {
+        reload.counts().refused == 1
+    });
+    for i in 2 * third..batches.len() {
+        send(i);
+    }
+    drop(tx);
+    let report = consumer.join().unwrap().unwrap();
+    assert_eq!(report.flows as usize, total);
+    assert_eq!(report.scored as usize, total);
+    assert_eq!(report.scored_in_workers as usize, total);
+    assert_eq!(report.model_swaps, 1);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), total, "every flow alerts exactly once");
+    // Alerts go out batch by batch (max_delay 0), each named after the
+    // generation that scored its batch.
+    let mut at = 0;
+    for (i, b) in batches.iter().enumerate() {
+        let want = if scored_by[i].1 == 0 {
+            "cic-mlp"
+        } else {
+            "fixture-linear3"
+        };
+        assert!(
+            seen[at..at + b.len()].iter().all(|m| m == want),
+            "batch {i} scored by {:?}",
+            scored_by[i]
+        );
+        at += b.len();
+    }
+    // Each worker moved to generation 1 once, within a batch or two of the
+    // reload (the consumer publishes when it next receives a batch), and
+    // never back.
+    for w in 0..2 {
+        let gens: Vec<u64> = scored_by
+            .iter()
+            .filter(|(x, _)| *x == w)
+            .map(|(_, g)| *g)
+            .collect();
+        let first_new = gens.iter().position(|&g| g == 1).expect("swapped");
+        assert!(gens[..first_new].iter().all(|&g| g == 0), "{gens:?}");
+        assert!(gens[first_new..].iter().all(|&g| g == 1), "{gens:?}");
+        let own_before_reload = (0..third).filter(|i| i % 2 == w).count();
+        assert!(
+            first_new <= own_before_reload + 2,
+            "worker {w} swapped at its batch {first_new}: {gens:?}"
+        );
+    }
+}
+
 /// `tapstream run` on a capture that arrives through a FIFO: SIGHUP while
 /// it waits for more packets reloads the model; the summary counts the
 /// swap and every packet.
@@ -170,19 +298,40 @@ fn sighup_reloads_the_model_of_a_running_tapstream() {
     if !have_ort("sighup_reloads_the_model_of_a_running_tapstream") {
         return;
     }
+    sighup_reload("sighup_reloads_the_model_of_a_running_tapstream", "");
+}
+
+/// The same with the flow workers scoring: the reload builds a session per
+/// worker and the workers take them over.
+#[test]
+fn sighup_reloads_the_models_of_scoring_workers() {
+    if !have_ort("sighup_reloads_the_models_of_scoring_workers") {
+        return;
+    }
+    sighup_reload(
+        "sighup_reloads_the_models_of_scoring_workers",
+        "[inference]\nplacement = \"workers\"\n[pipeline]\nworkers = 2\n",
+    );
+}
+
+fn sighup_reload(test: &str, config: &str) {
     let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, config).unwrap();
     let pcap = std::fs::read(crate::util::demo_pcap(dir.path())).unwrap();
     let fifo = dir.path().join("input.pcap");
     let made = std::process::Command::new("mkfifo").arg(&fifo).status();
     if !matches!(made, Ok(s) if s.success()) {
-        eprintln!("sighup_reloads_the_model_of_a_running_tapstream: skipped, no mkfifo");
+        eprintln!("{test}: skipped, no mkfifo");
         return;
     }
     let model = dir.path().join("model.onnx");
     std::fs::copy(root().join("models/cic-mlp.onnx"), &model).unwrap();
     let summary = dir.path().join("summary.json");
     let mut child = bin()
-        .args(["run", "--eve", "/dev/null", "--model"])
+        .args(["run", "--eve", "/dev/null", "--config"])
+        .arg(&cfg)
+        .arg("--model")
         .arg(&model)
         .arg("--pcap")
         .arg(&fifo)
@@ -244,6 +393,10 @@ fn sighup_reloads_the_model_of_a_running_tapstream() {
     assert_eq!(s["model_swaps"], 1, "{s}");
     assert_eq!(s["accounted"], true, "{s}");
     assert_eq!(s["flows"], s["scored"], "{s}");
+    if !config.is_empty() {
+        assert_eq!(s["flows"], s["scored_in_workers"], "{s}");
+        assert!(stderr.contains("flow worker swapped its model"), "{stderr}");
+    }
 }
 
 /// A request (SIGHUP, also sent for log rotation) with the same model files

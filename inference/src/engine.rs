@@ -48,6 +48,13 @@ pub trait Engine: Send {
         out: &mut Vec<Prediction>,
     ) -> Result<(), InferenceError>;
 
+    /// The ONNX Runtime engine behind this one, for callers that bind
+    /// device memory ([`OnnxEngine::infer_bound`](crate::OnnxEngine::infer_bound));
+    /// `None` for other engines.
+    fn as_onnx_mut(&mut self) -> Option<&mut crate::OnnxEngine> {
+        None
+    }
+
     /// Runs the model once on `rows` rows of zeros, so that lazy
     /// initialisation (memory arenas, kernel selection) happens before the
     /// first real batch rather than during it. Use the largest batch size

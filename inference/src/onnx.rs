@@ -578,6 +578,10 @@ impl Engine for OnnxEngine {
         &self.contract
     }
 
+    fn as_onnx_mut(&mut self) -> Option<&mut OnnxEngine> {
+        Some(self)
+    }
+
     fn infer(
         &mut self,
         input: &[f32],

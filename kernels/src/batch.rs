@@ -1,8 +1,11 @@
 //! Batches of ended flows with their feature rows, passed from the flow
 //! workers to inference and to CSV export.
 
+use std::time::Duration;
+
 use tapstream_ingest::FlowMeta;
 
+use crate::gpu::Flagged;
 use crate::schema::NUM_FEATURES;
 
 /// Ended flows and their feature rows: `rows[i*NUM_FEATURES..(i+1)*NUM_FEATURES]`
@@ -17,6 +20,25 @@ pub struct FlowBatch {
     /// Set by a shard whose input is tagged with origins (the Kafka source):
     /// how far its input is settled once the flows before this mark are.
     pub mark: Option<Mark>,
+    /// Set when the flow worker already scored the batch (inference in the
+    /// workers): then `flagged` holds every flow at or above the threshold,
+    /// and nothing downstream scores the batch again.
+    pub scored: Option<Scored>,
+    /// The flows of a scored batch whose attack score reached the
+    /// threshold, by index into `metas`, in increasing order.
+    pub flagged: Vec<Flagged>,
+}
+
+/// How a flow worker scored a [`FlowBatch`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Scored {
+    /// Which model did: the generation the consumer published it as (0 is
+    /// the model the run started with; each hot reload adds one).
+    pub generation: u64,
+    /// Inference calls it took.
+    pub calls: u32,
+    /// Time inside the engine.
+    pub busy: Duration,
 }
 
 /// A shard's progress marker, sent after the flows it ended so far.
@@ -46,6 +68,8 @@ impl FlowBatch {
             metas: Vec::with_capacity(flows),
             rows: Vec::with_capacity(flows * NUM_FEATURES),
             mark: None,
+            scored: None,
+            flagged: Vec::new(),
         }
     }
 
@@ -85,11 +109,13 @@ impl FlowBatch {
         self.rows.get(i * NUM_FEATURES..(i + 1) * NUM_FEATURES)
     }
 
-    /// Empties the batch (and drops its mark), keeping its allocations for
-    /// reuse.
+    /// Empties the batch (and drops its mark and scores), keeping its
+    /// allocations for reuse.
     pub fn clear(&mut self) {
         self.metas.clear();
         self.rows.clear();
         self.mark = None;
+        self.scored = None;
+        self.flagged.clear();
     }
 }

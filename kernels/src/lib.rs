@@ -21,5 +21,5 @@ pub mod gpu;
 pub mod schema;
 pub mod shard;
 
-pub use batch::{FlowBatch, Mark};
+pub use batch::{FlowBatch, Mark, Scored};
 pub use shard::{ShardProcessor, ShardStats};

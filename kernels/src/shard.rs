@@ -14,8 +14,9 @@ use tapstream_ingest::flow::{
 };
 use tapstream_ingest::{EndReason, FlowMeta, PacketRecord};
 
-use crate::batch::FlowBatch;
+use crate::batch::{FlowBatch, Scored};
 use crate::cpu::{CpuExtractor, FlowAccumulator};
+use crate::gpu::Flagged;
 
 /// Why a shard could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +161,33 @@ impl<F: FnMut(&mut FlowBatch)> Output<'_, F> {
             }
         });
         self.handoff_if_full();
+    }
+
+    /// Appends flows scored elsewhere (the GPU extractor scoring on the
+    /// device): their metadata, no feature rows, and the flagged ones
+    /// (`flagged` indexes `metas`, increasing), handing batches off when
+    /// full. The work `how` took is counted in the first batch.
+    pub(crate) fn emit_scored(&mut self, metas: &[FlowMeta], flagged: &[Flagged], how: Scored) {
+        let mut flagged = flagged.iter().peekable();
+        let mut work = Some(how);
+        for (i, meta) in metas.iter().enumerate() {
+            let s = self.batch.scored.get_or_insert(Scored {
+                generation: how.generation,
+                ..Scored::default()
+            });
+            if let Some(w) = work.take() {
+                s.calls += w.calls;
+                s.busy += w.busy;
+            }
+            let row = u32::try_from(self.batch.metas.len()).unwrap_or(u32::MAX);
+            self.batch.metas.push(*meta);
+            while let Some(f) = flagged.next_if(|f| f.row as usize <= i) {
+                if f.row as usize == i {
+                    self.batch.flagged.push(Flagged { row, ..*f });
+                }
+            }
+            self.handoff_if_full();
+        }
     }
 
     #[inline]

@@ -15,10 +15,12 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use tapstream_ingest::flow::FlowConfig;
 use tapstream_ingest::{decode, CaptureReader, PacketRecord};
-use tapstream_kernels::gpu::{BatchExecutor, Columns, GpuError, GpuShard, RecordBatch};
+use tapstream_kernels::gpu::{
+    BatchExecutor, Columns, DeviceScoring, Flagged, GpuError, GpuShard, RecordBatch,
+};
 use tapstream_kernels::schema::{FEATURES, NUM_FEATURES};
 use tapstream_kernels::shard::Output;
-use tapstream_kernels::{FlowBatch, ShardProcessor};
+use tapstream_kernels::{FlowBatch, Scored, ShardProcessor};
 
 #[path = "gpu_emu/emulator.rs"]
 mod emulator;
@@ -426,6 +428,182 @@ fn emulate_one_capture() {
         "{} records, {} flows: emulated GPU == CPU",
         recs.len(),
         cpu.len()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What the test scoring saw, shared with the test.
+#[derive(Default)]
+struct ScoringLog {
+    /// Batches scored, and flows in them.
+    batches: u64,
+    flows: u64,
+    /// Generations prepared, and batches in flight each time.
+    prepared: Vec<(u64, usize)>,
+}
+
+/// A stand-in for device scoring: flags a flow by a rule that depends on
+/// the generation (so a batch labelled with the wrong generation shows),
+/// and offers a new model every `every` scored batches, up to `last`.
+struct TestScoring {
+    generation: u64,
+    last: u64,
+    every: u64,
+    log: std::sync::Arc<std::sync::Mutex<ScoringLog>>,
+    flagged: Vec<Flagged>,
+}
+
+fn flags(generation: u64, row: &[f64]) -> bool {
+    row.iter().fold(generation, |h, v| {
+        h.wrapping_mul(31).wrapping_add(v.to_bits())
+    }) % 3
+        == 0
+}
+
+impl DeviceScoring<EmuExecutor> for TestScoring {
+    fn prepare(&mut self, exec: &mut EmuExecutor) -> Result<(), GpuError> {
+        let mut log = self.log.lock().unwrap();
+        log.prepared.push((self.generation, exec.done.len()));
+        Ok(())
+    }
+
+    fn newer_model(&self) -> bool {
+        let log = self.log.lock().unwrap();
+        self.generation < self.last && log.batches >= self.every * (self.generation + 1)
+    }
+
+    fn switch(&mut self) {
+        self.generation += 1;
+    }
+
+    fn score(
+        &mut self,
+        _exec: &EmuExecutor,
+        host: &[f64],
+        rows: usize,
+    ) -> Result<(Scored, &[Flagged]), GpuError> {
+        assert_eq!(host.len(), rows * NUM_FEATURES);
+        self.flagged.clear();
+        for (i, row) in host.chunks_exact(NUM_FEATURES).enumerate() {
+            if flags(self.generation, row) {
+                self.flagged.push(Flagged {
+                    row: i as u32,
+                    class: 7,
+                    score: 0.5,
+                });
+            }
+        }
+        let mut log = self.log.lock().unwrap();
+        log.batches += 1;
+        log.flows += rows as u64;
+        Ok((
+            Scored {
+                generation: self.generation,
+                calls: 1,
+                busy: std::time::Duration::from_micros(1),
+            },
+            &self.flagged,
+        ))
+    }
+}
+
+/// A GPU shard that scores on the device hands off scored batches: the
+/// same flows in the same order as the CPU shard, no feature rows, each
+/// batch scored by one model generation (a switch completes the batches in
+/// flight first), and flagged rows that point at the right flows.
+#[test]
+fn a_scoring_gpu_shard_hands_off_scored_batches_of_one_model_each() {
+    let dir = std::env::temp_dir().join(format!("tapstream-emu3-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let Some(exe) = build_emulator(&dir) else {
+        return;
+    };
+    let mut switches_seen = 0;
+    for (seed, cap, max_flows) in [(7u64, 64, 7), (11, 5, 1), (13, 257, 1000)] {
+        let recs = synthetic(seed * 0x9e37_79b9, 4000, 0);
+        let cfg = FlowConfig::default();
+        let cpu = cpu_rows(cfg, &recs);
+        let log = std::sync::Arc::new(std::sync::Mutex::new(ScoringLog::default()));
+        let exec = EmuExecutor::spawn(&exe, cfg.activity_timeout_us);
+        let mut shard = GpuShard::new(cfg, 0, exec, cap).unwrap();
+        shard
+            .set_scoring(Box::new(TestScoring {
+                generation: 0,
+                last: 3,
+                every: 4,
+                log: log.clone(),
+                flagged: Vec::new(),
+            }))
+            .unwrap();
+        let mut handed: Vec<FlowBatch> = Vec::new();
+        let mut batch = FlowBatch::default();
+        let mut out = Output {
+            batch: &mut batch,
+            max_flows,
+            handoff: |b: &mut FlowBatch| {
+                handed.push(b.clone());
+                b.clear();
+            },
+        };
+        for chunk in recs.chunks(512) {
+            shard.process_into(chunk, &mut out);
+        }
+        shard.flush_into(&mut out);
+        (out.handoff)(out.batch);
+        assert!(shard.error().is_none(), "{:?}", shard.error());
+        handed.retain(|b| !b.is_empty());
+
+        let name = format!("seed {seed} cap {cap} max_flows {max_flows}");
+        let metas: Vec<_> = handed
+            .iter()
+            .flat_map(|b| b.metas.iter().copied())
+            .collect();
+        assert_eq!(metas, cpu.metas, "{name}: the CPU shard's flows, in order");
+        let log = log.lock().unwrap();
+        assert_eq!(log.flows as usize, cpu.len(), "{name}");
+        let mut at = 0;
+        let mut generation = 0;
+        let mut calls = 0;
+        for b in &handed {
+            let s = b
+                .scored
+                .unwrap_or_else(|| panic!("{name}: an unscored batch"));
+            assert!(b.rows.is_empty(), "{name}: rows stay on the device");
+            assert!(b.len() <= max_flows, "{name}");
+            assert!(s.generation >= generation, "{name}: generations go forward");
+            generation = s.generation;
+            calls += s.calls as u64;
+            let want: Vec<u32> = (0..b.len())
+                .filter(|&i| flags(s.generation, cpu.row(at + i).unwrap()))
+                .map(|i| i as u32)
+                .collect();
+            let got: Vec<u32> = b.flagged.iter().map(|f| f.row).collect();
+            assert_eq!(
+                got, want,
+                "{name}: flagged flows of a generation-{} batch",
+                s.generation
+            );
+            assert!(b.flagged.iter().all(|f| f.class == 7 && f.score == 0.5));
+            at += b.len();
+        }
+        // Batches without flows are not handed off, but were scored.
+        assert!(calls <= log.batches, "{name}");
+        assert!(calls > 0, "{name}");
+        // prepare ran once at the start and once per switch, each time with
+        // nothing in flight.
+        assert!(
+            log.prepared.iter().all(|&(_, in_flight)| in_flight == 0),
+            "{name}: {:?}",
+            log.prepared
+        );
+        let gens: Vec<u64> = log.prepared.iter().map(|&(g, _)| g).collect();
+        assert_eq!(gens, (0..gens.len() as u64).collect::<Vec<_>>(), "{name}");
+        assert_eq!(generation, gens.len() as u64 - 1, "{name}");
+        switches_seen += gens.len() - 1;
+    }
+    assert!(
+        switches_seen >= 3,
+        "the test switched models {switches_seen} times"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

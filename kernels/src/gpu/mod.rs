@@ -19,7 +19,7 @@ pub mod records;
 pub mod cuda;
 
 pub use flag::{collect_flagged, Flagged, ScoreLayout};
-pub use records::{BatchExecutor, Column, Columns, GpuError, GpuShard, RecordBatch};
+pub use records::{BatchExecutor, Column, Columns, DeviceScoring, GpuError, GpuShard, RecordBatch};
 
 /// The kernel source, compiled at start-up by NVRTC.
 pub const FLOW_FEATURES_CU: &str = include_str!("flow_features.cu");

@@ -25,7 +25,8 @@ use tapstream_ingest::flow::{Direction, EndedFlow, FlowConfig, FlowTable, Placem
 use tapstream_ingest::packet::{proto, PacketRecord};
 use tapstream_ingest::FlowMeta;
 
-use crate::batch::FlowBatch;
+use crate::batch::{FlowBatch, Scored};
+use crate::gpu::Flagged;
 use crate::schema::NUM_FEATURES;
 use crate::shard::{Output, ShardError, ShardStats};
 
@@ -75,6 +76,9 @@ pub enum GpuError {
     /// output layout it cannot read, a batch too large, a null buffer).
     #[error("invalid GPU kernel input: {0}")]
     InvalidInput(String),
+    /// Scoring a finished batch on the device failed.
+    #[error("scoring on the device failed: {0}")]
+    Scoring(String),
     /// The flow table configuration is invalid.
     #[error(transparent)]
     Shard(#[from] ShardError),
@@ -471,6 +475,38 @@ pub trait BatchExecutor: Send {
     fn columns(&mut self, cap: usize, fin_cap: usize) -> Result<Columns, GpuError>;
 }
 
+/// Scores each finished batch where the executor left its model input (on
+/// the device), so ended flows leave the shard already scored: the batch
+/// the caller receives carries its flagged flows ([`FlowBatch::flagged`])
+/// and no feature rows.
+///
+/// A new model may need another model input (columns, scaler): when
+/// [`newer_model`](Self::newer_model) says one waits, the shard completes
+/// every batch in flight (scored by the current model) and hands off the
+/// flows it holds, then calls [`switch`](Self::switch) and
+/// [`prepare`](Self::prepare) with nothing in flight, so no flow batch mixes
+/// two models.
+pub trait DeviceScoring<E>: Send {
+    /// Sets `exec` up for the current model (for example, the model input it
+    /// builds on the device). Called with nothing in flight: once when the
+    /// scoring is installed and after each [`switch`](Self::switch).
+    fn prepare(&mut self, exec: &mut E) -> Result<(), GpuError>;
+    /// Whether a newer model waits to take over.
+    fn newer_model(&self) -> bool;
+    /// Takes the newer model.
+    fn switch(&mut self);
+    /// Scores the `rows` flows of the batch `exec` finished last (`host`
+    /// holds their feature rows when the executor copies them back, else it
+    /// is empty); returns how, and the flagged flows by row in the batch,
+    /// in increasing order.
+    fn score(
+        &mut self,
+        exec: &E,
+        host: &[f64],
+        rows: usize,
+    ) -> Result<(Scored, &[Flagged]), GpuError>;
+}
+
 /// A flow table whose features are computed by a [`BatchExecutor`].
 ///
 /// The same table as [`crate::shard::ShardProcessor`], so flows, their ends
@@ -488,6 +524,7 @@ pub struct GpuShard<E: BatchExecutor> {
     slots: DeviceSlots,
     shard_id: u32,
     error: Option<GpuError>,
+    scoring: Option<Box<dyn DeviceScoring<E>>>,
 }
 
 /// Device accumulator slots, one per flow: a flow keeps its slot for life,
@@ -566,7 +603,16 @@ impl<E: BatchExecutor> GpuShard<E> {
             slots: DeviceSlots::default(),
             shard_id,
             error: None,
+            scoring: None,
         })
+    }
+
+    /// Scores every finished batch with `scoring` from now on (see
+    /// [`DeviceScoring`]). Call before the first packet.
+    pub fn set_scoring(&mut self, mut scoring: Box<dyn DeviceScoring<E>>) -> Result<(), GpuError> {
+        scoring.prepare(&mut self.exec)?;
+        self.scoring = Some(scoring);
+        Ok(())
     }
 
     /// Starts over with an empty flow table, keeping the executor and its
@@ -719,6 +765,9 @@ impl<E: BatchExecutor> GpuShard<E> {
     }
 
     fn submit_filling<F: FnMut(&mut FlowBatch)>(&mut self, out: &mut Output<'_, F>) {
+        if self.scoring.as_ref().is_some_and(|s| s.newer_model()) {
+            self.switch_model(out);
+        }
         if self.spare.is_none() {
             self.complete_oldest(out);
         }
@@ -737,6 +786,26 @@ impl<E: BatchExecutor> GpuShard<E> {
         self.in_flight.push_back(batch);
     }
 
+    /// Completes the batches in flight with the current model, hands off
+    /// the flows they ended, and lets the scoring take the newer model.
+    fn switch_model<F: FnMut(&mut FlowBatch)>(&mut self, out: &mut Output<'_, F>) {
+        while !self.in_flight.is_empty() {
+            self.complete_oldest(out);
+        }
+        if !out.batch.is_empty() {
+            (out.handoff)(out.batch);
+        }
+        let Some(scoring) = self.scoring.as_mut() else {
+            return;
+        };
+        scoring.switch();
+        if self.error.is_none() {
+            if let Err(e) = scoring.prepare(&mut self.exec) {
+                self.error = Some(e);
+            }
+        }
+    }
+
     fn complete_oldest<F: FnMut(&mut FlowBatch)>(&mut self, out: &mut Output<'_, F>) {
         let Some(mut batch) = self.in_flight.pop_front() else {
             return;
@@ -744,7 +813,13 @@ impl<E: BatchExecutor> GpuShard<E> {
         if self.error.is_none() {
             self.rows.clear();
             match self.exec.finish(&mut self.rows) {
-                Ok(()) => emit_rows(&batch.metas, &self.rows, out),
+                Ok(()) => match self.scoring.as_mut() {
+                    None => emit_rows(&batch.metas, &self.rows, out),
+                    Some(s) => match s.score(&self.exec, &self.rows, batch.metas.len()) {
+                        Ok((how, flagged)) => out.emit_scored(&batch.metas, flagged, how),
+                        Err(e) => self.error = Some(e),
+                    },
+                },
                 Err(e) => self.error = Some(e),
             }
         }

@@ -1,0 +1,184 @@
+//! Where the model runs (`[inference] placement`): the flow workers score
+//! exactly the flows the consumer would, with the same alerts, and a worker
+//! that cannot score stops the run with an error instead of losing flows
+//! quietly.
+
+use std::sync::Arc;
+
+use tapstream::config::{Config, Placement};
+use tapstream::consumer::{AlertStage, Consumer};
+use tapstream::pipeline::{self, Progress};
+use tapstream::scoring::WorkerModels;
+use tapstream_connectors::sink::{AlertSink, SinkError};
+use tapstream_inference::{Engine, InferenceError, ModelContract, Prediction};
+
+use crate::util::{bin, demo_pcap, have_ort, output, root, shared_data};
+
+/// Sorted EVE lines and the summary of `tapstream run` with `config`.
+fn run_with(
+    pcap: &std::path::Path,
+    dir: &std::path::Path,
+    config: &str,
+) -> (Vec<String>, serde_json::Value) {
+    let cfg = dir.join("c.toml");
+    let summary = dir.join("s.json");
+    std::fs::write(&cfg, config).unwrap();
+    let o = output(
+        bin()
+            .current_dir(root())
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .arg("--pcap")
+            .arg(pcap)
+            .arg("--summary-json")
+            .arg(&summary),
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{config}\n{stderr}");
+    let mut lines: Vec<String> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    let s = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    (lines, s)
+}
+
+#[test]
+fn alerts_do_not_depend_on_where_the_model_runs() {
+    if !have_ort("alerts_do_not_depend_on_where_the_model_runs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut captures = vec![demo_pcap(dir.path())];
+    if let Some(data) = shared_data("alerts_do_not_depend_on_where_the_model_runs") {
+        captures.push(data.join("lab/attack/portscan/nmap_sS.pcap"));
+        captures.push(data.join("lab/benign/http_ab.pcap"));
+    }
+    for pcap in &captures {
+        let (reference, s) = run_with(pcap, dir.path(), "[pipeline]\nworkers = 1\n");
+        assert_eq!(s["scored_in_workers"], 0, "{s}");
+        for (workers, batch_rows) in [(1, 1024), (3, 1024), (3, 7)] {
+            let config = format!(
+                "[inference]\nplacement = \"workers\"\nbatch_rows = {batch_rows}\n\
+                 [pipeline]\nworkers = {workers}\n"
+            );
+            let (lines, s) = run_with(pcap, dir.path(), &config);
+            assert_eq!(s["accounted"], true, "{s}");
+            assert_eq!(s["scored"], s["flows"], "{s}");
+            assert_eq!(s["scored_in_workers"], s["flows"], "{s}");
+            assert_eq!(
+                lines,
+                reference,
+                "{} with {workers} workers and {batch_rows}-row calls",
+                pcap.display()
+            );
+        }
+        assert!(
+            !reference.is_empty() || pcap.ends_with("http_ab.pcap"),
+            "{}: no alerts to compare",
+            pcap.display()
+        );
+    }
+}
+
+/// An engine with a real contract whose every call fails.
+struct Failing(ModelContract);
+
+impl Engine for Failing {
+    fn contract(&self) -> &ModelContract {
+        &self.0
+    }
+
+    fn infer(
+        &mut self,
+        _input: &[f32],
+        rows: usize,
+        out: &mut Vec<Prediction>,
+    ) -> Result<(), InferenceError> {
+        out.clear();
+        Err(InferenceError::InputSize {
+            rows,
+            features: self.0.num_features(),
+            found: 0,
+        })
+    }
+}
+
+struct NoSink;
+
+impl AlertSink for NoSink {
+    fn write(&mut self, _alert: &tapstream_connectors::eve::Alert<'_>) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_worker_that_cannot_score_stops_the_run_with_an_error() {
+    if !have_ort("a_worker_that_cannot_score_stops_the_run_with_an_error") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = demo_pcap(dir.path());
+    let mut cfg = Config::default();
+    cfg.pipeline.workers = 2;
+    cfg.inference.placement = Placement::Workers;
+    let loaded = tapstream::model::load(&cfg, Some(&root().join("models/cic-mlp.onnx"))).unwrap();
+    let contract = loaded.engine.contract().clone();
+    let sessions: Vec<Box<dyn Engine>> = (0..2)
+        .map(|_| Box::new(Failing(contract.clone())) as Box<dyn Engine>)
+        .collect();
+    let stage = AlertStage {
+        engine: loaded.engine,
+        sink: Box::new(NoSink),
+        model: loaded.info,
+        threshold: loaded.threshold,
+        batch_rows: 1024,
+        max_delay: cfg.inference.max_delay,
+        reload: None,
+        settled: None,
+        limiter: Default::default(),
+        reopen: None,
+        workers: Some(WorkerModels::new(sessions, loaded.threshold)),
+    };
+    let err = pipeline::run(
+        &pcap,
+        &cfg,
+        Consumer::Alerts(stage),
+        Arc::new(Progress::default()),
+    )
+    .expect_err("scoring failed, so the run must fail");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("could not score"), "{msg}");
+    assert!(msg.contains("inference failed"), "{msg}");
+
+    // Sessions for the wrong number of workers are refused before start.
+    let loaded = tapstream::model::load(&cfg, Some(&root().join("models/cic-mlp.onnx"))).unwrap();
+    let one: Vec<Box<dyn Engine>> = vec![Box::new(Failing(contract))];
+    let stage = AlertStage {
+        engine: loaded.engine,
+        sink: Box::new(NoSink),
+        model: loaded.info,
+        threshold: loaded.threshold,
+        batch_rows: 1024,
+        max_delay: cfg.inference.max_delay,
+        reload: None,
+        settled: None,
+        limiter: Default::default(),
+        reopen: None,
+        workers: Some(WorkerModels::new(one, loaded.threshold)),
+    };
+    let err = pipeline::run(
+        &pcap,
+        &cfg,
+        Consumer::Alerts(stage),
+        Arc::new(Progress::default()),
+    )
+    .expect_err("one session for two workers");
+    assert!(format!("{err:#}").contains("1 model sessions were loaded for 2 flow workers"));
+}
