@@ -12,6 +12,13 @@
 #      rows/s with the features already on the device at 64 Ki, 256 Ki and
 #      1 Mi rows per batch, naming the GPU (output in gpu-score.txt, JSON on
 #      its last line);
+#   1b. `tapstream run` on the benchmark file with GPU features scored in
+#      the flow workers on the device ([inference] placement = "workers",
+#      CUDA provider alone), against a run with CPU features and the CPU
+#      provider (and one with the CPU model in the workers): alerts compared
+#      by scripts/compare-alerts.py (same flows, classes, scores within
+#      1e-4; a flow alerted by one run only within 1e-4 of the threshold),
+#      and each run's end-to-end rate;
 #   2. `tapstream bench` with the CUDA execution provider alone (no CPU
 #      fallback) for the FP32, FP16 and INT8 variants of the default model,
 #      at two batch sizes, and the CPU provider on the same host; inference
@@ -53,6 +60,26 @@ if "$bin" gpu-score --help > /dev/null 2>&1; then
     "$bin" gpu-score --config "$work/gpu-score.toml" --pcap "$work/bench.pcap" > "$out/gpu-score.txt" 2>&1 || status=1
   grep -v '^{' "$out/gpu-score.txt"
 fi
+step "tapstream run: GPU features scored on the device in 8 flow workers, against CPU features and the CPU provider"
+printf '[pipeline]\nworkers = 8\n' > "$work/run-cpu.toml"
+printf '[inference]\nproviders = ["cuda"]\nplacement = "workers"\n[pipeline]\nworkers = 8\n[gpu]\ndevice = "cuda"\n' > "$work/run-gpu.toml"
+"$bin" run --config "$work/run-cpu.toml" --pcap "$work/bench.pcap" --eve "$work/cpu.json" \
+  --summary-json "$out/run-cpu.json" > /dev/null 2> "$out/run-cpu.txt" || status=1
+TAPSTREAM_LOG=tapstream=info LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda-13.0/targets/x86_64-linux/lib \
+  "$bin" run --config "$work/run-gpu.toml" --pcap "$work/bench.pcap" --eve "$work/gpu.json" \
+  --summary-json "$out/run-gpu.json" > /dev/null 2> "$out/run-gpu.txt" || status=1
+echo "GPU shards scoring on the device: $(grep -c 'scoring_on_device=true' "$out/run-gpu.txt") of 8"
+# The same CPU run with the model in the flow workers instead of the
+# consumer thread: identical alerts, and what moving inference gains here.
+printf '[inference]\nplacement = "workers"\n[pipeline]\nworkers = 8\n' > "$work/run-cpu-workers.toml"
+"$bin" run --config "$work/run-cpu-workers.toml" --pcap "$work/bench.pcap" --eve "$work/cpu-workers.json" \
+  --summary-json "$out/run-cpu-workers.json" > /dev/null 2> "$out/run-cpu-workers.txt" || status=1
+grep -E "flows scored|end to end|failed|error" "$out/run-cpu.txt" "$out/run-cpu-workers.txt" "$out/run-gpu.txt"
+for other in cpu-workers gpu; do
+  python3 scripts/compare-alerts.py "$work/cpu.json" "$work/$other.json" | tee "$out/run-compare-$other.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || status=1
+done
+
 if [ "${GPU_SCORE_ONLY:-0}" = 1 ]; then
   step "done (status $status; GPU_SCORE_ONLY)"
   exit $status

@@ -182,3 +182,50 @@ fn a_worker_that_cannot_score_stops_the_run_with_an_error() {
     .expect_err("one session for two workers");
     assert!(format!("{err:#}").contains("1 model sessions were loaded for 2 flow workers"));
 }
+
+/// `scripts/compare-alerts.py` (the GPU host's check of `tapstream run` on
+/// the device against the CPU) passes identical runs and reports a lost
+/// alert and a changed score.
+#[test]
+fn the_alert_comparison_script_finds_differences() {
+    if !have_ort("the_alert_comparison_script_finds_differences") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = demo_pcap(dir.path());
+    let (lines, _) = run_with(&pcap, dir.path(), "");
+    assert!(lines.len() > 100);
+    let write = |name: &str, lines: &[String]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        p
+    };
+    let reference = write("ref.json", &lines);
+    let compare = |other: &std::path::Path| {
+        output(
+            std::process::Command::new("python3")
+                .arg(root().join("scripts/compare-alerts.py"))
+                .arg(&reference)
+                .arg(other),
+        )
+    };
+    let same = compare(&write("same.json", &lines));
+    let text = String::from_utf8_lossy(&same.stdout).to_string();
+    assert!(same.status.success(), "{text}");
+    assert!(text.contains("problems 0"), "{text}");
+
+    let lost = compare(&write("lost.json", &lines[1..]));
+    let text = String::from_utf8_lossy(&lost.stdout).to_string();
+    assert_eq!(lost.status.code(), Some(1), "{text}");
+    assert!(text.contains("only reference 1"), "{text}");
+
+    let mut changed = lines.clone();
+    let mut a: serde_json::Value = serde_json::from_str(&changed[0]).unwrap();
+    let s = a["tapstream"]["score"].as_f64().unwrap();
+    a["tapstream"]["score"] = serde_json::json!(s - 0.001);
+    changed[0] = a.to_string();
+    let moved = compare(&write("moved.json", &changed));
+    let text = String::from_utf8_lossy(&moved.stdout).to_string();
+    assert_eq!(moved.status.code(), Some(1), "{text}");
+    assert!(text.contains("problems 1"), "{text}");
+}
