@@ -463,7 +463,8 @@ pub struct CudaSection {
     /// GPU ordinal.
     pub device_id: u32,
     /// Cap of the provider's memory arena in MiB (`gpu_mem_limit`); 0 = no
-    /// cap.
+    /// cap. Per session (with `placement = "workers"`, one per flow worker
+    /// besides the consumer's).
     pub memory_limit_mib: u64,
 }
 

@@ -335,6 +335,11 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             let flows_input = args.common.kafka
                 && cfg.source.kafka.format == tapstream::config::KafkaFormat::Flows;
             let worker_sessions = model::worker_sessions_needed(&cfg, flows_input);
+            if flows_input && cfg.inference.placement == tapstream::config::Placement::Workers {
+                tracing::info!(
+                    message = "flow rows from Kafka pass no flow worker: the consumer scores them"
+                );
+            }
             let mut loaded = model::load(&cfg, args.model.as_deref())?;
             model::add_worker_sessions(&cfg, &mut loaded, worker_sessions)?;
             let workers = (worker_sessions > 0).then(|| {
