@@ -118,19 +118,12 @@ impl AlertSink for NoSink {
     }
 }
 
-#[test]
-fn a_worker_that_cannot_score_stops_the_run_with_an_error() {
-    if !have_ort("a_worker_that_cannot_score_stops_the_run_with_an_error") {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let pcap = demo_pcap(dir.path());
-    let mut cfg = Config::default();
-    cfg.pipeline.workers = 2;
-    cfg.inference.placement = Placement::Workers;
-    let loaded = tapstream::model::load(&cfg, Some(&root().join("models/cic-mlp.onnx"))).unwrap();
+/// `tapstream run`'s pipeline on `pcap` with the default model in the
+/// consumer and `sessions` failing sessions for the workers.
+fn run_failing(cfg: &Config, pcap: &std::path::Path, sessions: usize) -> anyhow::Result<()> {
+    let loaded = tapstream::model::load(cfg, Some(&root().join("models/cic-mlp.onnx"))).unwrap();
     let contract = loaded.engine.contract().clone();
-    let sessions: Vec<Box<dyn Engine>> = (0..2)
+    let sessions: Vec<Box<dyn Engine>> = (0..sessions)
         .map(|_| Box::new(Failing(contract.clone())) as Box<dyn Engine>)
         .collect();
     let stage = AlertStage {
@@ -146,40 +139,32 @@ fn a_worker_that_cannot_score_stops_the_run_with_an_error() {
         reopen: None,
         workers: Some(WorkerModels::new(sessions, loaded.threshold)),
     };
-    let err = pipeline::run(
-        &pcap,
-        &cfg,
+    pipeline::run(
+        pcap,
+        cfg,
         Consumer::Alerts(stage),
         Arc::new(Progress::default()),
     )
-    .expect_err("scoring failed, so the run must fail");
+    .map(|_| ())
+}
+
+#[test]
+fn a_worker_that_cannot_score_stops_the_run_with_an_error() {
+    if !have_ort("a_worker_that_cannot_score_stops_the_run_with_an_error") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = demo_pcap(dir.path());
+    let mut cfg = Config::default();
+    cfg.pipeline.workers = 2;
+    cfg.inference.placement = Placement::Workers;
+    let err = run_failing(&cfg, &pcap, 2).expect_err("scoring failed, so the run must fail");
     let msg = format!("{err:#}");
     assert!(msg.contains("could not score"), "{msg}");
     assert!(msg.contains("inference failed"), "{msg}");
 
     // Sessions for the wrong number of workers are refused before start.
-    let loaded = tapstream::model::load(&cfg, Some(&root().join("models/cic-mlp.onnx"))).unwrap();
-    let one: Vec<Box<dyn Engine>> = vec![Box::new(Failing(contract))];
-    let stage = AlertStage {
-        engine: loaded.engine,
-        sink: Box::new(NoSink),
-        model: loaded.info,
-        threshold: loaded.threshold,
-        batch_rows: 1024,
-        max_delay: cfg.inference.max_delay,
-        reload: None,
-        settled: None,
-        limiter: Default::default(),
-        reopen: None,
-        workers: Some(WorkerModels::new(one, loaded.threshold)),
-    };
-    let err = pipeline::run(
-        &pcap,
-        &cfg,
-        Consumer::Alerts(stage),
-        Arc::new(Progress::default()),
-    )
-    .expect_err("one session for two workers");
+    let err = run_failing(&cfg, &pcap, 1).expect_err("one session for two workers");
     assert!(format!("{err:#}").contains("1 model sessions were loaded for 2 flow workers"));
 }
 

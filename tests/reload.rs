@@ -37,6 +37,29 @@ impl AlertSink for Recorder {
     }
 }
 
+/// An alert stage that scores in batches of 256 rows with no delay and
+/// records which model scored each alert in `seen`.
+fn recording_stage(
+    loaded: tapstream::model::LoadedModel,
+    reload: &Arc<Reloader>,
+    seen: &Arc<Mutex<Vec<String>>>,
+    workers: Option<Arc<WorkerModels>>,
+) -> AlertStage {
+    AlertStage {
+        engine: loaded.engine,
+        sink: Box::new(Recorder(seen.clone())),
+        model: loaded.info,
+        threshold: loaded.threshold,
+        batch_rows: 256,
+        max_delay: Duration::ZERO,
+        reload: Some(reload.clone()),
+        settled: None,
+        limiter: Default::default(),
+        reopen: None,
+        workers,
+    }
+}
+
 /// The demo capture's flows, in small batches.
 fn demo_batches(dir: &Path) -> Vec<FlowBatch> {
     let pcap = crate::util::demo_pcap(dir);
@@ -85,19 +108,7 @@ fn good_model_swaps_in_bad_model_is_refused_no_flow_lost() {
     let loaded = tapstream::model::load(&cfg, None).unwrap();
     let reload = Arc::new(Reloader::start(&cfg, None, false).unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let stage = AlertStage {
-        engine: loaded.engine,
-        sink: Box::new(Recorder(seen.clone())),
-        model: loaded.info,
-        threshold: loaded.threshold,
-        batch_rows: 256,
-        max_delay: Duration::ZERO,
-        reload: Some(reload.clone()),
-        settled: None,
-        limiter: Default::default(),
-        reopen: None,
-        workers: None,
-    };
+    let stage = recording_stage(loaded, &reload, &seen, None);
     // A rendezvous: when a send returns, the consumer holds that batch, and
     // (max_delay 0) scores it before it takes the next.
     let (tx, rx) = bounded::<FlowBatch>(0);
@@ -189,19 +200,7 @@ fn workers_swap_models_between_their_batches() {
     let models = WorkerModels::new(std::mem::take(&mut loaded.workers), loaded.threshold);
     let reload = Arc::new(Reloader::start_with_workers(&cfg, None, false, 2).unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let stage = AlertStage {
-        engine: loaded.engine,
-        sink: Box::new(Recorder(seen.clone())),
-        model: loaded.info,
-        threshold: loaded.threshold,
-        batch_rows: 256,
-        max_delay: Duration::ZERO,
-        reload: Some(reload.clone()),
-        settled: None,
-        limiter: Default::default(),
-        reopen: None,
-        workers: Some(models.clone()),
-    };
+    let stage = recording_stage(loaded, &reload, &seen, Some(models.clone()));
     // Two workers' scorers, used in turn from this thread; the rendezvous
     // keeps the consumer one batch behind at most.
     let mut scorers = [
