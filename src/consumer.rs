@@ -4,7 +4,10 @@
 //! (up to a size or a deadline, whichever first), scores them with the model,
 //! and hands flows at or above the threshold to the alert sink on its own
 //! thread, which drops what the alert limiter suppresses and re-opens the
-//! output when asked (log rotation). For `features` it writes CSV rows.
+//! output when asked (log rotation). With the model in the flow workers
+//! (`crate::scoring`) batches arrive scored: the consumer only gathers their
+//! flagged flows, under the identity of the model generation that scored
+//! them, and publishes reloaded models to the workers. For `features` it writes CSV rows.
 //! `bench` can discard flows to measure the stages before it.
 
 use std::io::Write;
