@@ -13,6 +13,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use tapstream::config::Config;
 use tapstream::consumer::{AlertStage, Consumer};
 use tapstream::pipeline::{self, Progress};
+use tapstream::scoring::WorkerModels;
 use tapstream::{demo, model};
 use tapstream_connectors::eve::{Alert, EveWriter};
 use tapstream_connectors::sink::{AlertSink, SinkError};
@@ -118,34 +119,52 @@ fn end_to_end(c: &mut Criterion) {
     });
     match model::load(&cfg, None) {
         Ok(_) => {
-            g.bench_function("cpu_end_to_end_default_model", |b| {
-                b.iter_batched(
-                    || model::load(&cfg, None).expect("model loaded once already"),
-                    |m| {
-                        let stage = AlertStage {
-                            engine: m.engine,
-                            sink: Box::new(Discard(EveWriter::new(0), Vec::new())),
-                            model: m.info,
-                            threshold: m.threshold,
-                            batch_rows: cfg.inference.batch_rows,
-                            max_delay: cfg.inference.max_delay,
-                            reload: None,
-                            settled: None,
-                            limiter: Default::default(),
-                            reopen: None,
-                            workers: None,
-                        };
-                        pipeline::run(
-                            &path,
-                            &cfg,
-                            Consumer::Alerts(stage),
-                            Arc::new(Progress::default()),
-                        )
-                        .expect("pipeline")
-                    },
-                    BatchSize::PerIteration,
-                )
-            });
+            // The model in the consumer thread (the default), then in each
+            // flow worker (`[inference] placement = "workers"`).
+            let mut in_workers = cfg.clone();
+            in_workers.inference.placement = tapstream::config::Placement::Workers;
+            for (name, cfg) in [
+                ("cpu_end_to_end_default_model", &cfg),
+                ("cpu_end_to_end_default_model_in_workers", &in_workers),
+            ] {
+                let sessions = model::worker_sessions_needed(cfg, false);
+                g.bench_function(name, |b| {
+                    b.iter_batched(
+                        || {
+                            let mut m = model::load(cfg, None).expect("model loaded once already");
+                            model::add_worker_sessions(cfg, &mut m, sessions)
+                                .expect("worker sessions");
+                            m
+                        },
+                        |mut m| {
+                            let workers = (sessions > 0).then(|| {
+                                WorkerModels::new(std::mem::take(&mut m.workers), m.threshold)
+                            });
+                            let stage = AlertStage {
+                                engine: m.engine,
+                                sink: Box::new(Discard(EveWriter::new(0), Vec::new())),
+                                model: m.info,
+                                threshold: m.threshold,
+                                batch_rows: cfg.inference.batch_rows,
+                                max_delay: cfg.inference.max_delay,
+                                reload: None,
+                                settled: None,
+                                limiter: Default::default(),
+                                reopen: None,
+                                workers,
+                            };
+                            pipeline::run(
+                                &path,
+                                cfg,
+                                Consumer::Alerts(stage),
+                                Arc::new(Progress::default()),
+                            )
+                            .expect("pipeline")
+                        },
+                        BatchSize::PerIteration,
+                    )
+                });
+            }
         }
         Err(e) => eprintln!("cpu_end_to_end_default_model skipped: {e:#}"),
     }
