@@ -11,12 +11,9 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tapstream::config::Config;
-use tapstream::consumer::{AlertStage, Consumer};
+use tapstream::consumer::Consumer;
 use tapstream::pipeline::{self, Progress};
-use tapstream::scoring::WorkerModels;
-use tapstream::{demo, model};
-use tapstream_connectors::eve::{Alert, EveWriter};
-use tapstream_connectors::sink::{AlertSink, SinkError};
+use tapstream::{bench, demo, model};
 use tapstream_ingest::{decode, CaptureReader, PacketRecord};
 use tapstream_kernels::shard::ShardProcessor;
 use tapstream_kernels::FlowBatch;
@@ -38,20 +35,6 @@ fn records(bytes: &[u8]) -> Vec<PacketRecord> {
         }
     }
     out
-}
-
-/// Formats each alert (so its cost counts) and drops it.
-struct Discard(EveWriter, Vec<u8>);
-
-impl AlertSink for Discard {
-    fn write(&mut self, alert: &Alert<'_>) -> Result<(), SinkError> {
-        self.0.write(alert, &mut self.1);
-        self.1.clear();
-        Ok(())
-    }
-    fn flush(&mut self) -> Result<(), SinkError> {
-        Ok(())
-    }
 }
 
 fn stages(c: &mut Criterion) {
@@ -136,27 +119,11 @@ fn end_to_end(c: &mut Criterion) {
                                 .expect("worker sessions");
                             m
                         },
-                        |mut m| {
-                            let workers = (sessions > 0).then(|| {
-                                WorkerModels::new(std::mem::take(&mut m.workers), m.threshold)
-                            });
-                            let stage = AlertStage {
-                                engine: m.engine,
-                                sink: Box::new(Discard(EveWriter::new(0), Vec::new())),
-                                model: m.info,
-                                threshold: m.threshold,
-                                batch_rows: cfg.inference.batch_rows,
-                                max_delay: cfg.inference.max_delay,
-                                reload: None,
-                                settled: None,
-                                limiter: Default::default(),
-                                reopen: None,
-                                workers,
-                            };
+                        |m| {
                             pipeline::run(
                                 &path,
                                 cfg,
-                                Consumer::Alerts(stage),
+                                Consumer::Alerts(bench::discarding_stage(cfg, m)),
                                 Arc::new(Progress::default()),
                             )
                             .expect("pipeline")

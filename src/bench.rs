@@ -24,7 +24,7 @@ use tapstream_kernels::FlowBatch;
 
 use crate::config::Config;
 use crate::consumer::{AlertStage, Consumer};
-use crate::model;
+use crate::model::{self, LoadedModel};
 use crate::pipeline::{self, Progress};
 use crate::summary::human;
 
@@ -326,25 +326,7 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
         Some(mut m) => {
             let sessions = model::worker_sessions_needed(cfg, false);
             model::add_worker_sessions(cfg, &mut m, sessions)?;
-            let workers = (sessions > 0).then(|| {
-                crate::scoring::WorkerModels::new(std::mem::take(&mut m.workers), m.threshold)
-            });
-            let stage = AlertStage {
-                engine: m.engine,
-                sink: Box::new(DiscardSink {
-                    eve: EveWriter::new(cfg.output.community_id_seed),
-                    buf: Vec::with_capacity(4096),
-                }),
-                model: m.info,
-                threshold: m.threshold,
-                batch_rows: cfg.inference.batch_rows,
-                max_delay: cfg.inference.max_delay,
-                reload: None,
-                settled: None,
-                limiter: Default::default(),
-                reopen: None,
-                workers,
-            };
+            let stage = discarding_stage(cfg, m);
             let report = pipeline::run(
                 input,
                 cfg,
@@ -440,6 +422,30 @@ impl BenchReport {
 }
 
 /// Formats every alert as an EVE line (so the cost is measured) and drops it.
+/// An alert stage that scores with `m` (in the flow workers when `m`
+/// brings worker sessions) and formats every alert as EVE JSON into a
+/// buffer it then discards: the end-to-end stages of `bench` and of the
+/// criterion benchmarks.
+pub fn discarding_stage(cfg: &Config, mut m: LoadedModel) -> AlertStage {
+    let workers = crate::scoring::WorkerModels::take_from(&mut m);
+    AlertStage {
+        engine: m.engine,
+        sink: Box::new(DiscardSink {
+            eve: EveWriter::new(cfg.output.community_id_seed),
+            buf: Vec::with_capacity(4096),
+        }),
+        model: m.info,
+        threshold: m.threshold,
+        batch_rows: cfg.inference.batch_rows,
+        max_delay: cfg.inference.max_delay,
+        reload: None,
+        settled: None,
+        limiter: Default::default(),
+        reopen: None,
+        workers,
+    }
+}
+
 struct DiscardSink {
     eve: EveWriter,
     buf: Vec<u8>,

@@ -194,11 +194,7 @@ impl GpuWorkerScoring {
         mut worker: WorkerScorer,
         rows: usize,
     ) -> std::result::Result<Self, (WorkerScorer, String)> {
-        let device = match worker.engine_mut().as_onnx_mut() {
-            Some(e) => DeviceScorer::new(dev, e, rows),
-            None => Err(anyhow::anyhow!("the model is not an ONNX Runtime session")),
-        };
-        match device {
+        match device_scorer(dev, &mut worker, rows) {
             Ok(device) => Ok(GpuWorkerScoring {
                 worker,
                 device,
@@ -209,6 +205,14 @@ impl GpuWorkerScoring {
             }),
             Err(e) => Err((worker, format!("{e:#}"))),
         }
+    }
+}
+
+/// A [`DeviceScorer`] for the session `worker` runs now.
+fn device_scorer(dev: &CudaDevice, worker: &mut WorkerScorer, rows: usize) -> Result<DeviceScorer> {
+    match worker.engine_mut().as_onnx_mut() {
+        Some(e) => DeviceScorer::new(dev, e, rows),
+        None => bail!("the model is not an ONNX Runtime session"),
     }
 }
 
@@ -228,11 +232,7 @@ impl DeviceScoring<CudaExecutor> for GpuWorkerScoring {
 
     fn switch(&mut self) {
         self.worker.swap_if_newer();
-        let device = match self.worker.engine_mut().as_onnx_mut() {
-            Some(e) => DeviceScorer::new(&self.dev, e, self.rows),
-            None => Err(anyhow::anyhow!("the model is not an ONNX Runtime session")),
-        };
-        match device {
+        match device_scorer(&self.dev, &mut self.worker, self.rows) {
             Ok(d) => self.device = d,
             Err(e) => self.switch_error = Some(format!("the reloaded model: {e:#}")),
         }

@@ -342,12 +342,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
             }
             let mut loaded = model::load(&cfg, args.model.as_deref())?;
             model::add_worker_sessions(&cfg, &mut loaded, worker_sessions)?;
-            let workers = (worker_sessions > 0).then(|| {
-                tapstream::scoring::WorkerModels::new(
-                    std::mem::take(&mut loaded.workers),
-                    loaded.threshold,
-                )
-            });
+            let workers = tapstream::scoring::WorkerModels::take_from(&mut loaded);
             let eve = EveWriter::new(cfg.output.community_id_seed);
             // SIGHUP re-opens an EVE file (log rotation); stdout and Kafka
             // have none.

@@ -26,6 +26,8 @@ use tapstream_inference::{select_features, Engine, Prediction};
 use tapstream_kernels::gpu::Flagged;
 use tapstream_kernels::{FlowBatch, Scored};
 
+use crate::model::LoadedModel;
+
 /// The sessions of one model, one per worker, and its threshold.
 struct Generation {
     id: u64,
@@ -47,6 +49,15 @@ impl WorkerModels {
             latest: Mutex::new(Arc::new(Generation::new(0, engines, threshold))),
             latest_id: AtomicU64::new(0),
         })
+    }
+
+    /// Generation 0 from the worker sessions of `m` (taken out of it);
+    /// `None` when it has none (the consumer scores).
+    pub fn take_from(m: &mut LoadedModel) -> Option<Arc<Self>> {
+        if m.workers.is_empty() {
+            return None;
+        }
+        Some(Self::new(std::mem::take(&mut m.workers), m.threshold))
     }
 
     /// Number of workers the current generation has sessions for.

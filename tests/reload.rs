@@ -197,7 +197,7 @@ fn workers_swap_models_between_their_batches() {
     let mut loaded = tapstream::model::load(&cfg, None).unwrap();
     tapstream::model::add_worker_sessions(&cfg, &mut loaded, 2).unwrap();
     assert_eq!(loaded.workers.len(), 2);
-    let models = WorkerModels::new(std::mem::take(&mut loaded.workers), loaded.threshold);
+    let models = WorkerModels::take_from(&mut loaded).unwrap();
     let reload = Arc::new(Reloader::start_with_workers(&cfg, None, false, 2).unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
     let stage = recording_stage(loaded, &reload, &seen, Some(models.clone()));
