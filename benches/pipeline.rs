@@ -10,13 +10,13 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use tapstream::config::Config;
-use tapstream::consumer::Consumer;
-use tapstream::pipeline::{self, Progress};
-use tapstream::{bench, demo, model};
+use tapstream_ingest::records::read_records;
 use tapstream_ingest::{decode, CaptureReader, PacketRecord};
 use tapstream_kernels::shard::ShardProcessor;
 use tapstream_kernels::FlowBatch;
+use tapstream_runtime::config::Placement;
+use tapstream_runtime::{model, run_file, Config, Consumer, Progress};
+use tapstream_tools::{bench, demo};
 
 fn demo_bytes() -> Vec<u8> {
     let mut v = Vec::new();
@@ -24,22 +24,19 @@ fn demo_bytes() -> Vec<u8> {
     v
 }
 
-fn records(bytes: &[u8]) -> Vec<PacketRecord> {
-    let mut reader =
-        CaptureReader::from_reader(Box::new(Cursor::new(bytes.to_vec()))).expect("demo pcap");
-    let mut out = Vec::new();
-    let mut rec = PacketRecord::default();
-    while let Ok(Some(p)) = reader.next_packet() {
-        if decode(&p, &mut rec).is_ok() {
-            out.push(rec);
-        }
-    }
-    out
+/// The demo capture in a temporary directory (kept alive by the caller),
+/// and its decoded records.
+fn demo_file() -> (tempfile::TempDir, std::path::PathBuf, Vec<PacketRecord>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("demo.pcap");
+    std::fs::write(&path, demo_bytes()).expect("writing the demo capture");
+    let recs = read_records(&path, usize::MAX).expect("demo pcap").recs;
+    (dir, path, recs)
 }
 
 fn stages(c: &mut Criterion) {
     let bytes = demo_bytes();
-    let recs = records(&bytes);
+    let (_dir, _path, recs) = demo_file();
     let packets = recs.len() as u64;
 
     let mut g = c.benchmark_group("tapstream::stage");
@@ -60,7 +57,7 @@ fn stages(c: &mut Criterion) {
         )
     });
     let cfg = Config::default();
-    let flow_cfg = pipeline::flow_config(&cfg, 1);
+    let flow_cfg = cfg.flow.flow_config(1);
     g.bench_function("cpu_flows_features", |b| {
         b.iter_batched(
             || ShardProcessor::new(flow_cfg, 0).expect("default config"),
@@ -80,18 +77,16 @@ fn stages(c: &mut Criterion) {
 }
 
 fn end_to_end(c: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("demo.pcap");
-    std::fs::write(&path, demo_bytes()).expect("writing the demo capture");
+    let (_dir, path, recs) = demo_file();
     let cfg = Config::default();
-    let packets = records(&std::fs::read(&path).expect("demo")).len() as u64;
+    let packets = recs.len() as u64;
 
     let mut g = c.benchmark_group("tapstream::pipeline");
     g.throughput(Throughput::Elements(packets));
     g.sample_size(20);
     g.bench_function("cpu_flows_discarded", |b| {
         b.iter(|| {
-            pipeline::run(
+            run_file(
                 &path,
                 &cfg,
                 Consumer::Discard,
@@ -100,12 +95,12 @@ fn end_to_end(c: &mut Criterion) {
             .expect("pipeline")
         })
     });
-    match model::load(&cfg, None) {
+    match model::load(&cfg, None, 0) {
         Ok(_) => {
             // The model in the consumer thread (the default), then in each
             // flow worker (`[inference] placement = "workers"`).
             let mut in_workers = cfg.clone();
-            in_workers.inference.placement = tapstream::config::Placement::Workers;
+            in_workers.inference.placement = Placement::Workers;
             for (name, cfg) in [
                 ("cpu_end_to_end_default_model", &cfg),
                 ("cpu_end_to_end_default_model_in_workers", &in_workers),
@@ -113,14 +108,9 @@ fn end_to_end(c: &mut Criterion) {
                 let sessions = model::worker_sessions_needed(cfg, false);
                 g.bench_function(name, |b| {
                     b.iter_batched(
-                        || {
-                            let mut m = model::load(cfg, None).expect("model loaded once already");
-                            model::add_worker_sessions(cfg, &mut m, sessions)
-                                .expect("worker sessions");
-                            m
-                        },
+                        || model::load(cfg, None, sessions).expect("model loaded once already"),
                         |m| {
-                            pipeline::run(
+                            run_file(
                                 &path,
                                 cfg,
                                 Consumer::Alerts(bench::discarding_stage(cfg, m)),
@@ -140,7 +130,6 @@ fn end_to_end(c: &mut Criterion) {
 
 /// The CUDA extractor on the same records, when a GPU is present: the
 /// `cuda_` twin of `cpu_flows_features` (rows copied back to the host).
-#[cfg(feature = "cuda")]
 fn cuda(c: &mut Criterion) {
     use tapstream_kernels::gpu::cuda::CudaDevice;
     let dev = match CudaDevice::open(0, None) {
@@ -150,22 +139,18 @@ fn cuda(c: &mut Criterion) {
             return;
         }
     };
-    let bytes = demo_bytes();
-    let recs = records(&bytes);
+    let (_dir, _path, recs) = demo_file();
     let cfg = Config::default();
-    let flow = pipeline::flow_config(&cfg, 1);
+    let flow = cfg.flow.flow_config(1);
     let mut g = c.benchmark_group("tapstream::stage");
     g.throughput(Throughput::Elements(recs.len() as u64));
     let mut rows =
-        tapstream::gpu::GpuRows::new(&dev, flow, cfg.gpu.batch_records).expect("GPU shard");
+        tapstream_tools::gpu::GpuRows::new(&dev, flow, cfg.gpu.batch_records).expect("GPU shard");
     g.bench_function("cuda_flows_features", |b| {
         b.iter(|| rows.rows(&recs).expect("GPU rows").len())
     });
     g.finish();
 }
-
-#[cfg(not(feature = "cuda"))]
-fn cuda(_c: &mut Criterion) {}
 
 criterion_group!(benches, stages, cuda, end_to_end);
 criterion_main!(benches);

@@ -6,7 +6,7 @@
   instance exist;
 - every query parses as PromQL (with promql-parser, when installed), Grafana's
   $__rate_interval, $__range and $instance filled in;
-- every tapstream metric a query names is one src/telemetry.rs describes
+- every tapstream metric a query names is one runtime/src/telemetry.rs describes
   (histograms through their _bucket/_sum/_count series), or one of PENDING;
 - every tapstream metric selector filters on instance=~"$instance".
 
@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 # Metrics the sensor-mode work (live capture, queues, flow end reasons, alert
-# suppression, EVE re-open) adds. Remove a name once src/telemetry.rs
+# suppression, EVE re-open) adds. Remove a name once runtime/src/telemetry.rs
 # describes it; the check says which ones can go.
 PENDING: set[str] = set()
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
@@ -29,13 +29,14 @@ GRAFANA_VARS = {"$__rate_interval": "5m", "$__range": "1h", "$instance": ".*"}
 
 def main() -> int:
     dashboard = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "deploy/grafana/tapstream-dashboard.json"
-    telemetry = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "src/telemetry.rs"
+    telemetry = Path(sys.argv[2]) if len(sys.argv) > 2 else ROOT / "runtime/src/telemetry.rs"
     errors = []
     notes = []
 
-    described = set(re.findall(r'describe_(?:counter|gauge|histogram)!\(\s*"([a-z0-9_]+)"', telemetry.read_text()))
+    # The METRICS table: `(Kind::Counter, "name", Unit::…, "help")` rows.
+    described = set(re.findall(r'Kind::(?:Counter|Gauge|Histogram),\s*"([a-z0-9_]+)"', telemetry.read_text()))
     if not described:
-        errors.append(f"{telemetry}: no describe_*! calls found")
+        errors.append(f"{telemetry}: no metrics found in its METRICS table")
     for name in sorted(PENDING & described):
         notes.append(f"{name} is described in {telemetry.name} now: remove it from PENDING")
     known = described | PENDING

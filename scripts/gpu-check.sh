@@ -4,7 +4,7 @@
 #   1. parity: for every Ethernet capture under pcaps/benign and pcaps/attack,
 #      and for the throughput benchmark file, the GPU's feature rows against
 #      the CPU extractor's (integers exact, floats within 1e-12 relative;
-#      bit-identical is expected, see src/gpu.rs), and the device's model
+#      bit-identical is expected, see tools/src/gpu/mod.rs), and the device's model
 #      input against select_features (bit-identical f32);
 #   2. throughput: `tapstream bench` on the benchmark file with the GPU
 #      feature stage (pinned records → device → rows and model input; one

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{bin, demo_pcap, have_ort, output, root};
+use crate::util::{bin, complete_lines, demo_pcap, have_ort, output, root};
 
-/// The EVE lines of `path` (none if it does not exist).
+/// The complete EVE lines of `path` (none if it does not exist), also
+/// while tapstream is writing it.
 fn eve_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    complete_lines(path)
         .lines()
         .map(|l| serde_json::from_str(l).expect("each EVE line is JSON"))
         .collect()

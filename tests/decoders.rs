@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use tapstream::pipeline::shard_of;
 use tapstream_ingest::decode::flow_hash;
+use tapstream_ingest::shard_of;
 
 use crate::util::{bin, demo_pcap, output, shared_data};
 

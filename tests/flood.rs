@@ -34,9 +34,9 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use tapstream::rng::SplitMix64;
 use tapstream_ingest::pcapgen::{PcapWriter, LINKTYPE_ETHERNET};
 use tapstream_ingest::CaptureReader;
+use tapstream_tools::rng::SplitMix64;
 use util::{bin, demo_pcap, have_ort, root};
 
 /// Packets of the flood itself (the demo capture's come on top).
@@ -51,8 +51,8 @@ const MEMCAP_MIB: u64 = 80;
 const FIXED_OVERHEAD_MIB: u64 = 100;
 /// The victim of every flood.
 const VICTIM: [u8; 4] = [203, 0, 113, 10];
-/// First packet time of the demo capture (`tapstream::demo::DEMO_START_US`).
-const DEMO_START_US: i64 = tapstream::demo::DEMO_START_US;
+/// First packet time of the demo capture (`tapstream_tools::demo::DEMO_START_US`).
+const DEMO_START_US: i64 = tapstream_tools::demo::DEMO_START_US;
 /// Packet time of one wave.
 const WAVE_US: i64 = 15_000_000;
 /// Wave starts after the demo's start: 5 s of quiet between waves is enough

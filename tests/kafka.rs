@@ -17,13 +17,13 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use tapstream_connectors::kafka::testing::Tansu;
+use tapstream_kafka::testing::Tansu;
 
-use crate::util::{bin, demo_pcap, have_ort, metric, output, wait_until};
+use crate::util::{bin, complete_lines, demo_pcap, have_ort, metric, output, wait_until};
 
 /// Flow ids of the alerts in an EVE file, with how often each appears.
 pub fn alert_ids(eve: &Path) -> BTreeMap<u64, usize> {
-    let text = std::fs::read_to_string(eve).unwrap_or_default();
+    let text = complete_lines(eve);
     let mut ids = BTreeMap::new();
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("EVE line is JSON");
@@ -258,7 +258,7 @@ impl Member {
 
     /// Messages read, as the last "caught up" log line says.
     fn caught_up(&self) -> Option<u64> {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let log = complete_lines(&self.log);
         let line = log.lines().rev().find(|l| l.contains("caught up"))?;
         let at = line.find("messages=")? + "messages=".len();
         line.get(at..)?
@@ -270,8 +270,7 @@ impl Member {
 
     /// Assignments logged so far.
     fn assignments(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
+        complete_lines(&self.log)
             .matches("partitions assigned")
             .count()
     }
@@ -719,7 +718,7 @@ fn frames_with_headers_raise_the_alerts_of_their_capture() {
     let mut frames = 0u64;
     while let Some(p) = reader.next_packet().expect("packet") {
         let part = match tapstream_ingest::decode(&p, &mut rec) {
-            Ok(()) => tapstream::pipeline::shard_of(rec.hash, 2) as i32,
+            Ok(()) => tapstream_ingest::shard_of(rec.hash, 2) as i32,
             Err(_) => 0,
         };
         let ts = p.ts_us.to_string();

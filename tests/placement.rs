@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use tapstream::config::{Config, Placement};
-use tapstream::consumer::{AlertStage, Consumer};
-use tapstream::pipeline::{self, Progress};
-use tapstream::scoring::WorkerModels;
 use tapstream_connectors::sink::{AlertSink, SinkError};
+use tapstream_inference::WorkerModels;
 use tapstream_inference::{Engine, InferenceError, ModelContract, Prediction};
+use tapstream_runtime::config::{Config, Placement};
+use tapstream_runtime::stage::alerts::model_info;
+use tapstream_runtime::{AlertStage, Consumer, Progress};
 
 use crate::util::{bin, demo_pcap, have_ort, output, root, shared_data};
 
@@ -121,15 +121,16 @@ impl AlertSink for NoSink {
 /// `tapstream run`'s pipeline on `pcap` with the default model in the
 /// consumer and `sessions` failing sessions for the workers.
 fn run_failing(cfg: &Config, pcap: &std::path::Path, sessions: usize) -> anyhow::Result<()> {
-    let loaded = tapstream::model::load(cfg, Some(&root().join("models/cic-mlp.onnx"))).unwrap();
+    let loaded =
+        tapstream_runtime::model::load(cfg, Some(&root().join("models/cic-mlp.onnx")), 0).unwrap();
     let contract = loaded.engine.contract().clone();
     let sessions: Vec<Box<dyn Engine>> = (0..sessions)
         .map(|_| Box::new(Failing(contract.clone())) as Box<dyn Engine>)
         .collect();
     let stage = AlertStage {
+        model: model_info(loaded.engine.contract()),
         engine: loaded.engine,
         sink: Box::new(NoSink),
-        model: loaded.info,
         threshold: loaded.threshold,
         batch_rows: 1024,
         max_delay: cfg.inference.max_delay,
@@ -139,7 +140,7 @@ fn run_failing(cfg: &Config, pcap: &std::path::Path, sessions: usize) -> anyhow:
         reopen: None,
         workers: Some(WorkerModels::new(sessions, loaded.threshold)),
     };
-    pipeline::run(
+    tapstream_runtime::run_file(
         pcap,
         cfg,
         Consumer::Alerts(stage),

@@ -11,9 +11,9 @@
 
 use std::path::Path;
 
-use tapstream::report::input::{csv_files, read_csvs, read_holdout, BENIGN};
 use tapstream_inference::{select_features, Engine, OnnxConfig, OnnxEngine, Precision, Prediction};
 use tapstream_kernels::schema::NUM_FEATURES;
+use tapstream_tools::report::input::{csv_files, read_csvs, read_holdout, BENIGN};
 
 use crate::util::{have_ort, root, shared_data};
 

@@ -9,15 +9,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
-use tapstream::config::Config;
-use tapstream::consumer::{AlertStage, Consumer};
-use tapstream::reload::Reloader;
-use tapstream::scoring::WorkerModels;
 use tapstream_connectors::eve::Alert;
 use tapstream_connectors::sink::{AlertSink, SinkError};
+use tapstream_inference::{LoadedModel, ReloadCounts, Reloader, WorkerModels};
 use tapstream_ingest::flow::FlowConfig;
-use tapstream_ingest::{decode, CaptureReader, PacketRecord};
+use tapstream_ingest::records::read_records;
 use tapstream_kernels::{FlowBatch, ShardProcessor};
+use tapstream_runtime::config::Config;
+use tapstream_runtime::stage::alerts::model_info;
+use tapstream_runtime::{AlertStage, Consumer};
 
 use crate::util::{bin, have_ort, output, root, wait_until};
 
@@ -37,18 +37,25 @@ impl AlertSink for Recorder {
     }
 }
 
+/// The reloader of `cfg`'s model, each model loaded with `workers` more
+/// sessions (no SIGHUP: the tests request reloads themselves).
+fn reloader(cfg: &Config, workers: usize) -> Reloader {
+    let spec = tapstream_runtime::model::spec(cfg, None).unwrap();
+    Reloader::start(spec, cfg.model.watch, workers).unwrap()
+}
+
 /// An alert stage that scores in batches of 256 rows with no delay and
 /// records which model scored each alert in `seen`.
 fn recording_stage(
-    loaded: tapstream::model::LoadedModel,
+    loaded: LoadedModel,
     reload: &Arc<Reloader>,
     seen: &Arc<Mutex<Vec<String>>>,
     workers: Option<Arc<WorkerModels>>,
 ) -> AlertStage {
     AlertStage {
+        model: model_info(loaded.engine.contract()),
         engine: loaded.engine,
         sink: Box::new(Recorder(seen.clone())),
-        model: loaded.info,
         threshold: loaded.threshold,
         batch_rows: 256,
         max_delay: Duration::ZERO,
@@ -63,14 +70,7 @@ fn recording_stage(
 /// The demo capture's flows, in small batches.
 fn demo_batches(dir: &Path) -> Vec<FlowBatch> {
     let pcap = crate::util::demo_pcap(dir);
-    let mut reader = CaptureReader::open(&pcap).unwrap();
-    let mut recs = Vec::new();
-    let mut rec = PacketRecord::default();
-    while let Ok(Some(p)) = reader.next_packet() {
-        if decode(&p, &mut rec).is_ok() {
-            recs.push(rec);
-        }
-    }
+    let recs = read_records(&pcap, usize::MAX).unwrap().recs;
     let mut shard = ShardProcessor::new(FlowConfig::default(), 0).unwrap();
     let mut batches = Vec::new();
     let mut out = FlowBatch::default();
@@ -105,8 +105,8 @@ fn good_model_swaps_in_bad_model_is_refused_no_flow_lost() {
     cfg.model.path = Some(model.clone());
     cfg.model.threshold = Some(0.0); // every flow alerts, so every flow is seen
     cfg.inference.max_delay = Duration::ZERO;
-    let loaded = tapstream::model::load(&cfg, None).unwrap();
-    let reload = Arc::new(Reloader::start(&cfg, None, false).unwrap());
+    let loaded = tapstream_runtime::model::load(&cfg, None, 0).unwrap();
+    let reload = Arc::new(reloader(&cfg, 0));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let stage = recording_stage(loaded, &reload, &seen, None);
     // A rendezvous: when a send returns, the consumer holds that batch, and
@@ -194,11 +194,10 @@ fn workers_swap_models_between_their_batches() {
     let mut cfg = Config::default();
     cfg.model.path = Some(model.clone());
     cfg.model.threshold = Some(0.0); // every flow alerts, so every flow is seen
-    let mut loaded = tapstream::model::load(&cfg, None).unwrap();
-    tapstream::model::add_worker_sessions(&cfg, &mut loaded, 2).unwrap();
+    let mut loaded = tapstream_runtime::model::load(&cfg, None, 2).unwrap();
     assert_eq!(loaded.workers.len(), 2);
     let models = WorkerModels::take_from(&mut loaded).unwrap();
-    let reload = Arc::new(Reloader::start_with_workers(&cfg, None, false, 2).unwrap());
+    let reload = Arc::new(reloader(&cfg, 2));
     let seen = Arc::new(Mutex::new(Vec::new()));
     let stage = recording_stage(loaded, &reload, &seen, Some(models.clone()));
     // Two workers' scorers, used in turn from this thread; the rendezvous
@@ -415,14 +414,14 @@ fn unchanged_model_files_are_not_reloaded() {
     std::fs::copy(data.join("external_inside.weights"), &weights).unwrap();
     let mut cfg = Config::default();
     cfg.model.path = Some(model.clone());
-    tapstream::model::load(&cfg, None).unwrap();
-    let reload = Reloader::start(&cfg, None, false).unwrap();
-    let counts = |unchanged, loaded, refused| tapstream::reload::ReloadCounts {
+    tapstream_runtime::model::load(&cfg, None, 0).unwrap();
+    let reload = reloader(&cfg, 0);
+    let counts = |unchanged, loaded, refused| ReloadCounts {
         loaded,
         refused,
         unchanged,
     };
-    let settle = |what: &str, want: tapstream::reload::ReloadCounts| {
+    let settle = |what: &str, want: ReloadCounts| {
         wait_until(what, Duration::from_secs(20), || reload.counts() == want);
     };
 

@@ -76,6 +76,17 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The complete lines of a file another process may be writing: a last
+/// line without its newline is not there yet (a reader that tails EVE, or a
+/// log, must treat it so; tapstream writes whole lines, but a reader can
+/// catch a write half done). Empty when the file does not exist.
+pub fn complete_lines(path: &Path) -> String {
+    let mut text = std::fs::read_to_string(path).unwrap_or_default();
+    let end = text.rfind('\n').map_or(0, |i| i + 1);
+    text.truncate(end);
+    text
+}
+
 /// Waits until `cond` holds, polling every 10 ms; panics naming `what`
 /// after `limit`.
 pub fn wait_until(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {

@@ -64,6 +64,27 @@ fn file_sink_writes_when_the_buffer_fills() {
     assert_eq!(ids_in(&path), (0..10).collect::<Vec<_>>());
 }
 
+/// A log shipper tailing the file never sees half an alert: whatever the
+/// buffer size, each write to the file ends at a line end.
+#[test]
+fn file_sink_writes_whole_lines_only() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, bytes) in [1usize, 97, 300, 1000, 4096].into_iter().enumerate() {
+        let path = dir.path().join(format!("eve-{i}.json"));
+        let mut sink = FileSink::with_buffer_size(&path, EveWriter::new(0), bytes).unwrap();
+        for id in 0..200u64 {
+            write_ids(&mut sink, id..id + 1).unwrap();
+            let text = fs::read(&path).unwrap();
+            assert!(
+                text.is_empty() || text.ends_with(b"\n"),
+                "buffer {bytes}: the file ends mid-line after alert {id}"
+            );
+        }
+        sink.flush().unwrap();
+        assert_eq!(ids_in(&path), (0..200).collect::<Vec<_>>());
+    }
+}
+
 #[test]
 fn file_sink_reopen_after_rotation() {
     let dir = tempfile::tempdir().unwrap();

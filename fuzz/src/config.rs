@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use tapstream::config::{Config, ConfigError};
+use tapstream_runtime::config::{Config, ConfigError};
 
 /// Target `config`: the input as TOML text through [`Config::parse`] (which
 /// validates). Any text must give a config or an error, never a panic. A
@@ -28,7 +28,7 @@ pub fn config(data: &[u8]) {
         }
     };
     for shards in [1, 3, 256] {
-        let flow = tapstream::pipeline::flow_config(&cfg, shards);
+        let flow = cfg.flow.flow_config(shards);
         if let Err(e) = flow.validate() {
             panic!("a valid config gives an invalid flow table ({shards} shards): {e}");
         }

@@ -1,7 +1,7 @@
 //! `kafka_packets` and `kafka_flows`: Kafka message values and headers.
 
-use tapstream::kafka::flows::{Decoded, FlowDecoder};
-use tapstream::kafka::packets::{self, Encoding, Message};
+use tapstream_connectors::kafka::flows::{Decoded, FlowDecoder};
+use tapstream_connectors::kafka::packets::{self, Encoding, Message};
 use tapstream_ingest::flow::FLOW_ID_MASK;
 use tapstream_kernels::schema::{idx, NUM_FEATURES};
 

@@ -263,7 +263,7 @@ const CONFIGS: [(&str, &str); 6] = [
     (
         "model.toml",
         "[model]\nthreshold = 0.75\n[inference]\nproviders = [\"tensorrt\", \"cuda\", \"cpu\"]\n\
-         max_delay = \"10ms\"\n[inference.tensorrt]\nfp16 = true\n[inference.cuda]\n\
+         max_delay = \"10ms\"\n[inference.tensorrt]\nprecision = \"fp16\"\n[inference.cuda]\n\
          memory_limit_mib = 512\n",
     ),
     (
@@ -495,12 +495,12 @@ mod tests {
     #[test]
     fn seeds_are_valid_inputs() {
         use std::io::Cursor;
-        use tapstream::kafka::flows::{Decoded, FlowDecoder};
+        use tapstream_connectors::kafka::flows::{Decoded, FlowDecoder};
         use tapstream_ingest::capture::CaptureReader;
         use tapstream_ingest::PacketRecord;
 
         for (name, text) in CONFIGS {
-            let r = tapstream::Config::parse(text, Path::new(name));
+            let r = tapstream_runtime::Config::parse(text, Path::new(name));
             assert!(r.is_ok(), "{name}: {r:?}");
         }
         for (name, bytes) in captures() {

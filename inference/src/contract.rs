@@ -67,9 +67,12 @@ pub enum OutputKind {
     Score,
 }
 
-/// The numeric precision the model was exported at. The model's input and
-/// output are `f32` in every case; this records how the graph computes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A numeric precision: the one a model was exported at (its input and
+/// output are `f32` in every case; this records how the graph computes), and
+/// the lowest one TensorRT may choose kernels in. In configuration files it
+/// is spelt `fp32`, `fp16` or `int8`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// 32-bit floats throughout.
     Fp32,
@@ -155,130 +158,22 @@ impl ModelContract {
         let mut required = |key: &'static str| -> Result<String, InferenceError> {
             lookup(key).ok_or(InferenceError::MissingMetadata { key })
         };
-
-        let schema = required(keys::SCHEMA)?;
-        if schema.trim() != SCHEMA_NAME {
-            return Err(InferenceError::SchemaMismatch {
-                expected: SCHEMA_NAME,
-                found: schema,
-            });
-        }
-        let version_text = required(keys::SCHEMA_VERSION)?;
-        let schema_version = match version_text.trim().parse::<u32>() {
-            Ok(v) if v == SCHEMA_VERSION => v,
-            _ => {
-                return Err(InferenceError::SchemaVersionMismatch {
-                    expected: SCHEMA_VERSION,
-                    found: version_text,
-                })
-            }
-        };
-
-        let features: Vec<String> = parse_json(keys::FEATURES, &required(keys::FEATURES)?)?;
-        if features.is_empty() {
-            return Err(invalid(keys::FEATURES, "the feature list is empty"));
-        }
-        let mut columns = Vec::with_capacity(features.len());
-        let mut seen = HashSet::with_capacity(features.len());
-        for name in &features {
-            let column = feature_index(name).ok_or_else(|| InferenceError::UnknownFeature {
-                name: name.clone(),
-                schema: SCHEMA_NAME,
-            })?;
-            if !seen.insert(column) {
-                return Err(InferenceError::DuplicateFeature { name: name.clone() });
-            }
-            columns.push(column);
-        }
-
+        let schema = parse_schema(required(keys::SCHEMA)?)?;
+        let schema_version = parse_schema_version(required(keys::SCHEMA_VERSION)?)?;
+        let (features, columns) = parse_features(&required(keys::FEATURES)?)?;
         let scaler = parse_scaler(&required(keys::SCALER)?, features.len())?;
-
-        let labels: Vec<String> = parse_json(keys::LABELS, &required(keys::LABELS)?)?;
-        if labels.is_empty() {
-            return Err(invalid(keys::LABELS, "the label list is empty"));
-        }
-        let mut seen_labels = HashSet::with_capacity(labels.len());
-        for label in &labels {
-            if !seen_labels.insert(label.as_str()) {
-                return Err(invalid(
-                    keys::LABELS,
-                    format!("label {label:?} is listed twice"),
-                ));
-            }
-        }
-
-        let output = match required(keys::OUTPUT)?.trim() {
-            "probabilities" => OutputKind::Probabilities,
-            "score" => OutputKind::Score,
-            other => {
-                return Err(invalid(
-                    keys::OUTPUT,
-                    format!("{other:?} is neither `probabilities` nor `score`"),
-                ))
-            }
+        let labels = parse_labels(&required(keys::LABELS)?)?;
+        let output = parse_output(&required(keys::OUTPUT)?)?;
+        let benign = benign_of(lookup(keys::BENIGN_LABEL), &labels, output)?;
+        let threshold = parse_threshold(lookup(keys::THRESHOLD))?;
+        let mut present = |key: &'static str| {
+            lookup(key)
+                .ok_or(InferenceError::MissingMetadata { key })
+                .and_then(|v| non_empty(key, v))
         };
-
-        let benign = match lookup(keys::BENIGN_LABEL) {
-            Some(label) => match labels.iter().position(|l| *l == label) {
-                Some(i) => Some(i),
-                None => {
-                    return Err(InferenceError::UnknownBenignLabel {
-                        label,
-                        labels: labels.clone(),
-                    })
-                }
-            },
-            None if output == OutputKind::Probabilities => {
-                return Err(InferenceError::MissingMetadata {
-                    key: keys::BENIGN_LABEL,
-                })
-            }
-            None => None,
-        };
-        if !(0..labels.len()).any(|i| Some(i) != benign) {
-            return Err(invalid(
-                keys::LABELS,
-                "there is no label besides the benign one, so no attack class to report",
-            ));
-        }
-
-        let threshold_text = lookup(keys::THRESHOLD).ok_or(InferenceError::MissingMetadata {
-            key: keys::THRESHOLD,
-        })?;
-        let threshold: f32 = threshold_text.trim().parse().map_err(|_| {
-            invalid(
-                keys::THRESHOLD,
-                format!("{threshold_text:?} is not a number"),
-            )
-        })?;
-        if !(0.0..=1.0).contains(&threshold) {
-            return Err(InferenceError::ThresholdOutOfRange { value: threshold });
-        }
-
-        let name = non_empty(
-            keys::MODEL_NAME,
-            lookup(keys::MODEL_NAME).ok_or(InferenceError::MissingMetadata {
-                key: keys::MODEL_NAME,
-            })?,
-        )?;
-        let version = non_empty(
-            keys::MODEL_VERSION,
-            lookup(keys::MODEL_VERSION).ok_or(InferenceError::MissingMetadata {
-                key: keys::MODEL_VERSION,
-            })?,
-        )?;
-        let precision = match lookup(keys::PRECISION).as_deref().map(str::trim) {
-            None | Some("fp32") => Precision::Fp32,
-            Some("fp16") => Precision::Fp16,
-            Some("int8") => Precision::Int8,
-            Some(other) => {
-                return Err(invalid(
-                    keys::PRECISION,
-                    format!("{other:?} is not one of fp32, fp16, int8"),
-                ))
-            }
-        };
-
+        let name = present(keys::MODEL_NAME)?;
+        let version = present(keys::MODEL_VERSION)?;
+        let precision = parse_precision(lookup(keys::PRECISION).as_deref())?;
         Ok(ModelContract {
             schema,
             schema_version,
@@ -366,6 +261,140 @@ fn parse_scaler(text: &str, features: usize) -> Result<Scaler, InferenceError> {
         ));
     }
     Ok(Scaler::External { mean, scale })
+}
+
+/// The schema name, which must be this build's.
+fn parse_schema(schema: String) -> Result<String, InferenceError> {
+    if schema.trim() != SCHEMA_NAME {
+        return Err(InferenceError::SchemaMismatch {
+            expected: SCHEMA_NAME,
+            found: schema,
+        });
+    }
+    Ok(schema)
+}
+
+/// The schema version, which must be this build's.
+fn parse_schema_version(version_text: String) -> Result<u32, InferenceError> {
+    match version_text.trim().parse::<u32>() {
+        Ok(v) if v == SCHEMA_VERSION => Ok(v),
+        _ => Err(InferenceError::SchemaVersionMismatch {
+            expected: SCHEMA_VERSION,
+            found: version_text,
+        }),
+    }
+}
+
+/// The feature names (non-empty, known, unique) and their schema columns.
+fn parse_features(text: &str) -> Result<(Vec<String>, Vec<usize>), InferenceError> {
+    let features: Vec<String> = parse_json(keys::FEATURES, text)?;
+    if features.is_empty() {
+        return Err(invalid(keys::FEATURES, "the feature list is empty"));
+    }
+    let mut columns = Vec::with_capacity(features.len());
+    let mut seen = HashSet::with_capacity(features.len());
+    for name in &features {
+        let column = feature_index(name).ok_or_else(|| InferenceError::UnknownFeature {
+            name: name.clone(),
+            schema: SCHEMA_NAME,
+        })?;
+        if !seen.insert(column) {
+            return Err(InferenceError::DuplicateFeature { name: name.clone() });
+        }
+        columns.push(column);
+    }
+    Ok((features, columns))
+}
+
+/// The labels (non-empty, unique).
+fn parse_labels(text: &str) -> Result<Vec<String>, InferenceError> {
+    let labels: Vec<String> = parse_json(keys::LABELS, text)?;
+    if labels.is_empty() {
+        return Err(invalid(keys::LABELS, "the label list is empty"));
+    }
+    let mut seen_labels = HashSet::with_capacity(labels.len());
+    for label in &labels {
+        if !seen_labels.insert(label.as_str()) {
+            return Err(invalid(
+                keys::LABELS,
+                format!("label {label:?} is listed twice"),
+            ));
+        }
+    }
+    Ok(labels)
+}
+
+/// `probabilities` or `score`.
+fn parse_output(text: &str) -> Result<OutputKind, InferenceError> {
+    match text.trim() {
+        "probabilities" => Ok(OutputKind::Probabilities),
+        "score" => Ok(OutputKind::Score),
+        other => Err(invalid(
+            keys::OUTPUT,
+            format!("{other:?} is neither `probabilities` nor `score`"),
+        )),
+    }
+}
+
+/// The benign label's index (required for probabilities); there must be
+/// an attack label besides it.
+fn benign_of(
+    label: Option<String>,
+    labels: &[String],
+    output: OutputKind,
+) -> Result<Option<usize>, InferenceError> {
+    let benign = match label {
+        Some(label) => match labels.iter().position(|l| *l == label) {
+            Some(i) => Some(i),
+            None => {
+                return Err(InferenceError::UnknownBenignLabel {
+                    label,
+                    labels: labels.to_vec(),
+                })
+            }
+        },
+        None if output == OutputKind::Probabilities => {
+            return Err(InferenceError::MissingMetadata {
+                key: keys::BENIGN_LABEL,
+            })
+        }
+        None => None,
+    };
+    if !(0..labels.len()).any(|i| Some(i) != benign) {
+        return Err(invalid(
+            keys::LABELS,
+            "there is no label besides the benign one, so no attack class to report",
+        ));
+    }
+    Ok(benign)
+}
+
+/// The decision threshold, in `[0, 1]`.
+fn parse_threshold(text: Option<String>) -> Result<f32, InferenceError> {
+    let text = text.ok_or(InferenceError::MissingMetadata {
+        key: keys::THRESHOLD,
+    })?;
+    let threshold: f32 = text
+        .trim()
+        .parse()
+        .map_err(|_| invalid(keys::THRESHOLD, format!("{text:?} is not a number")))?;
+    if !(0.0..=1.0).contains(&threshold) {
+        return Err(InferenceError::ThresholdOutOfRange { value: threshold });
+    }
+    Ok(threshold)
+}
+
+/// `fp32` (also when absent), `fp16` or `int8`.
+fn parse_precision(text: Option<&str>) -> Result<Precision, InferenceError> {
+    match text.map(str::trim) {
+        None | Some("fp32") => Ok(Precision::Fp32),
+        Some("fp16") => Ok(Precision::Fp16),
+        Some("int8") => Ok(Precision::Int8),
+        Some(other) => Err(invalid(
+            keys::PRECISION,
+            format!("{other:?} is not one of fp32, fp16, int8"),
+        )),
+    }
 }
 
 #[cfg(test)]

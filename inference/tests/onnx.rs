@@ -474,8 +474,7 @@ fn missing_gpu_providers_are_errors_unless_fallback_is_allowed() -> TestResult {
         return Ok(());
     }
     let trt = ExecutionProvider::TensorRt(TensorRtOptions {
-        fp16: true,
-        int8: true,
+        precision: Precision::Int8,
         int8_calibration_table: Some(data("calibration.cache")),
         engine_cache: Some(std::env::temp_dir()),
         timing_cache: Some(std::env::temp_dir()),

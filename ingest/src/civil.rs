@@ -1,5 +1,6 @@
 //! Calendar arithmetic for µs timestamps: a proleptic Gregorian date from a
-//! day count since 1970-01-01, and back.
+//! day count since 1970-01-01, and back, and the one parser of UTC date and
+//! time text.
 //!
 //! The CSV export, the EVE writer and the Kafka flow-row parser all turn
 //! timestamps into dates or dates into timestamps; Howard Hinnant's
@@ -35,6 +36,66 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Days in `month` (1–12) of `year` (proleptic Gregorian).
+pub fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS[.f…]` (or `T` for the space), UTC, with an
+/// optional `Z`, `+00:00` or `+0000`, into µs since the epoch: the form the
+/// CSV export writes. Fractions beyond µs are truncated. `None` for
+/// anything else, an impossible date included.
+pub fn parse_utc(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let t = t
+        .strip_suffix('Z')
+        .or_else(|| t.strip_suffix("+00:00"))
+        .or_else(|| t.strip_suffix("+0000"))
+        .unwrap_or(t);
+    let b = t.as_bytes();
+    let at = |i: usize| b.get(i).copied();
+    if b.len() < 19
+        || at(4) != Some(b'-')
+        || at(7) != Some(b'-')
+        || !matches!(at(10), Some(b' ' | b'T'))
+        || at(13) != Some(b':')
+        || at(16) != Some(b':')
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = t.get(r)?;
+        if !s.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let month = u32::try_from(month).ok().filter(|m| (1..=12).contains(m))?;
+    let day = u32::try_from(day).ok()?;
+    if day < 1 || day > days_in_month(year, month) || hour > 23 || min > 59 || sec > 59 {
+        return None;
+    }
+    let mut micros = 0i64;
+    if let Some(rest) = t.get(19..).filter(|r| !r.is_empty()) {
+        let frac = rest.strip_prefix('.')?;
+        if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        for c in frac.bytes().chain(std::iter::repeat(b'0')).take(6) {
+            micros = micros * 10 + i64::from(c - b'0');
+        }
+    }
+    let secs = days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec;
+    Some(secs * 1_000_000 + micros)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +123,41 @@ mod tests {
             days += len(year, m);
         }
         days + i64::from(day) - 1
+    }
+
+    #[test]
+    fn utc_text_parses_in_every_accepted_form_and_nothing_else() {
+        let base = 1_499_432_361_000_000;
+        for t in [
+            "2017-07-07 12:59:21",
+            "2017-07-07T12:59:21",
+            "2017-07-07 12:59:21Z",
+            "2017-07-07 12:59:21+00:00",
+            "2017-07-07 12:59:21+0000",
+        ] {
+            assert_eq!(parse_utc(t), Some(base), "{t}");
+        }
+        assert_eq!(parse_utc("2017-07-07 12:59:21.088203"), Some(base + 88_203));
+        assert_eq!(
+            parse_utc("2017-07-07 12:59:21.0882039"),
+            Some(base + 88_203)
+        );
+        assert_eq!(
+            parse_utc("2016-02-29 00:00:00"),
+            Some(1_456_704_000_000_000)
+        );
+        for bad in [
+            "2017-02-29 00:00:00",
+            "2017-13-01 00:00:00",
+            "2017-07-07 24:00:00",
+            "2017-07-07 12:59",
+            "2017-07-07 12:59:21.",
+            "2017-07-07 12:59:21.1234567890",
+            "2017/07/07 12:59:21",
+            "+017-07-07 12:59:21",
+        ] {
+            assert_eq!(parse_utc(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -100,6 +100,16 @@ const ESTABLISHED_TURNS: u8 = 2;
 /// Mask applied to flow ids so JSON consumers (53-bit doubles) keep them exact.
 pub const FLOW_ID_MASK: u64 = (1 << 51) - 1;
 
+/// Which of `shards` shards owns a flow hash (the symmetric
+/// [`flow_hash`](crate::decode::flow_hash)): the decoders split packets with
+/// it, and the Kafka producer partitions a capture with it, so one flow
+/// always lands in one place.
+#[inline]
+pub fn shard_of(hash: u64, shards: usize) -> usize {
+    // Multiply-shift: uniform over the high bits, no division.
+    ((u128::from(hash) * shards as u128) >> 64) as usize
+}
+
 /// Flow table settings. All durations are microseconds of packet time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowConfig {
@@ -281,6 +291,18 @@ pub struct Placement {
     pub dir: Direction,
     /// New flow or existing flow.
     pub kind: PlacementKind,
+}
+
+impl Placement {
+    /// A new flow in `slot`, forward (not a continuation).
+    #[inline]
+    fn fresh(slot: u32) -> Self {
+        Placement {
+            slot,
+            dir: Direction::Forward,
+            kind: PlacementKind::New { continuation: None },
+        }
+    }
 }
 
 /// A flow that just ended: its slot (finalize it now, it may be reused by
@@ -538,6 +560,15 @@ impl std::fmt::Debug for FlowTable {
     }
 }
 
+/// How a flow found again is replaced: why it ends, whether the new flow is
+/// fresh or its continuation, and the packet's direction in the old one.
+#[derive(Clone, Copy)]
+struct Restart {
+    fresh: bool,
+    reason: EndReason,
+    dir: Direction,
+}
+
 /// What a lookup found besides the flow itself.
 struct Probe {
     /// Open flows with the same record hash but another 5-tuple.
@@ -648,7 +679,55 @@ impl FlowTable {
         let icmp = rec.is_icmp();
         let (sport, dport) = if icmp { (0, 0) } else { (rec.sport, rec.dport) };
         let h = self.mix(rec.hash);
+        let (found, dir, probe) = self.lookup(rec, h, sport, dport);
+        let packet_side = Orientation {
+            src: rec.src,
+            dst: rec.dst,
+            sport,
+            dport,
+        };
+        let Some(slot) = found else {
+            if probe.same_hash >= MAX_SAME_HASH {
+                self.stats.collision_evictions += 1;
+                self.end(probe.oldest, EndReason::Evicted, on_end);
+            }
+            return Placement::fresh(self.open(rec, h, packet_side, rec.ts_us, on_end));
+        };
+        let Some(f) = self.slots.get(slot as usize) else {
+            // Unreachable: the map only holds allocated slots.
+            return Placement::fresh(self.open(rec, h, packet_side, rec.ts_us, on_end));
+        };
+        let syn = flags & tcp_flags::SYN != 0;
+        let ready = f.tcp == TcpState::Ready;
+        let timed_out = rec.ts_us.saturating_sub(f.start_us) > self.cfg.flow_timeout_us;
+        if timed_out || (ready && syn) {
+            // A new flow without the old one's history, or its continuation.
+            let fresh = !is_tcp || (ready && syn && flags & tcp_flags::ACK == 0);
+            let reason = if timed_out {
+                EndReason::ActiveTimeout
+            } else {
+                EndReason::TcpTermination
+            };
+            let restart = Restart { fresh, reason, dir };
+            return self.restart(slot, rec, h, packet_side, restart, on_end);
+        }
+        if icmp && rec.icmp_code != f.icmp_code && rec.icmp_type != f.icmp_type {
+            self.end(slot, EndReason::IcmpChange, on_end);
+            return Placement::fresh(self.open(rec, h, packet_side, rec.ts_us, on_end));
+        }
+        self.update(slot, rec, dir, flags, ready)
+    }
 
+    /// The open flow `rec` belongs to (slot and direction), and what the
+    /// probe saw of other flows with the same hash.
+    #[inline(always)]
+    fn lookup(
+        &self,
+        rec: &PacketRecord,
+        h: u64,
+        sport: u16,
+        dport: u16,
+    ) -> (Option<u32>, Direction, Probe) {
         let mut dir = Direction::Forward;
         let mut probe = Probe {
             same_hash: 0,
@@ -686,78 +765,70 @@ impl FlowTable {
                 false
             })
             .copied();
+        (found, dir, probe)
+    }
 
-        let packet_side = Orientation {
-            src: rec.src,
-            dst: rec.dst,
-            sport,
-            dport,
-        };
-        let fresh_placement = |slot| Placement {
-            slot,
-            dir: Direction::Forward,
-            kind: PlacementKind::New { continuation: None },
-        };
-        let Some(slot) = found else {
-            if probe.same_hash >= MAX_SAME_HASH {
-                self.stats.collision_evictions += 1;
-                self.end(probe.oldest, EndReason::Evicted, on_end);
-            }
-            return fresh_placement(self.open(rec, h, packet_side, rec.ts_us, on_end));
-        };
+    /// Ends the flow in `slot` (timed out, or a finished TCP connection seen
+    /// again with a SYN) and opens the one `rec` starts: fresh, or a
+    /// continuation that keeps the old flow's orientation and connection
+    /// start.
+    #[inline]
+    fn restart<F: FnMut(EndedFlow)>(
+        &mut self,
+        slot: u32,
+        rec: &PacketRecord,
+        h: u64,
+        packet_side: Orientation,
+        r: Restart,
+        on_end: &mut F,
+    ) -> Placement {
         let Some(f) = self.slots.get(slot as usize) else {
-            // Unreachable: the map only holds allocated slots.
-            return fresh_placement(self.open(rec, h, packet_side, rec.ts_us, on_end));
+            return Placement::fresh(self.open(rec, h, packet_side, rec.ts_us, on_end));
         };
-
-        let syn = flags & tcp_flags::SYN != 0;
-        let ready = f.tcp == TcpState::Ready;
-        let timed_out = rec.ts_us.saturating_sub(f.start_us) > self.cfg.flow_timeout_us;
-        if timed_out || (ready && syn) {
-            let fresh = !is_tcp || (ready && syn && flags & tcp_flags::ACK == 0);
-            let old_side = Orientation {
-                src: f.src,
-                dst: f.dst,
-                sport: f.sport,
-                dport: f.dport,
-            };
-            let cont = Continuation {
-                conn_start_us: f.conn_start_us,
-                prev_flow_id: f.flow_id,
-            };
-            let reason = if timed_out {
-                EndReason::ActiveTimeout
-            } else {
-                EndReason::TcpTermination
-            };
-            self.end(slot, reason, on_end);
-            if fresh {
-                return fresh_placement(self.open(rec, h, packet_side, rec.ts_us, on_end));
-            }
-            let slot = self.open(rec, h, old_side, cont.conn_start_us, on_end);
-            self.stats.continuations += 1;
-            if let Some(n) = self.slots.get_mut(slot as usize) {
-                // `open` counted the packet as forward; it travels `dir`.
-                if dir == Direction::Backward {
-                    n.pkts = [0, 1];
-                    n.bytes = [0, u64::from(rec.wire_len)];
-                    n.last_dir = Direction::Backward;
-                }
-            }
-            return Placement {
-                slot,
-                dir,
-                kind: PlacementKind::New {
-                    continuation: Some(cont),
-                },
-            };
+        let old_side = Orientation {
+            src: f.src,
+            dst: f.dst,
+            sport: f.sport,
+            dport: f.dport,
+        };
+        let cont = Continuation {
+            conn_start_us: f.conn_start_us,
+            prev_flow_id: f.flow_id,
+        };
+        self.end(slot, r.reason, on_end);
+        if r.fresh {
+            return Placement::fresh(self.open(rec, h, packet_side, rec.ts_us, on_end));
         }
-
-        if icmp && rec.icmp_code != f.icmp_code && rec.icmp_type != f.icmp_type {
-            self.end(slot, EndReason::IcmpChange, on_end);
-            return fresh_placement(self.open(rec, h, packet_side, rec.ts_us, on_end));
+        let slot = self.open(rec, h, old_side, cont.conn_start_us, on_end);
+        self.stats.continuations += 1;
+        if let Some(n) = self.slots.get_mut(slot as usize) {
+            // `open` counted the packet as forward; it travels `dir`.
+            if r.dir == Direction::Backward {
+                n.pkts = [0, 1];
+                n.bytes = [0, u64::from(rec.wire_len)];
+                n.last_dir = Direction::Backward;
+            }
         }
+        Placement {
+            slot,
+            dir: r.dir,
+            kind: PlacementKind::New {
+                continuation: Some(cont),
+            },
+        }
+    }
 
+    /// Adds `rec` to the open flow in `slot`: counters, TCP teardown state,
+    /// and the flow's place in the LRU, ready and new lists.
+    #[inline(always)]
+    fn update(
+        &mut self,
+        slot: u32,
+        rec: &PacketRecord,
+        dir: Direction,
+        flags: u8,
+        ready: bool,
+    ) -> Placement {
         let d = dir.index();
         let mut becomes_ready = false;
         let mut new_list = None;
@@ -1151,6 +1222,22 @@ pub fn flow_id(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_of_is_in_range_and_spreads() {
+        let mut counts = [0u32; 7];
+        let mut h = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..70_000 {
+            h = h
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            counts[shard_of(h, 7)] += 1;
+        }
+        for c in counts {
+            assert!((9_000..11_000).contains(&c), "{counts:?}");
+        }
+        assert_eq!(shard_of(u64::MAX, 1), 0);
+    }
 
     fn rec(ts: i64, a: u8, b: u8, sport: u16, dport: u16, flags: u8) -> PacketRecord {
         let mut r = PacketRecord {

@@ -393,20 +393,25 @@ impl FlowAccumulator {
     /// Writes the 84 feature values, in `schema::FEATURES` order. `meta` is
     /// the flow table's report for this flow (ports, protocol, ICMP type and
     /// code of the first packet).
-    // The flag indices are the `bit::` constants, each below the flag
-    // counters' length.
-    #[allow(clippy::indexing_slicing)]
     pub fn finalize(&self, meta: &FlowMeta, row: &mut [f64; NUM_FEATURES]) {
+        self.finalize_volumes(meta, row);
+        self.finalize_iat(row);
+        self.finalize_flags(row);
+        self.finalize_sizes(row);
+        self.finalize_rest(meta, row);
+    }
+
+    /// Ports, protocol, duration, packet and byte counts, lengths per
+    /// direction, and the flow's byte and packet rates.
+    #[inline]
+    fn finalize_volumes(&self, meta: &FlowMeta, row: &mut [f64; NUM_FEATURES]) {
         let [f, b] = &self.dirs;
         let dur = self.last_ts.saturating_sub(self.start_ts);
         let secs = dur as f64 / 1_000_000.0;
-        let n_f = f.len.n;
-        let n_b = b.len.n;
+        let (n_f, n_b) = (f.len.n, b.len.n);
         let n = n_f + n_b;
-        let all = f.len.merged(&b.len);
-        let bytes_f = f.len.sum;
-        let bytes_b = b.len.sum;
-        let bytes = all.sum;
+        let bytes = f.len.merged(&b.len).sum;
+        let (bytes_f, bytes_b) = (f.len.sum, b.len.sum);
 
         row[idx::SRC_PORT] = f64::from(meta.sport);
         row[idx::DST_PORT] = f64::from(meta.dport);
@@ -433,7 +438,12 @@ impl FlowAccumulator {
         };
         row[idx::FLOW_BYTES_S] = bytes_s;
         row[idx::FLOW_PACKETS_S] = pkts_s;
+    }
 
+    /// Inter-arrival times: of the flow, and per direction.
+    #[inline]
+    fn finalize_iat(&self, row: &mut [f64; NUM_FEATURES]) {
+        let [f, b] = &self.dirs;
         row[idx::FLOW_IAT_MEAN] = self.flow_iat.mean();
         row[idx::FLOW_IAT_STD] = self.flow_iat.std_dev();
         row[idx::FLOW_IAT_MAX] = self.flow_iat.max_or_zero() as f64;
@@ -448,7 +458,19 @@ impl FlowAccumulator {
         row[idx::BWD_IAT_STD] = b.iat.std_dev();
         row[idx::BWD_IAT_MAX] = b.iat.max_or_zero() as f64;
         row[idx::BWD_IAT_MIN] = b.iat.min_or_zero() as f64;
+    }
 
+    /// Flag counts per direction, header bytes and per-direction packet
+    /// rates.
+    // The flag indices are the `bit::` constants, each below the flag
+    // counters' length.
+    #[allow(clippy::indexing_slicing)]
+    #[inline]
+    fn finalize_flags(&self, row: &mut [f64; NUM_FEATURES]) {
+        let [f, b] = &self.dirs;
+        let dur = self.last_ts.saturating_sub(self.start_ts);
+        let secs = dur as f64 / 1_000_000.0;
+        let (n_f, n_b) = (f.len.n, b.len.n);
         // CIC counts per-direction FIN and RST only in addPacket, so the
         // flow's first packet is not counted there (it is in the totals).
         let first_rst = u32::from((self.first_flags >> bit::RST) & 1);
@@ -472,7 +494,19 @@ impl FlowAccumulator {
         };
         row[idx::FWD_PACKETS_S] = fwd_s;
         row[idx::BWD_PACKETS_S] = bwd_s;
+    }
 
+    /// Packet length statistics over both directions, flag totals, ratios,
+    /// segment sizes, bulk and subflow averages.
+    // As in `finalize_flags`.
+    #[allow(clippy::indexing_slicing)]
+    #[inline]
+    fn finalize_sizes(&self, row: &mut [f64; NUM_FEATURES]) {
+        let [f, b] = &self.dirs;
+        let (n_f, n_b) = (f.len.n, b.len.n);
+        let n = n_f + n_b;
+        let all = f.len.merged(&b.len);
+        let (bytes_f, bytes_b) = (f.len.sum, b.len.sum);
         row[idx::PACKET_LENGTH_MIN] = all.min_or_zero() as f64;
         row[idx::PACKET_LENGTH_MAX] = all.max_or_zero() as f64;
         row[idx::PACKET_LENGTH_MEAN] = all.mean();
@@ -518,7 +552,13 @@ impl FlowAccumulator {
         row[idx::SUBFLOW_FWD_BYTES] = per_pkt(bytes_f.unsigned_abs());
         row[idx::SUBFLOW_BWD_PACKETS] = per_pkt(n_b);
         row[idx::SUBFLOW_BWD_BYTES] = per_pkt(bytes_b.unsigned_abs());
+    }
 
+    /// Initial windows, data packets, active and idle periods, ICMP type
+    /// and code, and the TCP connection's time.
+    #[inline]
+    fn finalize_rest(&self, meta: &FlowMeta, row: &mut [f64; NUM_FEATURES]) {
+        let [f, b] = &self.dirs;
         row[idx::FWD_INIT_WIN_BYTES] = f64::from(f.init_win);
         row[idx::BWD_INIT_WIN_BYTES] = f64::from(b.init_win);
         row[idx::FWD_ACT_DATA_PKTS] = self.fwd_act_data as f64;

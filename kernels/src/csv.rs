@@ -1,4 +1,6 @@
-//! CSV export of feature batches in the improved CIC-IDS2017 layout.
+//! CSV export of feature batches in the improved CIC-IDS2017 layout, and
+//! the one splitter of CSV lines that read it back ([`Cells`]: the Kafka
+//! flow-row decoder, the model report's dataset reader).
 //!
 //! `tapstream features` writes training data with this module, so its output
 //! must line up column for column with the dataset the default model was
@@ -154,9 +156,80 @@ pub fn format_timestamp(ts_us: i64) -> [u8; 26] {
     out
 }
 
+/// One CSV line's cells (RFC 4180 quoting: `"a,b"` is one cell, `""` in a
+/// quoted cell is one quote), in one reused buffer.
+#[derive(Clone, Debug, Default)]
+pub struct Cells {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Cells {
+    /// Splits `line` (without its line ending) into cells, replacing the
+    /// previous line's.
+    pub fn split(&mut self, line: &str) {
+        self.text.clear();
+        self.ends.clear();
+        let mut quoted = false;
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if quoted && chars.peek() == Some(&'"') => {
+                    self.text.push('"');
+                    chars.next();
+                }
+                '"' => quoted = !quoted,
+                ',' if !quoted => self.ends.push(self.text.len()),
+                _ => self.text.push(c),
+            }
+        }
+        self.ends.push(self.text.len());
+    }
+
+    /// Number of cells (at least one after a split).
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True before any split.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Cell `i`, unquoted.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let start = match i.checked_sub(1) {
+            None => 0,
+            Some(p) => *self.ends.get(p)?,
+        };
+        self.text.get(start..*self.ends.get(i)?)
+    }
+
+    /// The cells in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(a, b)| self.text.get(a..b).unwrap_or_default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cells_follow_rfc_4180_quoting() {
+        let mut c = Cells::default();
+        c.split(r#"a,"b,c","d""e",,"#);
+        assert_eq!(c.iter().collect::<Vec<_>>(), ["a", "b,c", "d\"e", "", ""]);
+        assert_eq!(
+            (c.len(), c.get(1), c.get(4), c.get(5)),
+            (5, Some("b,c"), Some(""), None)
+        );
+        c.split("");
+        assert_eq!(c.iter().collect::<Vec<_>>(), [""]);
+    }
 
     fn ts(s: &str) -> String {
         String::from_utf8_lossy(&format_timestamp(s.parse().unwrap_or(0))).into_owned()

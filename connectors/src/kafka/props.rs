@@ -1,4 +1,6 @@
-//! librdkafka client properties from tapstream's configuration.
+//! librdkafka client properties from tapstream's configuration, as plain
+//! data: the `tapstream-kafka` crate turns [`ClientProperties`] into a
+//! librdkafka client, so checking a configuration needs no librdkafka.
 //!
 //! Why this exists: a real cluster needs TLS, SASL and a long tail of
 //! librdkafka tuning, and users should not have to wait for tapstream to
@@ -40,7 +42,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rdkafka::ClientConfig;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
@@ -554,6 +555,46 @@ pub struct Forced<'a> {
     pub purpose: &'a str,
 }
 
+/// Properties the source owns: changing them would break its offset and
+/// rebalance logic.
+pub const CONSUMER_FORCED: &[Forced<'static>] = &[
+    Forced {
+        name: "enable.auto.commit",
+        value: "false",
+        purpose: "offsets committed only for settled messages",
+    },
+    Forced {
+        name: "enable.auto.offset.store",
+        value: "false",
+        purpose: "offsets committed only for settled messages",
+    },
+    Forced {
+        name: "partition.assignment.strategy",
+        value: "range,roundrobin",
+        purpose: "an eager rebalance, which revokes every partition and so ends every flow",
+    },
+];
+
+/// Producer properties the sink owns: its delivery guarantee depends on
+/// them. A user setting one of them is refused ([`KafkaClientConfig::check`]
+/// with this list reports it at config load time).
+///
+/// With idempotence on, librdkafka itself clamps
+/// `max.in.flight.requests.per.connection` to 5 (and refuses a larger user
+/// value) and retries without limit until `message.timeout.ms`.
+pub const PRODUCER_FORCED: &[Forced<'static>] = &[
+    Forced {
+        name: "enable.idempotence",
+        value: "true",
+        purpose: "alerts delivered without duplicates or reordering by retries",
+    },
+    Forced {
+        name: "acks",
+        value: "all",
+        purpose: "an acknowledged alert to survive a broker failure",
+    },
+];
+
 impl KafkaClientConfig {
     /// A plaintext client of `brokers` with the default client id and no
     /// extra properties.
@@ -615,18 +656,18 @@ impl KafkaClientConfig {
         Ok(())
     }
 
-    /// Builds the librdkafka configuration: `defaults` first, then the
+    /// The librdkafka properties of a client: `defaults` first, then the
     /// typed fields, then the user's `properties` (which override
     /// `defaults`), then `forced`. Runs [`check`](Self::check) and reads
     /// every secret.
     ///
-    /// The result holds secrets in clear; rdkafka's `Debug` hides only its
-    /// own short list of password keys, so do not log it.
-    pub fn client_config(
+    /// The result holds secrets in clear (its `Debug` does not), so do not
+    /// log its values.
+    pub fn client_properties(
         &self,
         defaults: &[(&str, &str)],
         forced: &[Forced<'_>],
-    ) -> Result<ClientConfig, KafkaConfigError> {
+    ) -> Result<ClientProperties, KafkaConfigError> {
         self.check(forced)?;
         // Keyed by the canonical name so that a default given under an
         // alias is replaced, not duplicated, by the user's setting.
@@ -670,11 +711,36 @@ impl KafkaClientConfig {
         for f in forced {
             put(f.name, f.value.to_owned());
         }
-        let mut config = ClientConfig::new();
-        for (name, value) in props.into_values() {
-            config.set(name, value);
-        }
-        Ok(config)
+        Ok(ClientProperties(props.into_values().collect()))
+    }
+}
+
+/// A client's librdkafka properties, `(name, value)`, one per property
+/// (aliases resolved), secrets read; see
+/// [`KafkaClientConfig::client_properties`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientProperties(Vec<(String, String)>);
+
+impl ClientProperties {
+    /// The value set for property `name`, as named when it was set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every property.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
+impl fmt::Debug for ClientProperties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _)| format!("{n} = <redacted>")))
+            .finish()
     }
 }
 
@@ -721,7 +787,7 @@ ssl_ca_location = "/etc/ca.pem"
         );
         let cfg = parse(&text).unwrap();
         let cc = cfg
-            .client_config(
+            .client_properties(
                 &[("linger.ms", "100"), ("batch.size", "1000")],
                 &[IDEMPOTENT],
             )
@@ -739,15 +805,14 @@ ssl_ca_location = "/etc/ca.pem"
         assert_eq!(cc.get("enable.ssl.certificate.verification"), Some("true"));
         assert_eq!(cc.get("compression.type"), Some("gzip"));
         assert_eq!(cc.get("enable.idempotence"), Some("true"));
-        // librdkafka accepts every property we set.
-        cc.create_native_config().unwrap();
+        assert!(!format!("{cc:?}").contains("s3cret"), "{cc:?}");
     }
 
     #[test]
     fn minimal_config_has_defaults() {
         let cfg = parse(r#"brokers = ["localhost:9092"]"#).unwrap();
         assert_eq!(cfg, KafkaClientConfig::new(["localhost:9092"]));
-        let cc = cfg.client_config(&[], &[]).unwrap();
+        let cc = cfg.client_properties(&[], &[]).unwrap();
         assert_eq!(cc.get("client.id"), Some("tapstream"));
         assert_eq!(cc.get("security.protocol"), None);
     }
@@ -757,7 +822,7 @@ ssl_ca_location = "/etc/ca.pem"
         let mut cfg = KafkaClientConfig::new(["b:1"]);
         cfg.properties
             .insert("queue.buffering.max.ms".into(), "7".into());
-        let cc = cfg.client_config(&[("linger.ms", "100")], &[]).unwrap();
+        let cc = cfg.client_properties(&[("linger.ms", "100")], &[]).unwrap();
         assert_eq!(cc.get("linger.ms"), None);
         assert_eq!(cc.get("queue.buffering.max.ms"), Some("7"));
     }
@@ -828,7 +893,7 @@ sasl_mechanism = "GSSAPI""#,
             ),
         ];
         for (cfg, needle) in cases {
-            let err = cfg.client_config(&[], &[]).unwrap_err().to_string();
+            let err = cfg.client_properties(&[], &[]).unwrap_err().to_string();
             assert!(err.contains(needle), "{err}");
         }
     }
@@ -883,14 +948,14 @@ sasl_mechanism = "GSSAPI""#,
         for name in ["enable.idempotence", "acks", "request.required.acks"] {
             let mut cfg = KafkaClientConfig::new(["a:1"]);
             cfg.properties.insert(name.into(), "0".into());
-            let err = cfg.client_config(&[], &[IDEMPOTENT, ACKS]).unwrap_err();
+            let err = cfg.client_properties(&[], &[IDEMPOTENT, ACKS]).unwrap_err();
             assert!(matches!(err, KafkaConfigError::Forced { .. }), "{err}");
             let msg = err.to_string();
             assert!(msg.contains(&format!("`{name}`")), "{msg}");
         }
         // A forced property given under an alias replaces any default.
         let cc = KafkaClientConfig::new(["a:1"])
-            .client_config(&[("request.required.acks", "1")], &[ACKS])
+            .client_properties(&[("request.required.acks", "1")], &[ACKS])
             .unwrap();
         assert_eq!(cc.get("request.required.acks"), None);
         assert_eq!(cc.get("acks"), Some("all"));
@@ -981,7 +1046,7 @@ sasl_password = "literal-password-123"
         assert!(!debug.contains("from-file"), "{debug}");
         assert!(debug.contains("<redacted>"), "{debug}");
         assert!(debug.contains("TAPSTREAM_PROPS_TEST_SET"), "{debug}");
-        let cc = cfg.client_config(&[], &[]).unwrap();
+        let cc = cfg.client_properties(&[], &[]).unwrap();
         assert_eq!(cc.get("ssl.key.pem"), Some("from-file"));
         assert_eq!(cc.get("socket.timeout.ms"), Some("from-env"));
 
@@ -991,7 +1056,7 @@ sasl_password = "literal-password-123"
             "sasl.oauthbearer.client.secret".into(),
             env("TAPSTREAM_PROPS_TEST_UNSET"),
         );
-        let err = cfg.client_config(&[], &[]).unwrap_err().to_string();
+        let err = cfg.client_properties(&[], &[]).unwrap_err().to_string();
         assert!(err.contains("`sasl.oauthbearer.client.secret`"), "{err}");
         assert!(!err.contains("literal-password-123"), "{err}");
     }

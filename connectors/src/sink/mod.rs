@@ -1,11 +1,17 @@
-//! Where alerts go: the [`AlertSink`] trait and its stdout, file and Kafka
-//! implementations.
+//! Where alerts go: the [`AlertSink`] trait and its stdout and file
+//! implementations (the Kafka sink is in the `tapstream-kafka` crate).
 //!
 //! Why a trait this narrow: the alert stage of the pipeline only needs
 //! "take this alert" and "make everything so far durable" (and, for log
 //! rotation, "re-open your file"), so stdout, a rotating file and Kafka plug
 //! in behind the same calls, and counting what was written or dropped stays
 //! with the caller.
+//!
+//! Both sinks here write whole EVE lines: each `write(2)` they make ends at
+//! a line boundary, so a reader that tails the file sees complete lines once
+//! a write has finished. (A reader may still catch a large write half done,
+//! as with any file: tail EVE the way log shippers do, taking a line only
+//! once its newline is there.)
 //!
 //! The stdout and file sinks format alerts as EVE lines into their own
 //! buffer and write the buffer in large chunks. A write error leaves the unwritten bytes buffered
@@ -18,11 +24,9 @@
 //! output, not treat it as a failure worth a panic or a retry loop.
 
 mod file;
-pub mod kafka;
 mod stdout;
 
 pub use file::FileSink;
-pub use kafka::{KafkaSink, KafkaSinkStats};
 pub use stdout::StdoutSink;
 
 use std::io::{self, Write};
@@ -71,6 +75,9 @@ pub trait AlertSink: Send {
         Ok(())
     }
 }
+
+/// An error of a client library behind a sink (librdkafka's, for Kafka).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a sink could not take or write alerts.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +128,7 @@ pub enum SinkError {
         target: String,
         /// librdkafka's error.
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: BoxError,
     },
     /// Messages failed to reach Kafka for good (after librdkafka's
     /// retries). Do not commit source offsets past them: replaying from the
@@ -135,7 +142,7 @@ pub enum SinkError {
         failed: u64,
         /// The first failure.
         #[source]
-        source: rdkafka::error::KafkaError,
+        source: BoxError,
     },
     /// `flush` gave up waiting for the brokers' acknowledgements; the
     /// messages are still being retried, so flushing again may succeed.

@@ -227,115 +227,15 @@ impl NgState {
 
     pub(super) fn next(&mut self, buf: &mut ChunkBuf) -> Result<Option<Found>, CaptureError> {
         loop {
-            let be = self.big_endian;
-            if !buf.ensure(12)? {
-                let avail = buf.avail();
-                if avail == 0 {
-                    return Ok(None);
+            let (btype, len) = match self.next_block(buf)? {
+                Block::End => return Ok(None),
+                Block::Section => {
+                    self.section_header(buf)?;
+                    continue;
                 }
-                if avail >= 4 && is_packet_block(rd32(buf.peek(), 0, be)) {
-                    return Err(truncated(buf, 12));
-                }
-                return Err(corrupt(
-                    buf,
-                    format!("{avail} trailing bytes, too few for a block header"),
-                ));
-            }
-            let h = buf.peek();
-            let btype = rd32(h, 0, be);
-            if btype == SHB {
-                self.section_header(buf)?;
-                continue;
-            }
-            let len = rd32(h, 4, be) as usize;
-            if len < 12 || len % 4 != 0 || len > MAX_RECORD_LEN {
-                return Err(corrupt(
-                    buf,
-                    format!("block type {btype:#x} has invalid length {len}"),
-                ));
-            }
-            if !buf.ensure(len)? {
-                if is_packet_block(btype) {
-                    return Err(truncated(buf, len));
-                }
-                return Err(corrupt(
-                    buf,
-                    format!(
-                        "file ends inside a {len}-byte block of type {btype:#x} ({} bytes remain)",
-                        buf.avail()
-                    ),
-                ));
-            }
-            let b = buf.peek();
-            if rd32(b, len - 4, be) as usize != len {
-                return Err(corrupt(
-                    buf,
-                    format!("block type {btype:#x} of length {len}: trailing length mismatch"),
-                ));
-            }
-            let found = match btype {
-                EPB | PB => {
-                    if len < 32 {
-                        return Err(corrupt(
-                            buf,
-                            format!("packet block too short ({len} bytes)"),
-                        ));
-                    }
-                    let id = if btype == EPB {
-                        rd32(b, 8, be)
-                    } else {
-                        u32::from(rd16(b, 8, be))
-                    };
-                    let caplen = rd32(b, 20, be);
-                    let orig = rd32(b, 24, be);
-                    if caplen as usize > len - 32 {
-                        return Err(corrupt(
-                            buf,
-                            format!("captured length {caplen} does not fit in a {len}-byte block"),
-                        ));
-                    }
-                    let iface = self.iface(id);
-                    Some(Found {
-                        start: buf.pos() + 28,
-                        len: caplen as usize,
-                        ts_us: iface.ts_us(rd32(b, 12, be), rd32(b, 16, be)),
-                        link_type: iface.link_type,
-                        orig_len: orig.max(caplen),
-                    })
-                }
-                SPB => {
-                    if len < 16 {
-                        return Err(corrupt(
-                            buf,
-                            format!("simple packet block too short ({len} bytes)"),
-                        ));
-                    }
-                    let orig = rd32(b, 8, be);
-                    let iface = self.iface(0);
-                    let mut caplen = orig.min((len - 16) as u32);
-                    if iface.snaplen != 0 {
-                        caplen = caplen.min(iface.snaplen);
-                    }
-                    Some(Found {
-                        start: buf.pos() + 12,
-                        len: caplen as usize,
-                        ts_us: self.last_ts_us,
-                        link_type: iface.link_type,
-                        orig_len: orig,
-                    })
-                }
-                IDB => {
-                    if len < 20 {
-                        return Err(corrupt(
-                            buf,
-                            format!("interface block too short ({len} bytes)"),
-                        ));
-                    }
-                    self.interface(b, len);
-                    None
-                }
-                _ => None,
+                Block::Other { btype, len } => (btype, len),
             };
+            let found = self.read_block(buf, btype, len)?;
             buf.consume(len);
             if let Some(f) = found {
                 self.last_ts_us = f.ts_us;
@@ -343,6 +243,140 @@ impl NgState {
             }
         }
     }
+
+    /// The next block's type and length, checked and wholly in `buf`.
+    fn next_block(&self, buf: &mut ChunkBuf) -> Result<Block, CaptureError> {
+        let be = self.big_endian;
+        if !buf.ensure(12)? {
+            let avail = buf.avail();
+            if avail == 0 {
+                return Ok(Block::End);
+            }
+            if avail >= 4 && is_packet_block(rd32(buf.peek(), 0, be)) {
+                return Err(truncated(buf, 12));
+            }
+            return Err(corrupt(
+                buf,
+                format!("{avail} trailing bytes, too few for a block header"),
+            ));
+        }
+        let h = buf.peek();
+        let btype = rd32(h, 0, be);
+        if btype == SHB {
+            return Ok(Block::Section);
+        }
+        let len = rd32(h, 4, be) as usize;
+        if len < 12 || len % 4 != 0 || len > MAX_RECORD_LEN {
+            return Err(corrupt(
+                buf,
+                format!("block type {btype:#x} has invalid length {len}"),
+            ));
+        }
+        if !buf.ensure(len)? {
+            if is_packet_block(btype) {
+                return Err(truncated(buf, len));
+            }
+            return Err(corrupt(
+                buf,
+                format!(
+                    "file ends inside a {len}-byte block of type {btype:#x} ({} bytes remain)",
+                    buf.avail()
+                ),
+            ));
+        }
+        if rd32(buf.peek(), len - 4, be) as usize != len {
+            return Err(corrupt(
+                buf,
+                format!("block type {btype:#x} of length {len}: trailing length mismatch"),
+            ));
+        }
+        Ok(Block::Other { btype, len })
+    }
+
+    /// Reads a block of type `btype` and length `len` at the start of
+    /// `buf`: a packet, an interface description, or nothing of interest.
+    fn read_block(
+        &mut self,
+        buf: &ChunkBuf,
+        btype: u32,
+        len: usize,
+    ) -> Result<Option<Found>, CaptureError> {
+        let be = self.big_endian;
+        let b = buf.peek();
+        match btype {
+            EPB | PB => {
+                if len < 32 {
+                    return Err(corrupt(
+                        buf,
+                        format!("packet block too short ({len} bytes)"),
+                    ));
+                }
+                let id = if btype == EPB {
+                    rd32(b, 8, be)
+                } else {
+                    u32::from(rd16(b, 8, be))
+                };
+                let caplen = rd32(b, 20, be);
+                let orig = rd32(b, 24, be);
+                if caplen as usize > len - 32 {
+                    return Err(corrupt(
+                        buf,
+                        format!("captured length {caplen} does not fit in a {len}-byte block"),
+                    ));
+                }
+                let iface = self.iface(id);
+                Ok(Some(Found {
+                    start: buf.pos() + 28,
+                    len: caplen as usize,
+                    ts_us: iface.ts_us(rd32(b, 12, be), rd32(b, 16, be)),
+                    link_type: iface.link_type,
+                    orig_len: orig.max(caplen),
+                }))
+            }
+            SPB => {
+                if len < 16 {
+                    return Err(corrupt(
+                        buf,
+                        format!("simple packet block too short ({len} bytes)"),
+                    ));
+                }
+                let orig = rd32(b, 8, be);
+                let iface = self.iface(0);
+                let mut caplen = orig.min((len - 16) as u32);
+                if iface.snaplen != 0 {
+                    caplen = caplen.min(iface.snaplen);
+                }
+                Ok(Some(Found {
+                    start: buf.pos() + 12,
+                    len: caplen as usize,
+                    ts_us: self.last_ts_us,
+                    link_type: iface.link_type,
+                    orig_len: orig,
+                }))
+            }
+            IDB => {
+                if len < 20 {
+                    return Err(corrupt(
+                        buf,
+                        format!("interface block too short ({len} bytes)"),
+                    ));
+                }
+                self.interface(b, len);
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// What [`NgState::next_block`] found.
+enum Block {
+    /// The end of the file, between blocks.
+    End,
+    /// A section header block.
+    Section,
+    /// Another block, wholly buffered.
+    Other { btype: u32, len: usize },
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! [`GpuError::Unavailable`] and never a panic.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{
@@ -16,6 +16,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{CompileOptions, Ptx};
 
+pub use super::device::{default_ptx_cache, DeviceInfo, Phase, PhaseTimes, PHASES};
 use super::flag::{collect_flagged, Flagged, ScoreLayout};
 use super::records::{BatchExecutor, Column, Columns, GpuError, RecordBatch, ACC_STRIDE};
 use super::ModelInput;
@@ -118,19 +119,6 @@ fn cache_key(arch: &str, driver: i32) -> u64 {
     feed(arch.as_bytes());
     feed(&driver.to_le_bytes());
     h
-}
-
-/// What the device is, for logs and benchmark reports.
-#[derive(Clone, Debug)]
-pub struct DeviceInfo {
-    /// Device name, e.g. "NVIDIA H100 80GB HBM3".
-    pub name: String,
-    /// Compute capability.
-    pub compute_capability: (i32, i32),
-    /// Driver version (e.g. 13000).
-    pub driver_version: i32,
-    /// Device memory in bytes.
-    pub memory: usize,
 }
 
 /// A CUDA context with the kernels loaded.
@@ -493,6 +481,18 @@ fn blocks(n: usize, threads: u32) -> u32 {
         .min(u64::from(u32::MAX)) as u32
 }
 
+/// The sizes of a submitted batch, capped at the executor's.
+#[derive(Clone, Copy)]
+struct BatchSizes {
+    /// Records.
+    n: usize,
+    /// Finalized flows (rows).
+    nf: usize,
+    /// Short and long segments.
+    n_short: usize,
+    n_long: usize,
+}
+
 // `k` is a double buffer's index (0 or 1) and every per-buffer array has
 // two entries; a profile has one timing event more than it has phases.
 #[allow(clippy::indexing_slicing)]
@@ -508,31 +508,93 @@ impl BatchExecutor for CudaExecutor {
         self.last_finished = None;
         let k = self.next;
         self.next ^= 1;
-        let n = batch.len().min(self.cap);
-        let segs = batch.segments().min(self.cap);
         debug_assert!(batch.is_sealed());
-        let nf = batch.finalized().min(self.fin_cap);
         let stream = self.sets[k].stream.clone();
         self.ensure_slots(batch.slots_needed, &stream)?;
         self.mark(k, None)?;
+        let sizes = self.upload_batch(k, batch, &stream)?;
+        self.mark(k, Some(Phase::Upload))?;
+        self.launch_sort(k, sizes.n, &stream)?;
+        self.mark(k, Some(Phase::Sort))?;
+        self.launch_process(k, sizes.n_short, sizes.n_long, &stream)?;
+        self.launch_finalize_long(k, sizes.n_long, &stream)?;
+        self.mark(k, Some(Phase::Finalize))?;
+        self.launch_model_input(k, sizes.nf, &stream)?;
+        self.mark(k, Some(Phase::ModelInput))?;
+        self.copy_rows_back(k, sizes.nf, &stream)?;
+        self.mark(k, Some(Phase::Rows))?;
+        let set = &mut self.sets[k];
+        set.done
+            .record(&stream)
+            .map_err(driver_err("recording an event"))?;
+        self.pending.push_back((k, sizes.nf));
+        Ok(())
+    }
+
+    fn finish(&mut self, rows: &mut Vec<f64>) -> Result<(), GpuError> {
+        let Some((k, nf)) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        let set = &self.sets[k];
+        set.done
+            .synchronize()
+            .map_err(driver_err("waiting for a batch"))?;
+        self.account(k)?;
+        self.collect_inputs(k, nf);
+        self.last_finished = Some((k, nf));
+        let set = &self.sets[k];
+        if self.copy_rows {
+            rows.extend_from_slice(set.host_rows.as_slice(nf * NUM_FEATURES));
+        }
+        Ok(())
+    }
+}
+
+// `k` is a double buffer's index (0 or 1) and every per-buffer array has
+// two entries; a profile has one timing event more than it has phases.
+#[allow(clippy::indexing_slicing)]
+impl CudaExecutor {
+    /// Copies batch `batch`'s columns to set `k`'s device buffers; returns
+    /// its sizes, capped at the executor's.
+    fn upload_batch(
+        &mut self,
+        k: usize,
+        batch: &RecordBatch,
+        stream: &Arc<CudaStream>,
+    ) -> Result<BatchSizes, GpuError> {
+        let sizes = BatchSizes {
+            n: batch.len().min(self.cap),
+            nf: batch.finalized().min(self.fin_cap),
+            n_short: batch.short_segments().min(self.cap),
+            n_long: batch.long_segments().min(self.cap),
+        };
+        let (n, segs) = (sizes.n, batch.segments().min(self.cap));
         let c = &batch.cols;
         let set = &mut self.sets[k];
-        upload(&c.seg, n, &mut set.seg, &stream)?;
-        upload(&c.rank, n, &mut set.rank, &stream)?;
-        upload(&c.ts, n, &mut set.ts, &stream)?;
-        upload(&c.payload, n, &mut set.payload, &stream)?;
-        upload(&c.header, n, &mut set.header, &stream)?;
-        upload(&c.window, n, &mut set.window, &stream)?;
-        upload(&c.flags, n, &mut set.flags, &stream)?;
-        upload(&c.kind, n, &mut set.kind, &stream)?;
-        upload(&c.seg_start, segs + 1, &mut set.seg_start, &stream)?;
-        upload(&c.seg_slot, segs, &mut set.seg_slot, &stream)?;
-        upload(&c.fin_meta, nf, &mut set.fin_meta, &stream)?;
-        let n_short = batch.short_segments().min(self.cap);
-        let n_long = batch.long_segments().min(self.cap);
-        upload(&c.short_segs, n_short, &mut set.short_segs, &stream)?;
-        upload(&c.long_segs, n_long, &mut set.long_segs, &stream)?;
-        self.mark(k, Some(Phase::Upload))?;
+        upload(&c.seg, n, &mut set.seg, stream)?;
+        upload(&c.rank, n, &mut set.rank, stream)?;
+        upload(&c.ts, n, &mut set.ts, stream)?;
+        upload(&c.payload, n, &mut set.payload, stream)?;
+        upload(&c.header, n, &mut set.header, stream)?;
+        upload(&c.window, n, &mut set.window, stream)?;
+        upload(&c.flags, n, &mut set.flags, stream)?;
+        upload(&c.kind, n, &mut set.kind, stream)?;
+        upload(&c.seg_start, segs + 1, &mut set.seg_start, stream)?;
+        upload(&c.seg_slot, segs, &mut set.seg_slot, stream)?;
+        upload(&c.fin_meta, sizes.nf, &mut set.fin_meta, stream)?;
+        upload(&c.short_segs, sizes.n_short, &mut set.short_segs, stream)?;
+        upload(&c.long_segs, sizes.n_long, &mut set.long_segs, stream)?;
+        Ok(sizes)
+    }
+
+    /// Puts set `k`'s `n` records into per-segment order on the device
+    /// (`build_perm`, `gather`).
+    fn launch_sort(
+        &mut self,
+        k: usize,
+        n: usize,
+        stream: &Arc<CudaStream>,
+    ) -> Result<(), GpuError> {
         let set = &mut self.sets[k];
         if n > 0 {
             let n32 = n as u32;
@@ -570,7 +632,18 @@ impl BatchExecutor for CudaExecutor {
             // those indices, and writes the sorted columns at j < n.
             unsafe { b.launch(cfg) }.map_err(driver_err("launching gather"))?;
         }
-        self.mark(k, Some(Phase::Sort))?;
+        Ok(())
+    }
+
+    /// Runs `process_batch` over set `k`'s short and long segments: in one
+    /// launch, or (profiling) in two, so each is timed.
+    fn launch_process(
+        &mut self,
+        k: usize,
+        n_short: usize,
+        n_long: usize,
+        stream: &Arc<CudaStream>,
+    ) -> Result<(), GpuError> {
         let long_blocks = super::long_blocks(n_long, super::WARP);
         let short_blocks = blocks(n_short, super::PROCESS_BLOCK);
         // Profiling launches the long and the short segments apart, to time
@@ -618,6 +691,16 @@ impl BatchExecutor for CudaExecutor {
             }
             self.mark(k, Some(if i == 0 { Phase::Long } else { Phase::Short }))?;
         }
+        Ok(())
+    }
+
+    /// Finalizes the long segments of set `k` that ended into rows.
+    fn launch_finalize_long(
+        &mut self,
+        k: usize,
+        n_long: usize,
+        stream: &Arc<CudaStream>,
+    ) -> Result<(), GpuError> {
         let set = &mut self.sets[k];
         if n_long > 0 {
             let n32 = n_long as u32;
@@ -640,9 +723,17 @@ impl BatchExecutor for CudaExecutor {
             // stream, so after it) and writes rows < nf.
             unsafe { b.launch(cfg) }.map_err(driver_err("launching finalize_long"))?;
         }
-        self.mark(k, Some(Phase::Finalize))?;
-        self.launch_model_input(k, nf, &stream)?;
-        self.mark(k, Some(Phase::ModelInput))?;
+        Ok(())
+    }
+
+    /// Copies set `k`'s `nf` rows to its pinned host rows (when rows are
+    /// copied back), growing them when needed.
+    fn copy_rows_back(
+        &mut self,
+        k: usize,
+        nf: usize,
+        stream: &Arc<CudaStream>,
+    ) -> Result<(), GpuError> {
         let set = &mut self.sets[k];
         if nf > 0 && self.copy_rows {
             let len = nf * NUM_FEATURES;
@@ -654,7 +745,7 @@ impl BatchExecutor for CudaExecutor {
                     .min(self.fin_cap * NUM_FEATURES);
                 set.host_rows = pinned::<f64>(&self.dev.ctx, grown, 0)?;
             }
-            let (ptr, _guard) = set.rows.device_ptr_mut(&stream);
+            let (ptr, _guard) = set.rows.device_ptr_mut(stream);
             let dst = set.host_rows.as_slice(len);
             // SAFETY: host_rows is pinned, holds at least `len` values, and is read by
             // the host only after `done` fires.
@@ -667,38 +758,9 @@ impl BatchExecutor for CudaExecutor {
             }
             .map_err(driver_err("copying rows to the host"))?;
         }
-        self.mark(k, Some(Phase::Rows))?;
-        let set = &mut self.sets[k];
-        set.done
-            .record(&stream)
-            .map_err(driver_err("recording an event"))?;
-        self.pending.push_back((k, nf));
         Ok(())
     }
 
-    fn finish(&mut self, rows: &mut Vec<f64>) -> Result<(), GpuError> {
-        let Some((k, nf)) = self.pending.pop_front() else {
-            return Ok(());
-        };
-        let set = &self.sets[k];
-        set.done
-            .synchronize()
-            .map_err(driver_err("waiting for a batch"))?;
-        self.account(k)?;
-        self.collect_inputs(k, nf);
-        self.last_finished = Some((k, nf));
-        let set = &self.sets[k];
-        if self.copy_rows {
-            rows.extend_from_slice(set.host_rows.as_slice(nf * NUM_FEATURES));
-        }
-        Ok(())
-    }
-}
-
-// `k` is a double buffer's index (0 or 1) and every per-buffer array has
-// two entries; a profile has one timing event more than it has phases.
-#[allow(clippy::indexing_slicing)]
-impl CudaExecutor {
     /// Waits for the oldest submitted batch without reading its rows back
     /// into host vectors (the rows were still copied to pinned memory when
     /// [`set_copy_rows`](Self::set_copy_rows) is on): for benchmarks of the
@@ -1071,71 +1133,8 @@ impl ScoreFlagger {
     }
 }
 
-/// The phases of a batch on the device, in stream order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Record columns copied to the device.
-    Upload,
-    /// Records put into per-segment order (build_perm, gather).
-    Sort,
-    /// Long segments walked, one warp per role.
-    Long,
-    /// Short segments applied and finalized, one thread each.
-    Short,
-    /// Long segments that ended finalized into rows.
-    Finalize,
-    /// The model-input matrix built from the rows (when asked for).
-    ModelInput,
-    /// Rows copied back to the host.
-    Rows,
-}
-
-/// Every [`Phase`], in order.
-pub const PHASES: [Phase; 7] = [
-    Phase::Upload,
-    Phase::Sort,
-    Phase::Long,
-    Phase::Short,
-    Phase::Finalize,
-    Phase::ModelInput,
-    Phase::Rows,
-];
-
-impl Phase {
-    /// A short name for reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Upload => "upload",
-            Phase::Sort => "sort",
-            Phase::Long => "long segments",
-            Phase::Short => "short segments",
-            Phase::Finalize => "finalize long",
-            Phase::ModelInput => "model input",
-            Phase::Rows => "rows to host",
-        }
-    }
-}
-
-/// Device time per phase, summed over batches.
-#[derive(Clone, Debug, Default)]
-pub struct PhaseTimes {
-    /// Batches timed.
-    pub batches: u64,
-    /// Milliseconds per phase, indexed like [`PHASES`].
-    pub ms: [f64; 7],
-}
-
 struct Profile {
     /// Per set: the batch's start, then the end of each phase.
     events: [Vec<CudaEvent>; 2],
     times: PhaseTimes,
-}
-
-/// The default on-disk PTX cache: `$XDG_CACHE_HOME/tapstream/ptx` or
-/// `~/.cache/tapstream/ptx`.
-pub fn default_ptx_cache() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("tapstream").join("ptx"))
 }

@@ -10,12 +10,20 @@
 //!   C++, run it against the CPU extractor.
 //! * [`flag`]: the host side of the `flag_scores` kernel, which keeps only
 //!   the rows a model flags out of its output on the device.
-//! * `cuda` (feature `cuda`): the executor on a real device through cudarc.
+//! * [`cuda`]: the executor on a real device through cudarc (feature
+//!   `cuda`), or its stand-in in builds without it, whose
+//!   [`cuda::CudaDevice::open`] fails with a clear error; the rest of the
+//!   workspace uses one API either way.
+//! * [`device`]: what a GPU is and where its time went (shared by both).
 
+pub mod device;
 pub mod flag;
 pub mod records;
 
 #[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(not(feature = "cuda"))]
+#[path = "stand_in.rs"]
 pub mod cuda;
 
 pub use flag::{collect_flagged, Flagged, ScoreLayout};

@@ -1,0 +1,174 @@
+//! What a run measured, stage by stage: the report the summary and
+//! `--summary-json` are made from.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tapstream_connectors::limit::SuppressedCounts;
+use tapstream_ingest::source::{CaptureReport, KafkaReport};
+use tapstream_ingest::{SkipCounters, SourceReport};
+use tapstream_kernels::ShardStats;
+
+/// What the source counted, with the decoders' counters merged in.
+#[derive(Clone, Debug, Default)]
+pub struct ReaderReport {
+    /// Packet records read from the source (a truncated final record
+    /// counts).
+    pub packets: u64,
+    /// Original (wire) bytes of those packets.
+    pub bytes: u64,
+    /// Packets decoded into records and sent to the flow workers.
+    pub decoded: u64,
+    /// Packets that could not become part of a flow, by reason.
+    pub skipped: SkipCounters,
+    /// Corruption that stopped reading before the end of the input.
+    pub read_error: Option<String>,
+    /// Time spent reading and copying packets into chunks (not waiting on
+    /// queues).
+    pub busy: Duration,
+    /// Decoder threads.
+    pub decoders: usize,
+    /// Sum of the decoders' busy time: decoding and grouping by shard (not
+    /// waiting on queues).
+    pub decode_busy: Duration,
+    /// What the Kafka source counted (Kafka input only).
+    pub kafka: Option<KafkaReport>,
+    /// What the kernel and libpcap counted (live capture only).
+    pub capture: Option<CaptureReport>,
+}
+
+impl From<SourceReport> for ReaderReport {
+    fn from(s: SourceReport) -> Self {
+        ReaderReport {
+            packets: s.packets,
+            bytes: s.bytes,
+            decoded: 0,
+            skipped: s.skipped,
+            read_error: s.read_error,
+            busy: s.busy,
+            decoders: 0,
+            decode_busy: Duration::ZERO,
+            kafka: s.kafka,
+            capture: s.capture,
+        }
+    }
+}
+
+/// What the flow workers counted, summed over shards.
+#[derive(Clone, Debug, Default)]
+pub struct WorkersReport {
+    /// Sum of the shards' statistics.
+    pub stats: ShardStats,
+    /// Flow worker threads.
+    pub workers: usize,
+    /// Sum of the workers' busy time (not waiting on queues).
+    pub busy: Duration,
+    /// Where features were computed ("cpu" or the GPU).
+    pub device: String,
+}
+
+impl WorkersReport {
+    /// Adds one shard's counters to the total.
+    pub(crate) fn add(&mut self, s: &ShardStats) {
+        let total = &mut self.stats;
+        total.active_flows += s.active_flows;
+        total.flows_created += s.flows_created;
+        for (t, n) in total.ended.iter_mut().zip(s.ended) {
+            *t += n;
+        }
+        total.evictions += s.evictions;
+        total.packets += s.packets;
+        total.emergency_entries += s.emergency_entries;
+        total.emergency_exits += s.emergency_exits;
+        total.emergency_active += s.emergency_active;
+    }
+}
+
+/// What the consumer counted.
+#[derive(Clone, Debug, Default)]
+pub struct ConsumerReport {
+    /// Flows received from the workers.
+    pub flows: u64,
+    /// Rows scored by the model.
+    pub scored: u64,
+    /// Rows the flow workers scored (inference in the workers; part of
+    /// `scored`).
+    pub scored_in_workers: u64,
+    /// Inference calls.
+    pub inference_calls: u64,
+    /// Time inside the engine.
+    pub inference_busy: Duration,
+    /// Time selecting features, scoring and thresholding (not waiting).
+    pub busy: Duration,
+    /// Class labels, index-aligned with `alerts_by_class`.
+    pub labels: Vec<String>,
+    /// Alerts written, per class.
+    pub alerts_by_class: Vec<u64>,
+    /// Alerts the limiter suppressed (not written, not in
+    /// `alerts_by_class`), per reason.
+    pub suppressed: SuppressedCounts,
+    /// Re-opens of the alert output (log rotation) that succeeded.
+    pub eve_reopens: u64,
+    /// Re-opens that failed (the sink kept writing to its old file).
+    pub eve_reopen_errors: u64,
+    /// Time the sink spent writing.
+    pub sink_busy: Duration,
+    /// Why the sink stopped, if it did.
+    pub sink_error: Option<String>,
+    /// True when the sink stopped because its reader closed it (a closed
+    /// pipe): output ended early on purpose, not a failure.
+    pub sink_closed: bool,
+    /// CSV rows written (features mode).
+    pub csv_rows: u64,
+    /// Models swapped in during the run (hot reload).
+    pub model_swaps: u64,
+}
+
+impl ConsumerReport {
+    /// All alerts written.
+    pub fn alerts(&self) -> u64 {
+        self.alerts_by_class.iter().sum()
+    }
+}
+
+/// Everything a run measured.
+#[derive(Clone, Debug, Default)]
+pub struct RunReport {
+    /// What was read: the capture file, interface or topics.
+    pub input: PathBuf,
+    /// Reader stage.
+    pub reader: ReaderReport,
+    /// Flow worker stage.
+    pub workers: WorkersReport,
+    /// Consumer stage (inference and alerts, or CSV export).
+    pub consumer: ConsumerReport,
+    /// Wall time of the whole run.
+    pub wall: Duration,
+    /// Of which start-up: opening the device, allocating buffers, starting
+    /// threads (before the first packet is read).
+    pub setup: Duration,
+}
+
+impl RunReport {
+    /// Packets the flows account for plus every skip counter: equals
+    /// `reader.packets` when every packet is accounted for.
+    pub fn accounted_packets(&self) -> u64 {
+        self.workers.stats.packets + self.reader.skipped.total()
+    }
+
+    /// True when every packet read is in a flow or a skip counter, and every
+    /// decoded packet reached a flow.
+    pub fn all_accounted(&self) -> bool {
+        self.accounted_packets() == self.reader.packets
+            && self.reader.decoded == self.workers.stats.packets
+    }
+
+    /// Flows that ended (and were handed to the consumer).
+    pub fn flows(&self) -> u64 {
+        if self.workers.workers == 0 {
+            // Flow rows read as they are (the Kafka `flows` format).
+            return self.consumer.flows;
+        }
+        self.workers.stats.ended_total()
+    }
+}

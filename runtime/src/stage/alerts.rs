@@ -1,0 +1,430 @@
+//! The alert stage: ended flows in, alerts out.
+//!
+//! It batches feature rows (up to a size or a deadline, whichever first),
+//! scores them with the model, and hands flows at or above the threshold to
+//! the alert sink on its own thread (`stage::sink`). With the model in the
+//! flow workers batches arrive scored: the stage only gathers their flagged
+//! flows, under the identity of the model generation that scored them, and
+//! publishes reloaded models to the workers. A reloaded model takes over
+//! between two batches, so every flow is scored by exactly one model.
+//! Marks (how far a numbered source is settled) travel behind the alerts of
+//! the flows before them.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use tapstream_connectors::limit::AlertLimiter;
+use tapstream_connectors::sink::AlertSink;
+use tapstream_connectors::ModelInfo;
+use tapstream_inference::{
+    select_features, Batcher, Engine, LoadedModel, ModelContract, Prediction, Reloader,
+    WorkerModels,
+};
+use tapstream_ingest::queue::{recv_until, Recv};
+use tapstream_ingest::FlowMeta;
+use tapstream_kernels::{FlowBatch, Mark, Settled};
+
+use super::sink::{sink_loop, AlertBatch, Flagged, Scoring, SinkOutput};
+use crate::reopen::ReopenRequest;
+use crate::report::ConsumerReport;
+
+/// Scoring and alerting settings.
+pub struct AlertStage {
+    /// The model.
+    pub engine: Box<dyn Engine>,
+    /// Where alerts go.
+    pub sink: Box<dyn AlertSink>,
+    /// Model identity for the alerts.
+    pub model: ModelInfo,
+    /// Decision threshold on the attack score.
+    pub threshold: f32,
+    /// Rows per inference call at most.
+    pub batch_rows: usize,
+    /// Longest wait for a batch to fill.
+    pub max_delay: Duration,
+    /// Replacement models, swapped in between batches (hot reload).
+    pub reload: Option<Arc<Reloader>>,
+    /// Where the workers' marks go once the alerts before them are durable
+    /// (a source that commits offsets reads it).
+    pub settled: Option<Arc<Settled>>,
+    /// Which alerts are written (the default writes every one).
+    pub limiter: AlertLimiter,
+    /// Asks the sink to re-open its output (log rotation); `None` for sinks
+    /// without a file.
+    pub reopen: Option<ReopenRequest>,
+    /// Set when the flow workers score (`[inference] placement =
+    /// "workers"`): batches then arrive scored, and a reloaded model's
+    /// worker sessions are published here.
+    pub workers: Option<Arc<WorkerModels>>,
+}
+
+/// The identity alerts carry for a model.
+pub fn model_info(c: &ModelContract) -> ModelInfo {
+    ModelInfo {
+        name: c.name.clone(),
+        version: c.version.clone(),
+        sha256: c.sha256.clone(),
+    }
+}
+
+impl AlertStage {
+    /// A stage scoring with `m` (in the flow workers when `m` brings worker
+    /// sessions) and writing to `sink`, every other setting at its default:
+    /// no reload, no marks, no limits, no re-open.
+    pub fn new(
+        m: LoadedModel,
+        sink: Box<dyn AlertSink>,
+        batch_rows: usize,
+        max_delay: Duration,
+    ) -> Self {
+        let mut m = m;
+        let workers = WorkerModels::take_from(&mut m);
+        AlertStage {
+            model: model_info(m.engine.contract()),
+            engine: m.engine,
+            sink,
+            threshold: m.threshold,
+            batch_rows,
+            max_delay,
+            reload: None,
+            settled: None,
+            limiter: AlertLimiter::default(),
+            reopen: None,
+            workers,
+        }
+    }
+
+    /// Runs until every worker has hung up. Sets `stop` when output fails so
+    /// the reader stops early.
+    pub(crate) fn run(
+        self,
+        rx: Receiver<FlowBatch>,
+        pool: Sender<FlowBatch>,
+        stop: &AtomicBool,
+    ) -> Result<ConsumerReport> {
+        let started = Instant::now();
+        let (alert_tx, alert_rx) = bounded::<AlertBatch>(16);
+        let (alert_pool_tx, alert_pool_rx) = bounded::<Vec<Flagged>>(18);
+        let output = SinkOutput {
+            sink: self.sink,
+            limiter: self.limiter,
+            reopen: self.reopen,
+            settled: self.settled,
+        };
+        let labels = self.engine.contract().labels.clone();
+        let sink_handle = thread::Builder::new()
+            .name("alert-sink".into())
+            .spawn(move || sink_loop(output, alert_rx, alert_pool_tx, labels))
+            .context("spawning alert sink")?;
+        let mut state = AlertLoop::new(
+            Model {
+                engine: self.engine,
+                info: self.model,
+                threshold: self.threshold,
+            },
+            self.batch_rows,
+            self.max_delay,
+            (self.reload, self.workers),
+            (alert_tx, alert_pool_rx, stop),
+        );
+        let scored = state.run(&rx, &pool);
+        let mut report = std::mem::take(&mut state.report);
+        let blocked = state.blocked;
+        drop(state);
+        let sink_report = sink_handle
+            .join()
+            .map_err(|_| anyhow!("alert sink thread panicked"))?;
+        scored?;
+        sink_report.fill(&mut report);
+        report.busy = started.elapsed().saturating_sub(blocked);
+        Ok(report)
+    }
+}
+
+/// The model the stage scores with now.
+struct Model {
+    engine: Box<dyn Engine>,
+    info: ModelInfo,
+    threshold: f32,
+}
+
+/// The stage's state between batches.
+struct AlertLoop<'a> {
+    engine: Box<dyn Engine>,
+    contract: ModelContract,
+    threshold: f32,
+    /// What alerts of the current model carry.
+    scoring: Arc<Scoring>,
+    /// What alerts of each model generation carry, by generation (0 is the
+    /// first model; a worker-scored batch names its generation).
+    generations: Vec<(u64, Arc<Scoring>)>,
+    /// Flows the workers flagged, waiting to go out, and their generation.
+    prescored: Vec<Flagged>,
+    prescored_gen: u64,
+    /// Flows waiting to be scored here, and the model's columns of their rows.
+    metas: Vec<FlowMeta>,
+    input: Vec<f32>,
+    preds: Vec<Prediction>,
+    batcher: Batcher,
+    batch_rows: usize,
+    /// Marks received with the flows gathered so far: they go to the sink
+    /// behind those flows' alerts.
+    marks: Vec<Mark>,
+    reload: Option<Arc<Reloader>>,
+    workers: Option<Arc<WorkerModels>>,
+    alert_tx: Sender<AlertBatch>,
+    alert_pool: Receiver<Vec<Flagged>>,
+    sink_open: bool,
+    stop: &'a AtomicBool,
+    blocked: Duration,
+    report: ConsumerReport,
+}
+
+impl<'a> AlertLoop<'a> {
+    fn new(
+        model: Model,
+        batch_rows: usize,
+        max_delay: Duration,
+        (reload, workers): (Option<Arc<Reloader>>, Option<Arc<WorkerModels>>),
+        (alert_tx, alert_pool, stop): (Sender<AlertBatch>, Receiver<Vec<Flagged>>, &'a AtomicBool),
+    ) -> Self {
+        let contract = model.engine.contract().clone();
+        let scoring = Arc::new(Scoring {
+            model: model.info,
+            labels: contract.labels.clone(),
+            threshold: model.threshold,
+        });
+        AlertLoop {
+            input: Vec::with_capacity(batch_rows * contract.num_features()),
+            engine: model.engine,
+            threshold: model.threshold,
+            generations: vec![(0, scoring.clone())],
+            scoring,
+            prescored: Vec::new(),
+            prescored_gen: 0,
+            metas: Vec::with_capacity(batch_rows),
+            preds: Vec::with_capacity(batch_rows),
+            batcher: Batcher::new(batch_rows, max_delay),
+            batch_rows,
+            marks: Vec::new(),
+            reload,
+            workers,
+            alert_tx,
+            alert_pool,
+            sink_open: true,
+            stop,
+            blocked: Duration::ZERO,
+            report: ConsumerReport::default(),
+            contract,
+        }
+    }
+
+    /// Gathers batches until every worker is done, scoring and sending
+    /// alerts whenever the batcher says the gathered rows are due.
+    fn run(&mut self, rx: &Receiver<FlowBatch>, pool: &Sender<FlowBatch>) -> Result<()> {
+        // Batches waiting for this stage (flow) and for the sink (alert).
+        let flow_depth = metrics::gauge!("tapstream_queue_depth", "stage" => "flow");
+        let alert_depth = metrics::gauge!("tapstream_queue_depth", "stage" => "alert");
+        loop {
+            let closed = match recv_until(rx, self.batcher.deadline(), &mut self.blocked) {
+                Recv::Item(mut b) => {
+                    flow_depth.set(rx.len() as f64);
+                    alert_depth.set(self.alert_tx.len() as f64);
+                    // A batch starts: nothing is pending, so a new model can
+                    // take over without a flow being scored by a mix of two.
+                    // Worker-scored batches name their model, so with the
+                    // workers scoring a swap never waits.
+                    if self.metas.is_empty() {
+                        self.swap_if_reloaded()?;
+                    }
+                    self.gather(&b);
+                    b.clear();
+                    let _ = pool.try_send(b);
+                    false
+                }
+                Recv::Timeout => false,
+                Recv::Closed => true, // every worker is done
+            };
+            // Marks behind no pending flow need no scoring: pass them on.
+            let only_marks = self.metas.is_empty() && !self.marks.is_empty();
+            if !closed && !only_marks && !self.batcher.ready(Instant::now()) {
+                continue;
+            }
+            self.score_pending()?;
+            if closed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Takes the newest reloaded model, if one is waiting.
+    fn swap_if_reloaded(&mut self) -> Result<()> {
+        let Some(mut new) = self.reload.as_ref().and_then(|r| r.take()) else {
+            return Ok(());
+        };
+        let mut id = self.generations.last().map_or(0, |(g, _)| g + 1);
+        if let Some(w) = &self.workers {
+            let sessions = std::mem::take(&mut new.workers);
+            id = w
+                .publish(sessions, new.threshold)
+                .context("handing the new model to the flow workers")?;
+        }
+        let info = model_info(new.engine.contract());
+        tracing::info!(
+            message = "model swapped in",
+            model = %info.name,
+            version = %info.version,
+            sha256 = %info.sha256,
+        );
+        self.engine = new.engine;
+        self.contract = self.engine.contract().clone();
+        self.threshold = new.threshold;
+        self.scoring = Arc::new(Scoring {
+            model: info,
+            labels: self.contract.labels.clone(),
+            threshold: self.threshold,
+        });
+        self.generations.push((id, self.scoring.clone()));
+        self.report.model_swaps += 1;
+        Ok(())
+    }
+
+    /// Takes a batch's flows: a scored batch's flagged flows, or the model's
+    /// columns of its rows for scoring here; and its mark.
+    fn gather(&mut self, b: &FlowBatch) {
+        let n = b.len();
+        self.report.flows += n as u64;
+        if let Some(s) = b.scored {
+            // Scored by a flow worker: only its flagged flows.
+            self.report.scored += n as u64;
+            self.report.scored_in_workers += n as u64;
+            self.report.inference_calls += u64::from(s.calls);
+            self.report.inference_busy += s.busy;
+            if !self.prescored.is_empty() && self.prescored_gen != s.generation {
+                // Another model's alerts: send those first. Marks wait, since
+                // they may follow this batch's flows.
+                let batch = AlertBatch {
+                    scoring: self.generation_scoring(self.prescored_gen),
+                    flagged: std::mem::take(&mut self.prescored),
+                    marks: Vec::new(),
+                };
+                self.send(batch);
+            }
+            self.prescored_gen = s.generation;
+            self.prescored.extend(b.flagged.iter().filter_map(|f| {
+                Some(Flagged {
+                    meta: *b.metas.get(f.row as usize)?,
+                    prediction: Prediction {
+                        score: f.score,
+                        class: f.class as usize,
+                    },
+                })
+            }));
+            self.batcher.add(n, Instant::now());
+        } else {
+            let written = select_features(&self.contract, &b.rows, n, &mut self.input);
+            self.metas.extend(b.metas.iter().take(written).copied());
+            self.batcher.add(written, Instant::now());
+        }
+        if let Some(m) = b.mark {
+            self.marks.push(m);
+        }
+    }
+
+    /// Sends the workers' flagged flows, scores what waits here, and sends
+    /// those alerts with the marks received so far.
+    fn score_pending(&mut self) -> Result<()> {
+        if !self.prescored.is_empty() {
+            let batch = AlertBatch {
+                scoring: self.generation_scoring(self.prescored_gen),
+                flagged: std::mem::replace(
+                    &mut self.prescored,
+                    self.alert_pool.try_recv().unwrap_or_default(),
+                ),
+                // Behind every flow received so far, unless some still wait
+                // for scoring below.
+                marks: if self.metas.is_empty() {
+                    std::mem::take(&mut self.marks)
+                } else {
+                    Vec::new()
+                },
+            };
+            self.send(batch);
+        }
+        let mut flagged = self.alert_pool.try_recv().unwrap_or_default();
+        self.infer_pending(&mut flagged)?;
+        if !flagged.is_empty() || !self.marks.is_empty() {
+            let batch = AlertBatch {
+                scoring: self.scoring.clone(),
+                flagged,
+                marks: std::mem::take(&mut self.marks),
+            };
+            self.send(batch);
+        }
+        self.metas.clear();
+        self.input.clear();
+        self.batcher.reset();
+        Ok(())
+    }
+
+    /// Scores the gathered rows in calls of at most `batch_rows`, adding the
+    /// flows at or above the threshold to `flagged`.
+    fn infer_pending(&mut self, flagged: &mut Vec<Flagged>) -> Result<()> {
+        let width = self.contract.num_features();
+        for (chunk_metas, chunk) in self
+            .metas
+            .chunks(self.batch_rows)
+            .zip(self.input.chunks(self.batch_rows * width))
+        {
+            let n = chunk_metas.len();
+            let t = Instant::now();
+            self.engine
+                .infer(chunk, n, &mut self.preds)
+                .map_err(|e| anyhow::Error::new(e).context("inference failed"))?;
+            let took = t.elapsed();
+            self.report.inference_busy += took;
+            self.report.inference_calls += 1;
+            self.report.scored += n as u64;
+            metrics::histogram!("tapstream_inference_batch_rows").record(n as f64);
+            metrics::histogram!("tapstream_inference_latency_seconds").record(took.as_secs_f64());
+            for (meta, p) in chunk_metas.iter().zip(self.preds.iter()) {
+                if p.score >= self.threshold {
+                    flagged.push(Flagged {
+                        meta: *meta,
+                        prediction: *p,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands alerts to the sink thread while it is open (the wait counts as
+    /// blocked); once it has gone, sets `stop` so reading stops.
+    fn send(&mut self, batch: AlertBatch) {
+        if !self.sink_open {
+            return;
+        }
+        let t = Instant::now();
+        self.sink_open = self.alert_tx.send(batch).is_ok();
+        self.blocked += t.elapsed();
+        if !self.sink_open {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// What alerts of model generation `g` carry; the current model's for a
+    /// generation never published (which cannot happen).
+    fn generation_scoring(&self, g: u64) -> Arc<Scoring> {
+        self.generations
+            .iter()
+            .rev()
+            .find(|(id, _)| *id == g)
+            .map_or(&self.scoring, |(_, s)| s)
+            .clone()
+    }
+}

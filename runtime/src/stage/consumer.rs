@@ -1,0 +1,95 @@
+//! The consumer stage: what happens to ended flows.
+//!
+//! For `run` the [`AlertStage`] scores them and
+//! writes alerts; for `features` they become CSV rows; `bench` can discard
+//! them to measure the stages before.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::{Receiver, Sender};
+use tapstream_inference::WorkerModels;
+use tapstream_ingest::queue::{recv_until, Recv};
+use tapstream_kernels::{csv, FlowBatch};
+
+use super::alerts::AlertStage;
+use crate::report::ConsumerReport;
+
+/// What the consumer stage does with ended flows.
+pub enum Consumer {
+    /// Score flows and write alerts.
+    Alerts(AlertStage),
+    /// Write one CSV row per flow.
+    Features(Box<dyn Write + Send>),
+    /// Count flows and drop them (benchmarks of the stages before).
+    Discard,
+}
+
+impl Consumer {
+    /// The worker sessions, when the flow workers score.
+    pub fn worker_models(&self) -> Option<Arc<WorkerModels>> {
+        match self {
+            Consumer::Alerts(stage) => stage.workers.clone(),
+            _ => None,
+        }
+    }
+
+    /// Runs until every worker has hung up. Sets `stop` when output fails so
+    /// the reader stops early.
+    pub fn run(
+        self,
+        rx: Receiver<FlowBatch>,
+        pool: Sender<FlowBatch>,
+        stop: &AtomicBool,
+    ) -> Result<ConsumerReport> {
+        match self {
+            Consumer::Alerts(stage) => stage.run(rx, pool, stop),
+            Consumer::Features(out) => run_csv(out, rx, pool, stop),
+            Consumer::Discard => {
+                let started = Instant::now();
+                let mut report = ConsumerReport::default();
+                for mut b in rx.iter() {
+                    report.flows += b.len() as u64;
+                    b.clear();
+                    let _ = pool.try_send(b);
+                }
+                report.busy = started.elapsed();
+                Ok(report)
+            }
+        }
+    }
+}
+
+fn run_csv(
+    out: Box<dyn Write + Send>,
+    rx: Receiver<FlowBatch>,
+    pool: Sender<FlowBatch>,
+    stop: &AtomicBool,
+) -> Result<ConsumerReport> {
+    let mut report = ConsumerReport::default();
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
+    let mut blocked = Duration::ZERO;
+    let started = Instant::now();
+    let mut result = csv::write_header(&mut w).context("writing CSV header");
+    while let Recv::Item(mut b) = recv_until(&rx, None, &mut blocked) {
+        report.flows += b.len() as u64;
+        if result.is_ok() {
+            result = csv::write_rows(&mut w, &b).context("writing CSV rows");
+            if result.is_ok() {
+                report.csv_rows += b.len() as u64;
+            } else {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+        b.clear();
+        let _ = pool.try_send(b);
+    }
+    if result.is_ok() {
+        result = w.flush().context("flushing CSV output");
+    }
+    report.busy = started.elapsed().saturating_sub(blocked);
+    result.map(|()| report)
+}

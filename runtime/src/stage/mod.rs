@@ -1,0 +1,11 @@
+//! The stages a run's packets pass after their source, each on threads of
+//! its own: `decode`, the flow workers (`worker`, fed through an `inbox`),
+//! and the consumer ([`consumer`]: alerts through [`alerts`] and the `sink`
+//! thread, CSV export, or discard). [`crate::topology`] wires them.
+
+pub mod alerts;
+pub mod consumer;
+pub(crate) mod decode;
+pub(crate) mod inbox;
+pub(crate) mod sink;
+pub(crate) mod worker;

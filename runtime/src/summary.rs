@@ -1,0 +1,347 @@
+//! The end-of-run summary printed to stderr: what came in, what was skipped
+//! and why, how many flows and alerts came out, and how fast each stage ran.
+//!
+//! Every packet is accounted for: the summary states whether packets in flows
+//! plus every skip counter equals the packets read, and says so loudly if not.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use tapstream_connectors::limit::SuppressReason;
+use tapstream_ingest::EndReason;
+
+use crate::report::RunReport;
+
+fn rate(n: u64, d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s <= 0.0 {
+        return "-".to_string();
+    }
+    human(n as f64 / s)
+}
+
+/// 1234567.0 → "1.23 M".
+pub fn human(x: f64) -> String {
+    if x >= 1e9 {
+        format!("{:.2} G", x / 1e9)
+    } else if x >= 1e6 {
+        format!("{:.2} M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1} k", x / 1e3)
+    } else {
+        format!("{x:.0} ")
+    }
+}
+
+/// Renders the summary as text.
+pub fn render(r: &RunReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "tapstream summary for {}", r.input.display());
+    render_input(&mut s, r);
+    render_flows(&mut s, r);
+    let csv_line = render_output(&mut s, r);
+    render_rates(&mut s, r, csv_line);
+    s
+}
+
+/// Packets read, skipped and accounted for; capture and Kafka counters.
+fn render_input(s: &mut String, r: &RunReport) {
+    let rd = &r.reader;
+    let w = &r.workers;
+    let _ = writeln!(
+        s,
+        "  packets read       {:>12}  ({} bytes on the wire)",
+        rd.packets, rd.bytes
+    );
+    let _ = writeln!(s, "  packets in flows   {:>12}", w.stats.packets);
+    for (reason, n) in rd.skipped.iter() {
+        if n > 0 {
+            let _ = writeln!(s, "  skipped {:<18} {:>8}", reason.as_str(), n);
+        }
+    }
+    if r.all_accounted() {
+        let _ = writeln!(s, "  accounting         every packet accounted for");
+    } else {
+        let _ = writeln!(
+            s,
+            "  accounting         MISMATCH: {} in flows + {} skipped vs {} read ({} decoded)",
+            w.stats.packets,
+            rd.skipped.total(),
+            rd.packets,
+            rd.decoded
+        );
+    }
+    if let Some(e) = &rd.read_error {
+        let _ = writeln!(s, "  read stopped early: {e}");
+    }
+    if let Some(c) = &rd.capture {
+        let _ = writeln!(
+            s,
+            "  capture drops      {:>12}  (kernel {}, interface {}, pipeline full {}; {} thread(s) on {}, kernel received {})",
+            c.kernel_dropped + c.interface_dropped + c.queue_dropped,
+            c.kernel_dropped,
+            c.interface_dropped,
+            c.queue_dropped,
+            c.threads,
+            c.interface,
+            c.kernel_received
+        );
+    }
+    if let Some(k) = &rd.kafka {
+        let _ = writeln!(
+            s,
+            "  kafka messages     {:>12}  ({} bytes; {} malformed)",
+            k.messages, k.bytes, k.malformed
+        );
+        let _ = writeln!(
+            s,
+            "  kafka commits      {:>12}  ({} failed; {} revocations; {} flushes not settled in time; lag {})",
+            k.commits,
+            k.commit_errors,
+            k.revocations,
+            k.unsettled_flushes,
+            if k.lag < 0 { "unknown".to_string() } else { k.lag.to_string() }
+        );
+    }
+}
+
+/// Flows and their end reasons, evictions and emergencies.
+fn render_flows(s: &mut String, r: &RunReport) {
+    let w = &r.workers;
+    let _ = writeln!(
+        s,
+        "  flows              {:>12}  (features on {})",
+        r.flows(),
+        w.device
+    );
+    for reason in EndReason::ALL {
+        let n = w.stats.ended_for(reason);
+        if n > 0 {
+            let _ = writeln!(s, "    ended {:<16} {:>10}", reason.as_str(), n);
+        }
+    }
+    if w.stats.evictions > 0 {
+        let _ = writeln!(s, "  flow table evictions {:>10}", w.stats.evictions);
+    }
+    if w.stats.emergency_entries > 0 {
+        let _ = writeln!(
+            s,
+            "  flow table emergencies {:>8}  (entered by full tables, {} left)",
+            w.stats.emergency_entries, w.stats.emergency_exits
+        );
+    }
+}
+
+/// Scoring, alerts and CSV rows; returns the CSV rate line, which goes with
+/// the stage rates.
+fn render_output(s: &mut String, r: &RunReport) -> Option<String> {
+    let c = &r.consumer;
+    if c.scored > 0 || !c.labels.is_empty() {
+        let _ = writeln!(
+            s,
+            "  flows scored       {:>12}  ({} inference calls{})",
+            c.scored,
+            c.inference_calls,
+            match c.scored_in_workers {
+                0 => String::new(),
+                n if n == c.scored => " in the flow workers".to_string(),
+                n => format!("; {n} rows in the flow workers"),
+            }
+        );
+        let _ = writeln!(s, "  alerts             {:>12}", c.alerts());
+        if c.model_swaps > 0 {
+            let _ = writeln!(s, "  model reloads      {:>12}", c.model_swaps);
+        }
+        for (label, n) in c.labels.iter().zip(&c.alerts_by_class) {
+            if *n > 0 {
+                let _ = writeln!(s, "    {label:<26} {n:>8}");
+            }
+        }
+        if c.suppressed.total() > 0 {
+            let _ = writeln!(
+                s,
+                "  alerts suppressed  {:>12}  ({} duplicate flow, {} rate limit)",
+                c.suppressed.total(),
+                c.suppressed.duplicate_flow,
+                c.suppressed.rate_limit
+            );
+        }
+    }
+    if c.csv_rows > 0 {
+        let _ = writeln!(s, "  CSV rows written   {:>12}", c.csv_rows);
+    }
+    let csv_line = (c.csv_rows > 0).then(|| {
+        format!(
+            "    CSV output       {:>10}rows/s ({:.3} s)",
+            rate(c.csv_rows, c.busy),
+            c.busy.as_secs_f64()
+        )
+    });
+    if c.eve_reopens + c.eve_reopen_errors > 0 {
+        let _ = writeln!(
+            s,
+            "  EVE file re-opened {:>12}  ({} failed)",
+            c.eve_reopens, c.eve_reopen_errors
+        );
+    }
+    if let Some(e) = &c.sink_error {
+        let _ = writeln!(s, "  alert output stopped: {e}");
+    }
+    csv_line
+}
+
+/// Each stage's rate over its busy time, and the end-to-end rates.
+fn render_rates(s: &mut String, r: &RunReport, csv_line: Option<String>) {
+    let (rd, w, c) = (&r.reader, &r.workers, &r.consumer);
+    let _ = writeln!(s, "  stage rates (busy time, excluding waits on queues):");
+    let _ = writeln!(
+        s,
+        "    read             {:>10}pkt/s  ({:.3} s)",
+        rate(rd.packets, rd.busy),
+        rd.busy.as_secs_f64()
+    );
+    let _ = writeln!(
+        s,
+        "    decode           {:>10}pkt/s  ({:.3} s over {} decoder{})",
+        rate(rd.packets, rd.decode_busy),
+        rd.decode_busy.as_secs_f64(),
+        rd.decoders,
+        if rd.decoders == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(
+        s,
+        "    flows+features   {:>10}pkt/s  ({:.3} s over {} worker{})",
+        rate(w.stats.packets, w.busy),
+        w.busy.as_secs_f64(),
+        w.workers,
+        if w.workers == 1 { "" } else { "s" }
+    );
+    if c.inference_calls > 0 {
+        let _ = writeln!(
+            s,
+            "    inference        {:>10}rows/s ({:.3} s{})",
+            rate(c.scored, c.inference_busy),
+            c.inference_busy.as_secs_f64(),
+            if c.scored_in_workers > 0 {
+                ", part of the flow workers' time"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            s,
+            "    alert output     {:>10}alerts/s ({:.3} s)",
+            rate(c.alerts(), c.sink_busy),
+            c.sink_busy.as_secs_f64()
+        );
+    }
+    if let Some(line) = csv_line {
+        let _ = writeln!(s, "{line}");
+    }
+    let _ = writeln!(
+        s,
+        "  end to end         {:>10}pkt/s, {}flows/s  ({:.3} s wall, {:.3} s of it start-up)",
+        rate(rd.packets, r.wall),
+        rate(r.flows(), r.wall),
+        r.wall.as_secs_f64(),
+        r.setup.as_secs_f64()
+    );
+}
+
+/// The summary as JSON (for `--summary-json` and scripts).
+pub fn to_json(r: &RunReport) -> serde_json::Value {
+    let skipped: serde_json::Map<String, serde_json::Value> = r
+        .reader
+        .skipped
+        .iter()
+        .map(|(reason, n)| (reason.as_str().to_string(), n.into()))
+        .collect();
+    let ended: serde_json::Map<String, serde_json::Value> = EndReason::ALL
+        .iter()
+        .map(|reason| {
+            (
+                reason.as_str().to_string(),
+                r.workers.stats.ended_for(*reason).into(),
+            )
+        })
+        .collect();
+    let alerts: serde_json::Map<String, serde_json::Value> = r
+        .consumer
+        .labels
+        .iter()
+        .zip(&r.consumer.alerts_by_class)
+        .filter(|(_, n)| **n > 0)
+        .map(|(l, n)| (l.clone(), (*n).into()))
+        .collect();
+    let suppressed: serde_json::Map<String, serde_json::Value> = SuppressReason::ALL
+        .iter()
+        .map(|reason| {
+            (
+                reason.as_str().to_string(),
+                r.consumer.suppressed.get(*reason).into(),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "input": r.input.display().to_string(),
+        "packets": r.reader.packets,
+        "bytes": r.reader.bytes,
+        "decoded": r.reader.decoded,
+        "packets_in_flows": r.workers.stats.packets,
+        "skipped": skipped,
+        "accounted": r.all_accounted(),
+        "read_error": r.reader.read_error,
+        "capture": r.reader.capture.as_ref().map(|c| serde_json::json!({
+            "interface": c.interface,
+            "threads": c.threads,
+            "kernel_received": c.kernel_received,
+            "kernel_dropped": c.kernel_dropped,
+            "interface_dropped": c.interface_dropped,
+            "queue_dropped": c.queue_dropped,
+        })),
+        "kafka": r.reader.kafka.as_ref().map(|k| serde_json::json!({
+            "messages": k.messages,
+            "bytes": k.bytes,
+            "malformed": k.malformed,
+            "commits": k.commits,
+            "commit_errors": k.commit_errors,
+            "revocations": k.revocations,
+            "unsettled_flushes": k.unsettled_flushes,
+            "lag": k.lag,
+        })),
+        "flows": r.flows(),
+        "flows_ended": ended,
+        "evictions": r.workers.stats.evictions,
+        "flow_emergency": {
+            "entries": r.workers.stats.emergency_entries,
+            "exits": r.workers.stats.emergency_exits,
+            "active": r.workers.stats.emergency_active,
+        },
+        "scored": r.consumer.scored,
+        "scored_in_workers": r.consumer.scored_in_workers,
+        "model_swaps": r.consumer.model_swaps,
+        "alerts": r.consumer.alerts(),
+        "alerts_by_class": alerts,
+        "alerts_suppressed": suppressed,
+        "eve_reopens": {
+            "ok": r.consumer.eve_reopens,
+            "error": r.consumer.eve_reopen_errors,
+        },
+        "csv_rows": r.consumer.csv_rows,
+        "sink_error": r.consumer.sink_error,
+        "workers": r.workers.workers,
+        "decoders": r.reader.decoders,
+        "device": r.workers.device,
+        "seconds": r.wall.as_secs_f64(),
+        "setup_seconds": r.setup.as_secs_f64(),
+        "stage_busy_seconds": {
+            "read_decode": (r.reader.busy + r.reader.decode_busy).as_secs_f64(),
+            "read": r.reader.busy.as_secs_f64(),
+            "decode": r.reader.decode_busy.as_secs_f64(),
+            "flows_features": r.workers.busy.as_secs_f64(),
+            "inference": r.consumer.inference_busy.as_secs_f64(),
+            "alert_output": r.consumer.sink_busy.as_secs_f64(),
+            "consumer": r.consumer.busy.as_secs_f64(),
+        },
+    })
+}

@@ -1,0 +1,150 @@
+//! `tapstream run`: score every flow of a capture, an interface or a Kafka
+//! topic and write alerts as EVE JSON (stdout, a file, or Kafka).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tapstream_connectors::eve::EveWriter;
+use tapstream_connectors::limit::AlertLimiter;
+use tapstream_connectors::sink::{AlertSink, FileSink, StdoutSink};
+use tapstream_inference::{Reloader, WorkerModels};
+use tapstream_kafka::{KafkaSink, KafkaSource};
+use tapstream_kernels::Settled;
+use tapstream_runtime::config::{KafkaFormat, Placement};
+use tapstream_runtime::reopen::ReopenRequest;
+use tapstream_runtime::stage::alerts::model_info;
+use tapstream_runtime::{live, model, privileges, signals, telemetry};
+use tapstream_runtime::{AlertStage, Config, Consumer};
+
+use crate::common::{finish, load_config, with_progress, Common};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// ONNX model (overrides model.path; default models/cic-mlp.onnx).
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// EVE JSON output: `-` for stdout or a file (overrides output.eve and
+    /// output.kafka).
+    #[arg(long, value_name = "PATH")]
+    pub eve: Option<String>,
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let mut cfg = load_config(&args.common)?;
+    if let Some(e) = &args.eve {
+        // The command line's output wins over the file's, Kafka too.
+        cfg.output.eve = e.clone();
+        cfg.output.kafka = None;
+    }
+    cfg.validate()?;
+    // A live capture is opened first, with the privileges it needs, and
+    // then they are dropped: before any thread starts (metrics, model,
+    // outputs), so no thread keeps a capability.
+    let captures = match &args.common.interface {
+        Some(iface) => {
+            let captures = live::open_captures(&cfg, iface.as_deref())?;
+            privileges::drop_privileges(&cfg.privileges)?;
+            Some(captures)
+        }
+        None => None,
+    };
+    if let Some(addr) = cfg.metrics.listen {
+        telemetry::serve(addr)?;
+    }
+    let rows = args.common.kafka && cfg.source.kafka.format == KafkaFormat::Flows;
+    let sessions = model::worker_sessions_needed(&cfg, rows);
+    if rows && cfg.inference.placement == Placement::Workers {
+        tracing::info!(
+            message = "flow rows from Kafka pass no flow worker: the consumer scores them"
+        );
+    }
+    let (mut stage, _sighup) = alert_stage(&cfg, args.model.as_deref(), sessions)?;
+    let report = if let Some(captures) = captures {
+        let term = signals::stop_signals()?;
+        let sources = live::sources(captures, &term);
+        with_progress(&args.common, |p| {
+            tapstream_runtime::run_packets(sources, &cfg, Consumer::Alerts(stage), p)
+        })?
+    } else if args.common.kafka {
+        // One mark per flow worker, or one in all for flow rows.
+        let shards = if rows { 1 } else { cfg.worker_threads() };
+        let settled = Arc::new(Settled::new(shards));
+        stage.settled = Some(settled.clone());
+        let term = signals::stop_signals()?;
+        let source = KafkaSource::new(cfg.kafka_client()?, &cfg.source.kafka, settled, term)?;
+        with_progress(&args.common, |p| {
+            if source.is_flows() {
+                tapstream_runtime::run_rows(Box::new(source), &cfg, Consumer::Alerts(stage), p)
+            } else {
+                tapstream_runtime::run_packets(
+                    vec![Box::new(source)],
+                    &cfg,
+                    Consumer::Alerts(stage),
+                    p,
+                )
+            }
+        })?
+    } else {
+        let pcap = crate::common::pcap_of(&args.common)?;
+        with_progress(&args.common, |p| {
+            tapstream_runtime::run_file(&pcap, &cfg, Consumer::Alerts(stage), p)
+        })?
+    };
+    finish(&report, &args.common)
+}
+
+/// The alert stage of a run: the model (and `sessions` worker sessions),
+/// the configured sink, the limiter, and hot reload on SIGHUP (kept while
+/// the returned guard lives).
+fn alert_stage(
+    cfg: &Config,
+    model_path: Option<&Path>,
+    sessions: usize,
+) -> Result<(AlertStage, signals::SighupGuard)> {
+    let mut loaded = model::load(cfg, model_path, sessions)?;
+    let workers = WorkerModels::take_from(&mut loaded);
+    let (sink, reopen) = alert_sink(cfg)?;
+    // SIGHUP (and a changed file with model.watch) reloads the model.
+    let spec = model::spec(cfg, model_path)?;
+    let reload = Reloader::start(spec, cfg.model.watch, sessions)
+        .context("spawning the model reload thread")?;
+    let guard = signals::reload_on_sighup(reload.trigger())?;
+    let stage = AlertStage {
+        model: model_info(loaded.engine.contract()),
+        engine: loaded.engine,
+        sink,
+        threshold: loaded.threshold,
+        batch_rows: cfg.inference.batch_rows,
+        max_delay: cfg.inference.max_delay,
+        reload: Some(Arc::new(reload)),
+        settled: None,
+        limiter: AlertLimiter::new(&cfg.output.limit.settings()),
+        reopen,
+        workers,
+    };
+    Ok((stage, guard))
+}
+
+/// The configured alert sink: Kafka, stdout, or a file that SIGHUP re-opens
+/// (log rotation; stdout and Kafka have none).
+fn alert_sink(cfg: &Config) -> Result<(Box<dyn AlertSink>, Option<ReopenRequest>)> {
+    let eve = EveWriter::new(cfg.output.community_id_seed);
+    if let Some(k) = &cfg.output.kafka {
+        let sink = KafkaSink::new(cfg.kafka_client()?, k.topic.clone(), eve)
+            .with_context(|| format!("opening the Kafka alert sink (topic {})", k.topic))?;
+        return Ok((Box::new(sink), None));
+    }
+    if cfg.output.eve == "-" {
+        return Ok((Box::new(StdoutSink::new(eve)), None));
+    }
+    let request = ReopenRequest::new();
+    request.on_sighup()?;
+    let sink = FileSink::open(Path::new(&cfg.output.eve), eve)
+        .with_context(|| format!("opening EVE output {}", cfg.output.eve))?;
+    Ok((Box::new(sink), Some(request)))
+}
