@@ -39,6 +39,7 @@ import logging  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
@@ -489,7 +490,32 @@ def compare_table(cols: list[tuple[str, dict, dict | None]], labels: list[str]) 
 
 
 # --- main ------------------------------------------------------------------------------
-def main() -> None:
+@dataclass
+class Run:
+    """What every step after loading shares: the FP32 model, the data and train.py's split."""
+
+    out: Path
+    tmp: Path
+    blob32: bytes
+    m32: onnx.ModelProto
+    meta: dict
+    threshold: float
+    X: np.ndarray
+    y: np.ndarray
+    labels: list
+    tr: np.ndarray
+    te: np.ndarray
+    ids: list
+    dates: list
+    raw_labels: list
+    cal: np.ndarray  # calibration sample (training rows)
+    rest: np.ndarray  # training rows outside it: recipe checks
+    s32: object = None
+    p32: np.ndarray = None  # FP32 on the held-out rows
+    p32_rest: np.ndarray = None  # FP32 on `rest`
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=train.DEFAULT_DATA,
                     help=f"class CSV directory (default: {train.DEFAULT_DATA})")
@@ -497,14 +523,11 @@ def main() -> None:
                     help=f"directory with {FP32_ONNX}, cic-mlp.metrics.json and {HOLDOUT_IDS} "
                     f"(default: {train.DEFAULT_OUT})")
     ap.add_argument("--out", type=Path, default=None, help="output directory (default: the --models directory)")
-    args = ap.parse_args()
-    t0 = time.time()
-    np.random.seed(train.SEED)
-    models = args.models.resolve()
-    out = (args.out or args.models).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    return ap.parse_args()
 
-    # 1) the FP32 model, checked against its metrics file.
+
+def load_fp32(models: Path):
+    """Step 1: the FP32 model, checked against its metrics file."""
     blob32 = (models / FP32_ONNX).read_bytes()
     m32 = onnx.load_from_string(blob32)
     metrics32 = json.loads((models / "cic-mlp.metrics.json").read_text(encoding="utf-8"))
@@ -515,6 +538,239 @@ def main() -> None:
     meta = {p.key: p.value for p in m32.metadata_props}
     threshold = float(meta["tapstream.threshold"])
     log(f"fp32: {models / FP32_ONNX} ({len(blob32)} bytes, sha256 {sha256(blob32)}), threshold {threshold}")
+    return blob32, m32, metrics32, meta, threshold
+
+
+def make_fp16(r: Run) -> dict:
+    """Step 4: the FP16 variant, written to `r.out`, and its predictions."""
+    m16, info16 = to_fp16(r.m32)
+    conv16 = (
+        f"fp16 from {FP32_ONNX} sha256={sha256(r.blob32)} by deploy/training/precision.py: "
+        "signed-log float32, Cast to float16, Gemm weights and biases float16 (round to nearest even), "
+        "Gemm/Relu/Softmax float16, Cast to float32"
+    )
+    blob16 = finish(m16, r.m32, "fp16", conv16, r.m32.doc_string + " (FP16 variant)")
+    (r.out / FP16_ONNX).write_bytes(blob16)
+    p16 = predict(session(blob16), r.X[r.te])
+    ops16 = executed_graph(blob16, r.tmp)
+    p16_emu = emulate_fp16_activations(m16, r.X[r.te])
+    log(f"fp16: {r.out / FP16_ONNX} ({len(blob16)} bytes, sha256 {sha256(blob16)})")
+    p16_w = emulate_fp16_activations(m16, r.X[r.te], activations=False)
+    log(f"  ONNX Runtime CPU runs: {' '.join(ops16['ops'])} (float16 tensors left: {ops16['float16_tensors']}); "
+        f"max |Δp| vs float32 maths with float16 weights: {np.abs(p16 - p16_w).max():.1e}")
+    return {"blob": blob16, "p": p16, "ops": ops16, "p_emu": p16_emu, "p_w": p16_w, "info": info16, "conv": conv16}
+
+
+def calibrate_graphs(r: Run) -> dict:
+    """Step 5a: the scaler unfolded (float32), both graphs calibrated on the training sample."""
+    scaler = StandardScaler().fit(train.signed_log1p(r.X[r.tr]))  # = train.Model.fit's scaler
+    graphs = {"as-shipped": r.m32, "unfolded": unfold_scaler(r.m32, scaler.mean_, scaler.scale_)}
+    p_unfolded = predict(session(graphs["unfolded"].SerializeToString()), r.X[r.tr])
+    unfold_diff = float(np.abs(p_unfolded - predict(r.s32, r.X[r.tr])).max())
+    if unfold_diff > train.MAX_ONNX_DIFF:
+        sys.exit(f"unfolded scaler changes the FP32 model by {unfold_diff}")
+    paths, ranges_paths, ranges = {}, {}, {}
+    for name, g in graphs.items():
+        paths[name] = r.tmp / f"{name}.onnx"  # the quantiser writes scratch files next to its input
+        paths[name].write_bytes(g.SerializeToString())
+        ranges[name] = calibrate(paths[name], r.X[r.cal], r.tmp)
+        ranges_paths[name] = r.tmp / f"{name}.ranges.json"
+        save_tensors_data(ranges[name], ranges_paths[name])
+    first_in = "scaled_x"
+    vals = tensor_values(graphs["unfolded"], first_in, r.X[r.cal])
+    q_lo, q_hi = (float(np.float32(v)) for v in np.quantile(vals, [FIRST_INPUT_QUANTILE, 1 - FIRST_INPUT_QUANTILE]))
+    calib = {k: [scalar(v) for v in ranges["unfolded"][k].range_value] for k in sorted(ranges["unfolded"].keys())}
+    log("  calibration (unfolded graph, min/max): "
+        + ", ".join(f"{k} [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in calib.items()))
+    log(f"  {first_in} quantised over [{q_lo:.4g}, {q_hi:.4g}] "
+        f"({FIRST_INPUT_QUANTILE:g} / {1 - FIRST_INPUT_QUANTILE:g} quantiles)")
+    return {"unfold_diff": unfold_diff, "paths": paths, "ranges_paths": ranges_paths, "ranges": ranges,
+            "first_in": first_in, "q_lo": q_lo, "q_hi": q_hi, "calib": calib}
+
+
+def int8_model(r: Run, c: dict, recipe: dict) -> onnx.ModelProto:
+    """The INT8 model of one recipe, from the graphs and ranges of `calibrate_graphs`."""
+    overrides = None
+    if recipe["first_input_range"] == "quantile":
+        overrides = {c["first_in"]: [{"rmin": np.float32(c["q_lo"]), "rmax": np.float32(c["q_hi"])}]}
+    return quantize(c["paths"][recipe["graph"]], c["ranges_paths"][recipe["graph"]], r.tmp / "int8.onnx",
+                    activation_type=recipe["activation_type"], weight_type=recipe["weight_type"],
+                    per_channel=recipe["per_channel"], reduce_range=recipe["reduce_range"], overrides=overrides)
+
+
+def make_int8(r: Run, c: dict) -> dict:
+    """Step 5b: every INT8 recipe checked on `r.rest`; the chosen one written to `r.out`."""
+    recipe_check = []
+    for recipe in [INT8_RECIPE] + [{**INT8_RECIPE, **alt} for alt in INT8_ALTERNATIVES]:
+        p = predict(session(int8_model(r, c, recipe).SerializeToString()), r.X[r.rest])
+        d = summary(changes(r.p32_rest, p, r.y[r.rest], r.labels, r.threshold))
+        recipe_check.append({**recipe, "chosen": recipe == INT8_RECIPE, **d})
+        ch = recipe_check[-1]
+        log(f"  int8 check {'(chosen) ' if ch['chosen'] else ''}{recipe}: {ch['decision_flips']} decision / "
+            f"{ch['argmax_flips']} argmax flips, mean |Δscore| {ch['attack_score_abs_change_mean']:.2e}")
+
+    m8 = int8_model(r, c, INT8_RECIPE)
+    conv8 = (
+        f"int8 from {FP32_ONNX} sha256={sha256(r.blob32)} by deploy/training/precision.py: onnxruntime "
+        f"{ort.__version__} quantize_static, QDQ, the three Gemm layers (activations "
+        f"{INT8_RECIPE['activation_type']} asymmetric, weights {INT8_RECIPE['weight_type']} symmetric "
+        f"{'per-channel' if INT8_RECIPE['per_channel'] else 'per-tensor'}, bias int32); StandardScaler "
+        f"unfolded from the first Gemm into float32 Sub/Div; MinMax calibration on {len(r.cal)} stratified "
+        f"training rows (seed {train.SEED}), first Gemm input over its {FIRST_INPUT_QUANTILE:g} quantiles; "
+        "signed-log, standardisation and softmax float32"
+    )
+    blob8 = finish(m8, r.m32, "int8", conv8, r.m32.doc_string + " (INT8 QDQ variant)")
+    (r.out / INT8_ONNX).write_bytes(blob8)
+    p8 = predict(session(blob8), r.X[r.te])
+    ops8 = executed_graph(blob8, r.tmp)
+    pair_bound = u8s8_pair_bound(m8, r.X)
+    log(f"int8: {r.out / INT8_ONNX} ({len(blob8)} bytes, sha256 {sha256(blob8)})")
+    log(f"  ONNX Runtime CPU runs: {' '.join(ops8['ops'])}")
+    log(f"  largest uint8 x int8 pair sum, all {len(r.X)} rows: {pair_bound} (int16 limit 32767)")
+    return {"blob": blob8, "p": p8, "ops": ops8, "pair_bound": pair_bound, "conv": conv8,
+            "recipe_check": recipe_check}
+
+
+def make_trt_table(r: Run, c: dict) -> dict:
+    """Step 6: the TensorRT calibration table for cic-mlp.onnx, and its ONNX Runtime emulation.
+
+    Symmetric dynamic range max |v| per tensor, same calibration sample. Only the hidden
+    activations (between the Gemm layers): the first Gemm's input and the logits are left
+    out, so TensorRT keeps the first and last layer in FP16/FP32 (a tensor without a range
+    cannot be INT8). Why: see the emulation below and README.md.
+    """
+    shipped = c["ranges"]["as-shipped"]
+    gemms = [n for n in r.m32.graph.node if n.op_type == "Gemm"]
+    boundary = {gemms[0].input[0], gemms[-1].output[0]}
+    absmax = {k: np.float32(max(abs(scalar(v)) for v in shipped[k].range_value)) for k in sorted(shipped.keys())}
+    table = {k: TensorData(lowest=-a, highest=a) for k, a in absmax.items() if k not in boundary}
+    write_calibration_table(table, dir=str(r.tmp))  # calibration.{flatbuffers,cache,json}
+    shutil.copyfile(r.tmp / "calibration.flatbuffers", r.out / TRT_CACHE)
+    blob_trt = (r.out / TRT_CACHE).read_bytes()
+    log(f"tensorrt: {r.out / TRT_CACHE} ({len(blob_trt)} bytes): "
+        + ", ".join(f"{k} ±{float(a):.4g}" for k, a in absmax.items() if k in table))
+
+    # ONNX Runtime emulation of TensorRT's implicit INT8 with these ranges (symmetric
+    # int8 activations, per-channel weights, outputs quantised): a Gemm becomes INT8
+    # only if its input and output have a range.
+    sym_path = r.tmp / "symmetric.ranges.json"
+    sym = {k: TensorData(lowest=-a, highest=a) for k, a in absmax.items()}
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, sym), sym_path)
+    trt_check = []
+    for what, keys in (("table as written", set(table)), ("all Gemm tensors", set(absmax))):
+        nodes = [n.name for n in gemms if n.input[0] in keys and n.output[0] in keys]
+        p = predict(session(quantize(c["paths"]["as-shipped"], sym_path, r.tmp / "trt.onnx", activation_type="QInt8",
+                                     weight_type="QInt8", per_channel=True, reduce_range=False, nodes=nodes,
+                                     symmetric_activations=True, quantize_outputs=True).SerializeToString()),
+                    r.X[r.rest])
+        d = summary(changes(r.p32_rest, p, r.y[r.rest], r.labels, r.threshold))
+        trt_check.append({"tensors": what, "int8_gemms": nodes, **d})
+        log(f"  tensorrt emulation, {what} (INT8 {nodes}): {trt_check[-1]['decision_flips']} decision / "
+            f"{trt_check[-1]['argmax_flips']} argmax flips")
+    return {"blob": blob_trt, "absmax": absmax, "table": table, "boundary": boundary, "checks": trt_check}
+
+
+def variant_metrics(r: Run, common: dict, precision: str, name: str, blob: bytes, p: np.ndarray, extra: dict):
+    """Step 7: one variant's held-out evaluation and its metrics document."""
+    ev = train.evaluate(r.y[r.te], p.astype(np.float64), r.labels, r.threshold)
+    return ev, {
+        "model": "cic-mlp",
+        "model_version": int(r.meta["tapstream.model_version"]),
+        "precision": precision,
+        "onnx": name,
+        "onnx_sha256": sha256(blob),
+        "onnx_bytes": len(blob),
+        "source": common["source"],
+        "labels": r.labels,
+        "threshold": r.threshold,
+        **extra,
+        "runtime": common["runtime"],
+        "split": common["split"],
+        "vs_fp32_holdout": {
+            **changes(r.p32, p, r.y[r.te], r.labels, r.threshold),
+            "changed_rows": changed_rows(r.p32, p, r.te, r.labels, r.threshold, r.ids, r.dates, r.raw_labels),
+        },
+        "holdout": ev,
+    }
+
+
+def fp16_extra(r: Run, f16: dict) -> dict:
+    return {
+        "conversion": {"description": f16["conv"], **f16["info"], "onnxruntime_cpu_executes": f16["ops"]["ops"],
+                       "onnxruntime_cpu_float16_tensors": f16["ops"]["float16_tensors"],
+                       "onnxruntime_cpu_max_abs_diff_vs_float32_maths_with_float16_weights":
+                           float(np.abs(f16["p"] - f16["p_w"]).max())},
+        "fp16_activation_emulation": {
+            "what": "numpy, not ONNX Runtime: float16 weights and every Gemm/Relu/Softmax output rounded to "
+                    "float16 (what a GPU float16 engine roughly does; ONNX Runtime's CPU EP computes in float32)",
+            "vs_fp32_holdout": changes(r.p32, f16["p_emu"], r.y[r.te], r.labels, r.threshold),
+        },
+    }
+
+
+def int8_extra(r: Run, c: dict, i8: dict, trt: dict) -> dict:
+    return {
+        "conversion": {
+            "description": i8["conv"],
+            "quant_format": "QDQ",
+            "op_types_quantized": ["Gemm"],
+            **INT8_RECIPE,
+            "gemm_outputs_quantized": False,
+            "scaler_unfolded": {
+                "fit_on": "training part, as train.py (StandardScaler on signed-log features)",
+                "max_abs_probability_change_float32": c["unfold_diff"],
+            },
+            "calibration": {
+                "method": "MinMax",
+                "rows": int(len(r.cal)),
+                "sample": f"training part only, stratified, seed {train.SEED}",
+                "rows_per_class": {name: int((r.y[r.cal] == k).sum()) for k, name in enumerate(r.labels)},
+                "batch": CALIB_BATCH,
+                "ranges": c["calib"],
+                "first_gemm_input_range": {"tensor": c["first_in"],
+                                           "quantiles": [FIRST_INPUT_QUANTILE, 1 - FIRST_INPUT_QUANTILE],
+                                           "range": [c["q_lo"], c["q_hi"]]},
+            },
+            "recipe_check": {
+                "rows": int(len(r.rest)),
+                "sample": "training rows outside the calibration sample (no held-out rows)",
+                "candidates": i8["recipe_check"],
+            },
+            "onnxruntime_cpu_executes": i8["ops"]["ops"],
+            "u8s8_pair_sum_bound": {
+                "what": "largest |a1*w1| + |a2*w2| of uint8 activations and int8 weights in any dot product, "
+                        "over all rows (training and held-out); CPUs without VNNI saturate such pairs at 32767",
+                "rows": int(len(r.X)),
+                "per_gemm": i8["pair_bound"],
+                "int16_max": 32767,
+            },
+        },
+        "tensorrt_calibration_table": {
+            "file": TRT_CACHE,
+            "sha256": sha256(trt["blob"]),
+            "bytes": len(trt["blob"]),
+            "for_model": FP32_ONNX,
+            "format": "ONNX Runtime TensorRT EP calibration table (flatbuffers, written by "
+                      "onnxruntime.quantization.write_calibration_table; trt_int8_use_native_calibration_table=0)",
+            "dynamic_range": {k: float(trt["absmax"][k]) for k in trt["table"]},
+            "left_out": {k: float(trt["absmax"][k]) for k in sorted(trt["boundary"])},
+            "onnxruntime_emulation": {"rows": int(len(r.rest)),
+                                      "sample": "training rows outside the calibration sample",
+                                      "checks": trt["checks"]},
+        },
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    t0 = time.time()
+    np.random.seed(train.SEED)
+    models = args.models.resolve()
+    out = (args.out or args.models).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    # 1) the FP32 model, checked against its metrics file.
+    blob32, m32, metrics32, meta, threshold = load_fp32(models)
 
     # 2) train.py's rows and split; calibration sample from the training part.
     data_dir = args.data.resolve()
@@ -538,213 +794,31 @@ def main() -> None:
     log(f"fp32 held-out: benign FPR {ev32['binary']['benign_fpr']:.4f}, detection "
         f"{ev32['binary']['attack_detection_rate']:.4f} (= cic-mlp.metrics.json)")
 
-    runtime = {
-        "onnxruntime": ort.__version__,
-        "onnx": onnx.__version__,
-        "numpy": np.__version__,
-        "execution_provider": "CPUExecutionProvider",
-        "graph_optimization_level": "ORT_ENABLE_ALL (tapstream: Level3)",
-        "threads": 1,
-        "batch": "all held-out rows in one run",
+    common = {
+        "runtime": {
+            "onnxruntime": ort.__version__,
+            "onnx": onnx.__version__,
+            "numpy": np.__version__,
+            "execution_provider": "CPUExecutionProvider",
+            "graph_optimization_level": "ORT_ENABLE_ALL (tapstream: Level3)",
+            "threads": 1,
+            "batch": "all held-out rows in one run",
+        },
+        "source": {"onnx": FP32_ONNX, "onnx_sha256": sha256(blob32), "onnx_bytes": len(blob32)},
+        "split": dict(metrics32["split"]),
     }
-    source = {"onnx": FP32_ONNX, "onnx_sha256": sha256(blob32), "onnx_bytes": len(blob32)}
 
     with tempfile.TemporaryDirectory(prefix="tapstream-precision-") as tmp_name:
-        tmp = Path(tmp_name)
-
-        # 4) FP16.
-        m16, info16 = to_fp16(m32)
-        conv16 = (
-            f"fp16 from {FP32_ONNX} sha256={sha256(blob32)} by deploy/training/precision.py: "
-            "signed-log float32, Cast to float16, Gemm weights and biases float16 (round to nearest even), "
-            "Gemm/Relu/Softmax float16, Cast to float32"
-        )
-        blob16 = finish(m16, m32, "fp16", conv16, m32.doc_string + " (FP16 variant)")
-        (out / FP16_ONNX).write_bytes(blob16)
-        p16 = predict(session(blob16), X[te])
-        ops16 = executed_graph(blob16, tmp)
-        p16_emu = emulate_fp16_activations(m16, X[te])
-        log(f"fp16: {out / FP16_ONNX} ({len(blob16)} bytes, sha256 {sha256(blob16)})")
-        p16_w = emulate_fp16_activations(m16, X[te], activations=False)
-        log(f"  ONNX Runtime CPU runs: {' '.join(ops16['ops'])} (float16 tensors left: {ops16['float16_tensors']}); "
-            f"max |Δp| vs float32 maths with float16 weights: {np.abs(p16 - p16_w).max():.1e}")
-
-        # 5) INT8: scaler unfolded (float32), calibration on the training sample.
-        scaler = StandardScaler().fit(train.signed_log1p(X[tr]))  # = train.Model.fit's scaler
-        graphs = {"as-shipped": m32, "unfolded": unfold_scaler(m32, scaler.mean_, scaler.scale_)}
-        p_unfolded = predict(session(graphs["unfolded"].SerializeToString()), X[tr])
-        unfold_diff = float(np.abs(p_unfolded - predict(s32, X[tr])).max())
-        if unfold_diff > train.MAX_ONNX_DIFF:
-            sys.exit(f"unfolded scaler changes the FP32 model by {unfold_diff}")
-        paths, ranges_paths, ranges = {}, {}, {}
-        for name, g in graphs.items():
-            paths[name] = tmp / f"{name}.onnx"  # the quantiser writes scratch files next to its input
-            paths[name].write_bytes(g.SerializeToString())
-            ranges[name] = calibrate(paths[name], X[cal], tmp)
-            ranges_paths[name] = tmp / f"{name}.ranges.json"
-            save_tensors_data(ranges[name], ranges_paths[name])
-        first_in = "scaled_x"
-        vals = tensor_values(graphs["unfolded"], first_in, X[cal])
-        q_lo, q_hi = (float(np.float32(v)) for v in np.quantile(vals, [FIRST_INPUT_QUANTILE, 1 - FIRST_INPUT_QUANTILE]))
-        calib = {k: [scalar(v) for v in ranges["unfolded"][k].range_value] for k in sorted(ranges["unfolded"].keys())}
-        log("  calibration (unfolded graph, min/max): "
-            + ", ".join(f"{k} [{lo:.4g}, {hi:.4g}]" for k, (lo, hi) in calib.items()))
-        log(f"  {first_in} quantised over [{q_lo:.4g}, {q_hi:.4g}] "
-            f"({FIRST_INPUT_QUANTILE:g} / {1 - FIRST_INPUT_QUANTILE:g} quantiles)")
-
-        def int8(recipe):
-            overrides = None
-            if recipe["first_input_range"] == "quantile":
-                overrides = {first_in: [{"rmin": np.float32(q_lo), "rmax": np.float32(q_hi)}]}
-            return quantize(paths[recipe["graph"]], ranges_paths[recipe["graph"]], tmp / "int8.onnx",
-                            activation_type=recipe["activation_type"], weight_type=recipe["weight_type"],
-                            per_channel=recipe["per_channel"], reduce_range=recipe["reduce_range"], overrides=overrides)
-
-        recipe_check = []
-        for recipe in [INT8_RECIPE] + [{**INT8_RECIPE, **alt} for alt in INT8_ALTERNATIVES]:
-            p = predict(session(int8(recipe).SerializeToString()), X[rest])
-            d = summary(changes(p32_rest, p, y[rest], labels, threshold))
-            recipe_check.append({**recipe, "chosen": recipe == INT8_RECIPE, **d})
-            c = recipe_check[-1]
-            log(f"  int8 check {'(chosen) ' if c['chosen'] else ''}{recipe}: {c['decision_flips']} decision / "
-                f"{c['argmax_flips']} argmax flips, mean |Δscore| {c['attack_score_abs_change_mean']:.2e}")
-
-        m8 = int8(INT8_RECIPE)
-        conv8 = (
-            f"int8 from {FP32_ONNX} sha256={sha256(blob32)} by deploy/training/precision.py: onnxruntime "
-            f"{ort.__version__} quantize_static, QDQ, the three Gemm layers (activations "
-            f"{INT8_RECIPE['activation_type']} asymmetric, weights {INT8_RECIPE['weight_type']} symmetric "
-            f"{'per-channel' if INT8_RECIPE['per_channel'] else 'per-tensor'}, bias int32); StandardScaler "
-            f"unfolded from the first Gemm into float32 Sub/Div; MinMax calibration on {len(cal)} stratified "
-            f"training rows (seed {train.SEED}), first Gemm input over its {FIRST_INPUT_QUANTILE:g} quantiles; "
-            "signed-log, standardisation and softmax float32"
-        )
-        blob8 = finish(m8, m32, "int8", conv8, m32.doc_string + " (INT8 QDQ variant)")
-        (out / INT8_ONNX).write_bytes(blob8)
-        p8 = predict(session(blob8), X[te])
-        ops8 = executed_graph(blob8, tmp)
-        pair_bound = u8s8_pair_bound(m8, X)
-        log(f"int8: {out / INT8_ONNX} ({len(blob8)} bytes, sha256 {sha256(blob8)})")
-        log(f"  ONNX Runtime CPU runs: {' '.join(ops8['ops'])}")
-        log(f"  largest uint8 x int8 pair sum, all {len(X)} rows: {pair_bound} (int16 limit 32767)")
-
-        # 6) TensorRT table for cic-mlp.onnx: symmetric dynamic range max |v| per tensor,
-        # same calibration sample. Only the hidden activations (between the Gemm layers):
-        # the first Gemm's input and the logits are left out, so TensorRT keeps the first
-        # and last layer in FP16/FP32 (a tensor without a range cannot be INT8). Why: see
-        # the emulation below and README.md.
-        shipped = ranges["as-shipped"]
-        gemms = [n for n in m32.graph.node if n.op_type == "Gemm"]
-        boundary = {gemms[0].input[0], gemms[-1].output[0]}
-        absmax = {k: np.float32(max(abs(scalar(v)) for v in shipped[k].range_value)) for k in sorted(shipped.keys())}
-        table = {k: TensorData(lowest=-a, highest=a) for k, a in absmax.items() if k not in boundary}
-        write_calibration_table(table, dir=str(tmp))  # calibration.{flatbuffers,cache,json}
-        shutil.copyfile(tmp / "calibration.flatbuffers", out / TRT_CACHE)
-        blob_trt = (out / TRT_CACHE).read_bytes()
-        log(f"tensorrt: {out / TRT_CACHE} ({len(blob_trt)} bytes): "
-            + ", ".join(f"{k} ±{float(a):.4g}" for k, a in absmax.items() if k in table))
-
-        # ONNX Runtime emulation of TensorRT's implicit INT8 with these ranges (symmetric
-        # int8 activations, per-channel weights, outputs quantised): a Gemm becomes INT8
-        # only if its input and output have a range.
-        sym_path = tmp / "symmetric.ranges.json"
-        sym = {k: TensorData(lowest=-a, highest=a) for k, a in absmax.items()}
-        save_tensors_data(TensorsData(CalibrationMethod.MinMax, sym), sym_path)
-        trt_check = []
-        for what, keys in (("table as written", set(table)), ("all Gemm tensors", set(absmax))):
-            nodes = [n.name for n in gemms if n.input[0] in keys and n.output[0] in keys]
-            p = predict(session(quantize(paths["as-shipped"], sym_path, tmp / "trt.onnx", activation_type="QInt8",
-                                         weight_type="QInt8", per_channel=True, reduce_range=False, nodes=nodes,
-                                         symmetric_activations=True, quantize_outputs=True).SerializeToString()), X[rest])
-            d = summary(changes(p32_rest, p, y[rest], labels, threshold))
-            trt_check.append({"tensors": what, "int8_gemms": nodes, **d})
-            log(f"  tensorrt emulation, {what} (INT8 {nodes}): {trt_check[-1]['decision_flips']} decision / "
-                f"{trt_check[-1]['argmax_flips']} argmax flips")
+        r = Run(out, Path(tmp_name), blob32, m32, meta, threshold, X, y, labels, tr, te, ids, dates, raw_labels,
+                cal, rest, s32, p32, p32_rest)
+        f16 = make_fp16(r)  # 4) FP16
+        c = calibrate_graphs(r)  # 5) INT8
+        i8 = make_int8(r, c)
+        trt = make_trt_table(r, c)  # 6) TensorRT table
 
     # 7) metrics.
-    split = dict(metrics32["split"])
-
-    def metrics(precision, name, blob, p, extra):
-        ev = train.evaluate(y[te], p.astype(np.float64), labels, threshold)
-        return ev, {
-            "model": "cic-mlp",
-            "model_version": int(meta["tapstream.model_version"]),
-            "precision": precision,
-            "onnx": name,
-            "onnx_sha256": sha256(blob),
-            "onnx_bytes": len(blob),
-            "source": source,
-            "labels": labels,
-            "threshold": threshold,
-            **extra,
-            "runtime": runtime,
-            "split": split,
-            "vs_fp32_holdout": {
-                **changes(p32, p, y[te], labels, threshold),
-                "changed_rows": changed_rows(p32, p, te, labels, threshold, ids, dates, raw_labels),
-            },
-            "holdout": ev,
-        }
-
-    ev16, met16 = metrics("fp16", FP16_ONNX, blob16, p16, {
-        "conversion": {"description": conv16, **info16, "onnxruntime_cpu_executes": ops16["ops"],
-                       "onnxruntime_cpu_float16_tensors": ops16["float16_tensors"],
-                       "onnxruntime_cpu_max_abs_diff_vs_float32_maths_with_float16_weights":
-                           float(np.abs(p16 - p16_w).max())},
-        "fp16_activation_emulation": {
-            "what": "numpy, not ONNX Runtime: float16 weights and every Gemm/Relu/Softmax output rounded to "
-                    "float16 (what a GPU float16 engine roughly does; ONNX Runtime's CPU EP computes in float32)",
-            "vs_fp32_holdout": changes(p32, p16_emu, y[te], labels, threshold),
-        },
-    })
-    ev8, met8 = metrics("int8", INT8_ONNX, blob8, p8, {
-        "conversion": {
-            "description": conv8,
-            "quant_format": "QDQ",
-            "op_types_quantized": ["Gemm"],
-            **INT8_RECIPE,
-            "gemm_outputs_quantized": False,
-            "scaler_unfolded": {
-                "fit_on": "training part, as train.py (StandardScaler on signed-log features)",
-                "max_abs_probability_change_float32": unfold_diff,
-            },
-            "calibration": {
-                "method": "MinMax",
-                "rows": int(len(cal)),
-                "sample": f"training part only, stratified, seed {train.SEED}",
-                "rows_per_class": {name: int((y[cal] == k).sum()) for k, name in enumerate(labels)},
-                "batch": CALIB_BATCH,
-                "ranges": calib,
-                "first_gemm_input_range": {"tensor": first_in, "quantiles": [FIRST_INPUT_QUANTILE, 1 - FIRST_INPUT_QUANTILE],
-                                           "range": [q_lo, q_hi]},
-            },
-            "recipe_check": {
-                "rows": int(len(rest)),
-                "sample": "training rows outside the calibration sample (no held-out rows)",
-                "candidates": recipe_check,
-            },
-            "onnxruntime_cpu_executes": ops8["ops"],
-            "u8s8_pair_sum_bound": {
-                "what": "largest |a1*w1| + |a2*w2| of uint8 activations and int8 weights in any dot product, "
-                        "over all rows (training and held-out); CPUs without VNNI saturate such pairs at 32767",
-                "rows": int(len(X)),
-                "per_gemm": pair_bound,
-                "int16_max": 32767,
-            },
-        },
-        "tensorrt_calibration_table": {
-            "file": TRT_CACHE,
-            "sha256": sha256(blob_trt),
-            "bytes": len(blob_trt),
-            "for_model": FP32_ONNX,
-            "format": "ONNX Runtime TensorRT EP calibration table (flatbuffers, written by "
-                      "onnxruntime.quantization.write_calibration_table; trt_int8_use_native_calibration_table=0)",
-            "dynamic_range": {k: float(absmax[k]) for k in table},
-            "left_out": {k: float(absmax[k]) for k in sorted(boundary)},
-            "onnxruntime_emulation": {"rows": int(len(rest)), "sample": "training rows outside the calibration sample",
-                                      "checks": trt_check},
-        },
-    })
+    ev16, met16 = variant_metrics(r, common, "fp16", FP16_ONNX, f16["blob"], f16["p"], fp16_extra(r, f16))
+    ev8, met8 = variant_metrics(r, common, "int8", INT8_ONNX, i8["blob"], i8["p"], int8_extra(r, c, i8, trt))
     for name, met in ((FP16_ONNX, met16), (INT8_ONNX, met8)):
         path = out / name.replace(".onnx", ".metrics.json")
         path.write_text(json.dumps(met, indent=2) + "\n", encoding="utf-8")

@@ -381,7 +381,7 @@ def markdown_table(ev: dict, labels: list[str], threshold: float) -> str:
 
 
 # --- main ------------------------------------------------------------------------------
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"class CSV directory (default: {DEFAULT_DATA})")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
@@ -391,7 +391,74 @@ def main() -> None:
         default="benign",
         help="rows labelled '<attack> - Attempted' / Attempted Category != -1: relabel BENIGN (default) or drop",
     )
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def cv_threshold(X: np.ndarray, y: np.ndarray, tr: np.ndarray, labels: list[str], t0: float):
+    """Step 2: the threshold from out-of-fold scores on the training part only."""
+    C = len(labels)
+    oof = np.zeros((len(tr), C))
+    skf = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=SEED)
+    for k, (a, b) in enumerate(skf.split(X[tr], y[tr])):
+        m = Model(C, SEED + 1 + k).fit(X[tr][a], y[tr][a])
+        oof[b] = m.predict_proba(X[tr][b])
+        log(f"  cv fold {k + 1}/{CV_FOLDS}: {m.mlp.n_iter_} epochs, {time.time() - t0:.0f}s")
+    b_idx = labels.index(BENIGN)
+    oof_score = 1.0 - oof[:, b_idx]
+    threshold, oof_fpr = pick_threshold(oof_score[y[tr] == b_idx])
+    cv_eval = evaluate(y[tr], oof, labels, threshold)
+    log(f"threshold {threshold:.3f} (out-of-fold benign FPR {oof_fpr:.4f}, "
+        f"detection {cv_eval['binary']['attack_detection_rate']:.4f}, macro F1 {cv_eval['multiclass']['macro_f1']:.4f})")
+    return threshold, oof_fpr, cv_eval
+
+
+def check_onnx(onnx_path: Path, model: Model, X_te: np.ndarray):
+    """Step 5: onnxruntime (CPU) vs scikit-learn on the held-out part; exits on a mismatch."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    p_onnx = sess.run(["probabilities"], {"features": X_te.astype(np.float32)})[0]
+    p_skl = model.predict_proba(X_te)
+    diff = float(np.abs(p_onnx.astype(np.float64) - p_skl).max())
+    log(f"onnxruntime vs sklearn on held-out: max |dp| = {diff:.3e}")
+    if diff > MAX_ONNX_DIFF:
+        sys.exit(f"ONNX export mismatch: {diff} > {MAX_ONNX_DIFF}")
+    return p_onnx, diff
+
+
+def export(model: Model, features: list[str], labels: list[str], threshold: float, data_dir: Path,
+           rows: int, train_rows: int, holdout_rows: int, attempted: str, out: Path):
+    """Step 4: the ONNX file, written to `out`; returns its path, bytes and SHA-256."""
+    training = (
+        f"data={data_dir.name}; rows={rows}; train={train_rows}; holdout={holdout_rows} "
+        f"(stratified {HOLDOUT_FRACTION:.0%}, ids in cic-mlp.holdout-ids.txt); seed={SEED}; "
+        f"sklearn={sklearn.__version__}; mlp=82-{'-'.join(map(str, HIDDEN))}-{len(labels)} relu adam "
+        f"alpha={MLP_PARAMS['alpha']} sqrt-balanced class weights; "
+        f"threshold=benign FPR<={TARGET_BENIGN_FPR:.0%} on {CV_FOLDS}-fold out-of-fold train scores; "
+        f"attempted->{attempted}; web attacks merged; excluded features: Src Port, Dst Port"
+    )
+    onnx_model = build_onnx(model, features, labels, threshold, training)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path = out / "cic-mlp.onnx"
+    blob = onnx_model.SerializeToString(deterministic=True)
+    onnx_path.write_bytes(blob)
+    sha = hashlib.sha256(blob).hexdigest()
+    log(f"wrote {onnx_path} ({len(blob)} bytes, sha256 {sha})")
+    return onnx_path, blob, sha
+
+
+def write_holdout_ids(path: Path, te: np.ndarray, ids, dates, raw_labels) -> None:
+    # (date, id) is the row key: upstream numbers rows per capture-day file, so `id` alone repeats.
+    order = sorted(te, key=lambda i: (dates[i], int(ids[i])))
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write("id\tdate\tlabel\n")
+        for i in order:
+            fh.write(f"{ids[i]}\t{dates[i]}\t{raw_labels[i]}\n")
+
+
+def main() -> None:
+    args = parse_args()
     t0 = time.time()
     np.random.seed(SEED)
 
@@ -416,18 +483,7 @@ def main() -> None:
     log(f"split: {len(tr)} train / {len(te)} held-out (stratified, seed {SEED})")
 
     # 2) threshold from out-of-fold scores on the training part only.
-    oof = np.zeros((len(tr), C))
-    skf = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=SEED)
-    for k, (a, b) in enumerate(skf.split(X[tr], y[tr])):
-        m = Model(C, SEED + 1 + k).fit(X[tr][a], y[tr][a])
-        oof[b] = m.predict_proba(X[tr][b])
-        log(f"  cv fold {k + 1}/{CV_FOLDS}: {m.mlp.n_iter_} epochs, {time.time() - t0:.0f}s")
-    b_idx = labels.index(BENIGN)
-    oof_score = 1.0 - oof[:, b_idx]
-    threshold, oof_fpr = pick_threshold(oof_score[y[tr] == b_idx])
-    cv_eval = evaluate(y[tr], oof, labels, threshold)
-    log(f"threshold {threshold:.3f} (out-of-fold benign FPR {oof_fpr:.4f}, "
-        f"detection {cv_eval['binary']['attack_detection_rate']:.4f}, macro F1 {cv_eval['multiclass']['macro_f1']:.4f})")
+    threshold, oof_fpr, cv_eval = cv_threshold(X, y, tr, labels, t0)
 
     # 3) final model on the whole training part.
     model = Model(C, SEED).fit(X[tr], y[tr])
@@ -438,34 +494,12 @@ def main() -> None:
 
     # 4) ONNX export.
     counts = {name: int((y == c).sum()) for c, name in enumerate(labels)}
-    training = (
-        f"data={data_dir.name}; rows={len(y)}; train={len(tr)}; holdout={len(te)} "
-        f"(stratified {HOLDOUT_FRACTION:.0%}, ids in cic-mlp.holdout-ids.txt); seed={SEED}; "
-        f"sklearn={sklearn.__version__}; mlp=82-{'-'.join(map(str, HIDDEN))}-{C} relu adam "
-        f"alpha={MLP_PARAMS['alpha']} sqrt-balanced class weights; "
-        f"threshold=benign FPR<={TARGET_BENIGN_FPR:.0%} on {CV_FOLDS}-fold out-of-fold train scores; "
-        f"attempted->{args.attempted}; web attacks merged; excluded features: Src Port, Dst Port"
-    )
-    onnx_model = build_onnx(model, features, labels, threshold, training)
-    out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    onnx_path = out / "cic-mlp.onnx"
-    blob = onnx_model.SerializeToString(deterministic=True)
-    onnx_path.write_bytes(blob)
-    sha = hashlib.sha256(blob).hexdigest()
-    log(f"wrote {onnx_path} ({len(blob)} bytes, sha256 {sha})")
+    onnx_path, blob, sha = export(model, features, labels, threshold, data_dir, len(y), len(tr), len(te),
+                                  args.attempted, args.out.resolve())
+    out = onnx_path.parent
 
     # 5) onnxruntime (CPU) vs scikit-learn on the held-out part.
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
-    p_onnx = sess.run(["probabilities"], {"features": X[te].astype(np.float32)})[0]
-    p_skl = model.predict_proba(X[te])
-    diff = float(np.abs(p_onnx.astype(np.float64) - p_skl).max())
-    log(f"onnxruntime vs sklearn on held-out: max |dp| = {diff:.3e}")
-    if diff > MAX_ONNX_DIFF:
-        sys.exit(f"ONNX export mismatch: {diff} > {MAX_ONNX_DIFF}")
+    p_onnx, diff = check_onnx(onnx_path, model, X[te])
 
     # 6) held-out report (with the ONNX probabilities: that is what ships).
     ev = evaluate(y[te], p_onnx.astype(np.float64), labels, threshold)
@@ -515,13 +549,7 @@ def main() -> None:
         "holdout": ev,
     }
     (out / "cic-mlp.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-
-    # (date, id) is the row key: upstream numbers rows per capture-day file, so `id` alone repeats.
-    order = sorted(te, key=lambda i: (dates[i], int(ids[i])))
-    with (out / "cic-mlp.holdout-ids.txt").open("w", encoding="utf-8") as fh:
-        fh.write("id\tdate\tlabel\n")
-        for i in order:
-            fh.write(f"{ids[i]}\t{dates[i]}\t{raw_labels[i]}\n")
+    write_holdout_ids(out / "cic-mlp.holdout-ids.txt", te, ids, dates, raw_labels)
     log(f"wrote {out / 'cic-mlp.metrics.json'} and {out / 'cic-mlp.holdout-ids.txt'}")
 
     log("\n### Held-out results (cic-mlp v1)\n")

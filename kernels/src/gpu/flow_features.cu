@@ -505,35 +505,41 @@ TS_DEVICE void acc_update(FlowAcc* a, i64 ts, int dir, u32 payload, u16 header, 
 
 static_assert(sizeof(FlowAcc) <= ACC_STRIDE, "FlowAcc outgrew its slot stride");
 
-// Flow identity a finalize needs, packed by the host:
-// sport | dport << 16 | proto << 32 | icmp_type << 40 | icmp_code << 48.
-TS_DEVICE void acc_finalize(const FlowAcc* a, u64 meta, double* row) {
+// What several groups of a flow's features share, computed once.
+struct FinTotals {
+    i64 dur;
+    double secs;
+    u64 n_f, n_b, n;
+    IntStats all;
+    i64 bytes_f, bytes_b;
+};
+
+TS_DEVICE FinTotals fin_totals(const FlowAcc* a) {
+    FinTotals t;
+    t.dur = sat_sub(a->last_ts, a->start_ts);
+    t.secs = i64_to_f64(t.dur) / 1000000.0;
+    t.n_f = a->dirs[0].len.n;
+    t.n_b = a->dirs[1].len.n;
+    t.n = t.n_f + t.n_b;
+    t.all = stats_merged(&a->dirs[0].len, &a->dirs[1].len);
+    t.bytes_f = a->dirs[0].len.sum;
+    t.bytes_b = a->dirs[1].len.sum;
+    return t;
+}
+
+// Ports, protocol, duration, packet and byte counts, lengths per direction,
+// and the flow's byte and packet rates (cpu.rs `finalize_volumes`).
+TS_DEVICE void finalize_volumes(const FlowAcc* a, const FinTotals* t, u64 meta, double* row) {
     const DirStats* f = &a->dirs[0];
     const DirStats* b = &a->dirs[1];
-    u32 sport = (u32)(meta & 0xffff);
-    u32 dport = (u32)((meta >> 16) & 0xffff);
-    u32 proto = (u32)((meta >> 32) & 0xff);
-    u32 icmp_type = (u32)((meta >> 40) & 0xff);
-    u32 icmp_code = (u32)((meta >> 48) & 0xff);
-
-    i64 dur = sat_sub(a->last_ts, a->start_ts);
-    double secs = i64_to_f64(dur) / 1000000.0;
-    u64 n_f = f->len.n;
-    u64 n_b = b->len.n;
-    u64 n = n_f + n_b;
-    IntStats all = stats_merged(&f->len, &b->len);
-    i64 bytes_f = f->len.sum;
-    i64 bytes_b = b->len.sum;
-    i64 bytes = all.sum;
-
-    row[IDX_SRC_PORT] = (double)sport;
-    row[IDX_DST_PORT] = (double)dport;
-    row[IDX_PROTOCOL] = (double)proto;
-    row[IDX_FLOW_DURATION] = i64_to_f64(dur);
-    row[IDX_TOTAL_FWD_PACKET] = u64_to_f64(n_f);
-    row[IDX_TOTAL_BWD_PACKETS] = u64_to_f64(n_b);
-    row[IDX_TOTAL_LENGTH_OF_FWD_PACKET] = i64_to_f64(bytes_f);
-    row[IDX_TOTAL_LENGTH_OF_BWD_PACKET] = i64_to_f64(bytes_b);
+    row[IDX_SRC_PORT] = (double)(u32)(meta & 0xffff);
+    row[IDX_DST_PORT] = (double)(u32)((meta >> 16) & 0xffff);
+    row[IDX_PROTOCOL] = (double)(u32)((meta >> 32) & 0xff);
+    row[IDX_FLOW_DURATION] = i64_to_f64(t->dur);
+    row[IDX_TOTAL_FWD_PACKET] = u64_to_f64(t->n_f);
+    row[IDX_TOTAL_BWD_PACKETS] = u64_to_f64(t->n_b);
+    row[IDX_TOTAL_LENGTH_OF_FWD_PACKET] = i64_to_f64(t->bytes_f);
+    row[IDX_TOTAL_LENGTH_OF_BWD_PACKET] = i64_to_f64(t->bytes_b);
 
     row[IDX_FWD_PACKET_LENGTH_MAX] = stats_max(&f->len);
     row[IDX_FWD_PACKET_LENGTH_MIN] = stats_min(&f->len);
@@ -544,14 +550,19 @@ TS_DEVICE void acc_finalize(const FlowAcc* a, u64 meta, double* row) {
     row[IDX_BWD_PACKET_LENGTH_MEAN] = stats_mean(&b->len);
     row[IDX_BWD_PACKET_LENGTH_STD] = stats_std(&b->len);
 
-    if (dur == 0) {
+    if (t->dur == 0) {
         row[IDX_FLOW_BYTES_S] = -1.0;
         row[IDX_FLOW_PACKETS_S] = -1.0;
     } else {
-        row[IDX_FLOW_BYTES_S] = i64_to_f64(bytes) / secs;
-        row[IDX_FLOW_PACKETS_S] = u64_to_f64(n) / secs;
+        row[IDX_FLOW_BYTES_S] = i64_to_f64(t->all.sum) / t->secs;
+        row[IDX_FLOW_PACKETS_S] = u64_to_f64(t->n) / t->secs;
     }
+}
 
+// Inter-arrival times of the flow and of each direction (`finalize_iat`).
+TS_DEVICE void finalize_iat(const FlowAcc* a, double* row) {
+    const DirStats* f = &a->dirs[0];
+    const DirStats* b = &a->dirs[1];
     row[IDX_FLOW_IAT_MEAN] = stats_mean(&a->flow_iat);
     row[IDX_FLOW_IAT_STD] = stats_std(&a->flow_iat);
     row[IDX_FLOW_IAT_MAX] = stats_max(&a->flow_iat);
@@ -566,7 +577,13 @@ TS_DEVICE void acc_finalize(const FlowAcc* a, u64 meta, double* row) {
     row[IDX_BWD_IAT_STD] = stats_std(&b->iat);
     row[IDX_BWD_IAT_MAX] = stats_max(&b->iat);
     row[IDX_BWD_IAT_MIN] = stats_min(&b->iat);
+}
 
+// Per-direction flag counts, header bytes and packet rates
+// (`finalize_flags`).
+TS_DEVICE void finalize_flags(const FlowAcc* a, const FinTotals* t, double* row) {
+    const DirStats* f = &a->dirs[0];
+    const DirStats* b = &a->dirs[1];
     u32 first_rst = (a->first_flags >> B_RST) & 1u;
     u32 first_rst_f = a->first_dir == 0 ? first_rst : 0;
     u32 first_rst_b = a->first_dir == 0 ? 0 : first_rst;
@@ -578,18 +595,26 @@ TS_DEVICE void acc_finalize(const FlowAcc* a, u64 meta, double* row) {
     row[IDX_BWD_RST_FLAGS] = (double)(b->flags[B_RST] - first_rst_b);
     row[IDX_FWD_HEADER_LENGTH] = u64_to_f64(f->header_bytes);
     row[IDX_BWD_HEADER_LENGTH] = u64_to_f64(b->header_bytes);
-    if (dur > 0) {
-        row[IDX_FWD_PACKETS_S] = u64_to_f64(n_f) / secs;
-        row[IDX_BWD_PACKETS_S] = u64_to_f64(n_b) / secs;
+    if (t->dur > 0) {
+        row[IDX_FWD_PACKETS_S] = u64_to_f64(t->n_f) / t->secs;
+        row[IDX_BWD_PACKETS_S] = u64_to_f64(t->n_b) / t->secs;
     } else {
         row[IDX_FWD_PACKETS_S] = 0.0;
         row[IDX_BWD_PACKETS_S] = 0.0;
     }
+}
 
-    row[IDX_PACKET_LENGTH_MIN] = stats_min(&all);
-    row[IDX_PACKET_LENGTH_MAX] = stats_max(&all);
-    row[IDX_PACKET_LENGTH_MEAN] = stats_mean(&all);
-    row[IDX_PACKET_LENGTH_VARIANCE] = stats_variance(&all);
+// Packet sizes over both directions, flag totals, bulks and subflows
+// (`finalize_sizes`).
+TS_DEVICE void finalize_sizes(const FlowAcc* a, const FinTotals* t, double* row) {
+    const DirStats* f = &a->dirs[0];
+    const DirStats* b = &a->dirs[1];
+    const IntStats* all = &t->all;
+    u64 n = t->n;
+    row[IDX_PACKET_LENGTH_MIN] = stats_min(all);
+    row[IDX_PACKET_LENGTH_MAX] = stats_max(all);
+    row[IDX_PACKET_LENGTH_MEAN] = stats_mean(all);
+    row[IDX_PACKET_LENGTH_VARIANCE] = stats_variance(all);
     row[IDX_PACKET_LENGTH_STD] = sqrt(row[IDX_PACKET_LENGTH_VARIANCE]);
 
     row[IDX_FIN_FLAG_COUNT] = (double)(f->flags[B_FIN] + b->flags[B_FIN]);
@@ -601,8 +626,8 @@ TS_DEVICE void acc_finalize(const FlowAcc* a, u64 meta, double* row) {
     row[IDX_CWR_FLAG_COUNT] = (double)(f->flags[B_CWR] + b->flags[B_CWR]);
     row[IDX_ECE_FLAG_COUNT] = (double)(f->flags[B_ECE] + b->flags[B_ECE]);
 
-    row[IDX_DOWN_UP_RATIO] = n_f > 0 ? u64_to_f64(n_b) / u64_to_f64(n_f) : 0.0;
-    row[IDX_AVERAGE_PACKET_SIZE] = stats_mean(&all);
+    row[IDX_DOWN_UP_RATIO] = t->n_f > 0 ? u64_to_f64(t->n_b) / u64_to_f64(t->n_f) : 0.0;
+    row[IDX_AVERAGE_PACKET_SIZE] = stats_mean(all);
     row[IDX_FWD_SEGMENT_SIZE_AVG] = stats_mean(&f->len);
     row[IDX_BWD_SEGMENT_SIZE_AVG] = stats_mean(&b->len);
 
@@ -613,13 +638,20 @@ TS_DEVICE void acc_finalize(const FlowAcc* a, u64 meta, double* row) {
     row[IDX_BWD_PACKET_BULK_AVG] = bulk_per(b->bulk.pkts, b->bulk.bulks);
     row[IDX_BWD_BULK_RATE_AVG] = bulk_rate(&b->bulk);
 
-    row[IDX_SUBFLOW_FWD_PACKETS] = n == 0 ? 0.0 : u64_to_f64(n_f / n);
-    row[IDX_SUBFLOW_FWD_BYTES] = n == 0 ? 0.0 : u64_to_f64(unsigned_abs(bytes_f) / n);
-    row[IDX_SUBFLOW_BWD_PACKETS] = n == 0 ? 0.0 : u64_to_f64(n_b / n);
-    row[IDX_SUBFLOW_BWD_BYTES] = n == 0 ? 0.0 : u64_to_f64(unsigned_abs(bytes_b) / n);
+    row[IDX_SUBFLOW_FWD_PACKETS] = n == 0 ? 0.0 : u64_to_f64(t->n_f / n);
+    row[IDX_SUBFLOW_FWD_BYTES] = n == 0 ? 0.0 : u64_to_f64(unsigned_abs(t->bytes_f) / n);
+    row[IDX_SUBFLOW_BWD_PACKETS] = n == 0 ? 0.0 : u64_to_f64(t->n_b / n);
+    row[IDX_SUBFLOW_BWD_BYTES] = n == 0 ? 0.0 : u64_to_f64(unsigned_abs(t->bytes_b) / n);
+}
 
-    row[IDX_FWD_INIT_WIN_BYTES] = (double)f->init_win;
-    row[IDX_BWD_INIT_WIN_BYTES] = (double)b->init_win;
+// Windows, active and idle times, ICMP type and code, TCP flow time
+// (`finalize_rest`).
+TS_DEVICE void finalize_rest(const FlowAcc* a, u64 meta, double* row) {
+    u32 proto = (u32)((meta >> 32) & 0xff);
+    u32 icmp_type = (u32)((meta >> 40) & 0xff);
+    u32 icmp_code = (u32)((meta >> 48) & 0xff);
+    row[IDX_FWD_INIT_WIN_BYTES] = (double)a->dirs[0].init_win;
+    row[IDX_BWD_INIT_WIN_BYTES] = (double)a->dirs[1].init_win;
     row[IDX_FWD_ACT_DATA_PKTS] = u64_to_f64(a->fwd_act_data);
     row[IDX_FWD_SEG_SIZE_MIN] = (double)a->fwd_min_seg;
 
@@ -637,6 +669,18 @@ TS_DEVICE void acc_finalize(const FlowAcc* a, u64 meta, double* row) {
     row[IDX_ICMP_TYPE] = icmp ? (double)icmp_type : -1.0;
     row[IDX_TOTAL_TCP_FLOW_TIME] =
         proto == PROTO_TCP ? i64_to_f64(sat_sub(a->last_ts, a->conn_start_ts)) : 0.0;
+}
+
+// The 84 feature values of one flow, in schema order, as cpu.rs `finalize`
+// writes them. `meta` is the flow identity, packed by the host:
+// sport | dport << 16 | proto << 32 | icmp_type << 40 | icmp_code << 48.
+TS_DEVICE void acc_finalize(const FlowAcc* a, u64 meta, double* row) {
+    FinTotals t = fin_totals(a);
+    finalize_volumes(a, &t, meta, row);
+    finalize_iat(a, row);
+    finalize_flags(a, &t, row);
+    finalize_sizes(a, &t, row);
+    finalize_rest(a, meta, row);
 }
 
 // ---------------------------------------------------------------- kernels
@@ -1202,12 +1246,102 @@ TS_DEVICE void par_dir_iat(FlowAcc* a, u32 lane, u32 j, u32 pend, const i64* ts,
 // direction sent payload after its start); then each payload packet adds
 // what bulk_update would add at its position in its candidate. False when a
 // duration could saturate: the caller then walks the role sequentially.
+// What one lane's payload packets add to a direction's bulk state in
+// par_bulk, summed over the warp at the end.
+struct BulkSums {
+    u64 bulks, pkts, bytes, terms, maxabs;
+    u64 dur;  // wrapping i64 sum
+};
+
+// The candidate bulk starts among this tile's lanes, in lane order (a
+// warp-uniform loop). `start` is the open candidate's start, carried in and
+// out (NO_BULK once the other direction's payload closed it).
+TS_DEVICE u32 bulk_starts(u32 lane, bool same, u32 pm, u32 gm, i64 t, i64 other_last,
+                          i64* start) {
+    u32 starts = 0;
+    u32 pos = 0;
+    for (;;) {
+        u32 from = lanes_from(pos);
+        u32 c;
+        if (*start == NO_BULK) {
+            c = pm & from;
+        } else {
+            u32 km = warp_ballot(same && lane >= pos && other_last > *start);
+            c = gm & from;
+            if (km) c |= pm & lanes_from(lo_bit(km));
+            if (!c) {
+                if (km) *start = NO_BULK;
+                break;
+            }
+        }
+        if (!c) break;
+        u32 s = lo_bit(c);
+        starts |= 1u << s;
+        *start = warp_shfl(t, s);
+        pos = s + 1;
+    }
+    return starts;
+}
+
+// Inclusive prefix sum of `v` over the warp's lanes.
+TS_DEVICE u64 warp_inclusive_sum(u64 v, u32 lane) {
+    for (u32 d = 1; d < 32; d <<= 1) {
+        u64 o = warp_shfl(v, lane >= d ? lane - d : lane);
+        if (lane >= d) v += o;
+    }
+    return v;
+}
+
+// What bulk_update adds for a payload packet that opens no candidate: `q`
+// packets and `cb` bytes in its candidate so far (it included), which
+// started at `st`; `last` is this direction's previous payload time.
+TS_DEVICE void bulk_add(BulkSums* sum, u64 q, u64 cb, i64 st, i64 t, i64 last, u32 p) {
+    i64 term = 0;
+    if (q == BULK_MIN_PACKETS) {
+        sum->bulks += 1;
+        sum->pkts += q;
+        sum->bytes += cb;
+        term = sat_sub(t, st);
+    } else if (q > BULK_MIN_PACKETS) {
+        sum->pkts += 1;
+        sum->bytes += p;
+        term = sat_sub(t, last);
+    } else {
+        return;
+    }
+    sum->dur += (u64)term;
+    sum->terms += 1;
+    u64 ab = unsigned_abs(term);
+    if (ab > sum->maxabs) sum->maxabs = ab;
+}
+
+// Sums the lanes' additions into `b` and stores it in direction D; false
+// (nothing stored) when a duration could saturate.
+template <int D>
+TS_DEVICE bool bulk_commit(FlowAcc* a, Bulk b, BulkSums sum) {
+    u64 bulks = warp_sum(sum.bulks);
+    u64 pkts = warp_sum(sum.pkts);
+    u64 bytes = warp_sum(sum.bytes);
+    u64 dur = warp_sum(sum.dur);
+    u64 terms = warp_sum(sum.terms);
+    u64 maxabs = warp_max(sum.maxabs);
+    if (maxabs >= BULK_TERM_LIMIT || terms > BULK_TERMS_LIMIT || b.duration > BULK_TOTAL_LIMIT ||
+        b.duration < -BULK_TOTAL_LIMIT) {
+        return false;
+    }
+    b.bulks += bulks;
+    b.pkts += pkts;
+    b.bytes += bytes;
+    b.duration = (i64)((u64)b.duration + dur);
+    a->dirs[D].bulk = b;
+    return true;
+}
+
 template <int D>
 TS_DEVICE bool par_bulk(FlowAcc* a, u32 lane, u32 j, u32 pend, const i64* ts,
                         const u32* payload, const u8* kind) {
     Bulk b = a->dirs[D].bulk;
-    u64 bulks = 0, pkts = 0, bytes = 0, terms = 0, maxabs = 0;
-    u64 dur = 0;  // wrapping i64 sum
+    BulkSums sum = {0, 0, 0, 0, 0, 0};
     i64 nt = j + lane < pend ? ts[j + lane] : 0;
     u32 np = j + lane < pend ? payload[j + lane] : 0;
     u8 nk = j + lane < pend ? kind[j + lane] : 0;
@@ -1234,36 +1368,10 @@ TS_DEVICE bool par_bulk(FlowAcc* a, u32 lane, u32 j, u32 pend, const i64* ts,
         i64 tl = warp_shfl(t, lp ? hi_bit(lp) : 0u);
         i64 last = lp ? tl : b.last;
         u32 gm = warp_ballot(pay && sat_sub(t, last) > BULK_GAP_US);
-        // Candidate starts, in lane order.
-        u32 starts = 0;
         i64 start = b.start;
-        u32 pos = 0;
-        for (;;) {
-            u32 from = lanes_from(pos);
-            u32 c;
-            if (start == NO_BULK) {
-                c = pm & from;
-            } else {
-                u32 km = warp_ballot(same && lane >= pos && other_last > start);
-                c = gm & from;
-                if (km) c |= pm & lanes_from(lo_bit(km));
-                if (!c) {
-                    if (km) start = NO_BULK;
-                    break;
-                }
-            }
-            if (!c) break;
-            u32 s = lo_bit(c);
-            starts |= 1u << s;
-            start = warp_shfl(t, s);
-            pos = s + 1;
-        }
+        u32 starts = bulk_starts(lane, same, pm, gm, t, other_last, &start);
         // Payload bytes of this direction up to and including each lane.
-        u64 incl = pay ? p : 0;
-        for (u32 d = 1; d < 32; d <<= 1) {
-            u64 o = warp_shfl(incl, lane >= d ? lane - d : lane);
-            if (lane >= d) incl += o;
-        }
+        u64 incl = warp_inclusive_sum(pay ? p : 0, lane);
         u64 excl = incl - (pay ? p : 0);
         u32 upto = lanes_below(lane) | (1u << lane);
         u32 rs = starts & upto;
@@ -1271,36 +1379,11 @@ TS_DEVICE bool par_bulk(FlowAcc* a, u32 lane, u32 j, u32 pend, const i64* ts,
         u64 excl_r = warp_shfl(excl, r);
         i64 t_r = warp_shfl(t, r);
         if (pay && !((starts >> lane) & 1u)) {
-            u64 q, cb;
-            i64 st;
             if (rs) {
-                q = popc(pm & upto & lanes_from(r));
-                cb = incl - excl_r;
-                st = t_r;
+                bulk_add(&sum, popc(pm & upto & lanes_from(r)), incl - excl_r, t_r, t, last, p);
             } else {
-                q = b.cand_pkts + popc(pm & upto);
-                cb = b.cand_bytes + incl;
-                st = b.start;
-            }
-            i64 term = 0;
-            bool has = true;
-            if (q == BULK_MIN_PACKETS) {
-                bulks += 1;
-                pkts += q;
-                bytes += cb;
-                term = sat_sub(t, st);
-            } else if (q > BULK_MIN_PACKETS) {
-                pkts += 1;
-                bytes += p;
-                term = sat_sub(t, last);
-            } else {
-                has = false;
-            }
-            if (has) {
-                dur += (u64)term;
-                terms += 1;
-                u64 ab = unsigned_abs(term);
-                if (ab > maxabs) maxabs = ab;
+                bulk_add(&sum, b.cand_pkts + popc(pm & upto), b.cand_bytes + incl, b.start, t,
+                         last, p);
             }
         }
         // Carry to the next tile.
@@ -1318,22 +1401,7 @@ TS_DEVICE bool par_bulk(FlowAcc* a, u32 lane, u32 j, u32 pend, const i64* ts,
         if (om) b.other_last = warp_shfl(t, hi_bit(om));
         if (pm) b.last = warp_shfl(t, hi_bit(pm));
     }
-    bulks = warp_sum(bulks);
-    pkts = warp_sum(pkts);
-    bytes = warp_sum(bytes);
-    dur = warp_sum(dur);
-    terms = warp_sum(terms);
-    maxabs = warp_max(maxabs);
-    if (maxabs >= BULK_TERM_LIMIT || terms > BULK_TERMS_LIMIT || b.duration > BULK_TOTAL_LIMIT ||
-        b.duration < -BULK_TOTAL_LIMIT) {
-        return false;
-    }
-    b.bulks += bulks;
-    b.pkts += pkts;
-    b.bytes += bytes;
-    b.duration = (i64)((u64)b.duration + dur);
-    a->dirs[D].bulk = b;
-    return true;
+    return bulk_commit<D>(a, b, sum);
 }
 
 // One role of one long segment, run by a whole warp: the segment's optional
