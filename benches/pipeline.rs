@@ -24,19 +24,19 @@ fn demo_bytes() -> Vec<u8> {
     v
 }
 
-/// The demo capture in a temporary directory (kept alive by the caller),
-/// and its decoded records.
-fn demo_file() -> (tempfile::TempDir, std::path::PathBuf, Vec<PacketRecord>) {
+/// The demo capture `bytes` in a temporary directory (kept alive by the
+/// caller), and its decoded records.
+fn demo_file(bytes: &[u8]) -> (tempfile::TempDir, std::path::PathBuf, Vec<PacketRecord>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("demo.pcap");
-    std::fs::write(&path, demo_bytes()).expect("writing the demo capture");
+    std::fs::write(&path, bytes).expect("writing the demo capture");
     let recs = read_records(&path, usize::MAX).expect("demo pcap").recs;
     (dir, path, recs)
 }
 
 fn stages(c: &mut Criterion) {
     let bytes = demo_bytes();
-    let (_dir, _path, recs) = demo_file();
+    let (_dir, _path, recs) = demo_file(&bytes);
     let packets = recs.len() as u64;
 
     let mut g = c.benchmark_group("tapstream::stage");
@@ -77,7 +77,7 @@ fn stages(c: &mut Criterion) {
 }
 
 fn end_to_end(c: &mut Criterion) {
-    let (_dir, path, recs) = demo_file();
+    let (_dir, path, recs) = demo_file(&demo_bytes());
     let cfg = Config::default();
     let packets = recs.len() as u64;
 
@@ -132,6 +132,9 @@ fn end_to_end(c: &mut Criterion) {
 /// `cuda_` twin of `cpu_flows_features` (rows copied back to the host).
 fn cuda(c: &mut Criterion) {
     use tapstream_kernels::gpu::cuda::CudaDevice;
+    if !tapstream_kernels::gpu::CUDA_BUILT {
+        return;
+    }
     let dev = match CudaDevice::open(0, None) {
         Ok(d) => d,
         Err(e) => {
@@ -139,7 +142,7 @@ fn cuda(c: &mut Criterion) {
             return;
         }
     };
-    let (_dir, _path, recs) = demo_file();
+    let (_dir, _path, recs) = demo_file(&demo_bytes());
     let cfg = Config::default();
     let flow = cfg.flow.flow_config(1);
     let mut g = c.benchmark_group("tapstream::stage");

@@ -11,20 +11,9 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use tapstream_runtime::config::Device;
 use tapstream_runtime::{summary, Config, Progress, RunReport};
-
-/// Which extractor computes flow features.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum DeviceArg {
-    /// The CPU extractor (the definition of every feature).
-    Cpu,
-    /// CUDA kernels on a GPU; an error when no usable GPU is found.
-    Cuda,
-    /// CUDA when a usable GPU is found, else the CPU (said once on stderr).
-    Auto,
-}
 
 #[derive(Args, Debug)]
 pub struct Common {
@@ -64,7 +53,7 @@ pub struct Common {
     pub summary_json: Option<PathBuf>,
     /// Where flow features are computed (overrides gpu.device).
     #[arg(long, value_enum)]
-    pub device: Option<DeviceArg>,
+    pub device: Option<Device>,
 }
 
 /// The configuration file, or the defaults without one.
@@ -85,11 +74,7 @@ pub fn load_config(common: &Common) -> Result<Config> {
         cfg.pipeline.decoders = d;
     }
     if let Some(d) = common.device {
-        cfg.gpu.device = match d {
-            DeviceArg::Cpu => Device::Cpu,
-            DeviceArg::Cuda => Device::Cuda,
-            DeviceArg::Auto => Device::Auto,
-        };
+        cfg.gpu.device = d;
     }
     cfg.validate()?;
     Ok(cfg)

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use tapstream_inference::model::model_path;
-use tapstream_tools::gpu::check::{check, CheckSpec};
+use tapstream_kernels::gpu::{GpuError, CUDA_BUILT};
+use tapstream_tools::gpu::check::{check, default_models, CheckSpec};
 
 use crate::common::config_or_default;
 
@@ -58,21 +58,13 @@ pub fn parity(args: ParityArgs) -> Result<ExitCode> {
 }
 
 pub fn gpu_score(args: GpuScoreArgs) -> Result<ExitCode> {
+    // Said first: no configuration or model matters in such a build.
+    if !CUDA_BUILT {
+        return Err(GpuError::NotBuilt.into());
+    }
     let cfg = config_or_default(args.config.as_deref())?;
     let models = if args.model.is_empty() {
-        let base = model_path(cfg.model.path.as_deref(), None)?;
-        let stem = base
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut m = vec![base.clone()];
-        for suffix in ["fp16", "int8"] {
-            let sibling = base.with_file_name(format!("{stem}-{suffix}.onnx"));
-            if sibling.is_file() {
-                m.push(sibling);
-            }
-        }
-        m
+        default_models(&cfg)?
     } else {
         args.model
     };

@@ -10,12 +10,12 @@ use clap::Args;
 use tapstream_connectors::eve::EveWriter;
 use tapstream_connectors::limit::AlertLimiter;
 use tapstream_connectors::sink::{AlertSink, FileSink, StdoutSink};
-use tapstream_inference::{Reloader, WorkerModels};
+use tapstream_inference::model::load_with_workers;
+use tapstream_inference::Reloader;
 use tapstream_kafka::{KafkaSink, KafkaSource};
 use tapstream_kernels::Settled;
 use tapstream_runtime::config::{KafkaFormat, Placement};
 use tapstream_runtime::reopen::ReopenRequest;
-use tapstream_runtime::stage::alerts::model_info;
 use tapstream_runtime::{live, model, privileges, signals, telemetry};
 use tapstream_runtime::{AlertStage, Config, Consumer};
 
@@ -78,7 +78,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let term = signals::stop_signals()?;
         let source = KafkaSource::new(cfg.kafka_client()?, &cfg.source.kafka, settled, term)?;
         with_progress(&args.common, |p| {
-            if source.is_flows() {
+            if rows {
                 tapstream_runtime::run_rows(Box::new(source), &cfg, Consumer::Alerts(stage), p)
             } else {
                 tapstream_runtime::run_packets(
@@ -106,26 +106,23 @@ fn alert_stage(
     model_path: Option<&Path>,
     sessions: usize,
 ) -> Result<(AlertStage, signals::SighupGuard)> {
-    let mut loaded = model::load(cfg, model_path, sessions)?;
-    let workers = WorkerModels::take_from(&mut loaded);
+    let spec = model::spec(cfg, model_path)?;
+    let loaded = load_with_workers(&spec, sessions)?;
     let (sink, reopen) = alert_sink(cfg)?;
     // SIGHUP (and a changed file with model.watch) reloads the model.
-    let spec = model::spec(cfg, model_path)?;
     let reload = Reloader::start(spec, cfg.model.watch, sessions)
         .context("spawning the model reload thread")?;
     let guard = signals::reload_on_sighup(reload.trigger())?;
     let stage = AlertStage {
-        model: model_info(loaded.engine.contract()),
-        engine: loaded.engine,
-        sink,
-        threshold: loaded.threshold,
-        batch_rows: cfg.inference.batch_rows,
-        max_delay: cfg.inference.max_delay,
         reload: Some(Arc::new(reload)),
-        settled: None,
         limiter: AlertLimiter::new(&cfg.output.limit.settings()),
         reopen,
-        workers,
+        ..AlertStage::new(
+            loaded,
+            sink,
+            cfg.inference.batch_rows,
+            cfg.inference.max_delay,
+        )
     };
     Ok((stage, guard))
 }

@@ -12,10 +12,11 @@ use serde_json::Value;
 
 use crate::util::{bin, complete_lines, demo_pcap, have_ort, output, root};
 
-/// The complete EVE lines of `path` (none if it does not exist), also
-/// while tapstream is writing it.
+/// The EVE lines of `path` (none if it does not exist), once tapstream has
+/// exited: every line, the last one too, must be whole JSON.
 fn eve_lines(path: &Path) -> Vec<Value> {
-    complete_lines(path)
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
         .lines()
         .map(|l| serde_json::from_str(l).expect("each EVE line is JSON"))
         .collect()
@@ -167,8 +168,9 @@ fn sighup_reopens_the_eve_file_of_a_running_tapstream() {
     let half = pcap.len() / 2;
     writer.write_all(&pcap[..half]).unwrap();
     writer.flush().unwrap();
+    // tapstream is still writing: only whole lines count.
     wait_for("alerts from the first half", &|| {
-        !eve_lines(&eve).is_empty()
+        !complete_lines(&eve).is_empty()
     });
     std::fs::rename(&eve, &rotated).unwrap();
     let o = output(std::process::Command::new("kill").args(["-HUP", &pid]));

@@ -510,9 +510,9 @@ class Run:
     raw_labels: list
     cal: np.ndarray  # calibration sample (training rows)
     rest: np.ndarray  # training rows outside it: recipe checks
-    s32: object = None
-    p32: np.ndarray = None  # FP32 on the held-out rows
-    p32_rest: np.ndarray = None  # FP32 on `rest`
+    s32: object  # the FP32 session
+    p32: np.ndarray  # FP32 on the held-out rows
+    p32_rest: np.ndarray  # FP32 on `rest`
 
 
 def parse_args() -> argparse.Namespace:

@@ -427,17 +427,21 @@ def check_onnx(onnx_path: Path, model: Model, X_te: np.ndarray):
     return p_onnx, diff
 
 
-def export(model: Model, features: list[str], labels: list[str], threshold: float, data_dir: Path,
-           rows: int, train_rows: int, holdout_rows: int, attempted: str, out: Path):
-    """Step 4: the ONNX file, written to `out`; returns its path, bytes and SHA-256."""
-    training = (
-        f"data={data_dir.name}; rows={rows}; train={train_rows}; holdout={holdout_rows} "
+def training_note(data_dir: Path, y: np.ndarray, tr: np.ndarray, te: np.ndarray, n_classes: int,
+                  attempted: str) -> str:
+    """How the model was trained, for its `tapstream.training` metadata."""
+    return (
+        f"data={data_dir.name}; rows={len(y)}; train={len(tr)}; holdout={len(te)} "
         f"(stratified {HOLDOUT_FRACTION:.0%}, ids in cic-mlp.holdout-ids.txt); seed={SEED}; "
-        f"sklearn={sklearn.__version__}; mlp=82-{'-'.join(map(str, HIDDEN))}-{len(labels)} relu adam "
+        f"sklearn={sklearn.__version__}; mlp=82-{'-'.join(map(str, HIDDEN))}-{n_classes} relu adam "
         f"alpha={MLP_PARAMS['alpha']} sqrt-balanced class weights; "
         f"threshold=benign FPR<={TARGET_BENIGN_FPR:.0%} on {CV_FOLDS}-fold out-of-fold train scores; "
         f"attempted->{attempted}; web attacks merged; excluded features: Src Port, Dst Port"
     )
+
+
+def export(model: Model, features: list[str], labels: list[str], threshold: float, training: str, out: Path):
+    """Step 4: the ONNX file, written to `out`; returns its path, bytes and SHA-256."""
     onnx_model = build_onnx(model, features, labels, threshold, training)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "cic-mlp.onnx"
@@ -494,9 +498,9 @@ def main() -> None:
 
     # 4) ONNX export.
     counts = {name: int((y == c).sum()) for c, name in enumerate(labels)}
-    onnx_path, blob, sha = export(model, features, labels, threshold, data_dir, len(y), len(tr), len(te),
-                                  args.attempted, args.out.resolve())
-    out = onnx_path.parent
+    training = training_note(data_dir, y, tr, te, C, args.attempted)
+    out = args.out.resolve()
+    onnx_path, blob, sha = export(model, features, labels, threshold, training, out)
 
     # 5) onnxruntime (CPU) vs scikit-learn on the held-out part.
     p_onnx, diff = check_onnx(onnx_path, model, X[te])

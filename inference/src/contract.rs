@@ -71,10 +71,13 @@ pub enum OutputKind {
 /// output are `f32` in every case; this records how the graph computes), and
 /// the lowest one TensorRT may choose kernels in. In configuration files it
 /// is spelt `fp32`, `fp16` or `int8`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// 32-bit floats throughout.
+    #[default]
     Fp32,
     /// 16-bit float weights and activations (casts at the graph's edges).
     Fp16,
@@ -90,6 +93,18 @@ impl Precision {
             Precision::Fp16 => "fp16",
             Precision::Int8 => "int8",
         }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = ();
+
+    /// `fp32`, `fp16` or `int8`.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        [Precision::Fp32, Precision::Fp16, Precision::Int8]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or(())
     }
 }
 
@@ -155,25 +170,18 @@ impl ModelContract {
         mut lookup: impl FnMut(&str) -> Option<String>,
         sha256: &str,
     ) -> Result<Self, InferenceError> {
-        let mut required = |key: &'static str| -> Result<String, InferenceError> {
-            lookup(key).ok_or(InferenceError::MissingMetadata { key })
-        };
-        let schema = parse_schema(required(keys::SCHEMA)?)?;
-        let schema_version = parse_schema_version(required(keys::SCHEMA_VERSION)?)?;
-        let (features, columns) = parse_features(&required(keys::FEATURES)?)?;
-        let scaler = parse_scaler(&required(keys::SCALER)?, features.len())?;
-        let labels = parse_labels(&required(keys::LABELS)?)?;
-        let output = parse_output(&required(keys::OUTPUT)?)?;
-        let benign = benign_of(lookup(keys::BENIGN_LABEL), &labels, output)?;
-        let threshold = parse_threshold(lookup(keys::THRESHOLD))?;
-        let mut present = |key: &'static str| {
-            lookup(key)
-                .ok_or(InferenceError::MissingMetadata { key })
-                .and_then(|v| non_empty(key, v))
-        };
-        let name = present(keys::MODEL_NAME)?;
-        let version = present(keys::MODEL_VERSION)?;
-        let precision = parse_precision(lookup(keys::PRECISION).as_deref())?;
+        let l = &mut lookup;
+        let schema = parse_schema(required(l, keys::SCHEMA)?)?;
+        let schema_version = parse_schema_version(required(l, keys::SCHEMA_VERSION)?)?;
+        let (features, columns) = parse_features(&required(l, keys::FEATURES)?)?;
+        let scaler = parse_scaler(&required(l, keys::SCALER)?, features.len())?;
+        let labels = parse_labels(&required(l, keys::LABELS)?)?;
+        let output = parse_output(&required(l, keys::OUTPUT)?)?;
+        let benign = benign_of(l(keys::BENIGN_LABEL), &labels, output)?;
+        let threshold = parse_threshold(&required(l, keys::THRESHOLD)?)?;
+        let name = non_empty(keys::MODEL_NAME, required(l, keys::MODEL_NAME)?)?;
+        let version = non_empty(keys::MODEL_VERSION, required(l, keys::MODEL_VERSION)?)?;
+        let precision = parse_precision(l(keys::PRECISION).as_deref())?;
         Ok(ModelContract {
             schema,
             schema_version,
@@ -214,6 +222,14 @@ fn parse_json<T: for<'de> Deserialize<'de>>(
     text: &str,
 ) -> Result<T, InferenceError> {
     serde_json::from_str(text).map_err(|e| invalid(key, format!("not the expected JSON: {e}")))
+}
+
+/// The value of metadata key `key`, which must be there.
+fn required(
+    lookup: &mut impl FnMut(&str) -> Option<String>,
+    key: &'static str,
+) -> Result<String, InferenceError> {
+    lookup(key).ok_or(InferenceError::MissingMetadata { key })
 }
 
 fn non_empty(key: &'static str, value: String) -> Result<String, InferenceError> {
@@ -370,10 +386,7 @@ fn benign_of(
 }
 
 /// The decision threshold, in `[0, 1]`.
-fn parse_threshold(text: Option<String>) -> Result<f32, InferenceError> {
-    let text = text.ok_or(InferenceError::MissingMetadata {
-        key: keys::THRESHOLD,
-    })?;
+fn parse_threshold(text: &str) -> Result<f32, InferenceError> {
     let threshold: f32 = text
         .trim()
         .parse()
@@ -386,15 +399,15 @@ fn parse_threshold(text: Option<String>) -> Result<f32, InferenceError> {
 
 /// `fp32` (also when absent), `fp16` or `int8`.
 fn parse_precision(text: Option<&str>) -> Result<Precision, InferenceError> {
-    match text.map(str::trim) {
-        None | Some("fp32") => Ok(Precision::Fp32),
-        Some("fp16") => Ok(Precision::Fp16),
-        Some("int8") => Ok(Precision::Int8),
-        Some(other) => Err(invalid(
+    let Some(text) = text.map(str::trim) else {
+        return Ok(Precision::Fp32);
+    };
+    text.parse().map_err(|()| {
+        invalid(
             keys::PRECISION,
-            format!("{other:?} is not one of fp32, fp16, int8"),
-        )),
-    }
+            format!("{text:?} is not one of fp32, fp16, int8"),
+        )
+    })
 }
 
 #[cfg(test)]

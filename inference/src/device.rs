@@ -88,7 +88,9 @@ impl DeviceScorer {
         let ordinal = i32::try_from(dev.ordinal()).map_err(|_| unsuitable("GPU ordinal"))?;
         if !engine.runs_on_cuda(ordinal) {
             return Err(unsuitable(format!(
-                "device-resident scoring needs the model on the CUDA provider of GPU {ordinal}"
+                "device-resident scoring needs the model on the CUDA provider of GPU {ordinal} \
+                 (providers: {:?})",
+                engine.providers()
             )));
         }
         Ok(DeviceScorer {
@@ -216,7 +218,7 @@ impl GpuWorkerScoring {
                 flagged: Vec::new(),
                 switch_error: None,
             }),
-            Err(e) => Err((worker, e.to_string())),
+            Err(e) => Err((worker, crate::error_chain(&e))),
         }
     }
 }
@@ -251,7 +253,9 @@ impl DeviceScoring<CudaExecutor> for GpuWorkerScoring {
         self.worker.swap_if_newer();
         match device_scorer(&self.dev, &mut self.worker, self.rows) {
             Ok(d) => self.device = d,
-            Err(e) => self.switch_error = Some(format!("the reloaded model: {e}")),
+            Err(e) => {
+                self.switch_error = Some(format!("the reloaded model: {}", crate::error_chain(&e)))
+            }
         }
     }
 
@@ -270,7 +274,7 @@ impl DeviceScoring<CudaExecutor> for GpuWorkerScoring {
         let scored = self
             .device
             .score_finished(exec, engine, threshold, &mut self.flagged)
-            .map_err(|e| GpuError::Scoring(e.to_string()))?;
+            .map_err(|e| GpuError::Scoring(crate::error_chain(&e)))?;
         if scored != rows {
             return Err(GpuError::Scoring(format!(
                 "the device model input holds {scored} rows for a batch of {rows} flows"

@@ -9,6 +9,7 @@
 
 use crate::contract::ModelContract;
 use crate::onnx::bound::{BoundMemory, BoundOutput};
+use crate::onnx::ExecutionProvider;
 use crate::output::Prediction;
 use crate::InferenceError;
 
@@ -69,11 +70,17 @@ pub trait Engine: Send {
 /// output left where the session put it: the capability an [`Engine`]
 /// offers through [`Engine::bound`] when it can (an ONNX Runtime session).
 /// Device-resident scoring asks for it instead of for a concrete engine.
-///
 pub trait BoundInference: Engine {
+    /// The execution providers the session runs on, in order.
+    fn providers(&self) -> &[ExecutionProvider];
+
     /// Whether the session runs on CUDA GPU `ordinal`, so that input in
     /// that GPU's memory is read where it is.
-    fn runs_on_cuda(&self, ordinal: i32) -> bool;
+    fn runs_on_cuda(&self, ordinal: i32) -> bool {
+        self.providers()
+            .iter()
+            .any(|p| matches!(p, ExecutionProvider::Cuda(o) if o.device_id == ordinal))
+    }
 
     /// Scores `rows` rows that are already in `memory` at `input`, with the
     /// output left in the same memory (see [`BoundOutput`]).

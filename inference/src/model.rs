@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Engine, InferenceError, OnnxConfig, OnnxEngine, Prediction};
+use crate::{BoundInference, Engine, InferenceError, OnnxConfig, OnnxEngine, Prediction};
 
 /// Where the shipped default model lives, relative to the repository root.
 pub const DEFAULT_MODEL: &str = "models/cic-mlp.onnx";
@@ -130,16 +130,12 @@ pub struct LoadedModel {
     pub workers: Vec<Box<dyn Engine>>,
 }
 
-impl LoadedModel {
-    /// The model's name, version and SHA-256, for alerts.
-    pub fn identity(&self) -> (&str, &str, &str) {
-        let c = self.engine.contract();
-        (&c.name, &c.version, &c.sha256)
-    }
-}
-
 /// Loads and verifies the model of `spec`.
 pub fn load(spec: &ModelSpec) -> Result<LoadedModel, ModelError> {
+    // Said plainly when a reload finds the file gone.
+    if !spec.path.exists() {
+        return Err(ModelError::Missing(spec.path.clone()));
+    }
     let engine = OnnxEngine::load(&spec.path, &spec.onnx).map_err(|source| ModelError::Load {
         path: spec.path.clone(),
         source,
@@ -188,12 +184,18 @@ pub fn add_worker_sessions(
     Ok(())
 }
 
-/// Loads the model of `spec` with every start-up check (and `workers` more
-/// sessions of it), then scores a batch of zeros on each session, so a
-/// model that loads but cannot run is refused too.
-pub fn load_and_warm(spec: &ModelSpec, workers: usize) -> Result<LoadedModel, ModelError> {
+/// [`load`], and `workers` more sessions of the model for the flow
+/// workers ([`add_worker_sessions`]).
+pub fn load_with_workers(spec: &ModelSpec, workers: usize) -> Result<LoadedModel, ModelError> {
     let mut m = load(spec)?;
     add_worker_sessions(&spec.onnx, &mut m, workers)?;
+    Ok(m)
+}
+
+/// [`load_with_workers`], then a batch of zeros scored on each session, so a
+/// model that loads but cannot run is refused too.
+pub fn load_and_warm(spec: &ModelSpec, workers: usize) -> Result<LoadedModel, ModelError> {
+    let mut m = load_with_workers(spec, workers)?;
     warm(m.engine.as_mut())?;
     for e in &mut m.workers {
         warm(e.as_mut())?;

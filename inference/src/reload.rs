@@ -180,12 +180,12 @@ fn reload_once(
     match load_and_warm(spec, workers) {
         Ok(m) => {
             *running = on_disk;
-            let (name, version, sha256) = m.identity();
+            let c = m.engine.contract();
             tracing::info!(
                 message = "new model ready; it takes over at the next batch",
-                model = %name,
-                version = %version,
-                sha256 = %sha256,
+                model = %c.name,
+                version = %c.version,
+                sha256 = %c.sha256,
             );
             if let Ok(mut r) = shared.ready.lock() {
                 *r = Some(m);

@@ -53,6 +53,9 @@ pub enum ScoringError {
         /// Feature rows selected.
         rows: usize,
     },
+    /// A batch with more rows than a `u32` numbers.
+    #[error("batch too large")]
+    TooLarge,
     /// The engine failed.
     #[error("inference failed")]
     Inference(#[source] InferenceError),
@@ -219,8 +222,7 @@ impl WorkerScorer {
             for (i, p) in self.preds.iter().enumerate() {
                 if p.score >= self.threshold {
                     b.flagged.push(Flagged {
-                        // A batch holds at most 65,536 flows (pipeline.batch_flows).
-                        row: u32::try_from(first + i).unwrap_or(u32::MAX),
+                        row: u32::try_from(first + i).map_err(|_| ScoringError::TooLarge)?,
                         class: u32::try_from(p.class).unwrap_or(u32::MAX),
                         score: p.score,
                     });

@@ -14,7 +14,8 @@ mod common;
 use common::have_ort;
 
 use tapstream_inference::{
-    select_features, BoundMemory, Engine, InferenceError, OnnxConfig, OnnxEngine, Prediction,
+    select_features, BoundInference, BoundMemory, Engine, InferenceError, OnnxConfig, OnnxEngine,
+    Prediction,
 };
 use tapstream_kernels::schema::NUM_FEATURES;
 

@@ -567,6 +567,9 @@ struct Restart {
     fresh: bool,
     reason: EndReason,
     dir: Direction,
+    /// The old flow's orientation and what a continuation keeps of it.
+    old_side: Orientation,
+    cont: Continuation,
 }
 
 /// What a lookup found besides the flow itself.
@@ -708,7 +711,21 @@ impl FlowTable {
             } else {
                 EndReason::TcpTermination
             };
-            let restart = Restart { fresh, reason, dir };
+            let restart = Restart {
+                fresh,
+                reason,
+                dir,
+                old_side: Orientation {
+                    src: f.src,
+                    dst: f.dst,
+                    sport: f.sport,
+                    dport: f.dport,
+                },
+                cont: Continuation {
+                    conn_start_us: f.conn_start_us,
+                    prev_flow_id: f.flow_id,
+                },
+            };
             return self.restart(slot, rec, h, packet_side, restart, on_end);
         }
         if icmp && rec.icmp_code != f.icmp_code && rec.icmp_type != f.icmp_type {
@@ -782,19 +799,7 @@ impl FlowTable {
         r: Restart,
         on_end: &mut F,
     ) -> Placement {
-        let Some(f) = self.slots.get(slot as usize) else {
-            return Placement::fresh(self.open(rec, h, packet_side, rec.ts_us, on_end));
-        };
-        let old_side = Orientation {
-            src: f.src,
-            dst: f.dst,
-            sport: f.sport,
-            dport: f.dport,
-        };
-        let cont = Continuation {
-            conn_start_us: f.conn_start_us,
-            prev_flow_id: f.flow_id,
-        };
+        let Restart { old_side, cont, .. } = r;
         self.end(slot, r.reason, on_end);
         if r.fresh {
             return Placement::fresh(self.open(rec, h, packet_side, rec.ts_us, on_end));

@@ -15,12 +15,13 @@ use crate::capture::{CaptureError, CaptureReader, RawPacket};
 use crate::decode::decode;
 use crate::packet::PacketRecord;
 
-/// Why a capture could not be read whole.
+/// Why a capture could not be read whole. The reader's error is the
+/// source (printed after this one's message by `{:#}` and error chains).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReadError {
     /// The file could not be opened, or is not a capture.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Open {
         /// The file.
         path: PathBuf,
@@ -29,7 +30,7 @@ pub enum ReadError {
         source: CaptureError,
     },
     /// Reading stopped at corruption, after `packets` good packets.
-    #[error("{path}: corrupt after {packets} packets: {source}")]
+    #[error("{}: corrupt after {packets} packets", path.display())]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -54,12 +55,26 @@ pub struct ReadCount {
 /// `each` until it breaks; see the module docs.
 pub fn for_each_packet(
     path: &Path,
-    mut each: impl FnMut(&RawPacket<'_>) -> ControlFlow<()>,
+    each: impl FnMut(&RawPacket<'_>) -> ControlFlow<()>,
 ) -> Result<ReadCount, ReadError> {
-    let mut reader = CaptureReader::open(path).map_err(|source| ReadError::Open {
+    for_each_packet_of(open(path)?, path, each)
+}
+
+/// Opens the capture at `path` (for a caller that wants a bad path to fail
+/// before it sets anything else up).
+pub fn open(path: &Path) -> Result<CaptureReader, ReadError> {
+    CaptureReader::open(path).map_err(|source| ReadError::Open {
         path: path.to_path_buf(),
         source,
-    })?;
+    })
+}
+
+/// [`for_each_packet`] on a capture already opened from `path`.
+pub fn for_each_packet_of(
+    mut reader: CaptureReader,
+    path: &Path,
+    mut each: impl FnMut(&RawPacket<'_>) -> ControlFlow<()>,
+) -> Result<ReadCount, ReadError> {
     let mut count = ReadCount::default();
     loop {
         match reader.next_packet() {
@@ -106,14 +121,24 @@ impl Records {
 /// are kept (every packet is still read and counted).
 pub fn read_records(path: &Path, limit: usize) -> Result<Records, ReadError> {
     let mut recs = Vec::new();
+    let count = read_records_into(path, limit, &mut recs)?;
+    Ok(Records { recs, count })
+}
+
+/// [`read_records`] appending to `recs`, for a caller that sized it (a
+/// benchmark that times the reading, not the vector's growth).
+pub fn read_records_into(
+    path: &Path,
+    limit: usize,
+    recs: &mut Vec<PacketRecord>,
+) -> Result<ReadCount, ReadError> {
     let mut rec = PacketRecord::default();
-    let count = for_each_packet(path, |p| {
+    for_each_packet(path, |p| {
         if decode(p, &mut rec).is_ok() && recs.len() < limit {
             recs.push(rec);
         }
         ControlFlow::Continue(())
-    })?;
-    Ok(Records { recs, count })
+    })
 }
 
 #[cfg(test)]

@@ -44,4 +44,4 @@ pub use client::client_config;
 pub use sink::{
     KafkaSink, KafkaSinkStats, DEFAULT_QUEUE_FULL_WAIT, FLUSH_TIMEOUT_MARGIN, PRODUCER_DEFAULTS,
 };
-pub use source::KafkaSource;
+pub use source::{KafkaSource, SourceError};

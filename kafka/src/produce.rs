@@ -21,7 +21,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::ClientContext;
 use tapstream_connectors::kafka::{KafkaClientConfig, KafkaConfigError, PRODUCER_FORCED};
 use tapstream_ingest::pcapgen::PcapWriter;
-use tapstream_ingest::records::{for_each_packet, ReadError};
+use tapstream_ingest::records::{self, ReadError};
 use tapstream_ingest::{decode, shard_of, PacketRecord};
 
 /// Why a capture could not be produced whole.
@@ -29,10 +29,10 @@ use tapstream_ingest::{decode, shard_of, PacketRecord};
 #[non_exhaustive]
 pub enum ProduceError {
     /// The client settings were refused.
-    #[error("Kafka client settings: {0}")]
+    #[error("Kafka client settings")]
     Config(#[from] KafkaConfigError),
     /// A librdkafka call failed (`what` says which).
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Kafka {
         /// What was being done.
         what: String,
@@ -47,7 +47,7 @@ pub enum ProduceError {
     #[error(transparent)]
     Read(#[from] ReadError),
     /// A chunk could not be written.
-    #[error("writing a pcap chunk: {0}")]
+    #[error("writing a pcap chunk")]
     Chunk(#[from] std::io::Error),
     /// The broker did not acknowledge every message.
     #[error("{0} messages were not delivered")]
@@ -136,6 +136,8 @@ pub fn produce(
     opts: &ProduceOptions,
 ) -> Result<ProduceReport, ProduceError> {
     let started = Instant::now();
+    // A bad path fails at once, before any broker is asked.
+    let reader = records::open(pcap)?;
     let c = crate::client_config(
         client,
         &[("linger.ms", "5"), ("batch.size", "1000000")],
@@ -159,7 +161,7 @@ pub fn produce(
         .collect();
     let mut rec = PacketRecord::default();
     let mut failed = None;
-    let count = for_each_packet(pcap, |pkt| {
+    let count = records::for_each_packet_of(reader, pcap, |pkt| {
         let part = match decode(pkt, &mut rec) {
             Ok(()) => shard_of(rec.hash, partitions),
             Err(_) => 0,

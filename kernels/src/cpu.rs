@@ -220,6 +220,20 @@ impl Bulk {
     }
 }
 
+/// What several groups of a flow's features share (see
+/// `FlowAccumulator::totals`).
+#[derive(Clone, Copy)]
+struct Totals {
+    dur: i64,
+    secs: f64,
+    n_f: u64,
+    n_b: u64,
+    n: u64,
+    all: IntStats,
+    bytes_f: i64,
+    bytes_b: i64,
+}
+
 /// Per-direction accumulators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct DirStats {
@@ -394,24 +408,48 @@ impl FlowAccumulator {
     /// the flow table's report for this flow (ports, protocol, ICMP type and
     /// code of the first packet).
     pub fn finalize(&self, meta: &FlowMeta, row: &mut [f64; NUM_FEATURES]) {
-        self.finalize_volumes(meta, row);
+        let t = self.totals();
+        self.finalize_volumes(&t, meta, row);
         self.finalize_iat(row);
-        self.finalize_flags(row);
-        self.finalize_sizes(row);
+        self.finalize_flags(&t, row);
+        self.finalize_sizes(&t, row);
         self.finalize_rest(meta, row);
+    }
+
+    /// What several groups of features share, computed once (the CUDA twin's
+    /// `fin_totals`).
+    #[inline]
+    fn totals(&self) -> Totals {
+        let [f, b] = &self.dirs;
+        let dur = self.last_ts.saturating_sub(self.start_ts);
+        Totals {
+            dur,
+            secs: dur as f64 / 1_000_000.0,
+            n_f: f.len.n,
+            n_b: b.len.n,
+            n: f.len.n + b.len.n,
+            all: f.len.merged(&b.len),
+            bytes_f: f.len.sum,
+            bytes_b: b.len.sum,
+        }
     }
 
     /// Ports, protocol, duration, packet and byte counts, lengths per
     /// direction, and the flow's byte and packet rates.
     #[inline]
-    fn finalize_volumes(&self, meta: &FlowMeta, row: &mut [f64; NUM_FEATURES]) {
+    fn finalize_volumes(&self, t: &Totals, meta: &FlowMeta, row: &mut [f64; NUM_FEATURES]) {
         let [f, b] = &self.dirs;
-        let dur = self.last_ts.saturating_sub(self.start_ts);
-        let secs = dur as f64 / 1_000_000.0;
-        let (n_f, n_b) = (f.len.n, b.len.n);
-        let n = n_f + n_b;
-        let bytes = f.len.merged(&b.len).sum;
-        let (bytes_f, bytes_b) = (f.len.sum, b.len.sum);
+        let Totals {
+            dur,
+            secs,
+            n_f,
+            n_b,
+            n,
+            bytes_f,
+            bytes_b,
+            ..
+        } = *t;
+        let bytes = t.all.sum;
 
         row[idx::SRC_PORT] = f64::from(meta.sport);
         row[idx::DST_PORT] = f64::from(meta.dport);
@@ -466,11 +504,15 @@ impl FlowAccumulator {
     // counters' length.
     #[allow(clippy::indexing_slicing)]
     #[inline]
-    fn finalize_flags(&self, row: &mut [f64; NUM_FEATURES]) {
+    fn finalize_flags(&self, t: &Totals, row: &mut [f64; NUM_FEATURES]) {
         let [f, b] = &self.dirs;
-        let dur = self.last_ts.saturating_sub(self.start_ts);
-        let secs = dur as f64 / 1_000_000.0;
-        let (n_f, n_b) = (f.len.n, b.len.n);
+        let Totals {
+            dur,
+            secs,
+            n_f,
+            n_b,
+            ..
+        } = *t;
         // CIC counts per-direction FIN and RST only in addPacket, so the
         // flow's first packet is not counted there (it is in the totals).
         let first_rst = u32::from((self.first_flags >> bit::RST) & 1);
@@ -501,12 +543,17 @@ impl FlowAccumulator {
     // As in `finalize_flags`.
     #[allow(clippy::indexing_slicing)]
     #[inline]
-    fn finalize_sizes(&self, row: &mut [f64; NUM_FEATURES]) {
+    fn finalize_sizes(&self, t: &Totals, row: &mut [f64; NUM_FEATURES]) {
         let [f, b] = &self.dirs;
-        let (n_f, n_b) = (f.len.n, b.len.n);
-        let n = n_f + n_b;
-        let all = f.len.merged(&b.len);
-        let (bytes_f, bytes_b) = (f.len.sum, b.len.sum);
+        let Totals {
+            n_f,
+            n_b,
+            n,
+            bytes_f,
+            bytes_b,
+            ..
+        } = *t;
+        let all = &t.all;
         row[idx::PACKET_LENGTH_MIN] = all.min_or_zero() as f64;
         row[idx::PACKET_LENGTH_MAX] = all.max_or_zero() as f64;
         row[idx::PACKET_LENGTH_MEAN] = all.mean();

@@ -207,11 +207,6 @@ impl Backend {
             }
         }
     }
-
-    /// Whether ended flows arrive per batch (a GPU).
-    pub fn batched(&self) -> bool {
-        !matches!(self, Backend::Cpu)
-    }
 }
 
 /// A CPU shard behind the trait.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use tapstream_ingest::queue::send_timed;
-use tapstream_ingest::source::{Progress, FLUSH_WALL};
+use tapstream_ingest::source::{send_due, Progress};
 use tapstream_ingest::{FlowMeta, SourceReport};
 
 use crate::batch::{FlowBatch, Mark};
@@ -102,14 +102,12 @@ impl FlowWriter {
         self.next_origin = self.next_origin.max(next_origin);
     }
 
-    /// Sends the batch when it has waited [`FLUSH_WALL`], or when messages
+    /// Sends the batch when it has waited
+    /// [`FLUSH_WALL`](tapstream_ingest::source::FLUSH_WALL), or when messages
     /// completed without rows and nothing was sent for that long.
     pub fn poll(&mut self) -> bool {
-        let due = if self.batch.is_empty() {
-            self.next_origin > self.sent_origin && self.sent_at.elapsed() >= FLUSH_WALL
-        } else {
-            self.opened.elapsed() >= FLUSH_WALL
-        };
+        let waiting = (!self.batch.is_empty()).then_some(self.opened);
+        let due = send_due(waiting, self.next_origin > self.sent_origin, self.sent_at);
         if due {
             self.send()
         } else {

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use tapstream_inference::model::{add_worker_sessions, model_path};
+use tapstream_inference::model::{load_with_workers, model_path};
 use tapstream_inference::{LoadedModel, ModelSpec};
 
 use crate::config::{Config, Placement};
@@ -33,8 +33,5 @@ pub fn worker_sessions_needed(cfg: &Config, flows_input: bool) -> usize {
 /// Loads and verifies the model `cfg` and `cli` name, with `workers` more
 /// sessions of it for the flow workers.
 pub fn load(cfg: &Config, cli: Option<&Path>, workers: usize) -> Result<LoadedModel> {
-    let spec = spec(cfg, cli)?;
-    let mut m = tapstream_inference::model::load(&spec)?;
-    add_worker_sessions(&spec.onnx, &mut m, workers)?;
-    Ok(m)
+    Ok(load_with_workers(&spec(cfg, cli)?, workers)?)
 }

@@ -39,8 +39,8 @@ pub fn render(r: &RunReport) -> String {
     let _ = writeln!(s, "tapstream summary for {}", r.input.display());
     render_input(&mut s, r);
     render_flows(&mut s, r);
-    let csv_line = render_output(&mut s, r);
-    render_rates(&mut s, r, csv_line);
+    render_output(&mut s, r);
+    render_rates(&mut s, r);
     s
 }
 
@@ -132,9 +132,8 @@ fn render_flows(s: &mut String, r: &RunReport) {
     }
 }
 
-/// Scoring, alerts and CSV rows; returns the CSV rate line, which goes with
-/// the stage rates.
-fn render_output(s: &mut String, r: &RunReport) -> Option<String> {
+/// Scoring, alerts and CSV rows.
+fn render_output(s: &mut String, r: &RunReport) {
     let c = &r.consumer;
     if c.scored > 0 || !c.labels.is_empty() {
         let _ = writeln!(
@@ -170,13 +169,6 @@ fn render_output(s: &mut String, r: &RunReport) -> Option<String> {
     if c.csv_rows > 0 {
         let _ = writeln!(s, "  CSV rows written   {:>12}", c.csv_rows);
     }
-    let csv_line = (c.csv_rows > 0).then(|| {
-        format!(
-            "    CSV output       {:>10}rows/s ({:.3} s)",
-            rate(c.csv_rows, c.busy),
-            c.busy.as_secs_f64()
-        )
-    });
     if c.eve_reopens + c.eve_reopen_errors > 0 {
         let _ = writeln!(
             s,
@@ -187,11 +179,10 @@ fn render_output(s: &mut String, r: &RunReport) -> Option<String> {
     if let Some(e) = &c.sink_error {
         let _ = writeln!(s, "  alert output stopped: {e}");
     }
-    csv_line
 }
 
 /// Each stage's rate over its busy time, and the end-to-end rates.
-fn render_rates(s: &mut String, r: &RunReport, csv_line: Option<String>) {
+fn render_rates(s: &mut String, r: &RunReport) {
     let (rd, w, c) = (&r.reader, &r.workers, &r.consumer);
     let _ = writeln!(s, "  stage rates (busy time, excluding waits on queues):");
     let _ = writeln!(
@@ -235,8 +226,13 @@ fn render_rates(s: &mut String, r: &RunReport, csv_line: Option<String>) {
             c.sink_busy.as_secs_f64()
         );
     }
-    if let Some(line) = csv_line {
-        let _ = writeln!(s, "{line}");
+    if c.csv_rows > 0 {
+        let _ = writeln!(
+            s,
+            "    CSV output       {:>10}rows/s ({:.3} s)",
+            rate(c.csv_rows, c.busy),
+            c.busy.as_secs_f64()
+        );
     }
     let _ = writeln!(
         s,

@@ -55,8 +55,17 @@ pub fn run_file(
     consumer: Consumer,
     progress: Arc<Progress>,
 ) -> Result<RunReport> {
+    let started = Instant::now();
     let source = FileSource::open(path).with_context(|| format!("{}", path.display()))?;
-    run_packets(vec![Box::new(source)], cfg, consumer, progress)
+    let sources: Vec<Box<dyn PacketSource>> = vec![Box::new(source)];
+    run_sources(
+        sources,
+        path.to_path_buf(),
+        started,
+        cfg,
+        consumer,
+        progress,
+    )
 }
 
 /// The packet pipeline for `sources` (one, or the capture threads of one
@@ -70,6 +79,18 @@ pub fn run_packets(
 ) -> Result<RunReport> {
     let started = Instant::now();
     let input = PathBuf::from(sources.first().map(|s| s.describe()).unwrap_or_default());
+    run_sources(sources, input, started, cfg, consumer, progress)
+}
+
+/// [`run_packets`], for a run that started at `started` and reads `input`.
+fn run_sources(
+    sources: Vec<Box<dyn PacketSource>>,
+    input: PathBuf,
+    started: Instant,
+    cfg: &Config,
+    consumer: Consumer,
+    progress: Arc<Progress>,
+) -> Result<RunReport> {
     let backend = if sources.iter().any(|s| s.numbered()) {
         // A GPU shard hands ended flows off a batch late, after the marks
         // that offset commits rely on.
@@ -100,8 +121,9 @@ pub fn run_packets(
     )?;
     let (chunk_txs, decoders) = spawn_decoders(&shape, decoder_txs)?;
     let consumer = spawn_consumer(consumer, flow_rx, flow_pool_tx, &stop)?;
+    let pool = chunk_pool(&shape)?;
     let setup = started.elapsed();
-    let sources = spawn_sources(sources, &shape, chunk_txs, cfg, &stop, &progress)?;
+    let sources = spawn_sources(sources, &shape, chunk_txs, pool, &stop, &progress)?;
 
     let mut reader = join_sources(sources)?;
     reader.decoders = shape.decoders;
@@ -320,23 +342,28 @@ fn spawn_consumer(
         .context("spawning consumer")
 }
 
+/// The packet chunks the sources fill, allocated up front (start-up).
+fn chunk_pool(shape: &Shape) -> Result<(Sender<PacketChunk>, Receiver<PacketChunk>)> {
+    let pool_size = shape.raw_pool_size();
+    let (pool_tx, pool_rx) = bounded::<PacketChunk>(pool_size);
+    for _ in 0..pool_size {
+        pool_tx
+            .send(PacketChunk::with_capacity(shape.chunk_packets))
+            .map_err(|_| anyhow!("chunk pool closed during start-up"))?;
+    }
+    Ok((pool_tx, pool_rx))
+}
+
 /// Starts each source on a reader thread of its own, dealing to all the
 /// decoders (one source) or to its own decoder (several).
 fn spawn_sources(
     sources: Vec<Box<dyn PacketSource>>,
     shape: &Shape,
     chunk_txs: Vec<Sender<Pooled<PacketChunk>>>,
-    cfg: &Config,
+    (pool_tx, pool_rx): (Sender<PacketChunk>, Receiver<PacketChunk>),
     stop: &Arc<AtomicBool>,
     progress: &Arc<Progress>,
 ) -> Result<Vec<JoinHandle<SourceReport>>> {
-    let pool_size = shape.raw_pool_size();
-    let (pool_tx, pool_rx) = bounded::<PacketChunk>(pool_size);
-    for _ in 0..pool_size {
-        pool_tx
-            .send(PacketChunk::with_capacity(cfg.pipeline.batch_packets))
-            .map_err(|_| anyhow!("chunk pool closed during start-up"))?;
-    }
     let mut per_source: Vec<Vec<_>> = if shape.ordered {
         vec![chunk_txs]
     } else {

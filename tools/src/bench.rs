@@ -17,13 +17,14 @@ use anyhow::{anyhow, Result};
 use tapstream_connectors::eve::{Alert, EveWriter};
 use tapstream_connectors::sink::{AlertSink, SinkError};
 use tapstream_inference::{select_features, LoadedModel, Prediction};
-use tapstream_ingest::records::{for_each_packet, read_records};
+use tapstream_ingest::records::{for_each_packet, read_records_into};
 use tapstream_ingest::PacketRecord;
 use tapstream_kernels::gpu::cuda::CudaDevice;
 use tapstream_kernels::gpu::ModelInput;
 use tapstream_kernels::schema::NUM_FEATURES;
 use tapstream_kernels::shard::ShardProcessor;
 use tapstream_kernels::FlowBatch;
+use tapstream_runtime::config::logical_cores;
 use tapstream_runtime::summary::human;
 use tapstream_runtime::{model, run_file, AlertStage, Config, Consumer, Progress, RunReport};
 
@@ -98,11 +99,6 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".to_string())
 }
 
-/// The logical cores this process may use (1 where unknown).
-pub fn logical_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 /// Most feature rows kept from stage 3 for the inference stage.
 const KEPT_ROWS: usize = 65_536;
 
@@ -140,7 +136,7 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
     if let Some(m) = loaded.as_mut() {
         bench.inference(m, cfg, &kept)?;
     }
-    let report = bench.pipeline(input, cfg, loaded, model_path)?;
+    let report = bench.pipeline(input, cfg, loaded)?;
     Ok(BenchReport {
         notes: bench.notes,
         device: device.describe(),
@@ -171,14 +167,17 @@ impl Bench {
         let read = for_each_packet(input, |_| ControlFlow::Continue(()))?;
         self.push("read", read.packets, "pkt", t.elapsed().as_secs_f64());
         let t = Instant::now();
-        let read = read_records(input, MAX_RECORDS)?;
+        let mut recs = Vec::with_capacity(
+            usize::try_from(read.packets).map_or(MAX_RECORDS, |n| n.min(MAX_RECORDS)),
+        );
+        let read = read_records_into(input, MAX_RECORDS, &mut recs)?;
         self.push(
             "read+decode",
-            read.count.packets,
+            read.packets,
             "pkt",
             t.elapsed().as_secs_f64(),
         );
-        Ok(read.recs)
+        Ok(recs)
     }
 
     /// Stage 3: flow table + CPU features on one thread; returns the first
@@ -216,7 +215,7 @@ impl Bench {
         recs: &[PacketRecord],
         model_input: Option<&ModelInput>,
     ) -> Result<()> {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = logical_cores();
         let many = cores
             .min(8)
             .min((8 << 20) / cfg.gpu.batch_records.max(1))
@@ -322,7 +321,6 @@ impl Bench {
         input: &Path,
         cfg: &Config,
         loaded: Option<LoadedModel>,
-        model_path: Option<&Path>,
     ) -> Result<RunReport> {
         let discarded = run_file(input, cfg, Consumer::Discard, Arc::new(Progress::default()))?;
         let secs = discarded.wall.as_secs_f64();
@@ -342,8 +340,8 @@ impl Bench {
             return Ok(discarded);
         };
         let sessions = model::worker_sessions_needed(cfg, false);
-        let spec = model::spec(cfg, model_path)?;
-        tapstream_inference::model::add_worker_sessions(&spec.onnx, &mut m, sessions)?;
+        let onnx = cfg.inference.onnx_config(cfg.model.sha256.clone());
+        tapstream_inference::model::add_worker_sessions(&onnx, &mut m, sessions)?;
         let stage = discarding_stage(cfg, m);
         let report = run_file(
             input,

@@ -14,8 +14,10 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use tapstream_ingest::capture::{CaptureError, CaptureReader};
+use std::ops::ControlFlow;
+
 use tapstream_ingest::pcapgen::{PcapWriter, LINKTYPE_ETHERNET};
+use tapstream_ingest::records::for_each_packet;
 
 /// The script's base time (2023-11-14T22:13:20Z).
 pub const BASE_SECS: i64 = 1_700_000_000;
@@ -42,25 +44,24 @@ struct Packet {
 /// Reads a whole Ethernet capture (up to a cut-off last record); `None` if
 /// it is not one or is corrupt.
 fn read_capture(path: &Path) -> Option<Vec<Packet>> {
-    let mut reader = CaptureReader::open(path).ok()?;
     let mut out = Vec::new();
-    loop {
-        match reader.next_packet() {
-            Ok(Some(p)) => {
-                if p.link_type != LINKTYPE_ETHERNET {
-                    return None;
-                }
-                out.push(Packet {
-                    ts_us: p.ts_us,
-                    orig_len: p.orig_len,
-                    data: p.data.to_vec(),
-                });
-            }
-            // editcap keeps the packets before a cut-off last record.
-            Ok(None) | Err(CaptureError::TruncatedRecord { .. }) => return Some(out),
-            Err(_) => return None,
+    let mut ethernet = true;
+    // A cut-off last record is skipped, as editcap keeps the packets before
+    // it.
+    for_each_packet(path, |p| {
+        if p.link_type != LINKTYPE_ETHERNET {
+            ethernet = false;
+            return ControlFlow::Break(());
         }
-    }
+        out.push(Packet {
+            ts_us: p.ts_us,
+            orig_len: p.orig_len,
+            data: p.data.to_vec(),
+        });
+        ControlFlow::Continue(())
+    })
+    .ok()?;
+    ethernet.then_some(out)
 }
 
 /// Writes the benchmark capture for `files` (in the given order) to `out`.

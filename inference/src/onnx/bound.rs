@@ -21,15 +21,18 @@
 //! The same code path runs with [`BoundMemory::Host`] on the CPU provider,
 //! which is how it is tested on machines without a GPU.
 
-use std::ffi::{CStr, CString};
+use std::ffi::{c_void, CStr, CString};
 
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, SessionOutputs};
-use ort::value::TensorRefMut;
+use ort::value::{Shape, TensorRefMut, TensorValueType};
 use ort::AsPointer;
 
+use super::{no_output, ExecutionProvider, OnnxEngine};
 use crate::contract::ModelContract;
+use crate::engine::BoundInference;
 use crate::error::InferenceError;
+use crate::output::output_columns;
 use crate::output::{read_output, Prediction};
 
 /// Where bound input and output memory lives.
@@ -67,11 +70,11 @@ impl BoundMemory {
 /// An engine's binding for one kind of memory: made on first use, reused
 /// for every batch bound to that memory.
 pub(super) struct Binding {
-    pub(super) memory: BoundMemory,
-    pub(super) info: MemoryInfo<'static>,
-    pub(super) input: CString,
-    pub(super) output: String,
-    pub(super) binding: IoBinding,
+    memory: BoundMemory,
+    info: MemoryInfo<'static>,
+    input: CString,
+    output: String,
+    binding: IoBinding,
 }
 
 impl std::fmt::Debug for Binding {
@@ -83,10 +86,7 @@ impl std::fmt::Debug for Binding {
 }
 
 impl Binding {
-    pub(super) fn new(
-        session: &ort::session::Session,
-        memory: BoundMemory,
-    ) -> Result<Self, InferenceError> {
+    fn new(session: &ort::session::Session, memory: BoundMemory) -> Result<Self, InferenceError> {
         let info = memory
             .memory_info()
             .map_err(runtime("describing the bound memory"))?;
@@ -114,13 +114,13 @@ impl Binding {
     }
 }
 
-pub(super) fn runtime(context: &'static str) -> impl Fn(ort::Error) -> InferenceError {
+fn runtime(context: &'static str) -> impl Fn(ort::Error) -> InferenceError {
     move |source| InferenceError::Runtime { context, source }
 }
 
 /// ONNX Runtime's `BindInput` on `value` (see the module docs for why not
 /// `IoBinding::bind_input`).
-pub(super) fn bind_input_raw(
+fn bind_input_raw(
     binding: &mut IoBinding,
     name: &CStr,
     value: &TensorRefMut<'_, f32>,
@@ -151,13 +151,13 @@ pub(super) fn bind_input_raw(
 pub struct BoundOutput<'a> {
     /// Keeps the output value (and so its memory) alive; `None` for zero
     /// rows, where nothing ran.
-    pub(super) _outputs: Option<SessionOutputs<'a>>,
-    pub(super) contract: &'a ModelContract,
-    pub(super) memory: BoundMemory,
-    pub(super) data: *const f32,
-    pub(super) shape: Vec<i64>,
-    pub(super) rows: usize,
-    pub(super) columns: usize,
+    _outputs: Option<SessionOutputs<'a>>,
+    contract: &'a ModelContract,
+    memory: BoundMemory,
+    data: *const f32,
+    shape: Vec<i64>,
+    rows: usize,
+    columns: usize,
 }
 
 impl std::fmt::Debug for BoundOutput<'_> {
@@ -217,5 +217,114 @@ impl BoundOutput<'_> {
             unsafe { std::slice::from_raw_parts(self.data, len) }
         };
         read_output(self.contract, self.rows, &self.shape, data, out)
+    }
+}
+
+impl BoundInference for OnnxEngine {
+    fn providers(&self) -> &[ExecutionProvider] {
+        &self.providers
+    }
+
+    // Synchronisation: ONNX Runtime runs on its own CUDA stream. Every write
+    // to `input` must be complete before this call (synchronise the stream
+    // that wrote it); when it returns, the run has finished and the output
+    // is complete (ONNX Runtime synchronises its stream at the end of a run
+    // unless told not to, and this never tells it not to).
+    unsafe fn infer_bound(
+        &mut self,
+        memory: BoundMemory,
+        input: *const f32,
+        len: usize,
+        rows: usize,
+    ) -> Result<BoundOutput<'_>, InferenceError> {
+        let features = self.contract.num_features();
+        let needed = rows
+            .checked_mul(features)
+            .filter(|&n| n <= len && (n == 0 || !input.is_null()))
+            .ok_or(InferenceError::InputSize {
+                rows,
+                features,
+                found: len,
+            })?;
+        let rows_i64 = i64::try_from(rows).map_err(|_| InferenceError::InputSize {
+            rows,
+            features,
+            found: len,
+        })?;
+        if needed == 0 {
+            let columns = match self.contract.output {
+                crate::OutputKind::Probabilities => self.contract.labels.len(),
+                crate::OutputKind::Score => 1,
+            };
+            return Ok(BoundOutput {
+                _outputs: None,
+                contract: &self.contract,
+                memory,
+                data: std::ptr::null(),
+                shape: vec![0, columns as i64],
+                rows: 0,
+                columns,
+            });
+        }
+        if self.binding.as_ref().map(|b| b.memory) != Some(memory) {
+            self.binding = Some(Binding::new(&self.session, memory)?);
+        }
+        let Some(bound) = self.binding.as_mut() else {
+            return Err(InferenceError::BadInput {
+                reason: "no I/O binding".to_owned(),
+            });
+        };
+        let shape = Shape::new([rows_i64, features as i64]);
+        // SAFETY: the caller guarantees `needed` values at `input` in
+        // `memory`; the tensor is only read by the run below.
+        let tensor = unsafe {
+            TensorRefMut::<f32>::from_raw(
+                bound.info.clone(),
+                input.cast_mut().cast::<c_void>(),
+                shape,
+            )
+        }
+        .map_err(runtime("creating the input tensor"))?;
+        bind_input_raw(&mut bound.binding, &bound.input, &tensor)
+            .map_err(runtime("binding the input"))?;
+        // Bound afresh for every run: once allocated, a bound output keeps
+        // its shape, and the next batch may have another number of rows (an
+        // earlier run's output, if still referenced, keeps its own memory).
+        bound
+            .binding
+            .bind_output_to_device(bound.output.as_str(), &bound.info)
+            .map_err(runtime("binding the output to the device"))?;
+        drop(tensor);
+        let outputs = self
+            .session
+            .run_binding(&bound.binding)
+            .map_err(runtime("running the model"))?;
+        let value = outputs.values().next().ok_or_else(|| no_output(rows))?;
+        let shape: Vec<i64> = value
+            .dtype()
+            .tensor_shape()
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let Ok(tensor) = value.downcast::<TensorValueType<f32>>() else {
+            return Err(InferenceError::OutputShape {
+                rows,
+                expected: "a float32 tensor".to_owned(),
+                found: shape,
+            });
+        };
+        let len = shape.iter().try_fold(1usize, |n, &d| {
+            usize::try_from(d).ok().and_then(|d| n.checked_mul(d))
+        });
+        let columns = output_columns(&self.contract, rows, &shape, len.unwrap_or(usize::MAX))?;
+        let data = tensor.data_ptr().cast::<f32>();
+        Ok(BoundOutput {
+            _outputs: Some(outputs),
+            contract: &self.contract,
+            memory,
+            data,
+            shape,
+            rows,
+            columns,
+        })
     }
 }

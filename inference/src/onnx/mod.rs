@@ -23,14 +23,13 @@ pub(crate) mod bound;
 mod checks;
 mod providers;
 
-use std::ffi::c_void;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use ort::ep::ExecutionProviderDispatch;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
-use ort::value::{Shape, TensorRef, TensorRefMut, TensorValueType};
+use ort::value::TensorRef;
 
 pub use bound::{BoundMemory, BoundOutput};
 pub use checks::sha256_hex;
@@ -40,8 +39,8 @@ use crate::contract::ModelContract;
 use crate::engine::{BoundInference, Engine};
 use crate::error::InferenceError;
 use crate::library;
-use crate::output::{check_input, output_columns, read_output, Prediction};
-use bound::{bind_input_raw, runtime, Binding};
+use crate::output::{check_input, read_output, Prediction};
+use bound::Binding;
 use checks::{check_graph, check_io, check_precision, IoSpec};
 
 /// A model running in ONNX Runtime, verified against its contract.
@@ -189,11 +188,6 @@ impl OnnxEngine {
     pub fn library(&self) -> &Path {
         &self.library
     }
-
-    /// The execution providers the session was built with, in order.
-    pub fn providers(&self) -> &[ExecutionProvider] {
-        &self.providers
-    }
 }
 
 /// Where a session reads its model from.
@@ -322,147 +316,6 @@ fn no_output(rows: usize) -> InferenceError {
         rows,
         expected: "one output".to_owned(),
         found: Vec::new(),
-    }
-}
-
-impl OnnxEngine {
-    /// Scores `rows` rows that are already in `memory` at `input`, with the
-    /// output left in the same memory (see [`BoundOutput`]).
-    ///
-    /// `input` holds row-major `rows × contract().features.len()` `f32`
-    /// values, as [`select_features`](crate::select_features) (or the
-    /// device's `model_input` kernel) writes them; `len` is how many values
-    /// the buffer holds, and must be at least that
-    /// ([`InferenceError::InputSize`] otherwise). `rows == 0` runs nothing.
-    /// The output shape is checked against the contract
-    /// ([`InferenceError::OutputShape`]).
-    ///
-    /// Synchronisation: ONNX Runtime runs on its own CUDA stream. Every write
-    /// to `input` must be complete before this call (synchronise the stream
-    /// that wrote it); when it returns, the run has finished and the output
-    /// is complete (ONNX Runtime synchronises its stream at the end of a run
-    /// unless told not to, and this never tells it not to).
-    ///
-    /// # Safety
-    /// `input` must point to at least `len` `f32` values in `memory` (for
-    /// [`BoundMemory::Cuda`], a device address on that GPU, in the context
-    /// ONNX Runtime uses: the device's primary context), which nothing
-    /// writes until this call returns.
-    pub unsafe fn infer_bound(
-        &mut self,
-        memory: BoundMemory,
-        input: *const f32,
-        len: usize,
-        rows: usize,
-    ) -> Result<BoundOutput<'_>, InferenceError> {
-        let features = self.contract.num_features();
-        let needed = rows
-            .checked_mul(features)
-            .filter(|&n| n <= len && (n == 0 || !input.is_null()))
-            .ok_or(InferenceError::InputSize {
-                rows,
-                features,
-                found: len,
-            })?;
-        let rows_i64 = i64::try_from(rows).map_err(|_| InferenceError::InputSize {
-            rows,
-            features,
-            found: len,
-        })?;
-        if needed == 0 {
-            let columns = match self.contract.output {
-                crate::OutputKind::Probabilities => self.contract.labels.len(),
-                crate::OutputKind::Score => 1,
-            };
-            return Ok(BoundOutput {
-                _outputs: None,
-                contract: &self.contract,
-                memory,
-                data: std::ptr::null(),
-                shape: vec![0, columns as i64],
-                rows: 0,
-                columns,
-            });
-        }
-        if self.binding.as_ref().map(|b| b.memory) != Some(memory) {
-            self.binding = Some(Binding::new(&self.session, memory)?);
-        }
-        let Some(bound) = self.binding.as_mut() else {
-            return Err(InferenceError::BadInput {
-                reason: "no I/O binding".to_owned(),
-            });
-        };
-        let shape = Shape::new([rows_i64, features as i64]);
-        // SAFETY: the caller guarantees `needed` values at `input` in
-        // `memory`; the tensor is only read by the run below.
-        let tensor = unsafe {
-            TensorRefMut::<f32>::from_raw(
-                bound.info.clone(),
-                input.cast_mut().cast::<c_void>(),
-                shape,
-            )
-        }
-        .map_err(runtime("creating the input tensor"))?;
-        bind_input_raw(&mut bound.binding, &bound.input, &tensor)
-            .map_err(runtime("binding the input"))?;
-        // Bound afresh for every run: once allocated, a bound output keeps
-        // its shape, and the next batch may have another number of rows (an
-        // earlier run's output, if still referenced, keeps its own memory).
-        bound
-            .binding
-            .bind_output_to_device(bound.output.as_str(), &bound.info)
-            .map_err(runtime("binding the output to the device"))?;
-        drop(tensor);
-        let outputs = self
-            .session
-            .run_binding(&bound.binding)
-            .map_err(runtime("running the model"))?;
-        let value = outputs.values().next().ok_or_else(|| no_output(rows))?;
-        let shape: Vec<i64> = value
-            .dtype()
-            .tensor_shape()
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        let Ok(tensor) = value.downcast::<TensorValueType<f32>>() else {
-            return Err(InferenceError::OutputShape {
-                rows,
-                expected: "a float32 tensor".to_owned(),
-                found: shape,
-            });
-        };
-        let len = shape.iter().try_fold(1usize, |n, &d| {
-            usize::try_from(d).ok().and_then(|d| n.checked_mul(d))
-        });
-        let columns = output_columns(&self.contract, rows, &shape, len.unwrap_or(usize::MAX))?;
-        let data = tensor.data_ptr().cast::<f32>();
-        Ok(BoundOutput {
-            _outputs: Some(outputs),
-            contract: &self.contract,
-            memory,
-            data,
-            shape,
-            rows,
-            columns,
-        })
-    }
-}
-
-impl BoundInference for OnnxEngine {
-    fn runs_on_cuda(&self, ordinal: i32) -> bool {
-        self.providers
-            .iter()
-            .any(|p| matches!(p, ExecutionProvider::Cuda(o) if o.device_id == ordinal))
-    }
-
-    unsafe fn infer_bound(
-        &mut self,
-        memory: BoundMemory,
-        input: *const f32,
-        len: usize,
-        rows: usize,
-    ) -> Result<BoundOutput<'_>, InferenceError> {
-        // SAFETY: the caller's guarantee, passed on.
-        unsafe { OnnxEngine::infer_bound(self, memory, input, len, rows) }
     }
 }
 

@@ -41,7 +41,7 @@ pub struct CudaOptions {
 }
 
 /// Settings of the TensorRT provider.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TensorRtOptions {
     /// GPU ordinal.
     pub device_id: i32,
@@ -58,19 +58,6 @@ pub struct TensorRtOptions {
     pub timing_cache: Option<PathBuf>,
     /// Builder workspace in bytes; `None` leaves TensorRT's default.
     pub max_workspace: Option<usize>,
-}
-
-impl Default for TensorRtOptions {
-    fn default() -> Self {
-        TensorRtOptions {
-            device_id: 0,
-            precision: Precision::Fp32,
-            int8_calibration_table: None,
-            engine_cache: None,
-            timing_cache: None,
-            max_workspace: None,
-        }
-    }
 }
 
 impl ExecutionProvider {

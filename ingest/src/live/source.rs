@@ -14,13 +14,12 @@ use std::time::{Duration, Instant};
 
 use super::{LiveCapture, LiveStats, Next};
 use crate::skip::SkipReason;
-use crate::source::{CaptureReport, ChunkWriter, Pacing, PacketSource, ReadMeter, SourceReport};
+use crate::source::{
+    CaptureReport, ChunkWriter, Pacing, PacketSource, ReadMeter, SourceReport, CHECK_EVERY,
+};
 
 /// How often the kernel counters and queue depth are read.
 const STATS_EVERY: Duration = Duration::from_secs(1);
-
-/// Packets between looks at the wall clock.
-const CHECK_EVERY: u32 = 64;
 
 /// One capture thread's handle, read until `term` is set.
 #[derive(Debug)]
@@ -106,7 +105,10 @@ impl PacketSource for LiveSource {
                 Ok(Next::Packet(p)) => {
                     report.packets += 1;
                     report.bytes += u64::from(p.orig_len);
-                    if !out.push(&p) {
+                    let pushed = out.push(&p);
+                    // Counted as they happen (a compare when nothing dropped).
+                    drops.queue_drops(&out, &mut report);
+                    if !pushed {
                         break;
                     }
                     until_check -= 1;
@@ -125,12 +127,13 @@ impl PacketSource for LiveSource {
             until_check = CHECK_EVERY;
             // A partly filled chunk waits at most FLUSH_WALL; a quiet link
             // still sends the clock now and then.
-            if !out.poll() {
+            let open = out.poll();
+            drops.queue_drops(&out, &mut report);
+            if !open {
                 break;
             }
             if stats_at.elapsed() >= STATS_EVERY {
                 stats_at = Instant::now();
-                drops.queue_drops(&out, &mut report);
                 meter.publish(&report, out.progress());
                 drops.depth.set(out.queued() as f64);
                 if let Ok(s) = cap.stats() {

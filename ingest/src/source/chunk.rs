@@ -18,10 +18,8 @@ struct Desc {
 
 /// What a source that numbers its input says with a chunk (the Kafka
 /// source: each message is an *origin*, see `tapstream_kernels::Mark`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Numbering {
-    /// Each packet's origin, beside the packets.
-    origins: Vec<u64>,
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Numbering {
     /// Every origin below this is wholly in this chunk or an earlier one.
     complete_below: u64,
     /// Non-zero: after this chunk's packets every shard ends all its flows;
@@ -37,6 +35,9 @@ pub struct Numbering {
 pub struct PacketChunk {
     data: Vec<u8>,
     pkts: Vec<Desc>,
+    /// Each packet's origin, beside `pkts`, in a numbered chunk (empty
+    /// otherwise; kept allocated across `clear`, as the other buffers).
+    origins: Vec<u64>,
     numbering: Option<Numbering>,
     /// The wall clock (µs since the epoch) when a live source sent the
     /// chunk; shards move their clock to it after the packets, so idle flows
@@ -54,7 +55,7 @@ impl PacketChunk {
         }
     }
 
-    /// Appends a packet.
+    /// Appends a packet (of origin 0 in a numbered chunk).
     pub fn push(&mut self, p: &RawPacket<'_>) {
         let start = self.data.len();
         self.data.extend_from_slice(p.data);
@@ -65,15 +66,19 @@ impl PacketChunk {
             start,
             end: self.data.len(),
         });
+        if self.numbering.is_some() {
+            self.origins.push(0);
+        }
     }
 
-    /// Appends a packet of input message `origin` (a numbered chunk).
+    /// Appends a packet of input message `origin`, making the chunk
+    /// numbered.
     pub fn push_numbered(&mut self, p: &RawPacket<'_>, origin: u64) {
+        self.numbered();
         self.push(p);
-        self.numbering
-            .get_or_insert_with(Numbering::default)
-            .origins
-            .push(origin);
+        if let Some(last) = self.origins.last_mut() {
+            *last = origin;
+        }
     }
 
     /// Packets in the chunk.
@@ -110,30 +115,35 @@ impl PacketChunk {
 
     /// Packet `i`'s origin (0 in a chunk that is not numbered).
     pub fn origin(&self, i: usize) -> u64 {
-        self.numbering
-            .as_ref()
-            .and_then(|n| n.origins.get(i).copied())
-            .unwrap_or(0)
+        self.origins.get(i).copied().unwrap_or(0)
     }
 
     /// For a numbered chunk, `(complete_below, flush)`: every origin below
     /// the first is wholly in this chunk or an earlier one, and a non-zero
     /// second asks every shard to end all its flows after the packets.
     pub fn numbering(&self) -> Option<(u64, u64)> {
-        self.numbering.as_ref().map(|n| (n.complete_below, n.flush))
+        self.numbering.map(|n| (n.complete_below, n.flush))
     }
 
-    /// Makes the chunk numbered (with no packets yet, it only carries its
-    /// bound), saying every origin below `complete_below` is complete.
+    /// Makes the chunk numbered (packets already in it are of origin 0;
+    /// with no packets yet, it only carries its bound), saying every origin
+    /// below `complete_below` is complete.
     pub fn set_complete_below(&mut self, complete_below: u64) {
-        let n = self.numbering.get_or_insert_with(Numbering::default);
+        let n = self.numbered();
         n.complete_below = n.complete_below.max(complete_below);
     }
 
     /// Asks every shard to end all its flows after this chunk's packets
     /// (request `id`, non-zero).
     pub fn set_flush(&mut self, id: u64) {
-        self.numbering.get_or_insert_with(Numbering::default).flush = id;
+        self.numbered().flush = id;
+    }
+
+    fn numbered(&mut self) -> &mut Numbering {
+        if self.numbering.is_none() {
+            self.origins.resize(self.pkts.len(), 0);
+        }
+        self.numbering.get_or_insert_with(Numbering::default)
     }
 
     /// The wall clock a live source stamped the chunk with.
@@ -151,6 +161,7 @@ impl PacketChunk {
         self.data.clear();
         self.data.shrink_to(CHUNK_BYTES);
         self.pkts.clear();
+        self.origins.clear();
         self.numbering = None;
         self.clock_us = None;
     }
@@ -199,5 +210,21 @@ mod tests {
         let big = vec![0u8; CHUNK_BYTES + 1];
         assert!(PacketChunk::default().fits(&pkt(&big)));
         assert!(!c.fits(&pkt(&big)));
+    }
+
+    #[test]
+    fn origins_stay_beside_their_packets() {
+        let mut c = PacketChunk::default();
+        c.push(&pkt(b"a"));
+        c.push_numbered(&pkt(b"b"), 7);
+        c.push(&pkt(b"c"));
+        assert_eq!((c.origin(0), c.origin(1), c.origin(2)), (0, 7, 0));
+        // Cleared, the chunk is plain again and keeps its buffers.
+        c.clear();
+        c.push(&pkt(b"d"));
+        assert_eq!((c.numbering(), c.origin(0)), (None, 0));
+        c.set_complete_below(1);
+        c.push_numbered(&pkt(b"e"), 9);
+        assert_eq!((c.origin(0), c.origin(1)), (0, 9));
     }
 }

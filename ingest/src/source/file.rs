@@ -5,13 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::{ChunkWriter, PacketSource, ReadMeter, SourceReport};
+use super::{ChunkWriter, PacketSource, ReadMeter, SourceReport, CHECK_EVERY};
 use crate::capture::{CaptureError, CaptureReader};
 use crate::skip::SkipReason;
-
-/// Packets between looks at the wall clock (a partly filled chunk is sent
-/// after [`super::FLUSH_WALL`], for a file that is still being written).
-const CHECK_EVERY: u32 = 64;
 
 /// Packets between updates of the progress and the metrics.
 const PUBLISH_EVERY: u32 = 4096;

@@ -18,11 +18,26 @@ mod file;
 mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use chunk::{PacketChunk, CHUNK_BYTES};
 pub use file::FileSource;
-pub use writer::{wall_us, ChunkQueues, ChunkWriter, CLOCK_EVERY, FLUSH_WALL};
+pub use writer::{ChunkQueues, ChunkWriter, CLOCK_EVERY, FLUSH_WALL};
+
+/// Packets a source reads between looks at the wall clock (a partly filled
+/// chunk is sent after [`FLUSH_WALL`], also for a file still being written
+/// or a slow link).
+pub const CHECK_EVERY: u32 = 64;
+
+/// When a numbered source's pending output should go: items waiting since
+/// `waiting` for [`FLUSH_WALL`], or nothing waiting but input completed
+/// since the last send (`progressed`), which was that long ago (`sent_at`).
+pub fn send_due(waiting: Option<Instant>, progressed: bool, sent_at: Instant) -> bool {
+    match waiting {
+        Some(opened) => opened.elapsed() >= FLUSH_WALL,
+        None => progressed && sent_at.elapsed() >= FLUSH_WALL,
+    }
+}
 
 use crate::skip::SkipCounters;
 

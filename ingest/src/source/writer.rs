@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::chunk::PacketChunk;
-use super::{Pacing, Progress};
+use super::{send_due, Pacing, Progress};
 use crate::capture::RawPacket;
 use crate::queue::{recv_until, send_timed, Pooled, Recv};
 
@@ -151,14 +151,12 @@ impl ChunkWriter {
     /// without packets, so their offsets can be committed) after
     /// [`FLUSH_WALL`]. False once the pipeline takes no more.
     pub fn poll(&mut self) -> bool {
-        let due = if !self.chunk.is_empty() {
-            self.opened.elapsed() >= FLUSH_WALL
-        } else if self.pacing == Pacing::Live {
+        let waiting = (!self.chunk.is_empty()).then_some(self.opened);
+        let due = if waiting.is_none() && self.pacing == Pacing::Live {
             self.sent_at.elapsed() >= CLOCK_EVERY
-        } else if self.numbered {
-            self.pending_bound() > self.sent_origin && self.sent_at.elapsed() >= FLUSH_WALL
         } else {
-            false
+            let progressed = self.numbered && self.pending_bound() > self.sent_origin;
+            send_due(waiting, progressed, self.sent_at)
         };
         if due {
             self.send()
@@ -216,6 +214,7 @@ impl ChunkWriter {
                 Err(TryRecvError::Empty) => {
                     self.dropped += self.chunk.len() as u64;
                     self.chunk.clear();
+                    self.sent_at = Instant::now();
                     return true;
                 }
                 Err(TryRecvError::Disconnected) => {
@@ -269,11 +268,6 @@ impl ChunkWriter {
         self.dropped
     }
 
-    /// Time spent waiting on the queues so far.
-    pub fn blocked(&self) -> Duration {
-        self.blocked
-    }
-
     /// Chunks waiting for the decoders.
     pub fn queued(&self) -> usize {
         self.queues.decoders.iter().map(Sender::len).sum()
@@ -297,7 +291,7 @@ impl ChunkWriter {
 }
 
 /// Wall clock now, µs since the epoch.
-pub fn wall_us() -> i64 {
+fn wall_us() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))

@@ -55,18 +55,19 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("statistics.interval.ms", "5000"),
 ];
 
-/// Why the source could not start.
+/// Why the source could not start (the cause is the error's source, so
+/// `{:#}` prints each part once).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
     /// The client settings were refused.
-    #[error("Kafka client settings: {0}")]
+    #[error("Kafka client settings")]
     Config(#[from] KafkaConfigError),
     /// The consumer could not be created.
-    #[error("creating the Kafka consumer: {0}")]
+    #[error("creating the Kafka consumer")]
     Create(#[source] rdkafka::error::KafkaError),
     /// The subscription was refused.
-    #[error("subscribing to {topics}: {source}")]
+    #[error("subscribing to {topics}")]
     Subscribe {
         /// The topics.
         topics: String,
@@ -120,7 +121,7 @@ impl KafkaSource {
     }
 
     /// True for the `flows` format (rows, not packets).
-    pub fn is_flows(&self) -> bool {
+    fn is_flows(&self) -> bool {
         self.settings.format == KafkaFormat::Flows
     }
 
@@ -128,6 +129,19 @@ impl KafkaSource {
     /// stopping; hands packets or rows to `out`. Runs on the reader thread.
     fn run_with(self, out: Out) -> SourceReport {
         let started = Instant::now();
+        if matches!(out, Out::Flows(_)) != self.is_flows() {
+            // Nothing is read (or committed) from a topic the run would
+            // misread; the run ends with this as its read error.
+            let wanted = if self.is_flows() { "flows" } else { "packets" };
+            let report = SourceReport {
+                read_error: Some(format!(
+                    "this Kafka source reads `{wanted}` messages but was run as the other kind"
+                )),
+                ..SourceReport::default()
+            };
+            let _ = out.finish();
+            return report;
+        }
         let KafkaSource {
             consumer,
             settings,

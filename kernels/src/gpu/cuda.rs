@@ -16,7 +16,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{CompileOptions, Ptx};
 
-pub use super::device::{default_ptx_cache, DeviceInfo, Phase, PhaseTimes, PHASES};
+pub use super::device::{DeviceInfo, Phase, PhaseTimes, PHASES};
 use super::flag::{collect_flagged, Flagged, ScoreLayout};
 use super::records::{BatchExecutor, Column, Columns, GpuError, RecordBatch, ACC_STRIDE};
 use super::ModelInput;

@@ -1,8 +1,6 @@
 //! What a GPU is and what its batches spent their time on: plain types the
 //! CUDA executor and its stand-in share, so reports compile in every build.
 
-use std::path::PathBuf;
-
 /// What the device is, for logs and benchmark reports.
 #[derive(Clone, Debug)]
 pub struct DeviceInfo {
@@ -14,6 +12,21 @@ pub struct DeviceInfo {
     pub driver_version: i32,
     /// Device memory in bytes.
     pub memory: usize,
+}
+
+impl std::fmt::Display for DeviceInfo {
+    /// `NAME (compute X.Y, driver N, M MiB)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (compute {}.{}, driver {}, {} MiB)",
+            self.name,
+            self.compute_capability.0,
+            self.compute_capability.1,
+            self.driver_version,
+            self.memory >> 20
+        )
+    }
 }
 
 /// The phases of a batch on the device, in stream order.
@@ -68,13 +81,4 @@ pub struct PhaseTimes {
     pub batches: u64,
     /// Milliseconds per phase, indexed like [`PHASES`].
     pub ms: [f64; 7],
-}
-
-/// The default on-disk PTX cache: `$XDG_CACHE_HOME/tapstream/ptx` or
-/// `~/.cache/tapstream/ptx`.
-pub fn default_ptx_cache() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("tapstream").join("ptx"))
 }

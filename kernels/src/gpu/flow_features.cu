@@ -1238,14 +1238,6 @@ TS_DEVICE void par_dir_iat(FlowAcc* a, u32 lane, u32 j, u32 pend, const i64* ts,
 #define BULK_TERMS_LIMIT (1ULL << 22)
 #define BULK_TOTAL_LIMIT (1LL << 62)
 
-// Roles 3 and 6: one direction's bulk state. For every same-direction
-// packet the lanes find the other direction's last payload time and their
-// own direction's previous payload time; the candidate starts of a tile come
-// from a warp-uniform loop (a start is a payload packet after a gap over 1 s,
-// or the first payload packet once the candidate was reset because the other
-// direction sent payload after its start); then each payload packet adds
-// what bulk_update would add at its position in its candidate. False when a
-// duration could saturate: the caller then walks the role sequentially.
 // What one lane's payload packets add to a direction's bulk state in
 // par_bulk, summed over the warp at the end.
 struct BulkSums {
@@ -1337,6 +1329,14 @@ TS_DEVICE bool bulk_commit(FlowAcc* a, Bulk b, BulkSums sum) {
     return true;
 }
 
+// Roles 3 and 6: one direction's bulk state. For every same-direction
+// packet the lanes find the other direction's last payload time and their
+// own direction's previous payload time; the candidate starts of a tile come
+// from a warp-uniform loop (a start is a payload packet after a gap over 1 s,
+// or the first payload packet once the candidate was reset because the other
+// direction sent payload after its start); then each payload packet adds
+// what bulk_update would add at its position in its candidate. False when a
+// duration could saturate: the caller then walks the role sequentially.
 template <int D>
 TS_DEVICE bool par_bulk(FlowAcc* a, u32 lane, u32 j, u32 pend, const i64* ts,
                         const u32* payload, const u8* kind) {

@@ -29,6 +29,10 @@ pub mod cuda;
 pub use flag::{collect_flagged, Flagged, ScoreLayout};
 pub use records::{BatchExecutor, Column, Columns, DeviceScoring, GpuError, GpuShard, RecordBatch};
 
+/// Whether this build has CUDA support (the `cuda` feature); without it
+/// every device opens with [`GpuError::NotBuilt`].
+pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
+
 /// The kernel source, compiled at start-up by NVRTC.
 pub const FLOW_FEATURES_CU: &str = include_str!("flow_features.cu");
 

@@ -56,6 +56,9 @@ pub enum GpuError {
     /// No usable CUDA driver or device.
     #[error("no usable GPU: {0}")]
     Unavailable(String),
+    /// This build has no CUDA support (the `cuda` feature is off).
+    #[error("this tapstream was built without CUDA support (build with `--features cuda`)")]
+    NotBuilt,
     /// NVRTC could not compile a kernel.
     #[error("compiling {name} with NVRTC failed: {log}")]
     Compile {

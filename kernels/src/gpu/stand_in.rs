@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-pub use super::device::{default_ptx_cache, DeviceInfo, Phase, PhaseTimes, PHASES};
+pub use super::device::{DeviceInfo, Phase, PhaseTimes, PHASES};
 use super::flag::{Flagged, ScoreLayout};
 use super::records::{BatchExecutor, Columns, GpuError, RecordBatch};
 use super::ModelInput;
@@ -18,10 +18,6 @@ use super::ModelInput;
 /// No value of this type exists: it makes the stand-in's types empty.
 #[derive(Clone, Copy, Debug)]
 enum Never {}
-
-/// The message of every attempt to use a GPU in this build.
-const NOT_BUILT: &str =
-    "this tapstream was built without CUDA support (build with `--features cuda`)";
 
 /// False: this build cannot load the CUDA libraries.
 pub fn libraries_present() -> bool {
@@ -33,9 +29,9 @@ pub fn libraries_present() -> bool {
 pub struct CudaDevice(Never);
 
 impl CudaDevice {
-    /// Always [`GpuError::Unavailable`]: this build has no CUDA support.
+    /// Always [`GpuError::NotBuilt`].
     pub fn open(_ordinal: usize, _ptx_cache: Option<&Path>) -> Result<Self, GpuError> {
-        Err(GpuError::Unavailable(NOT_BUILT.into()))
+        Err(GpuError::NotBuilt)
     }
 
     /// What the device is.

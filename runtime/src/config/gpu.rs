@@ -4,11 +4,12 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, ConfigError};
+use super::{in_range, ConfigError};
 
 /// Which extractor computes flow features.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Device {
     /// The CPU extractor (the definition of every feature).
     #[default]
@@ -50,12 +51,7 @@ impl Default for GpuSection {
 impl GpuSection {
     /// Checks the batch size's range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(1024..=1 << 24).contains(&self.batch_records) {
-            return Err(invalid(
-                "gpu.batch_records",
-                "must be between 1024 and 16777216",
-            ));
-        }
+        in_range("gpu.batch_records", self.batch_records, 1024..=1 << 24)?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tapstream_inference::{CudaOptions, ExecutionProvider, OnnxConfig, Precision, TensorRtOptions};
 
-use super::{invalid, ConfigError};
+use super::{in_range, invalid, ConfigError};
 
 /// An ONNX Runtime execution provider, by its configuration name.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -118,8 +118,8 @@ pub struct CudaSection {
 /// `[inference.tensorrt]`: the TensorRT execution provider. TensorRT
 /// (libnvinfer) is not installed on the machines this project is tested
 /// on: these settings are checked and passed on, never run there.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(try_from = "TensorRtToml")]
 pub struct TensorRtSection {
     /// GPU ordinal.
     pub device_id: u32,
@@ -136,6 +136,59 @@ pub struct TensorRtSection {
     pub timing_cache: Option<PathBuf>,
     /// Builder workspace in MiB; 0 = TensorRT's default.
     pub workspace_mib: u64,
+}
+
+/// `[inference.tensorrt]` as written: `precision`, or the two switches
+/// that said the same before it (`fp16`, `int8`), still read so that
+/// existing configuration files keep working.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct TensorRtToml {
+    device_id: u32,
+    precision: Option<Precision>,
+    fp16: Option<bool>,
+    int8: Option<bool>,
+    int8_calibration_table: Option<PathBuf>,
+    engine_cache: Option<PathBuf>,
+    timing_cache: Option<PathBuf>,
+    workspace_mib: u64,
+}
+
+impl TryFrom<TensorRtToml> for TensorRtSection {
+    type Error = String;
+
+    fn try_from(t: TensorRtToml) -> Result<Self, String> {
+        let switches = match (t.fp16, t.int8) {
+            (None, None) => None,
+            (fp16, int8) => Some(match (fp16.unwrap_or(false), int8.unwrap_or(false)) {
+                (false, false) => Precision::Fp32,
+                (true, false) => Precision::Fp16,
+                (true, true) => Precision::Int8,
+                (false, true) => {
+                    return Err(
+                        "int8 = true with fp16 = false (INT8 with an FP32 fallback) \
+                                is not a mode any more: set precision = \"int8\" (INT8 where \
+                                TensorRT can, FP16 elsewhere)"
+                            .to_owned(),
+                    )
+                }
+            }),
+        };
+        let precision = match (t.precision, switches) {
+            (Some(_), Some(_)) => {
+                return Err("set `precision` alone, not also the older `fp16`/`int8`".to_owned())
+            }
+            (p, s) => p.or(s).unwrap_or_default(),
+        };
+        Ok(TensorRtSection {
+            device_id: t.device_id,
+            precision,
+            int8_calibration_table: t.int8_calibration_table,
+            engine_cache: t.engine_cache,
+            timing_cache: t.timing_cache,
+            workspace_mib: t.workspace_mib,
+        })
+    }
 }
 
 impl InferenceSection {
@@ -186,27 +239,12 @@ impl InferenceSection {
 
     /// Checks every range, the provider list and the TensorRT settings.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(1..=1 << 20).contains(&self.batch_rows) {
-            return Err(invalid(
-                "inference.batch_rows",
-                "must be between 1 and 1048576",
-            ));
-        }
+        in_range("inference.batch_rows", self.batch_rows, 1..=1 << 20)?;
         if self.max_delay > Duration::from_secs(60) {
             return Err(invalid("inference.max_delay", "must be at most 60s"));
         }
-        if !(1..=256).contains(&self.intra_threads) {
-            return Err(invalid(
-                "inference.intra_threads",
-                "must be between 1 and 256",
-            ));
-        }
-        if !(1..=256).contains(&self.inter_threads) {
-            return Err(invalid(
-                "inference.inter_threads",
-                "must be between 1 and 256",
-            ));
-        }
+        in_range("inference.intra_threads", self.intra_threads, 1..=256)?;
+        in_range("inference.inter_threads", self.inter_threads, 1..=256)?;
         self.validate_providers()?;
         if self.cpu_arena_limit_mib > 1 << 24 {
             return Err(invalid(
@@ -248,18 +286,5 @@ impl InferenceSection {
             }
         }
         Ok(())
-    }
-}
-
-impl Default for TensorRtSection {
-    fn default() -> Self {
-        TensorRtSection {
-            device_id: 0,
-            precision: Precision::Fp32,
-            int8_calibration_table: None,
-            engine_cache: None,
-            timing_cache: None,
-            workspace_mib: 0,
-        }
     }
 }

@@ -28,7 +28,7 @@ pub use model::ModelSection;
 pub use output::{
     KafkaOutputSection, LimitSection, LimitTrack, OutputSection, MAX_DEDUP_CAPACITY, MAX_LIMIT_KEYS,
 };
-pub use pipeline::PipelineSection;
+pub use pipeline::{logical_cores, PipelineSection};
 pub use sensor::{CaptureSection, MetricsSection, PrivilegesSection};
 pub use tapstream_connectors::kafka::{KafkaClientConfig, KafkaFormat, SourceSettings};
 
@@ -108,6 +108,28 @@ pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Config
     }
 }
 
+/// `value` of `field` within `range`, or the error that says the range.
+pub(crate) fn in_range<T: PartialOrd + std::fmt::Display>(
+    field: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("must be between {} and {}", range.start(), range.end()),
+        ))
+    }
+}
+
+impl From<tapstream_connectors::kafka::SettingError> for ConfigError {
+    fn from(e: tapstream_connectors::kafka::SettingError) -> Self {
+        invalid(e.field, e.message)
+    }
+}
+
 impl Config {
     /// Reads, parses and validates a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -135,11 +157,8 @@ impl Config {
         self.model.validate()?;
         self.inference.validate()?;
         self.gpu.validate()?;
-        self.output.validate(self.kafka.is_some())?;
-        self.source
-            .kafka
-            .check()
-            .map_err(|e| invalid(e.field, e.message))?;
+        self.output.validate()?;
+        self.source.kafka.check()?;
         self.capture.validate()?;
         self.privileges.validate()?;
         if let Some(client) = &self.kafka {
@@ -148,6 +167,11 @@ impl Config {
                 .check(CONSUMER_FORCED)
                 .and_then(|()| client.check(PRODUCER_FORCED))
                 .map_err(|e| invalid("kafka", e.to_string()))?;
+        } else if self.output.kafka.is_some() {
+            return Err(invalid(
+                "output.kafka",
+                "needs a [kafka] section with the brokers",
+            ));
         }
         Ok(())
     }
@@ -248,8 +272,30 @@ mod tests {
         );
         let e = parse("[inference.tensorrt]\nprecision = \"int4\"\n").unwrap_err();
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
-        let e = parse("[inference.tensorrt]\nfp16 = true\n").unwrap_err();
-        assert!(e.to_string().contains("fp16"), "{e}");
+    }
+
+    #[test]
+    fn the_older_tensorrt_switches_are_still_read() {
+        use tapstream_inference::Precision;
+        for (text, precision) in [
+            ("fp16 = false\nint8 = false\n", Precision::Fp32),
+            ("fp16 = true\n", Precision::Fp16),
+            ("fp16 = true\nint8 = true\n", Precision::Int8),
+        ] {
+            let c = parse(&format!("[inference.tensorrt]\n{text}")).unwrap();
+            assert_eq!(c.inference.tensorrt.precision, precision, "{text}");
+        }
+        // A mode `precision` cannot say, and two ways of saying one thing.
+        for (text, words) in [
+            ("int8 = true\n", "FP32 fallback"),
+            ("precision = \"fp16\"\nfp16 = true\n", "alone"),
+        ] {
+            let e = parse(&format!("[inference.tensorrt]\n{text}")).unwrap_err();
+            assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+            assert!(e.to_string().contains(words), "{e}");
+        }
+        let e = parse("[inference.tensorrt]\nfp8 = true\n").unwrap_err();
+        assert!(e.to_string().contains("fp8"), "{e}");
     }
 
     #[test]
@@ -374,14 +420,6 @@ mod tests {
         // The effective configuration prints and parses back.
         let printed = toml::to_string_pretty(&c).unwrap();
         assert_eq!(parse(&printed).unwrap(), c);
-    }
-
-    #[test]
-    fn auto_workers_is_at_least_one() {
-        assert!(Config::default().worker_threads() >= 1);
-        let mut c = Config::default();
-        c.pipeline.workers = 3;
-        assert_eq!(c.worker_threads(), 3);
     }
 
     #[test]

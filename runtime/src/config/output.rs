@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, ConfigError};
+use super::{in_range, invalid, ConfigError};
 
 /// `[output]`: alert destination.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -128,9 +128,10 @@ impl Default for OutputSection {
 }
 
 impl OutputSection {
-    /// Checks the destination and the limits; `kafka_client` says whether
-    /// a `[kafka]` section exists (the Kafka sink needs it).
-    pub fn validate(&self, kafka_client: bool) -> Result<(), ConfigError> {
+    /// Checks the destination and the limits (that the Kafka sink has its
+    /// `[kafka]` section is [`Config::validate`](super::Config::validate)'s
+    /// last check).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.eve.is_empty() {
             return Err(invalid("output.eve", "must be `-` (stdout) or a file path"));
         }
@@ -144,12 +145,6 @@ impl OutputSection {
                     "alerts go either to Kafka or to output.eve, not both",
                 ));
             }
-            if !kafka_client {
-                return Err(invalid(
-                    "output.kafka",
-                    "needs a [kafka] section with the brokers",
-                ));
-            }
         }
         self.limit.validate()
     }
@@ -158,30 +153,19 @@ impl OutputSection {
 impl LimitSection {
     /// Checks every range.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(1..=MAX_DEDUP_CAPACITY).contains(&self.dedup_capacity) {
-            return Err(invalid(
-                "output.limit.dedup_capacity",
-                format!("must be between 1 and {MAX_DEDUP_CAPACITY}"),
-            ));
-        }
-        if !(1..=1_000_000).contains(&self.count) {
-            return Err(invalid(
-                "output.limit.count",
-                "must be between 1 and 1000000",
-            ));
-        }
+        in_range(
+            "output.limit.dedup_capacity",
+            self.dedup_capacity,
+            1..=MAX_DEDUP_CAPACITY,
+        )?;
+        in_range("output.limit.count", self.count, 1..=1_000_000)?;
         if self.window < Duration::from_millis(1) || self.window > Duration::from_secs(86_400) {
             return Err(invalid(
                 "output.limit.window",
                 "must be between 1ms and 24h",
             ));
         }
-        if !(1..=MAX_LIMIT_KEYS).contains(&self.max_keys) {
-            return Err(invalid(
-                "output.limit.max_keys",
-                format!("must be between 1 and {MAX_LIMIT_KEYS}"),
-            ));
-        }
+        in_range("output.limit.max_keys", self.max_keys, 1..=MAX_LIMIT_KEYS)?;
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{invalid, ConfigError};
+use super::{in_range, invalid, ConfigError};
 
 /// `[pipeline]`: stage threads and the batches between them.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -52,24 +52,9 @@ impl PipelineSection {
                 "must be at most 256 (0 = auto)",
             ));
         }
-        if !(64..=65536).contains(&self.batch_packets) {
-            return Err(invalid(
-                "pipeline.batch_packets",
-                "must be between 64 and 65536",
-            ));
-        }
-        if !(1..=1024).contains(&self.queue_batches) {
-            return Err(invalid(
-                "pipeline.queue_batches",
-                "must be between 1 and 1024",
-            ));
-        }
-        if !(1..=65536).contains(&self.batch_flows) {
-            return Err(invalid(
-                "pipeline.batch_flows",
-                "must be between 1 and 65536",
-            ));
-        }
+        in_range("pipeline.batch_packets", self.batch_packets, 64..=65536)?;
+        in_range("pipeline.queue_batches", self.queue_batches, 1..=1024)?;
+        in_range("pipeline.batch_flows", self.batch_flows, 1..=65536)?;
         Ok(())
     }
 
@@ -79,7 +64,9 @@ impl PipelineSection {
         if self.workers > 0 {
             return self.workers;
         }
-        cores().saturating_sub(1 + self.decoder_threads()).max(1)
+        logical_cores()
+            .saturating_sub(1 + self.decoder_threads())
+            .max(1)
     }
 
     /// Decoder threads to start: the configured count, or when 0 a quarter
@@ -91,12 +78,12 @@ impl PipelineSection {
         if self.decoders > 0 {
             return self.decoders;
         }
-        auto_decoders(cores())
+        auto_decoders(logical_cores())
     }
 }
 
-/// Logical cores this process may use.
-fn cores() -> usize {
+/// Logical cores this process may use (1 where unknown).
+pub fn logical_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 

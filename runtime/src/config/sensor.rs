@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tapstream_ingest::live::LiveConfig;
 
-use super::{invalid, ConfigError};
+use super::{in_range, invalid, ConfigError};
 
 /// `[metrics]`: the Prometheus scrape endpoint of `tapstream run`.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -105,15 +105,11 @@ impl CaptureSection {
                 "must be between 64 and 262144 bytes",
             ));
         }
-        if !(1..=2047).contains(&self.buffer_mib) {
-            return Err(invalid("capture.buffer_mib", "must be between 1 and 2047"));
-        }
+        in_range("capture.buffer_mib", self.buffer_mib, 1..=2047)?;
         if self.timeout < Duration::from_millis(1) || self.timeout > Duration::from_secs(10) {
             return Err(invalid("capture.timeout", "must be between 1ms and 10s"));
         }
-        if !(1..=64).contains(&self.threads) {
-            return Err(invalid("capture.threads", "must be between 1 and 64"));
-        }
+        in_range("capture.threads", self.threads, 1..=64)?;
         Ok(())
     }
 

@@ -10,7 +10,7 @@
 //! Marks (how far a numbered source is settled) travel behind the alerts of
 //! the flows before them.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -135,10 +135,14 @@ impl AlertStage {
         let mut report = std::mem::take(&mut state.report);
         let blocked = state.blocked;
         drop(state);
-        let sink_report = sink_handle
-            .join()
-            .map_err(|_| anyhow!("alert sink thread panicked"))?;
+        if scored.is_err() {
+            // The reader stops now, not once the sink has written what it
+            // holds.
+            stop.store(true, Ordering::Relaxed);
+        }
+        let sink_report = sink_handle.join();
         scored?;
+        let sink_report = sink_report.map_err(|_| anyhow!("alert sink thread panicked"))?;
         sink_report.fill(&mut report);
         report.busy = started.elapsed().saturating_sub(blocked);
         Ok(report)

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use tapstream_inference::WorkerScorer;
+use tapstream_ingest::queue::send_timed;
 use tapstream_ingest::{EndReason, PacketRecord};
 use tapstream_kernels::shard::Output;
 use tapstream_kernels::{FeatureExtractor, FlowBatch, Handoff, ShardStats};
@@ -111,9 +112,7 @@ impl Outbox {
         }
         if self.open {
             let full = std::mem::replace(b, self.fresh());
-            let t = Instant::now();
-            self.open = self.tx.send(full).is_ok();
-            self.blocked += t.elapsed();
+            self.open = send_timed(&self.tx, full, &mut self.blocked);
         } else {
             b.clear();
         }

@@ -7,8 +7,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tapstream_inference::device::{model_input_of, DeviceScorer};
+use tapstream_inference::model::model_path;
 use tapstream_inference::{
-    select_features, BoundMemory, CudaOptions, Engine, ExecutionProvider, OnnxEngine, Prediction,
+    select_features, BoundInference, BoundMemory, CudaOptions, Engine, ExecutionProvider,
+    OnnxEngine, Prediction,
 };
 use tapstream_kernels::gpu::cuda::{CudaDevice, CudaExecutor};
 use tapstream_kernels::gpu::{BatchExecutor, Flagged};
@@ -146,20 +148,24 @@ pub struct CheckSpec {
     pub min_seconds: f64,
 }
 
+/// The models `gpu-score` checks by default: the configured or bundled
+/// model and its `-fp16`/`-int8` siblings.
+pub fn default_models(cfg: &Config) -> Result<Vec<PathBuf>> {
+    let base = model_path(cfg.model.path.as_deref(), None)?;
+    let mut models = vec![base.clone()];
+    models.extend(
+        crate::report::precision_siblings(&base)
+            .into_iter()
+            .map(|(_, p)| p),
+    );
+    Ok(models)
+}
+
 /// Runs the device-path checks and the throughput benchmark; returns
 /// whether every check passed. Prints as it goes; the last line is JSON.
 pub fn check(cfg: &Config, spec: &CheckSpec) -> Result<bool> {
     let dev = CudaDevice::open(cfg.gpu.ordinal, cfg.gpu.ptx_cache.as_deref())?;
-    let i = dev.info();
-    println!(
-        "GPU: {} (compute {}.{}, driver {}, {} MiB), ordinal {}",
-        i.name,
-        i.compute_capability.0,
-        i.compute_capability.1,
-        i.driver_version,
-        i.memory >> 20,
-        cfg.gpu.ordinal
-    );
+    println!("GPU: {}, ordinal {}", dev.info(), cfg.gpu.ordinal);
     let flow = cfg.flow.flow_config(1);
     let recs = super::records(&spec.pcap)?;
     let cpu = super::cpu_rows(flow, &recs)?;
@@ -205,7 +211,7 @@ pub fn check(cfg: &Config, spec: &CheckSpec) -> Result<bool> {
     println!(
         "{}",
         serde_json::json!({
-            "gpu": i.name,
+            "gpu": dev.info().name,
             "capture": spec.pcap.display().to_string(),
             "flows": cpu.len(),
             "ok": ok,

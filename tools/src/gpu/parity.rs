@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use tapstream_inference::device::model_input_of;
 use tapstream_inference::{ModelContract, Scaler};
+use tapstream_ingest::records::{read_records, ReadError};
 use tapstream_kernels::gpu::cuda::CudaDevice;
 use tapstream_runtime::Config;
 
-use super::{compare, compare_inputs, cpu_rows, records, GpuRows, Parity, FLOAT_TOLERANCE};
+use super::{compare, compare_inputs, cpu_rows, GpuRows, Parity, FLOAT_TOLERANCE};
 
 /// Compares GPU and CPU rows on every capture under `paths` (files, or
 /// directories searched recursively); with a model (`model`, else the
@@ -18,29 +19,23 @@ use super::{compare, compare_inputs, cpu_rows, records, GpuRows, Parity, FLOAT_T
 /// goes; returns whether every capture matched.
 pub fn parity(paths: &[PathBuf], model: Option<&Path>, cfg: &Config) -> Result<bool> {
     let dev = CudaDevice::open(cfg.gpu.ordinal, cfg.gpu.ptx_cache.as_deref())?;
-    let i = dev.info();
-    println!(
-        "GPU: {} (compute {}.{}, driver {}, {} MiB)",
-        i.name,
-        i.compute_capability.0,
-        i.compute_capability.1,
-        i.driver_version,
-        i.memory >> 20
-    );
+    println!("GPU: {}", dev.info());
     let flow = cfg.flow.flow_config(1);
     let mut gpu_shard = GpuRows::new(&dev, flow, cfg.gpu.batch_records)?;
     let files = capture_files(paths)?;
     let contracts = contracts(cfg, model);
     let mut tally = Tally::default();
     for f in &files {
-        let recs = match records(f) {
-            Ok(r) if !r.is_empty() => r,
-            Ok(_) => continue,
+        let recs = match read_records(f, usize::MAX) {
+            Ok(r) if !r.recs.is_empty() => r.recs,
+            // Files that are not captures (notes beside them) are passed
+            // over, as are captures with nothing to compare.
+            Ok(_) | Err(ReadError::Open { .. }) => continue,
             Err(e) => {
                 // Checking only the packets before corruption would pass
                 // quietly; a capture that cannot be read whole fails.
                 tally.failed += 1;
-                println!("READ ERROR {}: {e:#}", f.display());
+                println!("READ ERROR {:#}", anyhow::Error::new(e));
                 continue;
             }
         };

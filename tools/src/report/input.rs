@@ -186,15 +186,6 @@ pub fn read_csvs(
     Ok((rows, stats))
 }
 
-/// What decoding a capture found.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CaptureStats {
-    /// Packets read.
-    pub packets: u64,
-    /// Packets decoded into records.
-    pub decoded: u64,
-}
-
 /// Every flow of `recs` through the CPU extractor on one thread (as
 /// `tapstream bench` runs it).
 pub fn extract(recs: &[PacketRecord], flow: FlowConfig) -> Result<FlowBatch> {

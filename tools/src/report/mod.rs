@@ -179,18 +179,15 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Written> {
 /// and threads, `providers` only (no fallback), and the SHA-256 pin when
 /// `pinned` (the reference).
 fn onnx(cfg: &Config, providers: Vec<ExecutionProvider>, pinned: bool) -> OnnxConfig {
+    let sha256 = if pinned {
+        cfg.model.sha256.clone()
+    } else {
+        None
+    };
     OnnxConfig {
-        library: cfg.inference.onnxruntime_library.clone(),
-        intra_threads: cfg.inference.intra_threads,
-        inter_threads: cfg.inference.inter_threads,
-        sha256: if pinned {
-            cfg.model.sha256.clone()
-        } else {
-            None
-        },
         providers,
         allow_fallback: false,
-        cpu_arena_limit: cfg.inference.cpu_arena_limit(),
+        ..cfg.inference.onnx_config(sha256)
     }
 }
 
@@ -370,27 +367,41 @@ impl Measured {
     }
 }
 
+fn model_stem(model: &Path) -> String {
+    model
+        .file_stem()
+        .map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned())
+}
+
+/// The `-fp16`/`-int8` variants of `model` that exist beside it (as
+/// `deploy/training/precision.py` writes them): `(name, path)` each.
+pub fn precision_siblings(model: &Path) -> Vec<(String, PathBuf)> {
+    let stem = model_stem(model);
+    let dir = model.parent().unwrap_or_else(|| Path::new(""));
+    ["fp16", "int8"]
+        .into_iter()
+        .map(|suffix| format!("{stem}-{suffix}"))
+        .filter_map(|name| {
+            let path = dir.join(format!("{name}.onnx"));
+            path.is_file().then_some((name, path))
+        })
+        .collect()
+}
+
 /// The reference, its `-fp16`/`-int8` siblings that exist, then `--compare`
 /// files (each file once).
 fn variants(reference: &Path, compare: &[PathBuf]) -> Vec<Variant> {
-    let stem = reference
-        .file_stem()
-        .map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned());
-    let dir = reference.parent().unwrap_or_else(|| Path::new(""));
     let mut out = vec![Variant {
-        name: stem.clone(),
+        name: model_stem(reference),
         role: "reference",
         path: reference.to_path_buf(),
     }];
-    for suffix in ["fp16", "int8"] {
-        let p = dir.join(format!("{stem}-{suffix}.onnx"));
-        if p.is_file() {
-            out.push(Variant {
-                name: format!("{stem}-{suffix}"),
-                role: "sibling",
-                path: p,
-            });
-        }
+    for (name, path) in precision_siblings(reference) {
+        out.push(Variant {
+            name,
+            role: "sibling",
+            path,
+        });
     }
     for p in compare {
         out.push(Variant {
@@ -495,10 +506,7 @@ fn load_rows(
                 );
             }
             let read = tapstream_ingest::records::read_records(file, usize::MAX)?;
-            let stats = input::CaptureStats {
-                packets: read.count.packets,
-                decoded: read.decoded(),
-            };
+            let (packets, decoded) = (read.count.packets, read.decoded());
             let recs = read.recs;
             let flows = input::extract(&recs, cfg.flow.flow_config(1))?;
             let rows = Rows {
@@ -509,8 +517,8 @@ fn load_rows(
                 "kind": "pcap",
                 "path": file.display().to_string(),
                 "label": label,
-                "packets": stats.packets,
-                "packets_decoded": stats.decoded,
+                "packets": packets,
+                "packets_decoded": decoded,
                 "rows": rows.len(),
                 "rows_used": format!("every flow of {} through the CPU extractor ({} flows), labelled {label}", file.display(), rows.len()),
                 "label_counts": {label.clone(): rows.len()},
@@ -812,7 +820,7 @@ fn robustness(
 fn machine() -> Value {
     json!({
         "cpu": crate::bench::cpu_model(),
-        "logical_cores": crate::bench::logical_cores(),
+        "logical_cores": tapstream_runtime::config::logical_cores(),
         "os": std::env::consts::OS,
         "arch": std::env::consts::ARCH,
         "description": crate::bench::cpu_name(),
