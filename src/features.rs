@@ -19,10 +19,17 @@ pub struct FeaturesArgs {
     /// Output CSV file (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Also write each flow's host and service context columns (the
+    /// context schema's `ctx_*` features; same as `[context] enabled = "on"`).
+    #[arg(long)]
+    pub context: bool,
 }
 
 pub fn run(args: FeaturesArgs) -> Result<ExitCode> {
-    let cfg = load_config(&args.common)?;
+    let mut cfg = load_config(&args.common)?;
+    if args.context {
+        cfg.context.enabled = tapstream_runtime::config::ContextMode::On;
+    }
     let out: Box<dyn Write + Send> = if args.out.as_os_str() == "-" {
         Box::new(std::io::stdout())
     } else {

@@ -7,6 +7,8 @@
 mod alert_output;
 // The command line on the demo capture and on bad input.
 mod cli;
+// Host and service context: exact for any shape, switch and errors.
+mod context;
 // Flows do not depend on the number of decoder threads.
 mod decoders;
 // The device's flag_scores kernel, emulated, against read_output.

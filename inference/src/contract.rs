@@ -12,15 +12,18 @@ use std::collections::HashSet;
 use std::fmt;
 
 use serde::Deserialize;
-use tapstream_kernels::schema::{feature_index, SCHEMA_NAME, SCHEMA_VERSION};
+use tapstream_kernels::context::{context_index, CONTEXT_SCHEMA_NAME, CONTEXT_SCHEMA_VERSION};
+use tapstream_kernels::schema::{feature_index, NUM_FEATURES, SCHEMA_NAME, SCHEMA_VERSION};
 
 use crate::InferenceError;
 
 /// The `metadata_props` keys of the model contract.
 pub mod keys {
-    /// Feature schema name; must equal `kernels::schema::SCHEMA_NAME`.
+    /// Feature schema name: `kernels::schema::SCHEMA_NAME` (CIC features
+    /// only) or `kernels::context::CONTEXT_SCHEMA_NAME` (CIC and context
+    /// features).
     pub const SCHEMA: &str = "tapstream.schema";
-    /// Feature schema version; must equal `kernels::schema::SCHEMA_VERSION`.
+    /// Feature schema version: that schema's version in this build.
     pub const SCHEMA_VERSION: &str = "tapstream.schema_version";
     /// JSON array of feature names, in the model's input column order.
     pub const FEATURES: &str = "tapstream.features";
@@ -121,13 +124,16 @@ impl fmt::Display for Precision {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct ModelContract {
-    /// Feature schema name (equals `kernels::schema::SCHEMA_NAME`).
+    /// Feature schema name (`kernels::schema::SCHEMA_NAME` or
+    /// `kernels::context::CONTEXT_SCHEMA_NAME`).
     pub schema: String,
-    /// Feature schema version (equals `kernels::schema::SCHEMA_VERSION`).
+    /// Feature schema version (that schema's version in this build).
     pub schema_version: u32,
     /// Feature names in the model's input column order.
     pub features: Vec<String>,
-    /// For each model input column, its index in `kernels::schema::FEATURES`.
+    /// For each model input column, its index in `kernels::schema::FEATURES`,
+    /// or `NUM_FEATURES + j` for context feature `j`
+    /// (`kernels::context::CONTEXT_FEATURES`).
     pub columns: Vec<usize>,
     /// How raw values are scaled.
     pub scaler: Scaler,
@@ -172,8 +178,8 @@ impl ModelContract {
     ) -> Result<Self, InferenceError> {
         let l = &mut lookup;
         let schema = parse_schema(required(l, keys::SCHEMA)?)?;
-        let schema_version = parse_schema_version(required(l, keys::SCHEMA_VERSION)?)?;
-        let (features, columns) = parse_features(&required(l, keys::FEATURES)?)?;
+        let schema_version = parse_schema_version(&schema, required(l, keys::SCHEMA_VERSION)?)?;
+        let (features, columns) = parse_features(&schema, &required(l, keys::FEATURES)?)?;
         let scaler = parse_scaler(&required(l, keys::SCALER)?, features.len())?;
         let labels = parse_labels(&required(l, keys::LABELS)?)?;
         let output = parse_output(&required(l, keys::OUTPUT)?)?;
@@ -202,6 +208,12 @@ impl ModelContract {
     /// Number of model input columns.
     pub fn num_features(&self) -> usize {
         self.features.len()
+    }
+
+    /// True when the model reads context features, so flows need the
+    /// context stage's rows.
+    pub fn needs_context(&self) -> bool {
+        self.columns.iter().any(|&c| c >= NUM_FEATURES)
     }
 
     /// The label reported for an attack of class `class`, if the index is valid.
@@ -279,30 +291,45 @@ fn parse_scaler(text: &str, features: usize) -> Result<Scaler, InferenceError> {
     Ok(Scaler::External { mean, scale })
 }
 
-/// The schema name, which must be this build's.
+/// The schema name, which must be one this build extracts.
 fn parse_schema(schema: String) -> Result<String, InferenceError> {
-    if schema.trim() != SCHEMA_NAME {
-        return Err(InferenceError::SchemaMismatch {
+    match schema.trim() {
+        SCHEMA_NAME | CONTEXT_SCHEMA_NAME => Ok(schema.trim().to_owned()),
+        _ => Err(InferenceError::SchemaMismatch {
             expected: SCHEMA_NAME,
             found: schema,
-        });
+        }),
     }
-    Ok(schema)
 }
 
-/// The schema version, which must be this build's.
-fn parse_schema_version(version_text: String) -> Result<u32, InferenceError> {
+/// The schema version, which must be this build's version of `schema`.
+fn parse_schema_version(schema: &str, version_text: String) -> Result<u32, InferenceError> {
+    let expected = if schema == CONTEXT_SCHEMA_NAME {
+        CONTEXT_SCHEMA_VERSION
+    } else {
+        SCHEMA_VERSION
+    };
     match version_text.trim().parse::<u32>() {
-        Ok(v) if v == SCHEMA_VERSION => Ok(v),
+        Ok(v) if v == expected => Ok(v),
         _ => Err(InferenceError::SchemaVersionMismatch {
-            expected: SCHEMA_VERSION,
+            expected,
             found: version_text,
         }),
     }
 }
 
+/// The input column of feature `name` in `schema`: a CIC feature's schema
+/// index, or (context schema only) `NUM_FEATURES +` its context index.
+fn column_of(schema: &str, name: &str) -> Option<usize> {
+    feature_index(name).or_else(|| {
+        (schema == CONTEXT_SCHEMA_NAME)
+            .then(|| context_index(name).map(|j| NUM_FEATURES + j))
+            .flatten()
+    })
+}
+
 /// The feature names (non-empty, known, unique) and their schema columns.
-fn parse_features(text: &str) -> Result<(Vec<String>, Vec<usize>), InferenceError> {
+fn parse_features(schema: &str, text: &str) -> Result<(Vec<String>, Vec<usize>), InferenceError> {
     let features: Vec<String> = parse_json(keys::FEATURES, text)?;
     if features.is_empty() {
         return Err(invalid(keys::FEATURES, "the feature list is empty"));
@@ -310,9 +337,13 @@ fn parse_features(text: &str) -> Result<(Vec<String>, Vec<usize>), InferenceErro
     let mut columns = Vec::with_capacity(features.len());
     let mut seen = HashSet::with_capacity(features.len());
     for name in &features {
-        let column = feature_index(name).ok_or_else(|| InferenceError::UnknownFeature {
+        let column = column_of(schema, name).ok_or_else(|| InferenceError::UnknownFeature {
             name: name.clone(),
-            schema: SCHEMA_NAME,
+            schema: if schema == CONTEXT_SCHEMA_NAME {
+                CONTEXT_SCHEMA_NAME
+            } else {
+                SCHEMA_NAME
+            },
         })?;
         if !seen.insert(column) {
             return Err(InferenceError::DuplicateFeature { name: name.clone() });

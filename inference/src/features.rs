@@ -6,6 +6,7 @@
 //! the pipeline, the benches and the precision report all feed a model the
 //! same way.
 
+use tapstream_kernels::context::NUM_CONTEXT;
 use tapstream_kernels::schema::NUM_FEATURES;
 
 use crate::contract::{ModelContract, Scaler};
@@ -34,24 +35,45 @@ pub fn select_features(
     n: usize,
     out: &mut Vec<f32>,
 ) -> usize {
-    let n = n.min(rows.len() / NUM_FEATURES);
+    select_features_with(contract, rows, &[], n, out)
+}
+
+/// [`select_features`] for a model that may read context features: row
+/// `i`'s context row is `context[i*NUM_CONTEXT..]` (the batch's
+/// `FlowBatch::context`). A model that needs context gets fewer rows than
+/// `n` (the caller's error) when `context` holds fewer complete rows.
+pub fn select_features_with(
+    contract: &ModelContract,
+    rows: &[f64],
+    context: &[f64],
+    n: usize,
+    out: &mut Vec<f32>,
+) -> usize {
+    let mut n = n.min(rows.len() / NUM_FEATURES);
+    if contract.needs_context() {
+        n = n.min(context.len() / NUM_CONTEXT);
+    }
     let width = contract.columns.len();
     out.reserve(n * width);
-    let rows = rows.chunks_exact(NUM_FEATURES).take(n);
-    match &contract.scaler {
-        Scaler::InGraph => {
-            for row in rows {
-                out.extend(contract.columns.iter().map(|&c| to_f32(finite(at(row, c)))));
+    let mut ctx = context.chunks_exact(NUM_CONTEXT);
+    for row in rows.chunks_exact(NUM_FEATURES).take(n) {
+        let c_row = ctx.next().unwrap_or_default();
+        match &contract.scaler {
+            Scaler::InGraph => {
+                out.extend(
+                    contract
+                        .columns
+                        .iter()
+                        .map(|&c| to_f32(finite(at(row, c_row, c)))),
+                );
             }
-        }
-        Scaler::External { mean, scale } => {
-            for row in rows {
+            Scaler::External { mean, scale } => {
                 out.extend(
                     contract
                         .columns
                         .iter()
                         .zip(mean.iter().zip(scale))
-                        .map(|(&c, (m, s))| to_f32((finite(at(row, c)) - m) / s)),
+                        .map(|(&c, (m, s))| to_f32((finite(at(row, c_row, c)) - m) / s)),
                 );
             }
         }
@@ -59,11 +81,16 @@ pub fn select_features(
     n
 }
 
-/// Column `c` of a feature row; the contract's columns are checked against
-/// the row width when it is loaded, so the fallback never shows.
+/// Column `c` of a feature row and its context row; the contract's columns
+/// are checked against the schemas when it is loaded and context rows are
+/// checked above, so the fallback never shows.
 #[inline]
-fn at(row: &[f64], c: usize) -> f64 {
-    row.get(c).copied().unwrap_or(0.0)
+fn at(row: &[f64], context: &[f64], c: usize) -> f64 {
+    if c < NUM_FEATURES {
+        row.get(c).copied().unwrap_or(0.0)
+    } else {
+        context.get(c - NUM_FEATURES).copied().unwrap_or(0.0)
+    }
 }
 
 #[inline]

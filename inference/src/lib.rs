@@ -62,7 +62,7 @@ pub use batcher::{Batcher, Flush};
 pub use contract::{ModelContract, OutputKind, Precision, Scaler};
 pub use engine::{BoundInference, Engine};
 pub use error::InferenceError;
-pub use features::select_features;
+pub use features::{select_features, select_features_with};
 pub use library::{
     init_runtime, ort_library, DEPS_DIR, ORT_DYLIB_PATH, ORT_LIBRARY_FILE, ORT_VERSION,
 };

@@ -25,7 +25,7 @@ use tapstream_kernels::gpu::Flagged;
 use tapstream_kernels::{FlowBatch, Scored};
 
 use crate::model::LoadedModel;
-use crate::{select_features, Engine, InferenceError, Prediction};
+use crate::{select_features_with, Engine, InferenceError, Prediction};
 
 /// Why worker sessions could not be handed out or could not score.
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +192,13 @@ impl WorkerScorer {
         let n = b.len();
         let width = self.engine.contract().num_features();
         self.input.clear();
-        let written = select_features(self.engine.contract(), &b.rows, n, &mut self.input);
+        let written = select_features_with(
+            self.engine.contract(),
+            &b.rows,
+            &b.context,
+            n,
+            &mut self.input,
+        );
         if written != n {
             return Err(ScoringError::Rows {
                 flows: n,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tapstream_ingest::FlowMeta;
 
+use crate::context::{FlowStart, NUM_CONTEXT};
 use crate::gpu::Flagged;
 use crate::schema::NUM_FEATURES;
 
@@ -27,6 +28,20 @@ pub struct FlowBatch {
     /// The flows of a scored batch whose attack score reached the
     /// threshold, by index into `metas`, in increasing order.
     pub flagged: Vec<Flagged>,
+    /// With the context stage on: the shard that sent the batch.
+    pub shard: Option<u32>,
+    /// With the context stage on: each flow's start id, beside `metas`
+    /// (set by the flow worker).
+    pub start_ids: Vec<u64>,
+    /// With the context stage on: the flows the shard started, in capture
+    /// order (set by the flow worker, taken by the context stage).
+    pub starts: Vec<FlowStart>,
+    /// With the context stage on: the shard has sent every start of input
+    /// chunks numbered below this.
+    pub watermark: Option<u64>,
+    /// Row-major context matrix, `metas.len() × NUM_CONTEXT`, filled by the
+    /// context stage (empty without it).
+    pub context: Vec<f64>,
 }
 
 /// How a flow worker scored a [`FlowBatch`].
@@ -70,6 +85,11 @@ impl FlowBatch {
             mark: None,
             scored: None,
             flagged: Vec::new(),
+            shard: None,
+            start_ids: Vec::new(),
+            starts: Vec::new(),
+            watermark: None,
+            context: Vec::new(),
         }
     }
 
@@ -109,6 +129,16 @@ impl FlowBatch {
         self.rows.get(i * NUM_FEATURES..(i + 1) * NUM_FEATURES)
     }
 
+    /// The context row of flow `i`, when the context stage filled them.
+    pub fn context_row(&self, i: usize) -> Option<&[f64]> {
+        self.context.get(i * NUM_CONTEXT..(i + 1) * NUM_CONTEXT)
+    }
+
+    /// True when the batch carries context rows for its flows.
+    pub fn has_context(&self) -> bool {
+        !self.metas.is_empty() && self.context.len() == self.metas.len() * NUM_CONTEXT
+    }
+
     /// Empties the batch (and drops its mark and scores), keeping its
     /// allocations for reuse.
     pub fn clear(&mut self) {
@@ -117,5 +147,9 @@ impl FlowBatch {
         self.mark = None;
         self.scored = None;
         self.flagged.clear();
+        self.start_ids.clear();
+        self.starts.clear();
+        self.watermark = None;
+        self.context.clear();
     }
 }

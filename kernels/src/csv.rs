@@ -24,6 +24,13 @@ const FIRST_ROW_COLUMN: usize = 3;
 
 /// Writes the header line: [`CSV_COLUMNS`] joined by commas, then `\n`.
 pub fn write_header<W: Write>(w: &mut W) -> io::Result<()> {
+    write_header_with(w, false)
+}
+
+/// [`write_header`], followed by the context columns
+/// ([`CONTEXT_FEATURES`](crate::context::CONTEXT_FEATURES)) when `context`
+/// is set: the header of batches the context stage filled.
+pub fn write_header_with<W: Write>(w: &mut W, context: bool) -> io::Result<()> {
     let mut line = Vec::with_capacity(2048);
     for (i, c) in CSV_COLUMNS.iter().enumerate() {
         if i > 0 {
@@ -31,14 +38,21 @@ pub fn write_header<W: Write>(w: &mut W) -> io::Result<()> {
         }
         line.extend_from_slice(c.as_bytes());
     }
+    if context {
+        for c in crate::context::CONTEXT_FEATURES {
+            line.push(b',');
+            line.extend_from_slice(c.as_bytes());
+        }
+    }
     line.push(b'\n');
     w.write_all(&line)
 }
 
 /// Writes one line per flow of `batch`: `Flow ID`, `Src IP`, `Src Port`,
 /// `Dst IP`, `Dst Port`, `Protocol` and `Timestamp` from the flow's meta,
-/// then the numeric features from its row. Wrap `w` in a `BufWriter` when it
-/// is a file or socket.
+/// then the numeric features from its row, then its context row when the
+/// batch has context rows. Wrap `w` in a `BufWriter` when it is a file or
+/// socket.
 pub fn write_rows<W: Write>(w: &mut W, batch: &FlowBatch) -> io::Result<()> {
     let mut line = Vec::with_capacity(2048);
     let mut ints = itoa::Buffer::new();
@@ -69,6 +83,10 @@ pub fn write_rows<W: Write>(w: &mut W, batch: &FlowBatch) -> io::Result<()> {
         {
             line.push(b',');
             write_value(&mut line, *v, *kind, &mut ints, &mut floats);
+        }
+        for v in batch.context_row(i).unwrap_or_default() {
+            line.push(b',');
+            line.extend_from_slice(floats.format(*v).as_bytes());
         }
         line.push(b'\n');
         w.write_all(&line)?;

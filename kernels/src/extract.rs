@@ -13,6 +13,7 @@ use tapstream_ingest::flow::FlowConfig;
 use tapstream_ingest::PacketRecord;
 
 use crate::batch::{FlowBatch, Mark};
+use crate::context::FlowStart;
 use crate::gpu::cuda::{CudaDevice, CudaExecutor};
 use crate::gpu::{BatchExecutor, DeviceScoring, GpuError, GpuShard};
 use crate::shard::{Output, ShardError, ShardProcessor, ShardStats};
@@ -65,6 +66,19 @@ pub trait FeatureExtractor: Send {
 
     /// Most flows the shard's table holds.
     fn max_flows(&self) -> usize;
+
+    /// Asks the extractor to record flow starts for the context stage
+    /// ([`ShardProcessor::track_starts`]); false when it cannot (the GPU
+    /// extractor: the context on the device belongs to its own work).
+    fn track_starts(&mut self) -> bool {
+        false
+    }
+
+    /// Appends the starts recorded since the last call
+    /// ([`ShardProcessor::take_starts`]).
+    fn take_starts(&mut self, order: &dyn Fn(u32) -> u64, out: &mut Vec<FlowStart>) {
+        let _ = (order, out);
+    }
 
     /// Counters.
     fn stats(&self) -> ShardStats;
@@ -126,6 +140,15 @@ impl FeatureExtractor for ShardProcessor {
 
     fn max_flows(&self) -> usize {
         self.config().max_flows
+    }
+
+    fn track_starts(&mut self) -> bool {
+        ShardProcessor::track_starts(self);
+        true
+    }
+
+    fn take_starts(&mut self, order: &dyn Fn(u32) -> u64, out: &mut Vec<FlowStart>) {
+        ShardProcessor::take_starts(self, order, out);
     }
 
     fn stats(&self) -> ShardStats {

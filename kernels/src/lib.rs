@@ -24,6 +24,7 @@
     )
 )]
 pub mod batch;
+pub mod context;
 pub mod cpu;
 pub mod csv;
 pub mod extract;
@@ -34,6 +35,7 @@ mod settled;
 pub mod shard;
 
 pub use batch::{FlowBatch, Mark, Scored};
+pub use context::{ContextConfig, ContextStats, ContextTable, FlowStart};
 pub use extract::{Backend, FeatureExtractor, Handoff};
 pub use rows::{FlowSource, FlowWriter};
 pub use settled::Settled;

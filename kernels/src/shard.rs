@@ -10,11 +10,13 @@
 use std::collections::BTreeMap;
 
 use tapstream_ingest::flow::{
-    EndedFlow, FlowConfig, FlowConfigError, FlowTable, PlacementKind, SlotVec, TABLE_BYTES_PER_FLOW,
+    Direction, EndedFlow, FlowConfig, FlowConfigError, FlowTable, PlacementKind, SlotVec,
+    TABLE_BYTES_PER_FLOW,
 };
 use tapstream_ingest::{EndReason, FlowMeta, PacketRecord};
 
 use crate::batch::{FlowBatch, Scored};
+use crate::context::FlowStart;
 use crate::cpu::{CpuExtractor, FlowAccumulator};
 use crate::gpu::Flagged;
 
@@ -91,6 +93,58 @@ pub struct ShardProcessor {
     /// Where each open flow's first packet came from, once the input is
     /// tagged ([`ShardProcessor::process_tagged_into`]).
     origins: Option<Origins>,
+    /// Each open flow's start id and the starts not yet taken, once the
+    /// context stage asked for them ([`ShardProcessor::track_starts`]).
+    starts: Option<Starts>,
+}
+
+/// The flows a shard started, for the context stage: each open flow's id,
+/// and the starts since they were last taken.
+#[derive(Debug, Default)]
+struct Starts {
+    shard: u32,
+    next: u64,
+    of_slot: SlotVec<u64>,
+    /// `(index of the first packet in the records given, start)`.
+    pending: Vec<(u32, FlowStart)>,
+}
+
+impl Starts {
+    /// Records a new flow in `slot`, opened by `recs[i]`.
+    fn open(&mut self, slot: u32, i: usize, rec: &PacketRecord, backward: bool) {
+        let id = (u64::from(self.shard) << 40) | self.next;
+        self.next += 1;
+        self.of_slot.ensure(slot as usize, &0);
+        if let Some(o) = self.of_slot.get_mut(slot as usize) {
+            *o = id;
+        }
+        let (src, dst, dport) = if backward {
+            (rec.dst, rec.src, rec.sport)
+        } else {
+            (rec.src, rec.dst, rec.dport)
+        };
+        let start = FlowStart {
+            id,
+            order: 0,
+            ts_us: rec.ts_us,
+            src,
+            dst,
+            dport,
+            proto: rec.proto,
+            v6: rec.v6,
+        };
+        self.pending
+            .push((u32::try_from(i).unwrap_or(u32::MAX), start));
+    }
+
+    /// Puts the start id of the flow ending in `slot` beside its row.
+    fn end_in(starts: &mut Option<Starts>, slot: u32, batch: &mut FlowBatch) {
+        if let Some(s) = starts.as_ref() {
+            batch
+                .start_ids
+                .push(s.of_slot.get(slot as usize).copied().unwrap_or(u64::MAX));
+        }
+    }
 }
 
 /// The origin (input message number) of each open flow's first packet, and
@@ -224,6 +278,7 @@ impl ShardProcessor {
             table,
             shard_id,
             origins: None,
+            starts: None,
         })
     }
 
@@ -243,14 +298,19 @@ impl ShardProcessor {
             table,
             ext,
             origins,
+            starts,
             ..
         } = self;
-        for rec in recs {
+        for (i, rec) in recs.iter().enumerate() {
             let placement = table.process(rec, &mut |e: EndedFlow| {
                 Origins::end_in(origins, e.slot);
+                Starts::end_in(starts, e.slot, out.batch);
                 out.emit(ext, &e)
             });
             ext.on_packet(rec, &placement);
+            if let (PlacementKind::New { .. }, Some(s)) = (placement.kind, starts.as_mut()) {
+                s.open(placement.slot, i, rec, placement.dir == Direction::Backward);
+            }
         }
     }
 
@@ -270,17 +330,22 @@ impl ShardProcessor {
             table,
             ext,
             origins,
+            starts,
             ..
         } = self;
         let origins = origins.get_or_insert_with(Origins::default);
         for (i, rec) in recs.iter().enumerate() {
             let placement = table.process(rec, &mut |e: EndedFlow| {
                 origins.end(e.slot);
+                Starts::end_in(starts, e.slot, out.batch);
                 out.emit(ext, &e)
             });
             ext.on_packet(rec, &placement);
             if let PlacementKind::New { .. } = placement.kind {
                 origins.open(placement.slot, tags.get(i).copied().unwrap_or(0));
+                if let Some(s) = starts.as_mut() {
+                    s.open(placement.slot, i, rec, placement.dir == Direction::Backward);
+                }
             }
         }
     }
@@ -305,10 +370,12 @@ impl ShardProcessor {
             table,
             ext,
             origins,
+            starts,
             ..
         } = self;
         table.advance(now_us, &mut |e: EndedFlow| {
             Origins::end_in(origins, e.slot);
+            Starts::end_in(starts, e.slot, out.batch);
             out.emit(ext, &e)
         });
     }
@@ -324,11 +391,37 @@ impl ShardProcessor {
             table,
             ext,
             origins,
+            starts,
             ..
         } = self;
-        table.flush(&mut |e: EndedFlow| out.emit(ext, &e));
+        table.flush(&mut |e: EndedFlow| {
+            Starts::end_in(starts, e.slot, out.batch);
+            out.emit(ext, &e)
+        });
         if let Some(o) = origins.as_mut() {
             o.open.clear();
+        }
+    }
+
+    /// From now on, records each flow's start (for the context stage) and
+    /// puts each ended flow's start id in [`FlowBatch::start_ids`]. Call it
+    /// before the first packet.
+    pub fn track_starts(&mut self) {
+        self.starts.get_or_insert_with(|| Starts {
+            shard: self.shard_id,
+            ..Starts::default()
+        });
+    }
+
+    /// Appends the starts recorded since the last call to `out`, each with
+    /// its [`FlowStart::order`] set by `order` from the index of its first
+    /// packet in the records of the `process` call that saw it.
+    pub fn take_starts(&mut self, order: &dyn Fn(u32) -> u64, out: &mut Vec<FlowStart>) {
+        if let Some(s) = self.starts.as_mut() {
+            out.extend(s.pending.drain(..).map(|(i, st)| FlowStart {
+                order: order(i),
+                ..st
+            }));
         }
     }
 

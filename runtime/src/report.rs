@@ -140,6 +140,8 @@ pub struct RunReport {
     pub reader: ReaderReport,
     /// Flow worker stage.
     pub workers: WorkersReport,
+    /// The context stage, when it ran.
+    pub context: Option<crate::stage::context::ContextReport>,
     /// Consumer stage (inference and alerts, or CSV export).
     pub consumer: ConsumerReport,
     /// Wall time of the whole run.

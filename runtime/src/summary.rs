@@ -130,6 +130,14 @@ fn render_flows(s: &mut String, r: &RunReport) {
             w.stats.emergency_entries, w.stats.emergency_exits
         );
     }
+    if let Some(c) = &r.context {
+        let t = &c.table;
+        let _ = writeln!(
+            s,
+            "  context            {:>12}  flow starts, {} entries ({} expired, {} evicted, {} emergencies)",
+            t.starts, t.entries, t.expired, t.evictions, t.emergency_entries
+        );
+    }
 }
 
 /// Scoring, alerts and CSV rows.
@@ -244,6 +252,20 @@ fn render_rates(s: &mut String, r: &RunReport) {
     );
 }
 
+/// The context stage's counters in the JSON summary.
+fn context_json(c: &crate::stage::context::ContextReport) -> serde_json::Value {
+    serde_json::json!({
+        "starts": c.table.starts,
+        "entries": c.table.entries,
+        "expired": c.table.expired,
+        "evictions": c.table.evictions,
+        "emergency_entries": c.table.emergency_entries,
+        "emergency_active": c.table.emergency,
+        "missing": c.missing,
+        "busy_seconds": c.busy.as_secs_f64(),
+    })
+}
+
 /// The summary as JSON (for `--summary-json` and scripts).
 pub fn to_json(r: &RunReport) -> serde_json::Value {
     let skipped: serde_json::Map<String, serde_json::Value> = r
@@ -305,6 +327,7 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
             "unsettled_flushes": k.unsettled_flushes,
             "lag": k.lag,
         })),
+        "context": r.context.as_ref().map(context_json),
         "flows": r.flows(),
         "flows_ended": ended,
         "evictions": r.workers.stats.evictions,

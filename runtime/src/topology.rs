@@ -40,6 +40,7 @@ use tapstream_kernels::{Backend, FlowBatch, FlowSource, FlowWriter};
 use crate::config::{Config, Device};
 use crate::report::{ConsumerReport, ReaderReport, RunReport, WorkersReport};
 use crate::stage::consumer::Consumer;
+use crate::stage::context::context_loop;
 use crate::stage::decode::{decoder_loop, Decoded, DecoderReport};
 use crate::stage::inbox::Inbox;
 use crate::stage::worker::{Outbox, Worker, WorkerOutcome};
@@ -91,6 +92,7 @@ fn run_sources(
     consumer: Consumer,
     progress: Arc<Progress>,
 ) -> Result<RunReport> {
+    let context = context_runs(cfg, &consumer)?;
     let backend = if sources.iter().any(|s| s.numbered()) {
         // A GPU shard hands ended flows off a batch late, after the marks
         // that offset commits rely on.
@@ -98,6 +100,15 @@ fn run_sources(
             bail!(
                 "the Kafka source needs CPU features (gpu.device = \"cpu\" or \"auto\"): \
                  the GPU extractor cannot yet say which offsets are safe to commit"
+            );
+        }
+        Backend::Cpu
+    } else if context {
+        // The context stage's CUDA twin belongs to the GPU work.
+        if cfg.gpu.device == Device::Cuda {
+            bail!(
+                "context features need CPU features for now (gpu.device = \"cpu\" or \"auto\"): \
+                 the GPU extractor does not report flow starts"
             );
         }
         Backend::Cpu
@@ -110,17 +121,30 @@ fn run_sources(
     let (flow_pool_tx, flow_pool_rx) =
         bounded::<FlowBatch>(FLOW_QUEUE * shape.workers + shape.workers + 2);
     let (decoder_txs, worker_rxs) = shape.decoded_queues();
+    // With context, the workers' batches pass the context stage first.
+    let (to_consumer, context_stage) = if context {
+        let (tx, rx) = bounded::<FlowBatch>(FLOW_QUEUE * shape.workers);
+        let table = cfg.context.table();
+        let workers = shape.workers;
+        let h = thread::Builder::new()
+            .name("context".into())
+            .spawn(move || context_loop(rx, flow_tx, table, workers))
+            .context("spawning the context stage")?;
+        (tx, Some(h))
+    } else {
+        (flow_tx, None)
+    };
     let workers = spawn_workers(
         &shape,
         cfg,
         &backend,
         &consumer,
         worker_rxs,
-        (flow_tx, flow_pool_rx),
-        &stop,
+        (to_consumer, flow_pool_rx),
+        (&stop, context),
     )?;
     let (chunk_txs, decoders) = spawn_decoders(&shape, decoder_txs)?;
-    let consumer = spawn_consumer(consumer, flow_rx, flow_pool_tx, &stop)?;
+    let consumer = spawn_consumer(consumer, flow_rx, flow_pool_tx, &stop, context)?;
     let pool = chunk_pool(&shape)?;
     let setup = started.elapsed();
     let sources = spawn_sources(sources, &shape, chunk_txs, pool, &stop, &progress)?;
@@ -133,6 +157,9 @@ fn run_sources(
             .increment(n);
     }
     let (workers, errors) = join_workers(workers, shape.workers, backend.describe())?;
+    let context = context_stage
+        .map(|h| h.join().map_err(|_| anyhow!("context stage panicked")))
+        .transpose()?;
     let consumer = consumer
         .join()
         .map_err(|_| anyhow!("consumer thread panicked"))??;
@@ -141,6 +168,7 @@ fn run_sources(
         input,
         reader,
         workers,
+        context,
         consumer,
         wall: started.elapsed(),
         setup,
@@ -159,8 +187,15 @@ pub fn run_rows(
     let input = PathBuf::from(source.describe());
     let (flow_tx, flow_rx) = bounded::<FlowBatch>(FLOW_QUEUE);
     let (flow_pool_tx, flow_pool_rx) = bounded::<FlowBatch>(FLOW_QUEUE + 2);
+    if consumer.needs_context() {
+        bail!(
+            "the model reads context features, which flow rows cannot give (they need the \
+             packets of every flow); score flow rows with a model of the {} schema",
+            tapstream_kernels::schema::SCHEMA_NAME
+        );
+    }
     let stop = Arc::new(AtomicBool::new(false));
-    let consumer_handle = spawn_consumer(consumer, flow_rx, flow_pool_tx, &stop)?;
+    let consumer_handle = spawn_consumer(consumer, flow_rx, flow_pool_tx, &stop, false)?;
     let setup = started.elapsed();
     let out = FlowWriter::new(
         flow_tx,
@@ -185,10 +220,32 @@ pub fn run_rows(
             device: "none (flow rows from Kafka)".into(),
             ..WorkersReport::default()
         },
+        context: None,
         consumer,
         wall: started.elapsed(),
         setup,
     })
+}
+
+/// Whether the context stage runs: `[context]` and the consumer's model
+/// decide; a model that needs context where it cannot run is an error.
+fn context_runs(cfg: &Config, consumer: &Consumer) -> Result<bool> {
+    let needed = consumer.needs_context();
+    let runs = cfg.context.runs(needed);
+    if needed && !runs {
+        bail!(
+            "the model reads context features, but [context] enabled = \"off\"; \
+             set it to \"auto\" or use a model of the {} schema",
+            tapstream_kernels::schema::SCHEMA_NAME
+        );
+    }
+    if needed && consumer.worker_models().is_some() {
+        bail!(
+            "inference.placement = \"workers\" cannot score a model that reads context \
+             features: their rows are made after the flow workers; use placement = \"consumer\""
+        );
+    }
+    Ok(runs)
 }
 
 /// How many threads of each stage a run has, and how the queues between
@@ -259,7 +316,7 @@ fn spawn_workers(
     consumer: &Consumer,
     worker_rxs: Vec<Vec<Receiver<Decoded>>>,
     (flow_tx, flow_pool_rx): (Sender<FlowBatch>, Receiver<FlowBatch>),
-    stop: &Arc<AtomicBool>,
+    (stop, context): (&Arc<AtomicBool>, bool),
 ) -> Result<Vec<JoinHandle<WorkerOutcome>>> {
     let models = consumer.worker_models();
     if let Some(m) = &models {
@@ -287,7 +344,8 @@ fn spawn_workers(
             (flow_tx.clone(), flow_pool_rx.clone()),
             cfg.pipeline.batch_flows,
             stop.clone(),
-        );
+        )
+        .with_context(context);
         let inbox = Inbox::new(rxs, shape.ordered);
         let h = thread::Builder::new()
             .name(format!("flow-{shard}"))
@@ -328,12 +386,13 @@ fn spawn_consumer(
     rx: Receiver<FlowBatch>,
     pool: Sender<FlowBatch>,
     stop: &Arc<AtomicBool>,
+    context: bool,
 ) -> Result<JoinHandle<Result<ConsumerReport>>> {
     let stop = stop.clone();
     thread::Builder::new()
         .name("consumer".into())
         .spawn(move || {
-            let r = consumer.run(rx, pool, &stop);
+            let r = consumer.run(rx, pool, &stop, context);
             if r.is_err() {
                 stop.store(true, Ordering::Relaxed);
             }

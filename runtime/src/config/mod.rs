@@ -8,6 +8,7 @@
 //! configures. Command-line flags override the file (the CLI applies them
 //! and validates again). `tapstream config` prints a fully commented file.
 
+mod context;
 mod flow;
 mod gpu;
 mod inference;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use context::{ContextMode, ContextSection};
 pub use flow::{FlowSection, MAX_MEMCAP_MIB};
 pub use gpu::{Device, GpuSection};
 pub use inference::{CudaSection, InferenceSection, Placement, Provider, TensorRtSection};
@@ -68,6 +70,8 @@ pub enum ConfigError {
 pub struct Config {
     /// Flow table: timeouts and size.
     pub flow: FlowSection,
+    /// Host and service context of each flow.
+    pub context: ContextSection,
     /// Threads, batch sizes and queue depths.
     pub pipeline: PipelineSection,
     /// The model to score flows with.
@@ -153,6 +157,7 @@ impl Config {
     /// Checks every range and cross-field rule, section by section.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.flow.validate()?;
+        self.context.validate()?;
         self.pipeline.validate()?;
         self.model.validate()?;
         self.inference.validate()?;

@@ -21,7 +21,7 @@ use tapstream_connectors::limit::AlertLimiter;
 use tapstream_connectors::sink::AlertSink;
 use tapstream_connectors::ModelInfo;
 use tapstream_inference::{
-    select_features, Batcher, Engine, LoadedModel, ModelContract, Prediction, Reloader,
+    select_features_with, Batcher, Engine, LoadedModel, ModelContract, Prediction, Reloader,
     WorkerModels,
 };
 use tapstream_ingest::queue::{recv_until, Recv};
@@ -105,6 +105,7 @@ impl AlertStage {
         rx: Receiver<FlowBatch>,
         pool: Sender<FlowBatch>,
         stop: &AtomicBool,
+        context: bool,
     ) -> Result<ConsumerReport> {
         let started = Instant::now();
         let (alert_tx, alert_rx) = bounded::<AlertBatch>(16);
@@ -131,6 +132,7 @@ impl AlertStage {
             (self.reload, self.workers),
             (alert_tx, alert_pool_rx, stop),
         );
+        state.context = context;
         let scored = state.run(&rx, &pool);
         let mut report = std::mem::take(&mut state.report);
         let blocked = state.blocked;
@@ -186,6 +188,8 @@ struct AlertLoop<'a> {
     stop: &'a AtomicBool,
     blocked: Duration,
     report: ConsumerReport,
+    /// Flows arrive with context rows (the context stage runs).
+    context: bool,
 }
 
 impl<'a> AlertLoop<'a> {
@@ -221,6 +225,7 @@ impl<'a> AlertLoop<'a> {
             alert_pool,
             sink_open: true,
             stop,
+            context: false,
             blocked: Duration::ZERO,
             report: ConsumerReport::default(),
             contract,
@@ -270,6 +275,16 @@ impl<'a> AlertLoop<'a> {
         let Some(mut new) = self.reload.as_ref().and_then(|r| r.take()) else {
             return Ok(());
         };
+        if new.engine.contract().needs_context() && !self.context {
+            let c = new.engine.contract();
+            tracing::error!(
+                message = "reloaded model not swapped in: it reads context features, which this \
+                           run does not compute (restart with [context] enabled = \"auto\" or \"on\")",
+                model = %c.name,
+                version = %c.version,
+            );
+            return Ok(());
+        }
         let mut id = self.generations.last().map_or(0, |(g, _)| g + 1);
         if let Some(w) = &self.workers {
             let sessions = std::mem::take(&mut new.workers);
@@ -330,7 +345,8 @@ impl<'a> AlertLoop<'a> {
             }));
             self.batcher.add(n, Instant::now());
         } else {
-            let written = select_features(&self.contract, &b.rows, n, &mut self.input);
+            let written =
+                select_features_with(&self.contract, &b.rows, &b.context, n, &mut self.input);
             self.metas.extend(b.metas.iter().take(written).copied());
             self.batcher.add(written, Instant::now());
         }

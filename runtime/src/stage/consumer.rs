@@ -29,6 +29,14 @@ pub enum Consumer {
 }
 
 impl Consumer {
+    /// True when the flows need context rows (the model reads them).
+    pub fn needs_context(&self) -> bool {
+        match self {
+            Consumer::Alerts(stage) => stage.engine.contract().needs_context(),
+            _ => false,
+        }
+    }
+
     /// The worker sessions, when the flow workers score.
     pub fn worker_models(&self) -> Option<Arc<WorkerModels>> {
         match self {
@@ -38,16 +46,17 @@ impl Consumer {
     }
 
     /// Runs until every worker has hung up. Sets `stop` when output fails so
-    /// the reader stops early.
+    /// the reader stops early. `context`: flows arrive with context rows.
     pub fn run(
         self,
         rx: Receiver<FlowBatch>,
         pool: Sender<FlowBatch>,
         stop: &AtomicBool,
+        context: bool,
     ) -> Result<ConsumerReport> {
         match self {
-            Consumer::Alerts(stage) => stage.run(rx, pool, stop),
-            Consumer::Features(out) => run_csv(out, rx, pool, stop),
+            Consumer::Alerts(stage) => stage.run(rx, pool, stop, context),
+            Consumer::Features(out) => run_csv(out, rx, pool, stop, context),
             Consumer::Discard => {
                 let started = Instant::now();
                 let mut report = ConsumerReport::default();
@@ -68,12 +77,13 @@ fn run_csv(
     rx: Receiver<FlowBatch>,
     pool: Sender<FlowBatch>,
     stop: &AtomicBool,
+    context: bool,
 ) -> Result<ConsumerReport> {
     let mut report = ConsumerReport::default();
     let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
     let mut blocked = Duration::ZERO;
     let started = Instant::now();
-    let mut result = csv::write_header(&mut w).context("writing CSV header");
+    let mut result = csv::write_header_with(&mut w, context).context("writing CSV header");
     while let Recv::Item(mut b) = recv_until(&rx, None, &mut blocked) {
         report.flows += b.len() as u64;
         if result.is_ok() {

@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod consumer;
+pub mod context;
 pub(crate) mod decode;
 pub(crate) mod inbox;
 pub(crate) mod sink;

@@ -57,6 +57,9 @@ pub(crate) struct Outbox {
     stop: Arc<AtomicBool>,
     scoring_error: Option<String>,
     blocked: Duration,
+    /// The context stage runs: batches say their shard, and carry starts
+    /// and watermarks.
+    context: bool,
 }
 
 impl Outbox {
@@ -78,7 +81,14 @@ impl Outbox {
             stop,
             scoring_error: None,
             blocked: Duration::ZERO,
+            context: false,
         }
+    }
+
+    /// Makes the worker feed the context stage (see `stage::context`).
+    pub(crate) fn with_context(mut self, on: bool) -> Self {
+        self.context = on;
+        self
     }
 
     fn fresh(&self) -> FlowBatch {
@@ -90,8 +100,11 @@ impl Outbox {
     /// Hands `b` off (see the type's docs); nothing for an empty batch
     /// without a mark.
     fn hand_off(&mut self, b: &mut FlowBatch) {
-        if b.is_empty() && b.mark.is_none() {
+        if b.is_empty() && b.mark.is_none() && b.watermark.is_none() && b.starts.is_empty() {
             return;
+        }
+        if self.context {
+            b.shard = Some(self.shard as u32);
         }
         // A GPU shard scoring on the device hands off scored batches.
         if let (true, Some(s)) = (
@@ -134,11 +147,24 @@ pub(crate) struct Worker {
     published: ShardStats,
     published_at: Instant,
     emergency: EmergencyWatch,
+    /// Input chunks seen so far (the context stage's watermark).
+    chunks: u64,
 }
 
 impl Worker {
     /// Worker `shard` over `extractor`, handing flows to `outbox`.
-    pub(crate) fn new(shard: usize, extractor: Box<dyn FeatureExtractor>, outbox: Outbox) -> Self {
+    pub(crate) fn new(
+        shard: usize,
+        mut extractor: Box<dyn FeatureExtractor>,
+        outbox: Outbox,
+    ) -> Self {
+        if outbox.context && !extractor.track_starts() {
+            // The topology runs the stage with CPU features only.
+            tracing::error!(
+                message = "this feature extractor cannot feed the context stage",
+                shard
+            );
+        }
         let out = outbox.fresh();
         Worker {
             shard,
@@ -151,6 +177,7 @@ impl Worker {
             published: ShardStats::default(),
             published_at: Instant::now(),
             emergency: EmergencyWatch::new(shard),
+            chunks: 0,
         }
     }
 
@@ -182,6 +209,9 @@ impl Worker {
             }
         }
         self.with_output(|ex, out| ex.flush(out));
+        if self.outbox.context {
+            self.out.watermark = Some(u64::MAX);
+        }
         self.hand_off_pending();
         let stats = self.extractor.stats();
         publish_flow_stats(&mut self.published, &stats);
@@ -228,6 +258,7 @@ impl Worker {
         let (recs, pos, origins) = chunk.part(shard);
         let mut tick = self.tick;
         let mut flushed = self.flushed;
+        let context = self.outbox.context.then_some(self.chunks);
         self.with_output(|ex, out| {
             let mut done = 0;
             for &(at, ts) in &chunk.ticks {
@@ -240,10 +271,15 @@ impl Worker {
                 // then the clock.
                 let upto = pos.partition_point(|&p| p <= at);
                 process(ex, recs, origins, done..upto, out);
+                take_starts(ex, context, pos, done, out);
                 done = done.max(upto);
                 ex.advance(ts, out);
             }
             process(ex, recs, origins, done..recs.len(), out);
+            take_starts(ex, context, pos, done, out);
+            if let Some(seq) = context {
+                out.batch.watermark = Some(seq + 1);
+            }
             if let Some((complete_below, flush)) = chunk.numbering {
                 let mark = ex.mark(shard as u32, complete_below, flush, &mut flushed, out);
                 out.batch.mark = Some(mark);
@@ -251,6 +287,7 @@ impl Worker {
         });
         self.tick = tick;
         self.flushed = flushed;
+        self.chunks += 1;
         metrics::counter!("tapstream_packets_processed_total").increment(recs.len() as u64);
     }
 
@@ -267,6 +304,26 @@ impl Worker {
 
 /// Processes `recs[range]`, with their origins when the input is numbered
 /// (`origins` is then beside `recs`; empty otherwise).
+/// With the context stage on (`chunk` is the input chunk's number), moves
+/// the starts `process` just recorded into the batch, each ordered by its
+/// first packet's place in the input: `pos[from + i]` in chunk `chunk`.
+fn take_starts(
+    ex: &mut dyn FeatureExtractor,
+    chunk: Option<u64>,
+    pos: &[u32],
+    from: usize,
+    out: &mut Handoff<'_, '_>,
+) {
+    let Some(chunk) = chunk else {
+        return;
+    };
+    let order = |i: u32| {
+        let p = pos.get(from + i as usize).copied().unwrap_or(u32::MAX);
+        (chunk << 32) | u64::from(p)
+    };
+    ex.take_starts(&order, &mut out.batch.starts);
+}
+
 fn process(
     ex: &mut dyn FeatureExtractor,
     recs: &[PacketRecord],

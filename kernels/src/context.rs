@@ -1,0 +1,488 @@
+//! Host and service context: what a flow's hosts and service did before it
+//! started, at three time scales.
+//!
+//! Why this exists: a SYN flood from one host, password guessing, an HTTP
+//! flood or a slow DoS is many flows that each look ordinary; they show only
+//! as a rate or a fan-out per host or service. The per-flow CIC row cannot
+//! see that, so each flow also gets a context row ([`CONTEXT_FEATURES`]).
+//!
+//! # Definition
+//!
+//! The input is the sequence of *flow starts* in capture order: each flow's
+//! first packet, with the flow's orientation (its source is the initiator),
+//! destination port and protocol. For each start, in that order, the
+//! [`ContextTable`] reads five keyed statistics (source host, destination
+//! host, host pair, service = destination host + port + protocol, and
+//! source → service) *before* counting the flow itself, and then counts it.
+//! Every statistic is a Kitsune-style damped count (Mirsky et al., NDSS
+//! 2018): before each read or update at time `t` it is multiplied by
+//! `2^(−λ·Δt)` with `Δt = max(0, t − t_last)` seconds, for
+//! `λ ∈ {1, 0.1, 0.01}` per second (half-lives 1 s, 10 s, 100 s), so a steady
+//! rate of `r` flows/s reads about `r / (λ·ln 2)`. The formulas are in
+//! `kernels/FEATURES.md`.
+//!
+//! # Why it is exact
+//!
+//! Flow starts are a property of the capture: the flows, and so their first
+//! packets, are the same for any number of workers (the flow table's
+//! contract). The runtime's context stage merges the shards' starts by the
+//! first packet's place in the capture (chunk number, index in chunk) and
+//! applies them in that order, so the table sees the same sequence for any
+//! number of workers and decoders and on every replay. A flow's row is
+//! taken at its start, before it ends, so when it ends does not matter.
+//!
+//! # Bounded memory
+//!
+//! Entries are capped ([`ContextConfig::max_entries`], from a memcap).
+//! Entries not touched for [`ContextConfig::retain_us`] are swept. A table
+//! that is still full enters *emergency mode*: it drops the least recently
+//! touched quarter of its entries (counted as evictions) and leaves the mode
+//! at a sweep that finds it at most 70 % full. All of this is driven by the
+//! starts' packet time, so it too is the same on every run.
+
+use std::collections::HashMap;
+
+use tapstream_ingest::FlowMeta;
+
+/// The context schema's name in the model contract.
+pub const CONTEXT_SCHEMA_NAME: &str = "tapstream-context";
+/// The context schema's version; bump it when a formula or name changes.
+pub const CONTEXT_SCHEMA_VERSION: u32 = 1;
+
+/// Decay rates λ (per second): half-lives 1 s, 10 s and 100 s.
+pub const LAMBDAS: [f64; SCALES] = [1.0, 0.1, 0.01];
+/// Number of time scales.
+pub const SCALES: usize = 3;
+/// The scales' names in feature names.
+#[cfg(test)]
+const SCALE_NAMES: [&str; SCALES] = ["1s", "10s", "100s"];
+
+/// The eight statistics, each at every scale (see `kernels/FEATURES.md`).
+const STATS: [&str; 8] = [
+    "src_flows",
+    "src_new_dsts",
+    "pair_flows",
+    "pair_new_ports",
+    "psrv_flows",
+    "srv_flows",
+    "srv_new_srcs",
+    "dst_flows",
+];
+
+/// Number of context features in a row.
+pub const NUM_CONTEXT: usize = STATS.len() * SCALES;
+
+/// The context feature names, in row order: `ctx_<stat>_<scale>`, the
+/// statistic major.
+pub static CONTEXT_FEATURES: [&str; NUM_CONTEXT] = [
+    "ctx_src_flows_1s",
+    "ctx_src_flows_10s",
+    "ctx_src_flows_100s",
+    "ctx_src_new_dsts_1s",
+    "ctx_src_new_dsts_10s",
+    "ctx_src_new_dsts_100s",
+    "ctx_pair_flows_1s",
+    "ctx_pair_flows_10s",
+    "ctx_pair_flows_100s",
+    "ctx_pair_new_ports_1s",
+    "ctx_pair_new_ports_10s",
+    "ctx_pair_new_ports_100s",
+    "ctx_psrv_flows_1s",
+    "ctx_psrv_flows_10s",
+    "ctx_psrv_flows_100s",
+    "ctx_srv_flows_1s",
+    "ctx_srv_flows_10s",
+    "ctx_srv_flows_100s",
+    "ctx_srv_new_srcs_1s",
+    "ctx_srv_new_srcs_10s",
+    "ctx_srv_new_srcs_100s",
+    "ctx_dst_flows_1s",
+    "ctx_dst_flows_10s",
+    "ctx_dst_flows_100s",
+];
+
+/// Index of a context feature by name (0-based within the context row).
+pub fn context_index(name: &str) -> Option<usize> {
+    CONTEXT_FEATURES.iter().position(|n| *n == name)
+}
+
+/// A damped count is "recent" at a scale while it reads at least this: a
+/// flow counted within about one half-life.
+const RECENT: f64 = 0.5;
+
+/// One flow's start, as the context stage orders and applies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowStart {
+    /// Which flow: the id its ended row carries ([`FlowBatch::start_ids`](crate::FlowBatch)).
+    pub id: u64,
+    /// The first packet's place in the input: chunk number in the high 32
+    /// bits, index among the chunk's decoded packets in the low 32.
+    pub order: u64,
+    /// The first packet's timestamp, µs.
+    pub ts_us: i64,
+    /// The initiator's address (IPv4 in the first 4 bytes).
+    pub src: [u8; 16],
+    /// The responder's address.
+    pub dst: [u8; 16],
+    /// The responder's port (0 for ICMP).
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// IPv6 addresses.
+    pub v6: bool,
+}
+
+impl FlowStart {
+    /// The start of the flow `meta` describes (its identity; `id` and
+    /// `order` as given).
+    pub fn of_meta(meta: &FlowMeta, id: u64, order: u64) -> Self {
+        FlowStart {
+            id,
+            order,
+            ts_us: meta.start_us,
+            src: meta.src,
+            dst: meta.dst,
+            dport: meta.dport,
+            proto: meta.proto,
+            v6: meta.v6,
+        }
+    }
+}
+
+/// Limits of a [`ContextTable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ContextConfig {
+    /// Entries (over all five keys) at most.
+    pub max_entries: usize,
+    /// Entries untouched this long (packet time, µs) are swept.
+    pub retain_us: i64,
+}
+
+impl ContextConfig {
+    /// Host memory one entry costs at most: key, statistics and the hash
+    /// map's share (measured layout, rounded up).
+    pub const BYTES_PER_ENTRY: usize = 160;
+    /// Default memcap: 64 MiB (about 420,000 entries).
+    pub const DEFAULT_MEMCAP_MIB: usize = 64;
+    /// Default retention: 1,000 s, ten half-lives of the slowest scale
+    /// (its counts have fallen below 0.1 %).
+    pub const DEFAULT_RETAIN_US: i64 = 1_000_000_000;
+
+    /// The limits for a memcap of `mib` MiB.
+    pub fn with_memcap_mib(mib: usize) -> Self {
+        ContextConfig {
+            max_entries: (mib.saturating_mul(1 << 20) / Self::BYTES_PER_ENTRY).max(16),
+            retain_us: Self::DEFAULT_RETAIN_US,
+        }
+    }
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        Self::with_memcap_mib(Self::DEFAULT_MEMCAP_MIB)
+    }
+}
+
+/// Counters of a [`ContextTable`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ContextStats {
+    /// Flow starts applied.
+    pub starts: u64,
+    /// Entries now.
+    pub entries: u64,
+    /// Entries removed by a sweep (untouched for the retention time).
+    pub expired: u64,
+    /// Entries dropped because the table was full.
+    pub evictions: u64,
+    /// Times the table entered emergency mode.
+    pub emergency_entries: u64,
+    /// The table is in emergency mode now.
+    pub emergency: bool,
+}
+
+/// One damped statistic: a count `w` and a "new" count `n` per scale.
+#[derive(Clone, Copy, Debug, Default)]
+struct Damped {
+    /// Last update, µs.
+    t_us: i64,
+    w: [f64; SCALES],
+    n: [f64; SCALES],
+}
+
+impl Damped {
+    /// Decays to `t_us` (never backwards) and returns the counts.
+    fn decay_to(&mut self, t_us: i64) -> &mut Self {
+        if t_us > self.t_us {
+            let dt = (t_us - self.t_us) as f64 * 1e-6;
+            for (i, l) in LAMBDAS.iter().enumerate() {
+                let d = (-l * dt).exp2();
+                if let (Some(w), Some(n)) = (self.w.get_mut(i), self.n.get_mut(i)) {
+                    *w *= d;
+                    *n *= d;
+                }
+            }
+            self.t_us = t_us;
+        }
+        self
+    }
+
+    /// Counts one flow, and one "new" flow at the scales where `new` says so.
+    fn count(&mut self, new: [bool; SCALES]) {
+        for ((w, n), fresh) in self.w.iter_mut().zip(self.n.iter_mut()).zip(new) {
+            *w += 1.0;
+            if fresh {
+                *n += 1.0;
+            }
+        }
+    }
+}
+
+type Host = ([u8; 16], bool);
+type Pair = ([u8; 16], [u8; 16], bool);
+type Service = ([u8; 16], u16, u8, bool);
+type PairService = ([u8; 16], [u8; 16], u16, u8, bool);
+
+/// The keyed statistics and their limits. Applying the same starts in the
+/// same order gives the same rows, bit for bit.
+#[derive(Debug, Default)]
+pub struct ContextTable {
+    cfg: ContextConfig,
+    src: HashMap<Host, Damped>,
+    dst: HashMap<Host, Damped>,
+    pair: HashMap<Pair, Damped>,
+    srv: HashMap<Service, Damped>,
+    psrv: HashMap<PairService, Damped>,
+    stats: ContextStats,
+    /// Packet time of the next sweep, µs.
+    next_sweep_us: Option<i64>,
+}
+
+/// Sweeps run this often in packet time (µs).
+const SWEEP_EVERY_US: i64 = 60_000_000;
+
+/// Looks `key` up (inserting a fresh entry at `t_us`) and decays it.
+fn entry<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Damped>, key: K, t_us: i64) -> &mut Damped {
+    map.entry(key)
+        .or_insert(Damped {
+            t_us,
+            ..Damped::default()
+        })
+        .decay_to(t_us)
+}
+
+impl ContextTable {
+    /// An empty table.
+    pub fn new(cfg: ContextConfig) -> Self {
+        ContextTable {
+            cfg,
+            ..ContextTable::default()
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> ContextStats {
+        ContextStats {
+            entries: self.len() as u64,
+            ..self.stats
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.src.len() + self.dst.len() + self.pair.len() + self.srv.len() + self.psrv.len()
+    }
+
+    /// Applies one start: writes the flow's context row into `row` (what
+    /// came before it), then counts the flow.
+    pub fn apply(&mut self, s: &FlowStart, row: &mut [f64; NUM_CONTEXT]) {
+        self.make_room(s.ts_us);
+        let t = s.ts_us;
+        let psrv = entry(&mut self.psrv, (s.src, s.dst, s.dport, s.proto, s.v6), t);
+        let psrv_w = psrv.w;
+        psrv.count([false; SCALES]);
+        let new_port = psrv_w.map(|w| w < RECENT);
+        let pair = entry(&mut self.pair, (s.src, s.dst, s.v6), t);
+        let (pair_w, pair_n) = (pair.w, pair.n);
+        pair.count(new_port);
+        let new_dst = pair_w.map(|w| w < RECENT);
+        let src = entry(&mut self.src, (s.src, s.v6), t);
+        let (src_w, src_n) = (src.w, src.n);
+        src.count(new_dst);
+        let srv = entry(&mut self.srv, (s.dst, s.dport, s.proto, s.v6), t);
+        let (srv_w, srv_n) = (srv.w, srv.n);
+        srv.count(new_port);
+        let dst = entry(&mut self.dst, (s.dst, s.v6), t);
+        let dst_w = dst.w;
+        dst.count([false; SCALES]);
+        let groups = [src_w, src_n, pair_w, pair_n, psrv_w, srv_w, srv_n, dst_w];
+        for (out, v) in row.iter_mut().zip(groups.iter().flatten()) {
+            *out = *v;
+        }
+        self.stats.starts += 1;
+    }
+
+    /// Sweeps when due, and frees room when full (emergency mode).
+    fn make_room(&mut self, t_us: i64) {
+        let due = self.next_sweep_us.is_none_or(|at| t_us >= at);
+        if due {
+            self.next_sweep_us = Some(t_us.saturating_add(SWEEP_EVERY_US));
+            self.remove_older_than(t_us.saturating_sub(self.cfg.retain_us), false);
+            if self.stats.emergency && self.len() * 10 <= self.cfg.max_entries * 7 {
+                self.stats.emergency = false;
+            }
+        }
+        // Up to five new entries per start.
+        if self.len() + 5 > self.cfg.max_entries {
+            if !self.stats.emergency {
+                self.stats.emergency = true;
+                self.stats.emergency_entries += 1;
+            }
+            self.remove_older_than(t_us.saturating_sub(self.cfg.retain_us), false);
+            if self.len() + 5 > self.cfg.max_entries {
+                let cutoff = self.quartile_touch_time();
+                self.remove_older_than(cutoff.saturating_add(1), true);
+            }
+        }
+    }
+
+    /// The touch time below which about a quarter of the entries lie (the
+    /// value is what counts, so the result does not depend on map order).
+    fn quartile_touch_time(&self) -> i64 {
+        let mut ts: Vec<i64> = Vec::with_capacity(self.len());
+        ts.extend(self.src.values().map(|d| d.t_us));
+        ts.extend(self.dst.values().map(|d| d.t_us));
+        ts.extend(self.pair.values().map(|d| d.t_us));
+        ts.extend(self.srv.values().map(|d| d.t_us));
+        ts.extend(self.psrv.values().map(|d| d.t_us));
+        let k = ts.len() / 4;
+        if ts.is_empty() {
+            return i64::MIN;
+        }
+        let (_, v, _) = ts.select_nth_unstable(k);
+        *v
+    }
+
+    /// Removes entries last touched before `cutoff_us`, counting them as
+    /// evictions or expiries.
+    fn remove_older_than(&mut self, cutoff_us: i64, evicting: bool) {
+        let before = self.len();
+        self.src.retain(|_, d| d.t_us >= cutoff_us);
+        self.dst.retain(|_, d| d.t_us >= cutoff_us);
+        self.pair.retain(|_, d| d.t_us >= cutoff_us);
+        self.srv.retain(|_, d| d.t_us >= cutoff_us);
+        self.psrv.retain(|_, d| d.t_us >= cutoff_us);
+        let gone = (before - self.len()) as u64;
+        if evicting {
+            self.stats.evictions += gone;
+        } else {
+            self.stats.expired += gone;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(id: u64, ts_s: f64, src: u8, dst: u8, dport: u16) -> FlowStart {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[198, 18, 0, src]);
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&[198, 18, 0, dst]);
+        FlowStart {
+            id,
+            order: id,
+            ts_us: (ts_s * 1e6) as i64,
+            src: a,
+            dst: b,
+            dport,
+            proto: 6,
+            v6: false,
+        }
+    }
+
+    fn get(row: &[f64; NUM_CONTEXT], name: &str) -> f64 {
+        row[context_index(name).unwrap()]
+    }
+
+    #[test]
+    fn names_follow_the_statistics_and_scales() {
+        for (s, stat) in STATS.iter().enumerate() {
+            for (k, scale) in SCALE_NAMES.iter().enumerate() {
+                assert_eq!(
+                    CONTEXT_FEATURES[s * SCALES + k],
+                    format!("ctx_{stat}_{scale}")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_flow_sees_what_came_before_it_not_itself() {
+        let mut t = ContextTable::new(ContextConfig::default());
+        let mut row = [0.0; NUM_CONTEXT];
+        t.apply(&start(1, 10.0, 1, 2, 22), &mut row);
+        assert!(row.iter().all(|&v| v == 0.0));
+        t.apply(&start(2, 10.0, 1, 2, 22), &mut row);
+        assert_eq!(get(&row, "ctx_src_flows_1s"), 1.0);
+        assert_eq!(get(&row, "ctx_psrv_flows_100s"), 1.0);
+        assert_eq!(
+            get(&row, "ctx_src_new_dsts_10s"),
+            1.0,
+            "the first flow was new"
+        );
+        assert_eq!(get(&row, "ctx_srv_new_srcs_10s"), 1.0);
+        // One second later the 1 s scale has halved.
+        t.apply(&start(3, 11.0, 1, 2, 23), &mut row);
+        assert!((get(&row, "ctx_src_flows_1s") - 1.0).abs() < 1e-12);
+        assert!((get(&row, "ctx_pair_flows_10s") - 2.0 * (-0.1f64).exp2()).abs() < 1e-12);
+        assert_eq!(get(&row, "ctx_psrv_flows_1s"), 0.0, "port 23 is new");
+        // The new port counted as a new port of the pair.
+        t.apply(&start(4, 11.0, 1, 2, 23), &mut row);
+        assert!(get(&row, "ctx_pair_new_ports_1s") > 1.0);
+    }
+
+    #[test]
+    fn a_steady_rate_reads_about_rate_over_lambda_ln2() {
+        let mut t = ContextTable::new(ContextConfig::default());
+        let mut row = [0.0; NUM_CONTEXT];
+        for i in 0..20_000u64 {
+            t.apply(&start(i, i as f64 * 0.01, 1, 2, 80), &mut row);
+        }
+        let expect = 100.0 / (0.1 * std::f64::consts::LN_2);
+        let got = get(&row, "ctx_src_flows_10s");
+        assert!((got - expect).abs() / expect < 0.01, "{got} vs {expect}");
+    }
+
+    #[test]
+    fn out_of_order_times_never_decay_backwards() {
+        let mut t = ContextTable::new(ContextConfig::default());
+        let mut row = [0.0; NUM_CONTEXT];
+        t.apply(&start(1, 10.0, 1, 2, 80), &mut row);
+        t.apply(&start(2, 9.0, 1, 2, 80), &mut row);
+        assert_eq!(get(&row, "ctx_src_flows_1s"), 1.0);
+    }
+
+    #[test]
+    fn a_full_table_evicts_a_counted_quarter_and_recovers() {
+        let cfg = ContextConfig {
+            max_entries: 400,
+            retain_us: ContextConfig::DEFAULT_RETAIN_US,
+        };
+        let mut t = ContextTable::new(cfg);
+        let mut row = [0.0; NUM_CONTEXT];
+        for i in 0..2_000u64 {
+            // A new source every start: a spoofed flood.
+            t.apply(
+                &start(i, i as f64 * 0.001, (i % 250) as u8, 2, (i % 7000) as u16),
+                &mut row,
+            );
+            assert!(t.stats().entries as usize <= cfg.max_entries);
+        }
+        let s = t.stats();
+        assert!(s.evictions > 0 && s.emergency_entries >= 1, "{s:?}");
+        // Long after, the sweep empties it and the mode ends.
+        t.apply(&start(9_999, 5_000.0, 1, 2, 80), &mut row);
+        let s = t.stats();
+        assert!(!s.emergency && s.entries == 5, "{s:?}");
+    }
+}
