@@ -9,6 +9,7 @@ mod bench;
 mod common;
 mod config;
 mod demo;
+mod eval;
 mod features;
 mod gpu;
 mod kafka;
@@ -41,6 +42,11 @@ enum Command {
     DemoPcap(demo::DemoArgs),
     /// Rebuild the throughput benchmark capture (as make-bench-pcap.sh does).
     MakeBenchPcap(demo::BenchPcapArgs),
+    /// Check detectors on labelled captures: recall per attack kind,
+    /// captures hit, benign false positives, alerts per attack, confusion;
+    /// models side by side. Writes OUTDIR/eval.json and eval.html; exits 2
+    /// when a capture could not be read.
+    Eval(eval::EvalArgs),
     /// Compare GPU and CPU feature rows on captures (needs a GPU).
     Parity(gpu::ParityArgs),
     /// Score with the features already on the GPU (needs a GPU and ONNX
@@ -87,6 +93,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Bench(args) => bench::run(args),
         Command::DemoPcap(args) => demo::demo_pcap(args),
         Command::MakeBenchPcap(args) => demo::bench_pcap(args),
+        Command::Eval(args) => eval::run(args),
         Command::Parity(args) => gpu::parity(args),
         Command::GpuScore(args) => gpu::gpu_score(args),
         Command::Model { command } => model::run(command),

@@ -15,6 +15,8 @@ mod decoders;
 mod gpu_flag_scores;
 // The device's model-input kernel, emulated, against select_features.
 mod gpu_model_input;
+// `tapstream eval`: labelled directories, JSON numbers, HTML, read errors.
+mod eval;
 // The Kafka source against librdkafka's in-process broker.
 mod kafka;
 // `tapstream model report`: JSON sanity, robustness, errors.

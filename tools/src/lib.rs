@@ -4,6 +4,9 @@
 //! - [`report`]: `tapstream model report`, a model's precisions and
 //!   backends compared on labelled rows (accuracy, false positives,
 //!   agreement, latency, robustness);
+//! - [`eval`]: `tapstream eval`, detectors checked on a deployment's own
+//!   labelled captures (recall per attack kind, false positives, alerts
+//!   per attack), models side by side;
 //! - [`bench`](mod@bench): `tapstream bench`, per-stage and end-to-end throughput;
 //! - [`benchfile`]: the throughput benchmark capture, rebuilt from the
 //!   shared captures; [`demo`]: the project's own demo capture;
@@ -27,6 +30,7 @@
 pub mod bench;
 pub mod benchfile;
 pub mod demo;
+pub mod eval;
 pub mod gpu;
 pub mod report;
 pub mod rng;

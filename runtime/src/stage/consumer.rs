@@ -1,8 +1,9 @@
 //! The consumer stage: what happens to ended flows.
 //!
 //! For `run` the [`AlertStage`] scores them and
-//! writes alerts; for `features` they become CSV rows; `bench` can discard
-//! them to measure the stages before.
+//! writes alerts; for `features` they become CSV rows; `eval` collects them
+//! to score with several models; `bench` can discard them to measure the
+//! stages before.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,10 @@ pub enum Consumer {
     Alerts(AlertStage),
     /// Write one CSV row per flow.
     Features(Box<dyn Write + Send>),
+    /// Hand every batch of ended flows, unscored, to this channel (an
+    /// evaluation gathers a capture's flows). Drain it or make it unbounded:
+    /// the run waits while it is full.
+    Collect(Sender<FlowBatch>),
     /// Count flows and drop them (benchmarks of the stages before).
     Discard,
 }
@@ -57,6 +62,7 @@ impl Consumer {
         match self {
             Consumer::Alerts(stage) => stage.run(rx, pool, stop, context),
             Consumer::Features(out) => run_csv(out, rx, pool, stop, context),
+            Consumer::Collect(out) => run_collect(&out, &rx, stop),
             Consumer::Discard => {
                 let started = Instant::now();
                 let mut report = ConsumerReport::default();
@@ -70,6 +76,31 @@ impl Consumer {
             }
         }
     }
+}
+
+/// Sends every non-empty batch to `out`; the workers allocate fresh ones as
+/// the pool runs dry.
+fn run_collect(
+    out: &Sender<FlowBatch>,
+    rx: &Receiver<FlowBatch>,
+    stop: &AtomicBool,
+) -> Result<ConsumerReport> {
+    let mut report = ConsumerReport::default();
+    let mut blocked = Duration::ZERO;
+    let started = Instant::now();
+    let mut result = Ok(());
+    while let Recv::Item(b) = recv_until(rx, None, &mut blocked) {
+        report.flows += b.len() as u64;
+        if b.is_empty() || result.is_err() {
+            continue;
+        }
+        if out.send(b).is_err() {
+            stop.store(true, Ordering::Relaxed);
+            result = Err(anyhow::anyhow!("the collector of flow batches hung up"));
+        }
+    }
+    report.busy = started.elapsed().saturating_sub(blocked);
+    result.map(|()| report)
 }
 
 fn run_csv(

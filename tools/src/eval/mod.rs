@@ -1,0 +1,326 @@
+//! `tapstream eval`: how well does a detector do on *this* network's
+//! labelled traffic?
+//!
+//! The shipped model's numbers come from the data set it was trained on; a
+//! deployment needs them on its own captures before it trusts the alerts.
+//! This module runs a labelled directory ([`labels`]) through the same
+//! pipeline `tapstream run` uses (decoders, flow workers, the CIC features,
+//! through [`tapstream_runtime::run_file`]), extracts each capture's flows
+//! once, and scores every flow with every model given, through the same
+//! contract, feature selection and threshold as the alert stage. Models are
+//! compared side by side on identical flows; [`metrics`] says what the
+//! verdicts add up to, [`report`] writes the terminal table, `eval.json` and
+//! a self-contained `eval.html`.
+//!
+//! A capture that cannot be read is reported and counted, and the others
+//! are still evaluated.
+
+mod html;
+pub mod labels;
+pub mod metrics;
+pub mod report;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tapstream_inference::model::{load, model_path, ModelSpec};
+use tapstream_inference::{
+    select_features_with, InferenceError, LoadedModel, ModelContract, ModelError, Prediction,
+};
+use tapstream_kernels::FlowBatch;
+use tapstream_runtime::{Config, Consumer, Progress};
+
+use labels::{Capture, LabelError};
+use metrics::Tally;
+use report::{ModelInfo, ReadError, Report};
+
+/// What to evaluate.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The data directory.
+    pub data: PathBuf,
+    /// The labels TSV (`None`: `DATA/LABELS.tsv` when it exists, else the
+    /// directory layout).
+    pub labels: Option<PathBuf>,
+    /// The models (empty: the configured or shipped default).
+    pub models: Vec<PathBuf>,
+    /// Output directory (created).
+    pub out: PathBuf,
+    /// Decision threshold for every model instead of its own.
+    pub threshold: Option<f32>,
+}
+
+/// Why an evaluation could not run to the end.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvalError {
+    /// The labels are missing or malformed.
+    #[error(transparent)]
+    Labels(#[from] LabelError),
+    /// A model could not be loaded.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A model failed to score a capture's flows.
+    #[error("scoring the flows of {file} with {model}")]
+    Score {
+        /// The model's name in the report.
+        model: String,
+        /// The capture.
+        file: String,
+        /// Why.
+        #[source]
+        source: InferenceError,
+    },
+    /// A model gave a different number of predictions than rows.
+    #[error("{model} gave {got} predictions for {rows} flows of {file}")]
+    Predictions {
+        /// The model's name in the report.
+        model: String,
+        /// The capture.
+        file: String,
+        /// Predictions returned.
+        got: usize,
+        /// Rows scored.
+        rows: usize,
+    },
+    /// The threshold is not in `[0, 1]`.
+    #[error("threshold {0} is outside [0, 1]")]
+    Threshold(f32),
+    /// The output could not be written.
+    #[error("writing {}", path.display())]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The report could not be serialised.
+    #[error("serialising eval.json")]
+    Json(#[from] serde_json::Error),
+}
+
+/// What an evaluation wrote.
+#[derive(Debug)]
+pub struct Written {
+    /// `OUT/eval.json`.
+    pub json: PathBuf,
+    /// `OUT/eval.html`.
+    pub html: PathBuf,
+    /// The terminal table.
+    pub table: String,
+    /// Captures that could not be read, or only in part.
+    pub read_errors: Vec<ReadError>,
+}
+
+/// A model under evaluation.
+struct Model {
+    info: ModelInfo,
+    loaded: LoadedModel,
+    tally: Tally,
+    input: Vec<f32>,
+    preds: Vec<Prediction>,
+}
+
+/// Evaluates the models of `opts` on its data with the pipeline settings of
+/// `cfg`, and writes `eval.json` and `eval.html`. `progress` hears one line
+/// per capture.
+pub fn run(
+    cfg: &Config,
+    opts: &Options,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Written, EvalError> {
+    if let Some(t) = opts.threshold {
+        if !(0.0..=1.0).contains(&t) {
+            return Err(EvalError::Threshold(t));
+        }
+    }
+    let dataset = labels::discover(&opts.data, opts.labels.as_deref())?;
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| EvalError::Write { path, source }
+    };
+    std::fs::create_dir_all(&opts.out).map_err(write_err(&opts.out))?;
+    let json_path = opts.out.join("eval.json");
+    let html_path = opts.out.join("eval.html");
+    // Fail before reading every capture when the directory cannot be written.
+    std::fs::write(&json_path, b"{}\n").map_err(write_err(&json_path))?;
+    let mut models = load_models(cfg, opts)?;
+    // A model that reads context features gets them: the context stage runs
+    // whenever one of the models needs it (context rows change no CIC column).
+    let mut cfg = cfg.clone();
+    if models
+        .iter()
+        .any(|m| m.loaded.engine.contract().needs_context())
+    {
+        cfg.context.enabled = tapstream_runtime::config::ContextMode::On;
+    }
+    let cfg = &cfg;
+    let mut truth = Tally::default();
+    let mut read_errors = Vec::new();
+    for (i, cap) in dataset.captures.iter().enumerate() {
+        let (batches, partial) = match extract(cfg, &cap.path) {
+            Ok(x) => x,
+            Err(error) => {
+                progress(&format!("{}: unreadable: {error}", cap.rel));
+                read_errors.push(ReadError::new(cap, error, false));
+                continue;
+            }
+        };
+        let flows = evaluate_capture(i, cap, &batches, &mut models, &mut truth)?;
+        match partial {
+            Some(error) => {
+                progress(&format!("{}: {flows} flows, then: {error}", cap.rel));
+                read_errors.push(ReadError::new(cap, error, true));
+            }
+            None => progress(&format!("{}: {flows} flows", cap.rel)),
+        }
+    }
+    let report = Report::new(&dataset, &truth, &models_result(&models), read_errors);
+    let text = serde_json::to_string_pretty(&report)? + "\n";
+    std::fs::write(&json_path, text).map_err(write_err(&json_path))?;
+    std::fs::write(&html_path, html::render(&report)).map_err(write_err(&html_path))?;
+    Ok(Written {
+        json: json_path,
+        html: html_path,
+        table: report.table(),
+        read_errors: report.read_errors,
+    })
+}
+
+fn models_result(models: &[Model]) -> Vec<(ModelInfo, metrics::Metrics)> {
+    models
+        .iter()
+        .map(|m| (m.info.clone(), m.tally.finish()))
+        .collect()
+}
+
+/// Loads every model: the command line's, else the configured or shipped
+/// one (whose SHA-256 pin, if configured, applies). Names are file stems,
+/// made unique.
+fn load_models(cfg: &Config, opts: &Options) -> Result<Vec<Model>, EvalError> {
+    let configured = opts.models.is_empty();
+    let paths = if configured {
+        vec![model_path(cfg.model.path.as_deref(), None)?]
+    } else {
+        opts.models
+            .iter()
+            .map(|p| model_path(None, Some(p)))
+            .collect::<Result<_, _>>()?
+    };
+    let mut models: Vec<Model> = Vec::with_capacity(paths.len());
+    for path in paths {
+        let pin = if configured {
+            cfg.model.sha256.clone()
+        } else {
+            None
+        };
+        let spec = ModelSpec {
+            path: path.clone(),
+            onnx: cfg.inference.onnx_config(pin),
+            threshold: opts.threshold.or(cfg.model.threshold),
+        };
+        let loaded = load(&spec)?;
+        let stem = path
+            .file_stem()
+            .map_or_else(|| "model".to_string(), |s| s.to_string_lossy().into_owned());
+        let mut name = stem.clone();
+        let mut n = 1;
+        while models.iter().any(|m| m.info.name == name) {
+            n += 1;
+            name = format!("{stem}-{n}");
+        }
+        let info = ModelInfo::new(name, &path, loaded.engine.contract(), loaded.threshold);
+        models.push(Model {
+            info,
+            loaded,
+            tally: Tally::default(),
+            input: Vec::new(),
+            preds: Vec::new(),
+        });
+    }
+    Ok(models)
+}
+
+/// Every flow of the capture at `path` through the run's pipeline, in
+/// batches, and the corruption that stopped reading early, if any; `Err`
+/// says why the capture could not be read at all.
+fn extract(cfg: &Config, path: &Path) -> Result<(Vec<FlowBatch>, Option<String>), String> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let report = tapstream_runtime::run_file(
+        path,
+        cfg,
+        Consumer::Collect(tx),
+        Arc::new(Progress::default()),
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    Ok((rx.try_iter().collect(), report.reader.read_error))
+}
+
+/// The model input of a collected batch for `contract`, in `out` (cleared
+/// first); returns the rows written. The one place a batch of the pipeline
+/// becomes rows for a model here.
+pub fn model_input(contract: &ModelContract, batch: &FlowBatch, out: &mut Vec<f32>) -> usize {
+    out.clear();
+    select_features_with(contract, &batch.rows, &batch.context, batch.len(), out)
+}
+
+/// Labels and scores every flow of capture `index`, and tallies them for
+/// every model and for the model-free counts; returns the flows.
+fn evaluate_capture(
+    index: usize,
+    cap: &Capture,
+    batches: &[FlowBatch],
+    models: &mut [Model],
+    truth: &mut Tally,
+) -> Result<u64, EvalError> {
+    for kind in cap.kinds() {
+        truth.episode(index, kind);
+        for m in models.iter_mut() {
+            m.tally.episode(index, kind);
+        }
+    }
+    let mut flows = 0u64;
+    for batch in batches {
+        let kinds: Vec<Option<&str>> = batch.metas.iter().map(|m| cap.kind_of(m)).collect();
+        for kind in &kinds {
+            truth.flow(index, &cap.group, *kind, None);
+        }
+        flows += kinds.len() as u64;
+        for m in models.iter_mut() {
+            score(m, batch, &cap.rel)?;
+            let contract = m.loaded.engine.contract();
+            for (kind, p) in kinds.iter().zip(&m.preds) {
+                let alert =
+                    (p.score >= m.loaded.threshold).then(|| contract.label(p.class).unwrap_or("?"));
+                m.tally.flow(index, &cap.group, *kind, alert);
+            }
+        }
+    }
+    Ok(flows)
+}
+
+/// Scores `batch` with `m` into `m.preds`, one prediction per flow.
+fn score(m: &mut Model, batch: &FlowBatch, file: &str) -> Result<(), EvalError> {
+    m.preds.clear();
+    let engine = m.loaded.engine.as_mut();
+    let rows = model_input(engine.contract(), batch, &mut m.input);
+    if rows > 0 {
+        engine
+            .infer(&m.input, rows, &mut m.preds)
+            .map_err(|source| EvalError::Score {
+                model: m.info.name.clone(),
+                file: file.to_string(),
+                source,
+            })?;
+    }
+    if m.preds.len() != batch.len() {
+        return Err(EvalError::Predictions {
+            model: m.info.name.clone(),
+            file: file.to_string(),
+            got: m.preds.len(),
+            rows: batch.len(),
+        });
+    }
+    Ok(())
+}
