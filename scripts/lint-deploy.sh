@@ -54,7 +54,7 @@ step() {
 step "hadolint" "${bin}/hadolint" deploy/Dockerfile deploy/Dockerfile.cuda
 
 # --- shell ---------------------------------------------------------------------
-step "shellcheck" "${bin}/shellcheck" scripts/*.sh deploy/*.sh
+step "shellcheck" "${bin}/shellcheck" scripts/*.sh scripts/lab/*.sh deploy/*.sh
 
 # --- YAML and Kubernetes ------------------------------------------------------------
 step "yamllint" "${bin}/yamllint" --strict \

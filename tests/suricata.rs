@@ -147,3 +147,55 @@ fn community_id_matches_suricata() {
         "only {compared} flows in common with Suricata"
     );
 }
+
+/// `scripts/beside-suricata.sh` on a Heartbleed capture: the payload exploit
+/// tapstream's flow features cannot see is Suricata's alert, on the same
+/// flow (joined by Community ID) as tapstream's.
+#[test]
+fn beside_suricata_joins_both_alert_streams() {
+    let Some(data) = shared_data("beside_suricata_joins_both_alert_streams") else {
+        return;
+    };
+    if !have_ort("beside_suricata_joins_both_alert_streams") {
+        return;
+    }
+    if !suricata7() {
+        assert!(
+            std::env::var_os("TAPSTREAM_REQUIRE_ORT").is_none(),
+            "Suricata 7 is required in CI (scripts/install-deps.sh test)"
+        );
+        eprintln!("beside_suricata_joins_both_alert_streams: skipped, Suricata 7 not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let o = output(
+        Command::new("bash")
+            .arg(root().join("scripts/beside-suricata.sh"))
+            .arg(data.join("pcaps/attack/exploit/zeek__heartbleed.pcap"))
+            .arg(dir.path())
+            .env("TAPSTREAM", env!("CARGO_BIN_EXE_tapstream"))
+            .current_dir(root()),
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = std::fs::read_to_string(dir.path().join("side-by-side.jsonl")).unwrap();
+    let heartbleed: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| {
+            v["suricata"]
+                .as_object()
+                .is_some_and(|s| s.keys().any(|k| k.contains("heartbleed")))
+        })
+        .collect();
+    assert_eq!(heartbleed.len(), 1, "{text}");
+    assert!(heartbleed[0]["community_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("1:"));
+    assert!(stdout.contains("flows with an alert"), "{stdout}");
+}
