@@ -7,6 +7,7 @@
 //! line so scripts can collect it. Numbers are measured on the machine the
 //! command runs on; nothing is extrapolated.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -16,14 +17,15 @@ use std::time::Instant;
 use anyhow::{anyhow, Result};
 use tapstream_connectors::eve::{Alert, EveWriter};
 use tapstream_connectors::sink::{AlertSink, SinkError};
-use tapstream_inference::{select_features, LoadedModel, Prediction};
+use tapstream_inference::{select_features_with, LoadedModel, Prediction};
 use tapstream_ingest::records::{for_each_packet, read_records_into};
 use tapstream_ingest::PacketRecord;
+use tapstream_kernels::context::NUM_CONTEXT;
 use tapstream_kernels::gpu::cuda::CudaDevice;
 use tapstream_kernels::gpu::ModelInput;
 use tapstream_kernels::schema::NUM_FEATURES;
 use tapstream_kernels::shard::ShardProcessor;
-use tapstream_kernels::FlowBatch;
+use tapstream_kernels::{ContextTable, FlowBatch, FlowStart};
 use tapstream_runtime::config::logical_cores;
 use tapstream_runtime::summary::human;
 use tapstream_runtime::{model, run_file, AlertStage, Config, Consumer, Progress, RunReport};
@@ -113,8 +115,8 @@ struct Bench {
 pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<BenchReport> {
     let mut bench = Bench::default();
     let recs = bench.read(input)?;
-    let kept = bench.features(cfg, &recs)?;
-    // The model for stage 4, loaded now so the GPU stage can build its input.
+    // The model for stage 4 (and for the GPU stage's input), loaded before
+    // stage 3 so that a model reading context features gets them there.
     let mut loaded = match model::load(cfg, model_path, 0) {
         Ok(m) => Some(m),
         Err(e) => {
@@ -124,11 +126,17 @@ pub fn run(input: &Path, cfg: &Config, model_path: Option<&Path>) -> Result<Benc
             None
         }
     };
+    let needs_context = loaded
+        .as_ref()
+        .is_some_and(|m| m.engine.contract().needs_context());
+    let kept = bench.features(cfg, &recs, cfg.context.runs(needs_context))?;
     // 3b. The GPU feature stage on the same records, when the device is CUDA.
     let device = tapstream_runtime::device::open(&cfg.gpu)?;
     if let tapstream_kernels::Backend::Cuda(dev) = &device {
+        // A model that reads context features has no device input yet.
         let model_input = loaded
             .as_ref()
+            .filter(|_| !needs_context)
             .map(|m| tapstream_inference::device::model_input_of(m.engine.contract()));
         bench.gpu(dev, cfg, &recs, model_input.as_ref())?;
     }
@@ -182,14 +190,27 @@ impl Bench {
 
     /// Stage 3: flow table + CPU features on one thread; returns the first
     /// [`KEPT_ROWS`] rows for the inference stage.
-    fn features(&mut self, cfg: &Config, recs: &[PacketRecord]) -> Result<FlowBatch> {
+    fn features(
+        &mut self,
+        cfg: &Config,
+        recs: &[PacketRecord],
+        context: bool,
+    ) -> Result<FlowBatch> {
         let mut shard = ShardProcessor::new(cfg.flow.flow_config(1), 0)
             .map_err(|e| anyhow!("flow table: {e}"))?;
+        if context {
+            shard.track_starts();
+        }
         let mut out = FlowBatch::with_capacity(4096);
         let mut kept = FlowBatch::default();
+        let mut starts = Vec::new();
         let t = Instant::now();
-        for chunk in recs.chunks(4096) {
+        for (k, chunk) in recs.chunks(4096).enumerate() {
             shard.process(chunk, &mut out);
+            if context {
+                let base = (k * 4096) as u64;
+                shard.take_starts(&|i| base + u64::from(i), &mut starts);
+            }
             keep(&mut kept, &out);
             out.clear();
         }
@@ -202,7 +223,30 @@ impl Bench {
             secs,
         );
         keep(&mut kept, &out);
+        if context {
+            self.context(cfg, &starts, &mut kept);
+        }
         Ok(kept)
+    }
+
+    /// Stage 3c (a model that reads context features): the context rows of
+    /// every flow from its start, on one thread, and the kept flows' rows.
+    fn context(&mut self, cfg: &Config, starts: &[FlowStart], kept: &mut FlowBatch) {
+        let t = Instant::now();
+        let mut table = ContextTable::new(cfg.context.table());
+        let mut rows: HashMap<u64, [f64; NUM_CONTEXT]> = HashMap::new();
+        for s in starts {
+            let mut row = [0.0; NUM_CONTEXT];
+            table.apply(s, &mut row);
+            rows.insert(s.id, row);
+        }
+        kept.context.clear();
+        for id in &kept.start_ids {
+            let row = rows.remove(id).unwrap_or([0.0; NUM_CONTEXT]);
+            kept.context.extend_from_slice(&row);
+        }
+        let secs = t.elapsed().as_secs_f64();
+        self.push("context (1 thread)", starts.len() as u64, "flow", secs);
     }
 
     /// Stage 3b: the GPU feature stage on the same records, on one shard and
@@ -291,20 +335,25 @@ impl Bench {
         let mut preds: Vec<Prediction> = Vec::new();
         let batch = cfg.inference.batch_rows.max(1);
         let width = NUM_FEATURES;
+        let ctx = |i: usize| {
+            kept.context
+                .get(i * batch * NUM_CONTEXT..)
+                .unwrap_or_default()
+        };
         if let Some(first) = kept.rows.chunks(batch * width).next() {
             let k = first.len() / width;
-            select_features(&contract, first, k, &mut input_rows);
+            select_features_with(&contract, first, ctx(0), k, &mut input_rows);
             m.engine
                 .infer(&input_rows, k, &mut preds)
                 .map_err(|e| anyhow::Error::new(e).context("inference warm-up"))?;
         }
         let t = Instant::now();
-        for slice in kept.rows.chunks(batch * width) {
+        for (i, slice) in kept.rows.chunks(batch * width).enumerate() {
             let k = slice.len() / width;
             input_rows.clear();
-            select_features(&contract, slice, k, &mut input_rows);
+            let n = select_features_with(&contract, slice, ctx(i), k, &mut input_rows);
             m.engine
-                .infer(&input_rows, k, &mut preds)
+                .infer(&input_rows, n, &mut preds)
                 .map_err(|e| anyhow::Error::new(e).context("inference"))?;
         }
         let name = format!("inference ({}, {}-row batches)", m.providers, batch);
@@ -370,6 +419,9 @@ fn keep(kept: &mut FlowBatch, out: &FlowBatch) {
         if let (Some(m), Some(r)) = (out.metas.get(i), out.row(i)) {
             kept.metas.push(*m);
             kept.rows.extend_from_slice(r);
+            if let Some(id) = out.start_ids.get(i) {
+                kept.start_ids.push(*id);
+            }
         }
     }
 }
