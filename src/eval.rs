@@ -28,7 +28,7 @@ pub struct EvalArgs {
     labels: Option<PathBuf>,
     /// Model to evaluate; repeat to compare several side by side (default:
     /// model.path of the configuration, else the bundled
-    /// models/cic-mlp.onnx).
+    /// models/behaviour-mlp.onnx).
     #[arg(long, value_name = "M.onnx")]
     model: Vec<PathBuf>,
     /// Output directory for eval.json and eval.html (created).

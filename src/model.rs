@@ -22,7 +22,8 @@ pub enum ModelCommand {
 #[derive(Args, Debug)]
 pub struct ReportArgs {
     /// Reference model (default: model.path of the configuration, else the
-    /// bundled models/cic-mlp.onnx). Its `<stem>-fp16.onnx` and
+    /// bundled CIC-schema models/cic-mlp.onnx, whose rows this report
+    /// scores). Its `<stem>-fp16.onnx` and
     /// `<stem>-int8.onnx` siblings are compared when they exist.
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,

@@ -25,7 +25,7 @@ use crate::common::{finish, load_config, with_progress, Common};
 pub struct RunArgs {
     #[command(flatten)]
     pub common: Common,
-    /// ONNX model (overrides model.path; default models/cic-mlp.onnx).
+    /// ONNX model (overrides model.path; default models/behaviour-mlp.onnx, or models/cic-mlp.onnx where context features cannot be made).
     #[arg(long, value_name = "FILE")]
     pub model: Option<PathBuf>,
     /// EVE JSON output: `-` for stdout or a file (overrides output.eve and
@@ -63,7 +63,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             message = "flow rows from Kafka pass no flow worker: the consumer scores them"
         );
     }
-    let (mut stage, _sighup) = alert_stage(&cfg, args.model.as_deref(), sessions)?;
+    let (mut stage, _sighup) = alert_stage(&cfg, args.model.as_deref(), sessions, rows)?;
     let report = if let Some(captures) = captures {
         let term = signals::stop_signals()?;
         let sources = live::sources(captures, &term);
@@ -105,8 +105,9 @@ fn alert_stage(
     cfg: &Config,
     model_path: Option<&Path>,
     sessions: usize,
+    flows_input: bool,
 ) -> Result<(AlertStage, signals::SighupGuard)> {
-    let spec = model::spec(cfg, model_path)?;
+    let spec = model::spec_for(cfg, model_path, flows_input)?;
     let loaded = load_with_workers(&spec, sessions)?;
     let (sink, reopen) = alert_sink(cfg)?;
     // SIGHUP (and a changed file with model.watch) reloads the model.

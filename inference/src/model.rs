@@ -1,6 +1,8 @@
 //! Which model a run uses and how it is loaded.
 //!
-//! The default model ships in the repository (`models/cic-mlp.onnx`). A
+//! The default model ships in the repository (`models/behaviour-mlp.onnx`,
+//! which reads context features; `models/cic-mlp.onnx` where a run cannot
+//! make them). A
 //! binary may run from `target/release/` or be installed elsewhere, so
 //! relative defaults are looked up in the current directory first and then
 //! beside the executable and its ancestors (the repository root for a build
@@ -12,8 +14,15 @@ use std::path::{Path, PathBuf};
 
 use crate::{BoundInference, Engine, InferenceError, OnnxConfig, OnnxEngine, Prediction};
 
-/// Where the shipped default model lives, relative to the repository root.
-pub const DEFAULT_MODEL: &str = "models/cic-mlp.onnx";
+/// Where the shipped default model lives, relative to the repository root:
+/// the behaviour classifier trained on real captures, over CIC and context
+/// features (`deploy/training/train_behaviour.py`).
+pub const DEFAULT_MODEL: &str = "models/behaviour-mlp.onnx";
+
+/// The shipped model of the CIC schema alone (`deploy/training/train.py`):
+/// the default where a run cannot make context features, and what the
+/// precision report and the GPU scoring check measure.
+pub const CIC_MODEL: &str = "models/cic-mlp.onnx";
 
 /// Why a run's model could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +33,8 @@ pub enum ModelError {
     Missing(PathBuf),
     /// No model was named and the shipped default is not found.
     #[error(
-        "the default model {DEFAULT_MODEL} was not found in the current directory or beside \
-         the executable; pass --model"
+        "the default model ({DEFAULT_MODEL}, or {CIC_MODEL}) was not found in the current \
+         directory or beside the executable; pass --model"
     )]
     NoDefault,
     /// The model failed to load or its checks.
@@ -102,6 +111,14 @@ pub fn model_path(configured: Option<&Path>, cli: Option<&Path>) -> Result<PathB
         return Ok(p.to_path_buf());
     }
     locate(DEFAULT_MODEL).ok_or(ModelError::NoDefault)
+}
+
+/// [`model_path`] with [`CIC_MODEL`] as the default instead.
+pub fn cic_model_path(configured: Option<&Path>, cli: Option<&Path>) -> Result<PathBuf, ModelError> {
+    if cli.or(configured).is_some() {
+        return model_path(configured, cli);
+    }
+    locate(CIC_MODEL).ok_or(ModelError::NoDefault)
 }
 
 /// Which model a run loads, and how.

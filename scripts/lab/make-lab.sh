@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
 # make-lab.sh - generate labelled real-tool traffic between network namespaces.
 #
-# Usage: make-lab.sh OUT_DIR [--seed N] [--only REGEX]
+# Usage: make-lab.sh OUT_DIR [--seed N] [--only REGEX] [--set NAME]
 #
 # Builds a private lab (namespaces/veths prefixed "tsl-", addresses in
 # 198.19.0.0/16 and fd19:7a1b:19::/64), starts servers in the victim namespace,
 # runs benign and attack scenarios one at a time, captures each on the victim
 # side with tcpdump and writes OUT_DIR/LABELS.tsv in the shared lab format
-# (set = B).  Everything is torn down on exit.  See scripts/lab/README.md.
+# (set = B, or --set NAME).  Everything is torn down on exit.  See scripts/lab/README.md.
 set -euo pipefail
 
-usage() { echo "usage: $0 OUT_DIR [--seed N] [--only REGEX]" >&2; exit 2; }
+usage() { echo "usage: $0 OUT_DIR [--seed N] [--only REGEX] [--set NAME]" >&2; exit 2; }
 
 OUT_DIR=""
 SEED=1
 ONLY=""
+SET=B
 while (($#)); do
   case "$1" in
     --seed) SEED="${2:?--seed needs a value}"; shift 2 ;;
     --seed=*) SEED="${1#--seed=}"; shift ;;
     --only) ONLY="${2:?--only needs a regex}"; shift 2 ;;
+    --set) SET="${2:?--set needs a name}"; shift 2 ;;
     --only=*) ONLY="${1#--only=}"; shift ;;
     -h|--help) usage ;;
     -*) echo "unknown option $1" >&2; usage ;;
@@ -440,7 +442,7 @@ run_scn() {
   if [[ -f "$LABELS" ]]; then
     awk -F'\t' -v p="$rel" '$2 != p' "$LABELS" >"$LABELS.tmp" && mv "$LABELS.tmp" "$LABELS"
   fi
-  printf 'B\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rel" "$label" "$tool" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$SET" "$rel" "$label" "$tool" \
     "$(clean_field "[ip netns exec tsl-$ns] $cmd")" "$atk" "$victim" "$start" "$end" "$pk" "$by" \
     "$filt" "$(clean_field "$notes")" >>"$LABELS"
 }

@@ -10,8 +10,12 @@ use super::{invalid, ConfigError};
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSection {
-    /// Path of the ONNX model. Default: the shipped `models/cic-mlp.onnx`,
-    /// looked up in the current directory and beside the executable.
+    /// Path of the ONNX model. Default: the shipped
+    /// `models/behaviour-mlp.onnx` (CIC and context features), or
+    /// `models/cic-mlp.onnx` where the run cannot make context features
+    /// (`placement = "workers"`, `gpu.device = "cuda"`, `[context] enabled =
+    /// "off"`, flow rows from Kafka); looked up in the current directory and
+    /// beside the executable.
     pub path: Option<PathBuf>,
     /// Expected SHA-256 of the model file (hex). A mismatch refuses the model.
     pub sha256: Option<String>,

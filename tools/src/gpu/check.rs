@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tapstream_inference::device::{model_input_of, DeviceScorer};
-use tapstream_inference::model::model_path;
+use tapstream_inference::model::cic_model_path;
 use tapstream_inference::{
     select_features, BoundInference, BoundMemory, CudaOptions, Engine, ExecutionProvider,
     OnnxEngine, Prediction,
@@ -149,9 +149,10 @@ pub struct CheckSpec {
 }
 
 /// The models `gpu-score` checks by default: the configured or bundled
-/// model and its `-fp16`/`-int8` siblings.
+/// CIC-schema model (device scoring reads CIC rows) and its `-fp16`/`-int8`
+/// siblings.
 pub fn default_models(cfg: &Config) -> Result<Vec<PathBuf>> {
-    let base = model_path(cfg.model.path.as_deref(), None)?;
+    let base = cic_model_path(cfg.model.path.as_deref(), None)?;
     let mut models = vec![base.clone()];
     models.extend(
         crate::report::precision_siblings(&base)

@@ -99,7 +99,12 @@ fn capture_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// kernel paths are covered whatever the model does). None when the model
 /// cannot be read (said on stdout).
 fn contracts(cfg: &Config, model: Option<&Path>) -> Vec<ModelContract> {
-    match tapstream_runtime::model::load(cfg, model, 0) {
+    // The device's model input reads CIC rows: by default the CIC model.
+    let path = tapstream_inference::model::cic_model_path(cfg.model.path.as_deref(), model);
+    let loaded = path
+        .map_err(anyhow::Error::from)
+        .and_then(|p| tapstream_runtime::model::load(cfg, Some(&p), 0));
+    match loaded {
         Ok(m) => {
             let own = m.engine.contract().clone();
             let mut scaled = own.clone();

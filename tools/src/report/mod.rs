@@ -121,11 +121,20 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Written> {
         .with_context(|| format!("cannot write to report directory {}", opts.out.display()))?;
 
     let ref_path =
-        tapstream_inference::model::model_path(cfg.model.path.as_deref(), opts.model.as_deref())?;
+        tapstream_inference::model::cic_model_path(cfg.model.path.as_deref(), opts.model.as_deref())?;
     let variants = variants(&ref_path, &opts.compare);
     // The reference on the CPU decides labels and the baseline; it must load.
     let reference = OnnxEngine::load(&ref_path, &onnx(cfg, vec![ExecutionProvider::Cpu], true))
         .with_context(|| format!("loading the reference model {}", ref_path.display()))?;
+    if reference.contract().needs_context() {
+        bail!(
+            "{} reads context features (schema {}), which this report's CIC rows and \
+             perturbed flows do not carry; compare such models with `tapstream eval --data DIR \
+             --model A --model B` on labelled captures",
+            ref_path.display(),
+            reference.contract().schema
+        );
+    }
     let library = reference.library().to_path_buf();
     let (rows, input_json, records) = load_rows(cfg, opts, &ref_path, reference.contract())?;
     if rows.is_empty() {

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Leave-out evaluation of the behaviour-model recipe (train_behaviour.py); see BEHAVIOUR.md.
+
+Every fold retrains the *same recipe* as the shipped model (sampling caps, weights, MLP,
+threshold = benign FPR <= 0.1 % on the fold's own training benign flows) without the
+left-out part, and scores only the left-out part:
+
+* leave-one-scenario-out (LOSO): each attack capture file; flow recall at the fold's
+  threshold, share of its flows whose top attack class is right, majority class of the
+  alerted flows;
+* leave-one-source-out (benign): each benign source (file-name prefix of pcaps/benign,
+  lab-A, lab-B): benign FPR of its flows;
+* leave-one-kind-out (LOKO): every scenario of one behaviour class left out: share of its
+  flows still alerted (as any attack class).
+
+    python3 deploy/training/protocol.py --tapstream /work/bin/tapstream-ctx --extra /work/labgen --out models
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train_behaviour as TB  # noqa: E402  (imports train.py first: single-thread BLAS env)
+
+import json  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import flows as F  # noqa: E402
+
+PROTOCOL_MAX_ITER = None  # None: same epochs as the shipped model
+_FL: F.Flows | None = None  # set before forking the fold workers
+
+
+def _fold(job):
+    """One fold: job = (fold type, name, train mask as flat indices of left-out rows)."""
+    ftype, name, test_idx, eval_idx = job
+    fl = _FL
+    train_mask = np.ones(len(fl), dtype=bool)
+    train_mask[test_idx] = False
+    t0 = time.time()
+    model, thr, info = TB.fit_fold(fl, train_mask, max_iter=PROTOCOL_MAX_ITER)
+    p = model.predict_proba(fl.X[eval_idx].astype(np.float64))
+    score = 1.0 - p[:, 0]
+    alert = score >= thr
+    y = fl.y[eval_idx]
+    res = {"type": ftype, "name": name, "threshold": thr, "fit_s": round(time.time() - t0, 1), **info,
+           "flows": int(len(eval_idx))}
+    if ftype == "source":
+        res["benign_fp"] = int(alert.sum())
+        res["benign_fpr"] = round(float(alert.mean()), 6)
+        res["files"] = int(len(np.unique(fl.scenario[eval_idx])))
+    else:
+        c = int(y[0])
+        top_attack = 1 + p[:, 1:].argmax(axis=1)
+        res["class"] = F.CLASSES[c]
+        res["kind"] = str(fl.kind[eval_idx][0])
+        res["recall"] = round(float(alert.mean()), 6)
+        res["class_right_share"] = round(float((top_attack == c).mean()), 6)
+        if alert.any():
+            u, n = np.unique(top_attack[alert], return_counts=True)
+            res["alerted_as"] = {F.CLASSES[int(k)]: int(v) for k, v in zip(u, n)}
+            res["majority_class_of_alerts"] = F.CLASSES[int(u[n.argmax()])]
+        else:
+            res["alerted_as"] = {}
+            res["majority_class_of_alerts"] = None
+        res["class_right"] = res["majority_class_of_alerts"] == F.CLASSES[c]
+        res["median_score"] = round(float(np.median(score)), 4)
+    return res
+
+
+def jobs_for(fl: F.Flows) -> list:
+    jobs = []
+    att = fl.y != 0
+    # LOSO: the whole capture file leaves training; its attack flows are scored.
+    for s in sorted(np.unique(fl.scenario[att])):
+        in_file = fl.scenario == s
+        jobs.append(("scenario", str(s), np.flatnonzero(in_file), np.flatnonzero(in_file & att)))
+    # leave-one-source-out: the benign flows of one source leave training and are scored.
+    for src in sorted(np.unique(fl.source[~att])):
+        m = (~att) & (fl.source == src)
+        jobs.append(("source", str(src), np.flatnonzero(m), np.flatnonzero(m)))
+    # LOKO: every capture holding flows of this class leaves training; its attack flows are scored.
+    for c in range(1, len(F.CLASSES)):
+        m = fl.y == c
+        if not m.any():
+            continue
+        files = np.isin(fl.scenario, np.unique(fl.scenario[m]))
+        jobs.append(("kind", F.CLASSES[c], np.flatnonzero(files), np.flatnonzero(m)))
+    # Larger folds first, so the two workers finish together.
+    return sorted(jobs, key=lambda j: -len(j[3]) if j[0] == "scenario" else 0)
+
+
+def summarise(results: list) -> dict:
+    loso = [r for r in results if r["type"] == "scenario"]
+    src = [r for r in results if r["type"] == "source"]
+    loko = [r for r in results if r["type"] == "kind"]
+    per_kind = {}
+    for c in F.CLASSES[1:]:
+        rs = [r for r in loso if r["class"] == c]
+        if not rs:
+            continue
+        per_kind[c] = {
+            "scenarios": len(rs),
+            "mean_recall": round(float(np.mean([r["recall"] for r in rs])), 4),
+            "min_recall": round(float(np.min([r["recall"] for r in rs])), 4),
+            "class_right_scenarios": int(sum(bool(r["class_right"]) for r in rs)),
+            "mean_class_right_share": round(float(np.mean([r["class_right_share"] for r in rs])), 4),
+            "leave_kind_out_alert_rate": next((r["recall"] for r in loko if r["class"] == c), None),
+        }
+    fp = sum(r["benign_fp"] for r in src)
+    n = sum(r["flows"] for r in src)
+    return {
+        "per_kind": per_kind,
+        "mean_recall_over_kinds": round(float(np.mean([v["mean_recall"] for v in per_kind.values()])), 4) if per_kind else None,
+        "mean_leave_kind_out_alert_rate": round(float(np.mean([r["recall"] for r in loko])), 4) if loko else None,
+        "benign_fpr_per_source": {r["name"]: {"fpr": r["benign_fpr"], "fp": r["benign_fp"], "flows": r["flows"],
+                                              "files": r["files"]} for r in src},
+        "benign_fpr_pooled": round(fp / max(n, 1), 6),
+        "benign_fp_pooled": int(fp),
+        "benign_flows_pooled": int(n),
+        "benign_fpr_mean_over_sources": round(float(np.mean([r["benign_fpr"] for r in src])), 6) if src else None,
+    }
+
+
+def run(fl: F.Flows, jobs: int = 2) -> dict:
+    global _FL
+    _FL = fl
+    js = jobs_for(fl)
+    TB.log(f"protocol: {len(js)} folds ({sum(j[0] == 'scenario' for j in js)} scenario, "
+           f"{sum(j[0] == 'source' for j in js)} source, {sum(j[0] == 'kind' for j in js)} kind) on {jobs} processes")
+    t0 = time.time()
+    results = []
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as ex:
+        for r in ex.map(_fold, js):
+            results.append(r)
+            extra = (f"FPR {r['benign_fpr']:.4f} ({r['benign_fp']}/{r['flows']})" if r["type"] == "source"
+                     else f"recall {r['recall']:.3f} as {r['majority_class_of_alerts']}")
+            TB.log(f"  [{len(results)}/{len(js)}] {r['type']:8s} {r['name']:45s} thr {r['threshold']:.3f} "
+                   f"{extra}  ({r['fit_s']}s, {time.time() - t0:.0f}s)")
+    order = {"scenario": 0, "source": 1, "kind": 2}
+    results.sort(key=lambda r: (order[r["type"]], r["name"]))
+    return {
+        "recipe": {
+            "cap_attack_flows_per_scenario": TB.CAP_ATTACK, "cap_benign_flows_per_file": TB.CAP_BENIGN,
+            "max_iter": PROTOCOL_MAX_ITER or TB.MLP_PARAMS["max_iter"], "hidden": list(TB.HIDDEN),
+            "target_benign_fpr": TB.TARGET_BENIGN_FPR,
+            "threshold": "per fold, on that fold's training benign flows only",
+            "seed": TB.SEED,
+        },
+        "data": {k: fl.info[k] for k in ("binary_sha256", "context")} | {"features": len(fl.features), "flows": len(fl)},
+        "summary": summarise(results),
+        "folds": results,
+        "runtime_s": round(time.time() - t0, 1),
+    }
+
+
+def markdown(prot: dict) -> str:
+    s = prot["summary"]
+    L = ["| Behaviour class | LOSO scenarios | mean flow recall | min recall | scenarios with right class | leave-kind-out alert rate |",
+         "|---|---:|---:|---:|---:|---:|"]
+    for c, v in s["per_kind"].items():
+        lk = v["leave_kind_out_alert_rate"]
+        L.append(f"| {c} | {v['scenarios']} | {v['mean_recall']:.3f} | {v['min_recall']:.3f} | "
+                 f"{v['class_right_scenarios']}/{v['scenarios']} | {'' if lk is None else f'{lk:.3f}'} |")
+    L.append(f"| **mean over kinds** | | **{s['mean_recall_over_kinds']:.3f}** | | | {s['mean_leave_kind_out_alert_rate']:.3f} |")
+    L += ["", "| Benign source (left out) | files | flows | false positives | benign FPR |", "|---|---:|---:|---:|---:|"]
+    for name, v in s["benign_fpr_per_source"].items():
+        L.append(f"| {name} | {v['files']} | {v['flows']} | {v['fp']} | {v['fpr']:.4f} |")
+    L.append(f"| **pooled** | | {s['benign_flows_pooled']} | {s['benign_fp_pooled']} | **{s['benign_fpr_pooled']:.4f}** |")
+    L += ["", "| Left-out scenario | class | flows | recall | top attack class right (share) | alerts mostly as | fold threshold |",
+          "|---|---|---:|---:|---:|---|---:|"]
+    for r in prot["folds"]:
+        if r["type"] == "scenario":
+            L.append(f"| {r['name']} | {r['class']} | {r['flows']} | {r['recall']:.3f} | {r['class_right_share']:.3f} | "
+                     f"{r['majority_class_of_alerts'] or '–'} | {r['threshold']:.3f} |")
+    return "\n".join(L)
+
+
+def main() -> None:
+    args = TB.parse_args()
+    fl = TB.load_flows(args)
+    prot = run(fl, jobs=args.jobs)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{TB.MODEL_NAME}.protocol.json").write_text(json.dumps(prot, indent=2) + "\n", encoding="utf-8")
+    TB.log(f"wrote {out / f'{TB.MODEL_NAME}.protocol.json'}")
+    print(markdown(prot))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,381 @@
+#!/usr/bin/env python3
+"""Train tapstream's behaviour model (``models/behaviour-mlp.onnx``) on real captures.
+
+Recipe (reasoning and results in BEHAVIOUR.md next to this file):
+
+  lab captures (LABELS.tsv sets) + public benign protocol captures
+    -> `tapstream features [--context]` per capture (flows.py; cached)
+    -> label per flow (attacker address / spoofed victim rule), class = behaviour
+    -> 82 schema features (minus ports, like train.py) + 24 ctx_* features when present
+    -> training sample: <= CAP_ATTACK flows per attack scenario, <= CAP_BENIGN per benign file
+    -> weights: scenario weight ~ sqrt(flows), class weight ~ sqrt(flows), benign = all attacks
+    -> sign(x)*log1p(|x|) -> StandardScaler -> MLP F-64-32-9 (ReLU, softmax)
+    -> threshold on 1 - p(benign): benign FPR <= 0.1 % on the training benign flows
+    -> ONNX (train.py's exporter) + contract metadata (schema tapstream-context)
+    -> onnxruntime check against scikit-learn
+    -> optional (default on) leave-out protocol (protocol.py)
+    -> models/behaviour-mlp.onnx, .metrics.json, .protocol.json
+
+    python3 deploy/training/train_behaviour.py --tapstream /work/bin/tapstream-ctx \\
+        --extra /work/labgen --out models
+"""
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train as base  # noqa: E402  (sets the single-thread / OpenBLAS env before numpy loads)
+
+import argparse  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+import zlib  # noqa: E402
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import sklearn  # noqa: E402
+from onnx import helper  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.neural_network import MLPClassifier  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+import flows as F  # noqa: E402
+
+SEED = 20260101
+MODEL_NAME = "behaviour-mlp"
+SCHEMA = "tapstream-context"
+SCHEMA_VERSION = "1"
+CAP_ATTACK = 500  # training flows per attack scenario (random, seeded); test uses all flows
+CAP_BENIGN = 100  # training flows per benign capture file
+TARGET_BENIGN_FPR = 0.001
+THRESHOLD_FLOOR = 0.5
+HIDDEN = (64, 32)
+MLP_PARAMS = dict(
+    hidden_layer_sizes=HIDDEN,
+    activation="relu",
+    solver="adam",
+    alpha=1e-4,
+    batch_size=512,
+    learning_rate_init=1e-3,
+    max_iter=100,
+    tol=1e-5,
+    n_iter_no_change=10,
+    shuffle=True,
+    early_stopping=False,
+)
+BENIGN_WEIGHT_SHARE = 0.5  # benign flows carry this share of the total training weight
+MAX_ONNX_DIFF = 1e-4
+
+# CIC-IDS2017 (improved) label -> behaviour class. Documentation of how the two label sets
+# relate (BEHAVIOUR.md); CIC rows are NOT used for training here (no context columns, and
+# another extractor / network). None = no behaviour class in this model.
+CIC_CLASS_MAP = {
+    "BENIGN": "benign",
+    "DoS Hulk": "http_flood",
+    "DoS GoldenEye": "http_flood",
+    "DDoS": "http_flood",  # LOIC HTTP flood from 3 Windows hosts in CIC-IDS2017
+    "DoS Slowloris": "slow_dos",
+    "DoS Slowhttptest": "slow_dos",
+    "SSH-Patator": "brute_force",
+    "FTP-Patator": "brute_force",
+    "Portscan": "scan",
+    "Infiltration - Portscan": "scan",
+    "Botnet": None,
+    "Infiltration": None,
+    "Web Attack - Brute Force": None,  # HTTP login guessing; flow shape ~ benign web use
+    "Web Attack - SQL Injection": None,
+    "Web Attack - XSS": None,
+    "Heartbleed": None,
+}
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def stable_seed(*parts) -> int:
+    return zlib.crc32("|".join(map(str, parts)).encode()) ^ SEED
+
+
+# --- training sample and weights -------------------------------------------------------
+def training_sample(fl: F.Flows, train_mask: np.ndarray, cap_attack: int = CAP_ATTACK,
+                    cap_benign: int = CAP_BENIGN) -> np.ndarray:
+    """Indices of the training rows: per attack scenario <= cap_attack attack flows, per
+    capture file <= cap_benign benign flows (seeded by the scenario name, so a scenario's
+    sample does not depend on which other scenarios are in the fold)."""
+    keep = []
+    is_atk = fl.y != 0
+    for atk in (True, False):
+        m = train_mask & (is_atk == atk)
+        cap = cap_attack if atk else cap_benign
+        idx_all = np.flatnonzero(m)
+        if len(idx_all) == 0:
+            continue
+        scen = fl.scenario[idx_all]
+        order = np.argsort(scen, kind="stable")
+        scen_sorted = scen[order]
+        bounds = np.flatnonzero(np.r_[True, scen_sorted[1:] != scen_sorted[:-1], True])
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            idx = idx_all[order[a:b]]
+            if len(idx) > cap:
+                rng = np.random.default_rng(stable_seed(scen_sorted[a], atk))
+                idx = np.sort(rng.choice(idx, cap, replace=False))
+            keep.append(idx)
+    return np.sort(np.concatenate(keep))
+
+
+def sample_weights(y: np.ndarray, scenario: np.ndarray, n_classes: int) -> np.ndarray:
+    """Scenario s of class c: total weight ~ sqrt(n_s) (a 2,000-flow flood counts ~45x a
+    1-flow scenario, not 2,000x); class c: total ~ sqrt(n_c); benign: BENIGN_WEIGHT_SHARE
+    of the total. Normalised to mean 1."""
+    w = np.zeros(len(y))
+    class_tot = np.zeros(n_classes)
+    for c in np.unique(y):
+        mc = y == c
+        u, inv, cnt = np.unique(scenario[mc], return_inverse=True, return_counts=True)
+        wc = 1.0 / np.sqrt(cnt[inv])
+        class_tot[c] = np.sqrt(mc.sum())
+        w[mc] = wc / wc.sum()
+    att = class_tot.copy()
+    att[0] = 0.0
+    if att.sum() > 0:
+        att = att / att.sum() * (1.0 - BENIGN_WEIGHT_SHARE)
+        att[0] = BENIGN_WEIGHT_SHARE if (y == 0).any() else 0.0
+    else:
+        att[0] = 1.0
+    w *= att[y]
+    return w / w.mean()
+
+
+# --- model -----------------------------------------------------------------------------
+class Model:
+    """sign-log1p -> StandardScaler -> MLPClassifier over the classes present in training;
+    predict_proba always returns len(CLASSES) columns (absent classes: probability 0)."""
+
+    def __init__(self, seed: int, max_iter: int | None = None):
+        params = dict(MLP_PARAMS)
+        if max_iter is not None:
+            params["max_iter"] = max_iter
+        self.scaler = StandardScaler()
+        self.mlp = MLPClassifier(random_state=seed, **params)
+        self.inert = np.zeros(0, dtype=bool)
+        self.present = np.zeros(0, dtype=np.int64)
+
+    def fit(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> "Model":
+        Z = self.scaler.fit_transform(base.signed_log1p(X))
+        self.present = np.unique(y)
+        yy = np.searchsorted(self.present, y)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            self.mlp.fit(Z, yy, sample_weight=w)
+        # constant-in-training features: standardized value 0 on every training row, so zeroing
+        # their first-layer weights changes no training prediction but makes the model ignore them.
+        self.inert = self.scaler.var_ == 0.0
+        self.mlp.coefs_[0][self.inert, :] = 0.0
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        p = self.mlp.predict_proba(self.scaler.transform(base.signed_log1p(X)))
+        out = np.zeros((len(X), len(F.CLASSES)))
+        out[:, self.present] = p
+        return out
+
+
+def pick_threshold(benign_scores: np.ndarray) -> tuple[float, float]:
+    """Smallest threshold (rounded up to 0.001, >= floor) with benign FPR <= target."""
+    s = np.sort(benign_scores)[::-1]
+    allowed = int(np.floor(TARGET_BENIGN_FPR * len(s)))
+    t = np.nextafter(s[allowed], np.inf) if allowed < len(s) else 0.0
+    t = max(THRESHOLD_FLOOR, np.ceil(t * 1000.0) / 1000.0)
+    t = min(t, 1.0)
+    return float(t), float((benign_scores >= t).mean())
+
+
+def fit_fold(fl: F.Flows, train_mask: np.ndarray, seed: int = SEED, max_iter: int | None = None,
+             cap_attack: int = CAP_ATTACK, cap_benign: int = CAP_BENIGN):
+    """Train on fl[train_mask] (sampled + weighted) and choose the threshold on the benign
+    flows of train_mask only (all of them, sampled or not). Returns (model, threshold, info)."""
+    idx = training_sample(fl, train_mask, cap_attack, cap_benign)
+    w = sample_weights(fl.y[idx], fl.scenario[idx], len(F.CLASSES))
+    model = Model(seed, max_iter).fit(fl.X[idx].astype(np.float64), fl.y[idx], w)
+    bmask = train_mask & (fl.y == 0)
+    p = model.predict_proba(fl.X[bmask].astype(np.float64))
+    thr, fpr = pick_threshold(1.0 - p[:, 0])
+    return model, thr, {"train_rows": int(len(idx)), "train_benign_flows_for_threshold": int(bmask.sum()),
+                        "train_benign_fpr_at_threshold": round(fpr, 6), "epochs": int(model.mlp.n_iter_)}
+
+
+# --- ONNX ------------------------------------------------------------------------------
+def build_onnx(model: Model, features: list[str], threshold: float, training: str) -> onnx.ModelProto:
+    """train.py's hand-built graph (signed log1p, scaler folded into the first Gemm), with the
+    behaviour model's contract metadata."""
+    m = base.build_onnx(model, features, F.CLASSES, threshold, training)
+    m.graph.name = "behaviour_mlp"
+    m.doc_string = "tapstream behaviour classifier: CIC + context flow features -> behaviour class probabilities"
+    meta = {
+        "tapstream.schema": SCHEMA,
+        "tapstream.schema_version": SCHEMA_VERSION,
+        "tapstream.features": json.dumps(features),
+        "tapstream.scaler": "in-graph",
+        "tapstream.labels": json.dumps(F.CLASSES),
+        "tapstream.benign_label": F.BENIGN,
+        "tapstream.output": "probabilities",
+        "tapstream.threshold": f"{threshold:.3f}",
+        "tapstream.model_name": MODEL_NAME,
+        "tapstream.model_version": "1",
+        "tapstream.precision": "fp32",
+        "tapstream.training": training,
+    }
+    helper.set_model_props(m, meta)
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def check_onnx(path: Path, model: Model, X: np.ndarray) -> float:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    p_onnx = sess.run(["probabilities"], {"features": X.astype(np.float32)})[0]
+    p_skl = model.predict_proba(X.astype(np.float64))
+    diff = float(np.abs(p_onnx.astype(np.float64) - p_skl).max())
+    log(f"onnxruntime vs sklearn on {len(X)} flows: max |dp| = {diff:.3e}")
+    if diff > MAX_ONNX_DIFF:
+        sys.exit(f"ONNX export mismatch: {diff} > {MAX_ONNX_DIFF}")
+    return diff
+
+
+# --- main ------------------------------------------------------------------------------
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tapstream", type=Path, required=True, help="tapstream binary (with `features --context` for the full model)")
+    ap.add_argument("--extra", type=Path, action="append", default=[],
+                    help="another lab directory with LABELS.tsv (repeatable; skipped if it has no LABELS.tsv yet)")
+    ap.add_argument("--lab", type=Path, default=F.DEFAULT_LAB, help=f"lab set A (default {F.DEFAULT_LAB})")
+    ap.add_argument("--benign", type=Path, default=F.DEFAULT_BENIGN, help=f"public benign captures (default {F.DEFAULT_BENIGN})")
+    ap.add_argument("--cache", type=Path, default=F.DEFAULT_CACHE, help=f"feature CSV cache (default {F.DEFAULT_CACHE})")
+    ap.add_argument("--out", type=Path, default=base.DEFAULT_OUT, help=f"output directory (default {base.DEFAULT_OUT})")
+    ap.add_argument("--public-attack", type=Path, default=F.DEFAULT_PUBLIC_ATTACK,
+                    help=f"public attack captures, only the files in flows.PUBLIC_ATTACKS (default {F.DEFAULT_PUBLIC_ATTACK})")
+    ap.add_argument("--no-public-attacks", action="store_true", help="leave the public attack captures out")
+    ap.add_argument("--no-context", action="store_true", help="do not pass --context even if the binary has it")
+    ap.add_argument("--skip-protocol", action="store_true", help="only train + export (no leave-out protocol)")
+    ap.add_argument("--jobs", type=int, default=2, help="parallel extraction / protocol folds (default 2)")
+    return ap.parse_args()
+
+
+def load_flows(args) -> F.Flows:
+    lab_dirs = [args.lab] + [e for e in args.extra if (e / "LABELS.tsv").exists()]
+    for e in args.extra:
+        if not (e / "LABELS.tsv").exists():
+            log(f"note: {e} has no LABELS.tsv (yet); skipped")
+    return F.load(args.tapstream, lab_dirs, args.benign, args.cache, False if args.no_context else None, args.jobs,
+                  public_attack_dir=None if args.no_public_attacks else args.public_attack)
+
+
+def training_note(fl: F.Flows, info: dict, threshold: float) -> str:
+    n_ctx = sum(c.startswith(F.CTX_PREFIX) for c in fl.features)
+    sets = sorted(set(fl.set.tolist()))
+    return (
+        f"data=lab sets {','.join(s for s in sets if not s.startswith('public'))} + pcaps/benign"
+        f"{' + curated pcaps/attack' if 'public-attack' in sets else ''} ({len(fl)} flows, "
+        f"{len(np.unique(fl.scenario))} captures); tapstream sha256 {fl.info['binary_sha256'][:12]} "
+        f"context={fl.info['context']}; features={len(fl.features) - n_ctx} cic + {n_ctx} ctx; "
+        f"train rows={info['train_rows']} (<= {CAP_ATTACK}/attack scenario, <= {CAP_BENIGN}/benign file); "
+        f"weights sqrt per scenario and class, benign {BENIGN_WEIGHT_SHARE:.0%}; seed={SEED}; "
+        f"sklearn={sklearn.__version__}; mlp={len(fl.features)}-{'-'.join(map(str, HIDDEN))}-{len(F.CLASSES)} "
+        f"relu adam alpha={MLP_PARAMS['alpha']} max_iter={MLP_PARAMS['max_iter']}; threshold={threshold:.3f} "
+        f"(benign FPR<={TARGET_BENIGN_FPR:.1%} on training benign flows); see deploy/training/BEHAVIOUR.md"
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    t0 = time.time()
+    np.random.seed(SEED)
+    fl = load_flows(args)
+    counts = fl.counts()
+    for c, n in counts["per_class"].items():
+        log(f"  {c:12s} {n:7d}")
+
+    missing = [c for i, c in enumerate(F.CLASSES) if not (fl.y == i).any()]
+    if missing:
+        sys.exit(f"no training flows for classes {missing}: the ONNX output would not match tapstream.labels")
+    # 1) final model on everything
+    model, thr, info = fit_fold(fl, np.ones(len(fl), dtype=bool))
+    log(f"final model: {info['epochs']} epochs, {info['train_rows']} training rows, threshold {thr:.3f} "
+        f"(training benign FPR {info['train_benign_fpr_at_threshold']:.4%}), {time.time() - t0:.0f}s")
+    inert = [f for f, z in zip(fl.features, model.inert) if z]
+
+    # 2) export + check
+    training = training_note(fl, info, thr)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    m = build_onnx(model, fl.features, thr, training)
+    blob = m.SerializeToString(deterministic=True)
+    onnx_path = out / f"{MODEL_NAME}.onnx"
+    onnx_path.write_bytes(blob)
+    sha = hashlib.sha256(blob).hexdigest()
+    log(f"wrote {onnx_path} ({len(blob)} bytes, sha256 {sha})")
+    diff = check_onnx(onnx_path, model, fl.X)
+
+    # 3) training-set view (in-sample; NOT an evaluation, see protocol)
+    p = model.predict_proba(fl.X.astype(np.float64))
+    alert = 1.0 - p[:, 0] >= thr
+    in_sample = {c: round(float(alert[fl.y == i].mean()), 6) for i, c in enumerate(F.CLASSES) if (fl.y == i).any()}
+
+    # 4) protocol
+    protocol = None
+    if not args.skip_protocol:
+        import protocol as P
+        protocol = P.run(fl, jobs=args.jobs)
+        (out / f"{MODEL_NAME}.protocol.json").write_text(json.dumps(protocol, indent=2) + "\n", encoding="utf-8")
+        log(f"wrote {out / f'{MODEL_NAME}.protocol.json'}")
+        log("\n" + P.markdown(protocol))
+
+    n_params = sum(w.size for w in model.mlp.coefs_) + sum(b.size for b in model.mlp.intercepts_)
+    metrics = {
+        "model": MODEL_NAME,
+        "model_version": 1,
+        "onnx": onnx_path.name,
+        "onnx_sha256": sha,
+        "onnx_bytes": len(blob),
+        "parameters": int(n_params),
+        "schema": SCHEMA,
+        "labels": F.CLASSES,
+        "features": fl.features,
+        "inert_features": inert,
+        "threshold": thr,
+        "threshold_selection": {
+            "method": f"smallest threshold (rounded up to 0.001, floor {THRESHOLD_FLOOR}) with benign FPR <= "
+                      f"{TARGET_BENIGN_FPR} on all training benign flows (in-sample scores of the final model)",
+            **info,
+        },
+        "data": {**fl.info, **counts},
+        "training": {
+            "seed": SEED,
+            "cap_attack_flows_per_scenario": CAP_ATTACK,
+            "cap_benign_flows_per_file": CAP_BENIGN,
+            "weights": f"per flow 1/sqrt(n_scenario), class total ~ sqrt(n_class), benign share {BENIGN_WEIGHT_SHARE}",
+            "sklearn": sklearn.__version__, "numpy": np.__version__, "onnx": onnx.__version__,
+            "onnxruntime": ort.__version__,
+            "mlp": {k: (list(v) if isinstance(v, tuple) else v) for k, v in MLP_PARAMS.items()},
+            "final_loss": round(float(model.mlp.loss_), 6),
+            "provenance": training,
+        },
+        "cic_class_map": CIC_CLASS_MAP,
+        "onnx_vs_sklearn_max_abs_diff": diff,
+        "in_sample_alert_rate_per_class": in_sample,
+        "protocol": protocol,
+        "runtime_s": round(time.time() - t0, 1),
+    }
+    (out / f"{MODEL_NAME}.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    log(f"wrote {out / f'{MODEL_NAME}.metrics.json'}; done in {time.time() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
