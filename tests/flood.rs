@@ -369,65 +369,38 @@ fn mkfifo(path: &Path) {
     assert_eq!(r, 0, "mkfifo: {}", std::io::Error::last_os_error());
 }
 
-#[test]
-fn ten_million_packet_flood_stays_under_the_memory_cap() {
-    if !have_ort("ten_million_packet_flood_stays_under_the_memory_cap") {
-        return;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("flood.toml");
-    // One worker and one decoder, what `auto` picks on 2 cores: queues and
-    // chunk pools grow with the thread counts, and the fixed overhead must
-    // not depend on the machine. The limiter keeps the flood's own alerts
-    // (all to the victim) to a few thousand; the demo's flows alert at most
-    // 1,024 times per destination and class, so none of theirs is
-    // suppressed.
-    std::fs::write(
-        &config,
-        format!(
-            "[flow]\nmemcap_mib = {MEMCAP_MIB}\n\
-             [pipeline]\nworkers = 1\ndecoders = 1\n\
-             [output.limit]\ntrack = \"by_dst\"\ncount = 2000\nwindow = \"24h\"\n"
-        ),
-    )
-    .expect("write config");
-    let run = |pcap: &Path, name: &str| {
-        let mut cmd = bin();
-        cmd.current_dir(root())
-            .env("TAPSTREAM_LOG", "info")
-            .arg("run")
-            .arg("--pcap")
-            .arg(pcap)
-            .arg("--config")
-            .arg(&config)
-            .arg("--eve")
-            .arg(dir.path().join(format!("{name}.eve.json")))
-            .arg("--summary-json")
-            .arg(dir.path().join(format!("{name}.summary.json")))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(dir.path().join(format!("{name}.log"))).expect("log file"));
-        cmd
-    };
+/// `[context] memcap_mib` of the context-model run.
+const CONTEXT_MEMCAP_MIB: u64 = 16;
+/// What the context stage needs besides its table, on top of
+/// [`FIXED_OVERHEAD_MIB`]: its thread, its input queue of flow batches, each
+/// batch's context rows, and the hash table of open flows' rows growing
+/// (the flow memcap covers its entries). Measured: this flood peaks at
+/// 192 MiB with the context model, 147 MiB without.
+const CONTEXT_OVERHEAD_MIB: u64 = 16;
 
-    // The demo capture alone: the alerts the flood must not take away.
-    let demo = demo_pcap(dir.path());
-    let o = util::output(&mut run(&demo, "demo"));
-    assert!(
-        o.status.success(),
-        "demo run failed: {}",
-        std::fs::read_to_string(dir.path().join("demo.log")).unwrap_or_default()
-    );
-    let expected = alerts(&dir.path().join("demo.eve.json"));
-    assert!(expected.len() > 1_000, "{} demo alerts", expected.len());
-    let demo_records = packets(&demo);
-    let demo_packets = demo_records.len() as u64;
+/// One flood run: tapstream's exit status, peak RSS, wall time, the flood's
+/// packet counts (or the writer's error) and its log.
+struct FloodRun {
+    status: i32,
+    peak_rss: u64,
+    wall: Duration,
+    written: std::io::Result<(u64, u64)>,
+    log_text: String,
+}
 
-    let fifo = dir.path().join("flood.pcap");
+/// Streams the flood (with the demo capture's packets) through a FIFO into
+/// the command `run` makes for it.
+fn flood_through(
+    dir: &Path,
+    name: &str,
+    run: &dyn Fn(&Path, &str) -> std::process::Command,
+    demo_records: Vec<(i64, u32, Vec<u8>)>,
+) -> FloodRun {
+    let fifo = dir.join(format!("{name}.pcap"));
     mkfifo(&fifo);
-    let log = dir.path().join("flood.log");
+    let log = dir.join(format!("{name}.log"));
     let started = Instant::now();
-    let mut child = run(&fifo, "flood").spawn().expect("start tapstream");
+    let mut child = run(&fifo, name).spawn().expect("start tapstream");
     let watchdog = watchdog(&child, Duration::from_secs(900));
     let writer = open_writer(&fifo, &mut child, &log);
     // Closing the FIFO (dropping the writer) is the end of the capture.
@@ -440,8 +413,90 @@ fn ten_million_packet_flood_stays_under_the_memory_cap() {
     let (status, peak_rss) = wait_with_peak_rss(&child);
     let wall = started.elapsed();
     drop(watchdog);
-    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-    let (flood, non_first) = match written {
+    FloodRun {
+        status,
+        peak_rss,
+        wall,
+        written,
+        log_text: std::fs::read_to_string(&log).unwrap_or_default(),
+    }
+}
+
+#[test]
+fn ten_million_packet_flood_stays_under_the_memory_cap() {
+    if !have_ort("ten_million_packet_flood_stays_under_the_memory_cap") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("flood.toml");
+    // One worker and one decoder, what `auto` picks on 2 cores: queues and
+    // chunk pools grow with the thread counts, and the fixed overhead must
+    // not depend on the machine. The limiter keeps the flood's own alerts
+    // (all to the victim) to a few thousand; the demo's flows alert at most
+    // 2,000 times per destination, so none of theirs is suppressed.
+    std::fs::write(
+        &config,
+        format!(
+            "[flow]\nmemcap_mib = {MEMCAP_MIB}\n\
+             [context]\nmemcap_mib = {CONTEXT_MEMCAP_MIB}\n\
+             [pipeline]\nworkers = 1\ndecoders = 1\n\
+             [output.limit]\ntrack = \"by_dst\"\ncount = 2000\nwindow = \"24h\"\n"
+        ),
+    )
+    .expect("write config");
+    // The CIC-schema model: its alerts depend on each flow alone, so the
+    // demo's must come back unchanged under the flood. Then the default
+    // model, whose context rows the flood changes (hosts evicted from the
+    // context table), for memory only.
+    let run = |model: Option<&'static str>| {
+        let (dir, config) = (dir.path().to_path_buf(), config.clone());
+        move |pcap: &Path, name: &str| {
+            let mut cmd = bin();
+            cmd.current_dir(root())
+                .env("TAPSTREAM_LOG", "info")
+                .arg("run")
+                .arg("--pcap")
+                .arg(pcap)
+                .arg("--config")
+                .arg(&config)
+                .arg("--eve")
+                .arg(dir.join(format!("{name}.eve.json")))
+                .arg("--summary-json")
+                .arg(dir.join(format!("{name}.summary.json")))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(File::create(dir.join(format!("{name}.log"))).expect("log file"));
+            if let Some(m) = model {
+                cmd.arg("--model").arg(m);
+            }
+            cmd
+        }
+    };
+    let cic = run(Some("models/cic-mlp.onnx"));
+
+    // The demo capture alone: the alerts the flood must not take away.
+    let demo = demo_pcap(dir.path());
+    let o = util::output(&mut cic(&demo, "demo"));
+    assert!(
+        o.status.success(),
+        "demo run failed: {}",
+        std::fs::read_to_string(dir.path().join("demo.log")).unwrap_or_default()
+    );
+    let expected = alerts(&dir.path().join("demo.eve.json"));
+    assert!(expected.len() > 1_000, "{} demo alerts", expected.len());
+    let demo_records = packets(&demo);
+    let demo_packets = demo_records.len() as u64;
+
+    let r = flood_through(dir.path(), "flood", &cic, demo_records.clone());
+    let FloodRun {
+        status,
+        peak_rss,
+        wall,
+        log_text,
+        ..
+    } = &r;
+    let (status, peak_rss, wall, log_text) = (*status, *peak_rss, *wall, log_text.clone());
+    let (flood, non_first) = match r.written {
         Ok(w) => w,
         Err(e) => panic!("writing the flood: {e}; tapstream said: {log_text}"),
     };
@@ -529,4 +584,42 @@ fn ten_million_packet_flood_stays_under_the_memory_cap() {
         expected.len() - scored,
         expected.len()
     );
+
+    // The default model, with the context stage: its table and the rows of
+    // open flows stay within their memcaps too.
+    let ctx = run(None);
+    let r = flood_through(dir.path(), "context", &ctx, demo_records);
+    assert_eq!(r.status, 0, "tapstream failed: {}", r.log_text);
+    assert!(
+        r.written.is_ok(),
+        "writing the flood: {:?}",
+        r.written.err()
+    );
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("context.summary.json")).expect("summary"),
+    )
+    .expect("summary JSON");
+    let c = &summary["context"];
+    let cap = (MEMCAP_MIB + CONTEXT_MEMCAP_MIB + FIXED_OVERHEAD_MIB + CONTEXT_OVERHEAD_MIB) << 20;
+    eprintln!(
+        "context flood: {:.1} s wall; peak RSS {:.1} MiB (cap {} MiB = flow memcap {MEMCAP_MIB} \
+         + context memcap {CONTEXT_MEMCAP_MIB} + fixed {FIXED_OVERHEAD_MIB} + context stage \
+         {CONTEXT_OVERHEAD_MIB}); context {c}",
+        r.wall.as_secs_f64(),
+        r.peak_rss as f64 / f64::from(1u32 << 20),
+        cap >> 20,
+    );
+    assert!(
+        r.peak_rss < cap,
+        "peak RSS {} bytes is over the {} MiB cap",
+        r.peak_rss,
+        cap >> 20
+    );
+    assert_eq!(summary["accounted"], true);
+    assert!(n(&c["starts"]) > 1_000_000, "{c}");
+    assert!(
+        n(&c["evictions"]) > 0 && n(&c["emergency_entries"]) > 0,
+        "{c}"
+    );
+    assert_eq!(n(&c["missing"]), 0, "{c}");
 }

@@ -45,7 +45,7 @@ pub fn select_features(
 pub fn select_features_with(
     contract: &ModelContract,
     rows: &[f64],
-    context: &[f64],
+    context: &[f32],
     n: usize,
     out: &mut Vec<f32>,
 ) -> usize {
@@ -85,11 +85,14 @@ pub fn select_features_with(
 /// are checked against the schemas when it is loaded and context rows are
 /// checked above, so the fallback never shows.
 #[inline]
-fn at(row: &[f64], context: &[f64], c: usize) -> f64 {
+fn at(row: &[f64], context: &[f32], c: usize) -> f64 {
     if c < NUM_FEATURES {
         row.get(c).copied().unwrap_or(0.0)
     } else {
-        context.get(c - NUM_FEATURES).copied().unwrap_or(0.0)
+        context
+            .get(c - NUM_FEATURES)
+            .copied()
+            .map_or(0.0, f64::from)
     }
 }
 

@@ -114,7 +114,10 @@ pub fn model_path(configured: Option<&Path>, cli: Option<&Path>) -> Result<PathB
 }
 
 /// [`model_path`] with [`CIC_MODEL`] as the default instead.
-pub fn cic_model_path(configured: Option<&Path>, cli: Option<&Path>) -> Result<PathBuf, ModelError> {
+pub fn cic_model_path(
+    configured: Option<&Path>,
+    cli: Option<&Path>,
+) -> Result<PathBuf, ModelError> {
     if cli.or(configured).is_some() {
         return model_path(configured, cli);
     }

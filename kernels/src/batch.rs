@@ -40,8 +40,8 @@ pub struct FlowBatch {
     /// chunks numbered below this.
     pub watermark: Option<u64>,
     /// Row-major context matrix, `metas.len() × NUM_CONTEXT`, filled by the
-    /// context stage (empty without it).
-    pub context: Vec<f64>,
+    /// context stage (empty without it); computed in `f64`, kept as `f32`.
+    pub context: Vec<f32>,
 }
 
 /// How a flow worker scored a [`FlowBatch`].
@@ -130,7 +130,7 @@ impl FlowBatch {
     }
 
     /// The context row of flow `i`, when the context stage filled them.
-    pub fn context_row(&self, i: usize) -> Option<&[f64]> {
+    pub fn context_row(&self, i: usize) -> Option<&[f32]> {
         self.context.get(i * NUM_CONTEXT..(i + 1) * NUM_CONTEXT)
     }
 

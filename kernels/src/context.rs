@@ -33,14 +33,17 @@
 //!
 //! # Bounded memory
 //!
-//! Entries are capped ([`ContextConfig::max_entries`], from a memcap).
+//! Entries are capped ([`ContextConfig::max_entries`], from a memcap; the
+//! table is allocated once at that size and never grows).
 //! Entries not touched for [`ContextConfig::retain_us`] are swept. A table
 //! that is still full enters *emergency mode*: it drops the least recently
-//! touched quarter of its entries (counted as evictions) and leaves the mode
-//! at a sweep that finds it at most 70 % full. All of this is driven by the
+//! touched quarter of its entries (counted as evictions), at most once per
+//! second of packet time; in between, new keys are not added (counted as
+//! refused; their flows read zeros for them, as for a host never seen). It
+//! leaves the mode at a sweep that finds it at most 70 % full. All of this is driven by the
 //! starts' packet time, so it too is the same on every run.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use tapstream_ingest::FlowMeta;
 
@@ -101,6 +104,10 @@ pub static CONTEXT_FEATURES: [&str; NUM_CONTEXT] = [
     "ctx_dst_flows_100s",
 ];
 
+/// A context row as it travels beside a flow: computed in `f64`, kept as
+/// `f32` (what models read; half the memory of the rows of open flows).
+pub type ContextRow = [f32; NUM_CONTEXT];
+
 /// Index of a context feature by name (0-based within the context row).
 pub fn context_index(name: &str) -> Option<usize> {
     CONTEXT_FEATURES.iter().position(|n| *n == name)
@@ -159,19 +166,28 @@ pub struct ContextConfig {
 }
 
 impl ContextConfig {
-    /// Host memory one entry costs at most: key, statistics and the hash
-    /// map's share (measured layout, rounded up).
-    pub const BYTES_PER_ENTRY: usize = 160;
-    /// Default memcap: 64 MiB (about 420,000 entries).
+    /// Default memcap: 64 MiB.
     pub const DEFAULT_MEMCAP_MIB: usize = 64;
     /// Default retention: 1,000 s, ten half-lives of the slowest scale
     /// (its counts have fallen below 0.1 %).
     pub const DEFAULT_RETAIN_US: i64 = 1_000_000_000;
 
-    /// The limits for a memcap of `mib` MiB.
+    /// Host memory one table slot costs: a key and its statistics, and the
+    /// hash table's control byte.
+    pub const BYTES_PER_SLOT: usize = std::mem::size_of::<(Key, Damped)>() + 1;
+
+    /// The limits for a memcap of `mib` MiB. The table allocates its slots
+    /// once, up front (a power of two, at most 7/8 of them used), so the
+    /// memcap bounds it from the first start on and it never grows.
     pub fn with_memcap_mib(mib: usize) -> Self {
+        let slots = mib.saturating_mul(1 << 20) / Self::BYTES_PER_SLOT;
+        let pow2 = if slots == 0 {
+            0
+        } else {
+            1usize << (usize::BITS - 1 - slots.leading_zeros())
+        };
         ContextConfig {
-            max_entries: (mib.saturating_mul(1 << 20) / Self::BYTES_PER_ENTRY).max(16),
+            max_entries: (pow2 / 8 * 7).max(16),
             retain_us: Self::DEFAULT_RETAIN_US,
         }
     }
@@ -194,6 +210,9 @@ pub struct ContextStats {
     pub expired: u64,
     /// Entries dropped because the table was full.
     pub evictions: u64,
+    /// New keys not added because the table was full (their flows read
+    /// zeros for them, as for a host never seen).
+    pub refused: u64,
     /// Times the table entered emergency mode.
     pub emergency_entries: u64,
     /// The table is in emergency mode now.
@@ -201,7 +220,7 @@ pub struct ContextStats {
 }
 
 /// One damped statistic: a count `w` and a "new" count `n` per scale.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Damped {
     /// Last update, µs.
     t_us: i64,
@@ -237,44 +256,46 @@ impl Damped {
     }
 }
 
-type Host = ([u8; 16], bool);
-type Pair = ([u8; 16], [u8; 16], bool);
-type Service = ([u8; 16], u16, u8, bool);
-type PairService = ([u8; 16], [u8; 16], u16, u8, bool);
+/// What a statistic is kept for (addresses with their IPv6 flag).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    /// A flow's source host.
+    Src([u8; 16], bool),
+    /// A flow's destination host.
+    Dst([u8; 16], bool),
+    /// Source and destination hosts.
+    Pair([u8; 16], [u8; 16], bool),
+    /// Destination host, port and protocol.
+    Srv([u8; 16], u16, u8, bool),
+    /// Source host to destination host, port and protocol.
+    Psrv([u8; 16], [u8; 16], u16, u8, bool),
+}
 
 /// The keyed statistics and their limits. Applying the same starts in the
 /// same order gives the same rows, bit for bit.
 #[derive(Debug, Default)]
 pub struct ContextTable {
     cfg: ContextConfig,
-    src: HashMap<Host, Damped>,
-    dst: HashMap<Host, Damped>,
-    pair: HashMap<Pair, Damped>,
-    srv: HashMap<Service, Damped>,
-    psrv: HashMap<PairService, Damped>,
+    /// Every key's statistics, in one table allocated once.
+    map: HashMap<Key, Damped>,
     stats: ContextStats,
     /// Packet time of the next sweep, µs.
     next_sweep_us: Option<i64>,
+    /// A full table frees room again from this packet time on, µs.
+    next_evict_us: Option<i64>,
 }
 
 /// Sweeps run this often in packet time (µs).
 const SWEEP_EVERY_US: i64 = 60_000_000;
-
-/// Looks `key` up (inserting a fresh entry at `t_us`) and decays it.
-fn entry<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Damped>, key: K, t_us: i64) -> &mut Damped {
-    map.entry(key)
-        .or_insert(Damped {
-            t_us,
-            ..Damped::default()
-        })
-        .decay_to(t_us)
-}
+/// A full table frees room at most this often in packet time (µs).
+const EVICT_EVERY_US: i64 = 1_000_000;
 
 impl ContextTable {
     /// An empty table.
     pub fn new(cfg: ContextConfig) -> Self {
         ContextTable {
             cfg,
+            map: HashMap::with_capacity(cfg.max_entries),
             ..ContextTable::default()
         }
     }
@@ -288,40 +309,67 @@ impl ContextTable {
     }
 
     fn len(&self) -> usize {
-        self.src.len() + self.dst.len() + self.pair.len() + self.srv.len() + self.psrv.len()
+        self.map.len()
     }
 
     /// Applies one start: writes the flow's context row into `row` (what
     /// came before it), then counts the flow.
     pub fn apply(&mut self, s: &FlowStart, row: &mut [f64; NUM_CONTEXT]) {
-        self.make_room(s.ts_us);
+        let admit = self.make_room(s.ts_us);
         let t = s.ts_us;
-        let psrv = entry(&mut self.psrv, (s.src, s.dst, s.dport, s.proto, s.v6), t);
-        let psrv_w = psrv.w;
-        psrv.count([false; SCALES]);
+        let psrv_w = self
+            .count(
+                Key::Psrv(s.src, s.dst, s.dport, s.proto, s.v6),
+                t,
+                admit,
+                [false; SCALES],
+            )
+            .w;
         let new_port = psrv_w.map(|w| w < RECENT);
-        let pair = entry(&mut self.pair, (s.src, s.dst, s.v6), t);
-        let (pair_w, pair_n) = (pair.w, pair.n);
-        pair.count(new_port);
-        let new_dst = pair_w.map(|w| w < RECENT);
-        let src = entry(&mut self.src, (s.src, s.v6), t);
-        let (src_w, src_n) = (src.w, src.n);
-        src.count(new_dst);
-        let srv = entry(&mut self.srv, (s.dst, s.dport, s.proto, s.v6), t);
-        let (srv_w, srv_n) = (srv.w, srv.n);
-        srv.count(new_port);
-        let dst = entry(&mut self.dst, (s.dst, s.v6), t);
-        let dst_w = dst.w;
-        dst.count([false; SCALES]);
-        let groups = [src_w, src_n, pair_w, pair_n, psrv_w, srv_w, srv_n, dst_w];
+        let pair = self.count(Key::Pair(s.src, s.dst, s.v6), t, admit, new_port);
+        let new_dst = pair.w.map(|w| w < RECENT);
+        let src = self.count(Key::Src(s.src, s.v6), t, admit, new_dst);
+        let srv = self.count(Key::Srv(s.dst, s.dport, s.proto, s.v6), t, admit, new_port);
+        let dst_w = self
+            .count(Key::Dst(s.dst, s.v6), t, admit, [false; SCALES])
+            .w;
+        let groups = [src.w, src.n, pair.w, pair.n, psrv_w, srv.w, srv.n, dst_w];
         for (out, v) in row.iter_mut().zip(groups.iter().flatten()) {
             *out = *v;
         }
         self.stats.starts += 1;
     }
 
-    /// Sweeps when due, and frees room when full (emergency mode).
-    fn make_room(&mut self, t_us: i64) {
+    /// The statistics of `key` decayed to `t_us` (zeros for a key not yet
+    /// kept), then counts one flow (and a new one where `new` says so).
+    /// A key not yet kept is added only when `admit` is set; otherwise it
+    /// stays out (counted in [`ContextStats::refused`]).
+    fn count(&mut self, key: Key, t_us: i64, admit: bool, new: [bool; SCALES]) -> Damped {
+        let d = if admit {
+            self.map
+                .entry(key)
+                .or_insert(Damped {
+                    t_us,
+                    ..Damped::default()
+                })
+                .decay_to(t_us)
+        } else if let Some(d) = self.map.get_mut(&key) {
+            d.decay_to(t_us)
+        } else {
+            self.stats.refused += 1;
+            return Damped::default();
+        };
+        let before = *d;
+        d.count(new);
+        before
+    }
+
+    /// Sweeps when due, and frees room when full (emergency mode). Returns
+    /// whether new keys may be added for this start: a full table frees a
+    /// quarter at most once per second of packet time, and in between
+    /// admits no new key (a spoofed flood, a new source per flow, then
+    /// costs a lookup per start, not a scan).
+    fn make_room(&mut self, t_us: i64) -> bool {
         let due = self.next_sweep_us.is_none_or(|at| t_us >= at);
         if due {
             self.next_sweep_us = Some(t_us.saturating_add(SWEEP_EVERY_US));
@@ -331,28 +379,29 @@ impl ContextTable {
             }
         }
         // Up to five new entries per start.
-        if self.len() + 5 > self.cfg.max_entries {
-            if !self.stats.emergency {
-                self.stats.emergency = true;
-                self.stats.emergency_entries += 1;
-            }
-            self.remove_older_than(t_us.saturating_sub(self.cfg.retain_us), false);
-            if self.len() + 5 > self.cfg.max_entries {
-                let cutoff = self.quartile_touch_time();
-                self.remove_older_than(cutoff.saturating_add(1), true);
-            }
+        if self.len() + 5 <= self.cfg.max_entries {
+            return true;
         }
+        if !self.stats.emergency {
+            self.stats.emergency = true;
+            self.stats.emergency_entries += 1;
+        }
+        if self.next_evict_us.is_some_and(|at| t_us < at) {
+            return false;
+        }
+        self.next_evict_us = Some(t_us.saturating_add(EVICT_EVERY_US));
+        self.remove_older_than(t_us.saturating_sub(self.cfg.retain_us), false);
+        if self.len() + 5 > self.cfg.max_entries {
+            let cutoff = self.quartile_touch_time();
+            self.remove_older_than(cutoff.saturating_add(1), true);
+        }
+        self.len() + 5 <= self.cfg.max_entries
     }
 
     /// The touch time below which about a quarter of the entries lie (the
     /// value is what counts, so the result does not depend on map order).
     fn quartile_touch_time(&self) -> i64 {
-        let mut ts: Vec<i64> = Vec::with_capacity(self.len());
-        ts.extend(self.src.values().map(|d| d.t_us));
-        ts.extend(self.dst.values().map(|d| d.t_us));
-        ts.extend(self.pair.values().map(|d| d.t_us));
-        ts.extend(self.srv.values().map(|d| d.t_us));
-        ts.extend(self.psrv.values().map(|d| d.t_us));
+        let mut ts: Vec<i64> = self.map.values().map(|d| d.t_us).collect();
         let k = ts.len() / 4;
         if ts.is_empty() {
             return i64::MIN;
@@ -365,11 +414,7 @@ impl ContextTable {
     /// evictions or expiries.
     fn remove_older_than(&mut self, cutoff_us: i64, evicting: bool) {
         let before = self.len();
-        self.src.retain(|_, d| d.t_us >= cutoff_us);
-        self.dst.retain(|_, d| d.t_us >= cutoff_us);
-        self.pair.retain(|_, d| d.t_us >= cutoff_us);
-        self.srv.retain(|_, d| d.t_us >= cutoff_us);
-        self.psrv.retain(|_, d| d.t_us >= cutoff_us);
+        self.map.retain(|_, d| d.t_us >= cutoff_us);
         let gone = (before - self.len()) as u64;
         if evicting {
             self.stats.evictions += gone;

@@ -88,6 +88,7 @@ pub fn write_rows<W: Write>(w: &mut W, batch: &FlowBatch) -> io::Result<()> {
             line.push(b',');
             line.extend_from_slice(floats.format(*v).as_bytes());
         }
+        // (f32 values print as the shortest decimal that reads back as them)
         line.push(b'\n');
         w.write_all(&line)?;
     }

@@ -259,6 +259,7 @@ fn context_json(c: &crate::stage::context::ContextReport) -> serde_json::Value {
         "entries": c.table.entries,
         "expired": c.table.expired,
         "evictions": c.table.evictions,
+        "refused": c.table.refused,
         "emergency_entries": c.table.emergency_entries,
         "emergency_active": c.table.emergency,
         "missing": c.missing,

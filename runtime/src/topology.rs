@@ -47,6 +47,9 @@ use crate::stage::worker::{Outbox, Worker, WorkerOutcome};
 
 /// Flow batches in flight per worker between the workers and the consumer.
 const FLOW_QUEUE: usize = 16;
+/// Flow batches in flight per worker between the workers and the context
+/// stage, when it runs.
+const CONTEXT_QUEUE: usize = 4;
 
 /// Reads the capture file at `path`, runs it through flows and features, and
 /// hands ended flows to `consumer`. Returns when every stage has drained.
@@ -123,7 +126,9 @@ fn run_sources(
     let (decoder_txs, worker_rxs) = shape.decoded_queues();
     // With context, the workers' batches pass the context stage first.
     let (to_consumer, context_stage) = if context {
-        let (tx, rx) = bounded::<FlowBatch>(FLOW_QUEUE * shape.workers);
+        // Short: every batch here is one more in flight (the consumer's
+        // queue holds FLOW_QUEUE per worker already).
+        let (tx, rx) = bounded::<FlowBatch>(CONTEXT_QUEUE * shape.workers);
         let table = cfg.context.table();
         let workers = shape.workers;
         let h = thread::Builder::new()
@@ -328,7 +333,12 @@ fn spawn_workers(
             );
         }
     }
-    let flow_cfg = cfg.flow.flow_config(shape.workers);
+    let extra = if context {
+        crate::stage::context::BYTES_PER_OPEN_FLOW
+    } else {
+        0
+    };
+    let flow_cfg = cfg.flow.flow_config_with(shape.workers, extra);
     let mut handles = Vec::with_capacity(shape.workers);
     for (shard, rxs) in worker_rxs.into_iter().enumerate() {
         let mut scorer = models

@@ -25,7 +25,7 @@ use tapstream_kernels::gpu::cuda::CudaDevice;
 use tapstream_kernels::gpu::ModelInput;
 use tapstream_kernels::schema::NUM_FEATURES;
 use tapstream_kernels::shard::ShardProcessor;
-use tapstream_kernels::{ContextTable, FlowBatch, FlowStart};
+use tapstream_kernels::{ContextRow, ContextTable, FlowBatch, FlowStart};
 use tapstream_runtime::config::logical_cores;
 use tapstream_runtime::summary::human;
 use tapstream_runtime::{model, run_file, AlertStage, Config, Consumer, Progress, RunReport};
@@ -234,11 +234,11 @@ impl Bench {
     fn context(&mut self, cfg: &Config, starts: &[FlowStart], kept: &mut FlowBatch) {
         let t = Instant::now();
         let mut table = ContextTable::new(cfg.context.table());
-        let mut rows: HashMap<u64, [f64; NUM_CONTEXT]> = HashMap::new();
+        let mut rows: HashMap<u64, ContextRow> = HashMap::new();
         for s in starts {
             let mut row = [0.0; NUM_CONTEXT];
             table.apply(s, &mut row);
-            rows.insert(s.id, row);
+            rows.insert(s.id, row.map(|v| v as f32));
         }
         kept.context.clear();
         for id in &kept.start_ids {

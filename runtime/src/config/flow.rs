@@ -117,12 +117,19 @@ impl FlowSection {
     /// configured maximum, and the memory cap divided by what an open flow
     /// costs, are split evenly over the shards; the smaller bound wins.
     pub fn flow_config(&self, shards: usize) -> FlowConfig {
+        self.flow_config_with(shards, 0)
+    }
+
+    /// [`flow_config`](Self::flow_config) when an open flow costs `extra`
+    /// bytes more elsewhere (its context row, waiting in the context stage
+    /// until the flow ends), which the memcap then covers too.
+    pub fn flow_config_with(&self, shards: usize, extra: usize) -> FlowConfig {
         let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
         let shards = shards.max(1);
         let mut max_flows = self.max_flows.div_ceil(shards);
         if self.memcap_mib > 0 {
             let bytes = usize::try_from(self.memcap_mib << 20).unwrap_or(usize::MAX);
-            max_flows = max_flows.min(bytes / shards / ShardProcessor::BYTES_PER_FLOW);
+            max_flows = max_flows.min(bytes / shards / (ShardProcessor::BYTES_PER_FLOW + extra));
         }
         FlowConfig {
             flow_timeout_us: us(self.timeout),

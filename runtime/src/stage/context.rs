@@ -14,7 +14,9 @@
 //! shard's marks stay behind its flows.
 
 use std::collections::{HashMap, VecDeque};
+
 use std::time::{Duration, Instant};
+use tapstream_kernels::ContextRow;
 
 use crossbeam_channel::{Receiver, Sender};
 use tapstream_ingest::queue::{recv_until, send_timed, Recv};
@@ -49,9 +51,15 @@ pub(crate) struct ContextStage {
     table: ContextTable,
     shards: Vec<ShardQueue>,
     /// Context rows of flows started and not yet ended, by start id.
-    open: HashMap<u64, [f64; NUM_CONTEXT]>,
+    open: HashMap<u64, ContextRow>,
     missing: u64,
 }
+
+/// Host memory an open flow costs in the stage at most: its context row and
+/// id in the table of open flows (a hash table of them is at most 7/8
+/// full, and after it grows, which deleted entries can bring forward, half
+/// of that). `[flow] memcap_mib` covers it when the stage runs.
+pub const BYTES_PER_OPEN_FLOW: usize = 4 * (std::mem::size_of::<(u64, ContextRow)>() + 1);
 
 /// First-packet order below which starts may be applied, for a watermark.
 fn order_limit(watermark: u64) -> u64 {
@@ -76,7 +84,9 @@ impl ContextStage {
             ready.push(b);
             return;
         };
-        q.starts.extend(b.starts.drain(..));
+        // The batch goes back to a worker's pool: it keeps no room for starts
+        // (a flood's chunk can hold thousands; the worker allocates anew).
+        q.starts.extend(std::mem::take(&mut b.starts));
         if let Some(w) = b.watermark {
             q.watermark = q.watermark.max(w);
             for (need, _) in q.held.iter_mut().filter(|(n, _)| n.is_none()) {
@@ -116,29 +126,38 @@ impl ContextStage {
             };
             let mut row = [0.0; NUM_CONTEXT];
             self.table.apply(&start, &mut row);
-            self.open.insert(start.id, row);
+            self.open.insert(start.id, row.map(|v| v as f32));
         }
     }
 
-    /// Fills and releases every held batch whose watermark is passed.
+    /// Fills and releases, in each shard's order, every held batch whose
+    /// watermark is passed or whose flows' starts are all applied already
+    /// (flows that time out together end long after they started: such a
+    /// burst goes on at once instead of waiting for the chunk's end).
     fn release(&mut self, passed: u64, ready: &mut Vec<FlowBatch>) {
+        let due = |open: &HashMap<u64, ContextRow>, need: &Option<u64>, b: &FlowBatch| {
+            passed == u64::MAX
+                || need.is_some_and(|w| w <= passed)
+                || b.start_ids.iter().all(|id| open.contains_key(id))
+        };
         for q in &mut self.shards {
             while q
                 .held
                 .front()
-                .is_some_and(|(need, _)| need.is_some_and(|w| w <= passed) || passed == u64::MAX)
+                .is_some_and(|(need, b)| due(&self.open, need, b))
             {
                 let Some((_, mut b)) = q.held.pop_front() else {
                     break;
                 };
+                let open = &mut self.open;
                 b.context.clear();
                 b.context.reserve(b.len() * NUM_CONTEXT);
                 for id in &b.start_ids {
-                    match self.open.remove(id) {
+                    match open.remove(id) {
                         Some(row) => b.context.extend_from_slice(&row),
                         None => {
                             self.missing += 1;
-                            b.context.extend_from_slice(&[0.0; NUM_CONTEXT]);
+                            b.context.extend_from_slice(&[0.0f32; NUM_CONTEXT]);
                         }
                     }
                 }
@@ -275,14 +294,14 @@ mod tests {
     }
 
     /// The rows of flows 1..=4 when shard batches arrive in `arrival` order.
-    fn rows(arrival: &[FlowBatch]) -> Vec<(u64, Vec<f64>)> {
+    fn rows(arrival: &[FlowBatch]) -> Vec<(u64, Vec<f32>)> {
         let mut st = ContextStage::new(ContextConfig::default(), 2);
         let mut ready = Vec::new();
         for b in arrival {
             st.accept(b.clone(), &mut ready);
         }
         st.finish(&mut ready);
-        let mut out: Vec<(u64, Vec<f64>)> = ready
+        let mut out: Vec<(u64, Vec<f32>)> = ready
             .iter()
             .flat_map(|b| {
                 b.start_ids

@@ -120,8 +120,10 @@ pub fn run(cfg: &Config, opts: &Options) -> Result<Written> {
     std::fs::write(&json_path, b"{}\n")
         .with_context(|| format!("cannot write to report directory {}", opts.out.display()))?;
 
-    let ref_path =
-        tapstream_inference::model::cic_model_path(cfg.model.path.as_deref(), opts.model.as_deref())?;
+    let ref_path = tapstream_inference::model::cic_model_path(
+        cfg.model.path.as_deref(),
+        opts.model.as_deref(),
+    )?;
     let variants = variants(&ref_path, &opts.compare);
     // The reference on the CPU decides labels and the baseline; it must load.
     let reference = OnnxEngine::load(&ref_path, &onnx(cfg, vec![ExecutionProvider::Cpu], true))
