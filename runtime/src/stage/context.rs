@@ -337,12 +337,42 @@ mod tests {
         let mut st = ContextStage::new(ContextConfig::default(), 2);
         let mut ready = Vec::new();
         st.accept(batch(0, vec![start(1, 1, 1)], &[], None), &mut ready);
+        // It ends no flow: nothing to wait for.
+        assert_eq!(ready.len(), 1);
         st.accept(batch(0, vec![], &[1], Some(1)), &mut ready);
-        assert!(ready.is_empty(), "shard 1 has not passed chunk 0");
+        st.accept(
+            batch(0, vec![start(2, 1 << 32, 1)], &[], Some(2)),
+            &mut ready,
+        );
+        assert_eq!(
+            ready.len(),
+            1,
+            "shard 1 has not passed chunk 0: flow 1's start waits"
+        );
         st.accept(batch(1, vec![], &[], Some(1)), &mut ready);
-        assert_eq!(ready.len(), 3);
+        assert_eq!(
+            ready.len(),
+            4,
+            "flow 1's batch, then the next of shard 0, then shard 1's"
+        );
         assert_eq!(ready[1].start_ids, vec![1]);
         assert_eq!(ready[1].context.len(), NUM_CONTEXT);
+        assert_eq!(ready[2].watermark, Some(2));
         assert_eq!(st.report().missing, 0);
+    }
+
+    #[test]
+    fn flows_whose_starts_are_applied_go_on_before_the_chunk_ends() {
+        let mut st = ContextStage::new(ContextConfig::default(), 1);
+        let mut ready = Vec::new();
+        st.accept(
+            batch(0, vec![start(1, 1, 1), start(2, 2, 1)], &[], Some(1)),
+            &mut ready,
+        );
+        // A burst of timeouts mid-chunk: no watermark yet, but both starts
+        // were applied.
+        st.accept(batch(0, vec![], &[1, 2], None), &mut ready);
+        assert_eq!(ready.len(), 2);
+        assert_eq!(ready[1].context.len(), 2 * NUM_CONTEXT);
     }
 }
