@@ -2,18 +2,22 @@
 """Leave-out evaluation of the behaviour-model recipe (train_behaviour.py); see BEHAVIOUR.md.
 
 Every fold retrains the *same recipe* as the shipped model (sampling caps, weights, MLP,
-threshold = benign FPR <= 0.1 % on the fold's own training benign flows) without the
-left-out part, and scores only the left-out part:
+threshold = benign FPR <= 0.1 % on out-of-fold scores of the fold's own training benign
+files, inner split inside the fold) without the left-out part, and scores only the
+left-out part, scored in float32 like tapstream (TB.attack_score / TB.alerts; threshold capped
+at TB.THRESHOLD_CAP):
 
 * leave-one-scenario-out (LOSO): each attack capture file; flow recall at the fold's
   threshold, share of its flows whose top attack class is right, majority class of the
-  alerted flows;
+  alerted flows (--scenario-groups N: the scenarios leave in N class-stratified groups,
+  fewer folds, each scenario still scored only by a model that never saw it);
 * leave-one-source-out (benign): each benign source (file-name prefix of pcaps/benign,
-  lab-A, lab-B): benign FPR of its flows;
+  lab-A, lab-B, lab-C): benign FPR of its flows;
 * leave-one-kind-out (LOKO): every scenario of one behaviour class left out: share of its
   flows still alerted (as any attack class).
 
-    python3 deploy/training/protocol.py --tapstream /work/bin/tapstream-ctx --extra /work/labgen --out models
+    python3 deploy/training/protocol.py --tapstream /work/bin/tapstream-ctx --extra /work/labgen \
+        --extra /work/labgen2 --out models
 """
 
 import sys
@@ -35,63 +39,105 @@ PROTOCOL_MAX_ITER = None  # None: same epochs as the shipped model
 _FL: F.Flows | None = None  # set before forking the fold workers
 
 
+PROTOCOL_INNER_USE = None  # inner threshold groups used per fold (None: all, like the shipped model)
+
+
 def _fold(job):
-    """One fold: job = (fold type, name, train mask as flat indices of left-out rows)."""
-    ftype, name, test_idx, eval_idx = job
+    """One fold: job = (fold type, name, left-out row indices, [(result name, scored row indices)]).
+    Returns one result per scored part (several for a scenario group)."""
+    ftype, name, test_idx, evals = job
     fl = _FL
     train_mask = np.ones(len(fl), dtype=bool)
     train_mask[test_idx] = False
     t0 = time.time()
-    model, thr, info = TB.fit_fold(fl, train_mask, max_iter=PROTOCOL_MAX_ITER)
-    p = model.predict_proba(fl.X[eval_idx].astype(np.float64))
-    score = 1.0 - p[:, 0]
-    alert = score >= thr
-    y = fl.y[eval_idx]
-    res = {"type": ftype, "name": name, "threshold": thr, "fit_s": round(time.time() - t0, 1), **info,
-           "flows": int(len(eval_idx))}
-    if ftype == "source":
-        res["benign_fp"] = int(alert.sum())
-        res["benign_fpr"] = round(float(alert.mean()), 6)
-        res["files"] = int(len(np.unique(fl.scenario[eval_idx])))
-    else:
-        c = int(y[0])
-        top_attack = 1 + p[:, 1:].argmax(axis=1)
-        res["class"] = F.CLASSES[c]
-        res["kind"] = str(fl.kind[eval_idx][0])
-        res["recall"] = round(float(alert.mean()), 6)
-        res["class_right_share"] = round(float((top_attack == c).mean()), 6)
-        if alert.any():
-            u, n = np.unique(top_attack[alert], return_counts=True)
-            res["alerted_as"] = {F.CLASSES[int(k)]: int(v) for k, v in zip(u, n)}
-            res["majority_class_of_alerts"] = F.CLASSES[int(u[n.argmax()])]
+    model, thr, info = TB.fit_fold(fl, train_mask, max_iter=PROTOCOL_MAX_ITER, inner_use=PROTOCOL_INNER_USE)
+    fit_s = round(time.time() - t0, 1)
+    out = []
+    for ename, eval_idx in evals:
+        p = model.predict_proba(fl.X[eval_idx].astype(np.float64))
+        score = TB.attack_score(p)  # float32, as tapstream
+        alert = TB.alerts(score, thr)
+        y = fl.y[eval_idx]
+        res = {"type": "scenario" if ftype == "scenario-group" else ftype, "name": ename, "threshold": thr,
+               "fit_s": fit_s, **info, "flows": int(len(eval_idx))}
+        if ftype == "scenario-group":
+            res["left_out_with"] = name
+        if ftype == "source":
+            res["benign_fp"] = int(alert.sum())
+            res["benign_fpr"] = round(float(alert.mean()), 6)
+            res["files"] = int(len(np.unique(fl.scenario[eval_idx])))
         else:
-            res["alerted_as"] = {}
-            res["majority_class_of_alerts"] = None
-        res["class_right"] = res["majority_class_of_alerts"] == F.CLASSES[c]
-        res["median_score"] = round(float(np.median(score)), 4)
-    return res
+            c = int(y[0])
+            top_attack = 1 + p[:, 1:].argmax(axis=1)
+            res["class"] = F.CLASSES[c]
+            res["kind"] = str(fl.kind[eval_idx][0])
+            res["recall"] = round(float(alert.mean()), 6)
+            res["class_right_share"] = round(float((top_attack == c).mean()), 6)
+            if alert.any():
+                u, n = np.unique(top_attack[alert], return_counts=True)
+                res["alerted_as"] = {F.CLASSES[int(k)]: int(v) for k, v in zip(u, n)}
+                res["majority_class_of_alerts"] = F.CLASSES[int(u[n.argmax()])]
+            else:
+                res["alerted_as"] = {}
+                res["majority_class_of_alerts"] = None
+            res["class_right"] = res["majority_class_of_alerts"] == F.CLASSES[c]
+            res["median_score"] = round(float(np.median(score)), 4)
+        out.append(res)
+    return out
 
 
-def jobs_for(fl: F.Flows) -> list:
+def scenario_groups(fl: F.Flows, n_groups: int) -> list[list[str]]:
+    """Attack scenarios dealt into n_groups: per class (in class order) in a fixed pseudo-random
+    order, round-robin continuing across classes, so a group holds at most
+    ceil(n_class / n_groups) scenarios of any class and the class keeps its other scenarios."""
+    att = fl.y != 0
+    groups = [[] for _ in range(n_groups)]
+    g = 0
+    for c in range(1, len(F.CLASSES)):
+        scen = sorted({str(s) for s in np.unique(fl.scenario[att & (fl.y == c)])},
+                      key=lambda s: (TB.stable_seed("group", s), s))
+        for s in scen:
+            groups[g % n_groups].append(s)
+            g += 1
+    return [sorted(x) for x in groups if x]
+
+
+def auto_groups(fl: F.Flows) -> int:
+    """Scenario count of the largest class: with that many groups every fold leaves out at
+    most one scenario of each class (so per class it is leave-one-scenario-out)."""
+    att = fl.y != 0
+    return max(len(np.unique(fl.scenario[att & (fl.y == c)])) for c in range(1, len(F.CLASSES)) if (fl.y == c).any())
+
+
+def jobs_for(fl: F.Flows, n_groups: int = 0) -> list:
     jobs = []
     att = fl.y != 0
-    # LOSO: the whole capture file leaves training; its attack flows are scored.
-    for s in sorted(np.unique(fl.scenario[att])):
-        in_file = fl.scenario == s
-        jobs.append(("scenario", str(s), np.flatnonzero(in_file), np.flatnonzero(in_file & att)))
+    if n_groups < 0:
+        n_groups = auto_groups(fl)
+    if n_groups > 0:
+        # grouped LOSO: the capture files of one group leave training together; each scored alone.
+        for i, grp in enumerate(scenario_groups(fl, n_groups)):
+            in_files = np.isin(fl.scenario, grp)
+            evals = [(s, np.flatnonzero((fl.scenario == s) & att)) for s in grp]
+            jobs.append(("scenario-group", f"group{i:02d}", np.flatnonzero(in_files), evals))
+    else:
+        # LOSO: the whole capture file leaves training; its attack flows are scored.
+        for s in sorted(np.unique(fl.scenario[att])):
+            in_file = fl.scenario == s
+            jobs.append(("scenario", str(s), np.flatnonzero(in_file), [(str(s), np.flatnonzero(in_file & att))]))
     # leave-one-source-out: the benign flows of one source leave training and are scored.
     for src in sorted(np.unique(fl.source[~att])):
         m = (~att) & (fl.source == src)
-        jobs.append(("source", str(src), np.flatnonzero(m), np.flatnonzero(m)))
+        jobs.append(("source", str(src), np.flatnonzero(m), [(str(src), np.flatnonzero(m))]))
     # LOKO: every capture holding flows of this class leaves training; its attack flows are scored.
     for c in range(1, len(F.CLASSES)):
         m = fl.y == c
         if not m.any():
             continue
         files = np.isin(fl.scenario, np.unique(fl.scenario[m]))
-        jobs.append(("kind", F.CLASSES[c], np.flatnonzero(files), np.flatnonzero(m)))
+        jobs.append(("kind", F.CLASSES[c], np.flatnonzero(files), [(F.CLASSES[c], np.flatnonzero(m))]))
     # Larger folds first, so the two workers finish together.
-    return sorted(jobs, key=lambda j: -len(j[3]) if j[0] == "scenario" else 0)
+    return sorted(jobs, key=lambda j: -sum(len(e[1]) for e in j[3]) if j[0].startswith("scenario") else 0)
 
 
 def summarise(results: list) -> dict:
@@ -112,6 +158,10 @@ def summarise(results: list) -> dict:
             "leave_kind_out_alert_rate": next((r["recall"] for r in loko if r["class"] == c), None),
         }
     fp = sum(r["benign_fp"] for r in src)
+    folds_by = {}
+    for r in results:
+        folds_by.setdefault((r["type"], r.get("left_out_with", r["name"])), r)
+    capped = sorted(f"{t}:{n}" for (t, n), r in folds_by.items() if r.get("threshold_capped"))
     n = sum(r["flows"] for r in src)
     return {
         "per_kind": per_kind,
@@ -122,33 +172,51 @@ def summarise(results: list) -> dict:
         "benign_fpr_pooled": round(fp / max(n, 1), 6),
         "benign_fp_pooled": int(fp),
         "benign_flows_pooled": int(n),
+        "score_dtype": "float32",
+        "threshold_cap": TB.THRESHOLD_CAP,
+        "folds": len(folds_by),
+        "folds_threshold_capped": len(capped),
+        "folds_threshold_capped_names": capped,
         "benign_fpr_mean_over_sources": round(float(np.mean([r["benign_fpr"] for r in src])), 6) if src else None,
     }
 
 
-def run(fl: F.Flows, jobs: int = 2) -> dict:
-    global _FL
+def run(fl: F.Flows, jobs: int = 2, inner_use: int | None = None, scenario_groups: int = 0) -> dict:
+    global _FL, PROTOCOL_INNER_USE
     _FL = fl
-    js = jobs_for(fl)
-    TB.log(f"protocol: {len(js)} folds ({sum(j[0] == 'scenario' for j in js)} scenario, "
-           f"{sum(j[0] == 'source' for j in js)} source, {sum(j[0] == 'kind' for j in js)} kind) on {jobs} processes")
+    PROTOCOL_INNER_USE = inner_use
+    if scenario_groups < 0:
+        scenario_groups = auto_groups(fl)
+    js = jobs_for(fl, scenario_groups)
+    TB.log(f"protocol: {len(js)} folds ({sum(j[0].startswith('scenario') for j in js)} scenario"
+           f"{' groups' if scenario_groups else ''}, {sum(j[0] == 'source' for j in js)} source, "
+           f"{sum(j[0] == 'kind' for j in js)} kind) on {jobs} processes; threshold from "
+           f"{inner_use or TB.INNER_FOLDS}/{TB.INNER_FOLDS} inner benign groups per fold")
     t0 = time.time()
     results = []
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as ex:
-        for r in ex.map(_fold, js):
-            results.append(r)
-            extra = (f"FPR {r['benign_fpr']:.4f} ({r['benign_fp']}/{r['flows']})" if r["type"] == "source"
-                     else f"recall {r['recall']:.3f} as {r['majority_class_of_alerts']}")
-            TB.log(f"  [{len(results)}/{len(js)}] {r['type']:8s} {r['name']:45s} thr {r['threshold']:.3f} "
-                   f"{extra}  ({r['fit_s']}s, {time.time() - t0:.0f}s)")
+        for i, rs in enumerate(ex.map(_fold, js)):
+            results += rs
+            for r in rs:
+                extra = (f"FPR {r['benign_fpr']:.4f} ({r['benign_fp']}/{r['flows']})" if r["type"] == "source"
+                         else f"recall {r['recall']:.3f} as {r['majority_class_of_alerts']}")
+                TB.log(f"  [{i + 1}/{len(js)}] {r['type']:8s} {r['name']:45s} thr {r['threshold']:.6f}"
+                       f"{'*' if r.get('threshold_capped') else ' '} "
+                       f"{extra}  ({r['fit_s']}s, {time.time() - t0:.0f}s)")
     order = {"scenario": 0, "source": 1, "kind": 2}
     results.sort(key=lambda r: (order[r["type"]], r["name"]))
     return {
         "recipe": {
             "cap_attack_flows_per_scenario": TB.CAP_ATTACK, "cap_benign_flows_per_file": TB.CAP_BENIGN,
+            "cap_benign_flows_per_lab_file": TB.CAP_BENIGN_LAB,
             "max_iter": PROTOCOL_MAX_ITER or TB.MLP_PARAMS["max_iter"], "hidden": list(TB.HIDDEN),
             "target_benign_fpr": TB.TARGET_BENIGN_FPR,
-            "threshold": "per fold, on that fold's training benign flows only",
+            "score": "float32: f32(1) - f32(p_benign), alert = score >= f32(threshold), as tapstream",
+            "threshold_cap": TB.THRESHOLD_CAP,
+            "threshold": f"per fold (capped at {TB.THRESHOLD_CAP}): out-of-fold scores of that fold's training benign flows, "
+                         f"{inner_use or TB.INNER_FOLDS} of {TB.INNER_FOLDS} inner groups of benign files",
+            "scenario_folds": (f"{scenario_groups} class-stratified groups of attack scenarios"
+                               if scenario_groups else "one per attack scenario"),
             "seed": TB.SEED,
         },
         "data": {k: fl.info[k] for k in ("binary_sha256", "context")} | {"features": len(fl.features), "flows": len(fl)},
@@ -176,14 +244,14 @@ def markdown(prot: dict) -> str:
     for r in prot["folds"]:
         if r["type"] == "scenario":
             L.append(f"| {r['name']} | {r['class']} | {r['flows']} | {r['recall']:.3f} | {r['class_right_share']:.3f} | "
-                     f"{r['majority_class_of_alerts'] or '–'} | {r['threshold']:.3f} |")
+                     f"{r['majority_class_of_alerts'] or '–'} | {r['threshold']:.6f}{' (cap)' if r.get('threshold_capped') else ''} |")
     return "\n".join(L)
 
 
 def main() -> None:
     args = TB.parse_args()
     fl = TB.load_flows(args)
-    prot = run(fl, jobs=args.jobs)
+    prot = run(fl, jobs=args.jobs, inner_use=args.protocol_inner_use, scenario_groups=args.scenario_groups)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{TB.MODEL_NAME}.protocol.json").write_text(json.dumps(prot, indent=2) + "\n", encoding="utf-8")

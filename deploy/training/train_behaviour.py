@@ -7,17 +7,23 @@ Recipe (reasoning and results in BEHAVIOUR.md next to this file):
     -> `tapstream features [--context]` per capture (flows.py; cached)
     -> label per flow (attacker address / spoofed victim rule), class = behaviour
     -> 82 schema features (minus ports, like train.py) + 24 ctx_* features when present
-    -> training sample: <= CAP_ATTACK flows per attack scenario, <= CAP_BENIGN per benign file
-    -> weights: scenario weight ~ sqrt(flows), class weight ~ sqrt(flows), benign = all attacks
+    -> training sample: <= CAP_ATTACK flows per attack scenario, <= CAP_BENIGN per public benign
+       file, <= CAP_BENIGN_LAB per lab benign file (the dense, busy lab captures)
+    -> weights: scenario (file) weight ~ sqrt(flows); attack class weight ~ sqrt(flows);
+       benign source weight ~ sqrt(flows); benign = all attacks
     -> sign(x)*log1p(|x|) -> StandardScaler -> MLP F-64-32-9 (ReLU, softmax)
-    -> threshold on 1 - p(benign): benign FPR <= 0.1 % on the training benign flows
+    -> threshold on 1 - p(benign), scored in float32 like tapstream (f32(1) - f32 p(benign),
+       alert = score >= f32 threshold), capped at 0.999:
+       benign FPR <= 0.1 % on OUT-OF-FOLD benign scores (inner
+       INNER_FOLDS-fold split of the training benign capture files; each inner model never saw
+       the files it scores), then the model is refit on all training rows
     -> ONNX (train.py's exporter) + contract metadata (schema tapstream-context)
-    -> onnxruntime check against scikit-learn
+    -> onnxruntime check against scikit-learn; in-sample alert shares through onnxruntime (float32)
     -> optional (default on) leave-out protocol (protocol.py)
     -> models/behaviour-mlp.onnx, .metrics.json, .protocol.json
 
     python3 deploy/training/train_behaviour.py --tapstream /work/bin/tapstream-ctx \\
-        --extra /work/labgen --out models
+        --extra /work/labgen --extra /work/labgen2 --out models
 """
 
 import os
@@ -33,6 +39,8 @@ import json  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 import zlib  # noqa: E402
+import multiprocessing as mp  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
@@ -50,9 +58,21 @@ MODEL_NAME = "behaviour-mlp"
 SCHEMA = "tapstream-context"
 SCHEMA_VERSION = "1"
 CAP_ATTACK = 500  # training flows per attack scenario (random, seeded); test uses all flows
-CAP_BENIGN = 100  # training flows per benign capture file
+CAP_BENIGN = 100  # training flows per public benign capture file (pcaps/benign: short protocol samples)
+CAP_BENIGN_LAB = 2000  # training flows per lab benign file (source lab-*: dense, busy captures)
+LAB_SOURCE_PREFIX = "lab-"
+INNER_FOLDS = 5  # inner split of the training benign files for the out-of-fold threshold
 TARGET_BENIGN_FPR = 0.001
 THRESHOLD_FLOOR = 0.5
+# Threshold grid: rounded *up* to 1e-6 (round 1 used 1e-3, fine for in-sample thresholds of
+# 0.5-0.95, but out-of-fold benign scores put the 0.1 % quantile within 1e-3 of 1, where a
+# 1e-3 grid rounds to 1.000 = never alert). 1e-6 is well above float32 spacing near 1 (6e-8).
+THRESHOLD_STEP = 1e-6
+# Round 3: scores as tapstream computes them, in float32 (ONNX Runtime's Softmax output is
+# float32; tapstream's attack score is 1 - p(benign) in f32 and alerts when score >= threshold
+# (f32)). Near 1 float32 has no resolution left (spacing 6e-8; every p(benign) < ~3e-8 gives
+# exactly 1.0), so the threshold is capped: 0.999 leaves three decades of distinct scores.
+THRESHOLD_CAP = 0.999
 HIDDEN = (64, 32)
 MLP_PARAMS = dict(
     hidden_layer_sizes=HIDDEN,
@@ -103,10 +123,11 @@ def stable_seed(*parts) -> int:
 
 # --- training sample and weights -------------------------------------------------------
 def training_sample(fl: F.Flows, train_mask: np.ndarray, cap_attack: int = CAP_ATTACK,
-                    cap_benign: int = CAP_BENIGN) -> np.ndarray:
+                    cap_benign: int = CAP_BENIGN, cap_benign_lab: int = CAP_BENIGN_LAB) -> np.ndarray:
     """Indices of the training rows: per attack scenario <= cap_attack attack flows, per
-    capture file <= cap_benign benign flows (seeded by the scenario name, so a scenario's
-    sample does not depend on which other scenarios are in the fold)."""
+    capture file <= cap_benign benign flows (<= cap_benign_lab for lab sources), seeded by
+    the scenario name, so a scenario's sample does not depend on which other scenarios are
+    in the fold."""
     keep = []
     is_atk = fl.y != 0
     for atk in (True, False):
@@ -121,6 +142,10 @@ def training_sample(fl: F.Flows, train_mask: np.ndarray, cap_attack: int = CAP_A
         bounds = np.flatnonzero(np.r_[True, scen_sorted[1:] != scen_sorted[:-1], True])
         for a, b in zip(bounds[:-1], bounds[1:]):
             idx = idx_all[order[a:b]]
+            if not atk and str(fl.source[idx[0]]).startswith(LAB_SOURCE_PREFIX):
+                cap = cap_benign_lab
+            elif not atk:
+                cap = cap_benign
             if len(idx) > cap:
                 rng = np.random.default_rng(stable_seed(scen_sorted[a], atk))
                 idx = np.sort(rng.choice(idx, cap, replace=False))
@@ -128,18 +153,37 @@ def training_sample(fl: F.Flows, train_mask: np.ndarray, cap_attack: int = CAP_A
     return np.sort(np.concatenate(keep))
 
 
-def sample_weights(y: np.ndarray, scenario: np.ndarray, n_classes: int) -> np.ndarray:
+def _sqrt_share(groups: np.ndarray) -> np.ndarray:
+    """Per row 1/sqrt(n_group), normalised to sum 1: group g gets total ~ sqrt(n_g)."""
+    _, inv, cnt = np.unique(groups, return_inverse=True, return_counts=True)
+    wc = 1.0 / np.sqrt(cnt[inv])
+    return wc / wc.sum()
+
+
+def sample_weights(y: np.ndarray, scenario: np.ndarray, n_classes: int,
+                   source: np.ndarray | None = None) -> np.ndarray:
     """Scenario s of class c: total weight ~ sqrt(n_s) (a 2,000-flow flood counts ~45x a
     1-flow scenario, not 2,000x); class c: total ~ sqrt(n_c); benign: BENIGN_WEIGHT_SHARE
-    of the total. Normalised to mean 1."""
+    of the total, split over benign *sources* ~ sqrt(n_source) and within a source over its
+    files ~ sqrt(n_file) (the same square-root hierarchy as attack class / scenario; without
+    `source`, benign files share the benign weight ~ sqrt(n_file) as in round 1).
+    Normalised to mean 1."""
     w = np.zeros(len(y))
     class_tot = np.zeros(n_classes)
     for c in np.unique(y):
         mc = y == c
-        u, inv, cnt = np.unique(scenario[mc], return_inverse=True, return_counts=True)
-        wc = 1.0 / np.sqrt(cnt[inv])
         class_tot[c] = np.sqrt(mc.sum())
-        w[mc] = wc / wc.sum()
+        if c == 0 and source is not None:
+            wb = np.zeros(int(mc.sum()))
+            src_c, scen_c = source[mc], scenario[mc]
+            srcs, src_inv = np.unique(src_c, return_inverse=True)
+            src_share = _sqrt_share(src_c)
+            for k in range(len(srcs)):
+                ms = src_inv == k
+                wb[ms] = _sqrt_share(scen_c[ms]) * src_share[ms].sum()
+            w[mc] = wb
+        else:
+            w[mc] = _sqrt_share(scenario[mc])
     att = class_tot.copy()
     att[0] = 0.0
     if att.sum() > 0:
@@ -185,28 +229,110 @@ class Model:
         return out
 
 
-def pick_threshold(benign_scores: np.ndarray) -> tuple[float, float]:
-    """Smallest threshold (rounded up to 0.001, >= floor) with benign FPR <= target."""
-    s = np.sort(benign_scores)[::-1]
+def attack_score(p: np.ndarray) -> np.ndarray:
+    """tapstream's attack score from class probabilities (n x classes): 1 - p(benign) in
+    float32, from float32 probabilities (as ONNX Runtime's float32 Softmax gives them)."""
+    return np.float32(1.0) - np.asarray(p)[:, 0].astype(np.float32)
+
+
+def alerts(score: np.ndarray, threshold: float) -> np.ndarray:
+    """tapstream's decision: f32 score >= f32 threshold."""
+    return score.astype(np.float32) >= np.float32(threshold)
+
+
+def pick_threshold(benign_scores: np.ndarray) -> tuple[float, float, dict]:
+    """Smallest threshold (rounded up to THRESHOLD_STEP, >= floor) with benign FPR <= target on
+    float32 scores, capped at THRESHOLD_CAP. Returns (threshold, benign FPR at it, cap info)."""
+    sc = benign_scores.astype(np.float32)
+    s = np.sort(sc)[::-1]
     allowed = int(np.floor(TARGET_BENIGN_FPR * len(s)))
-    t = np.nextafter(s[allowed], np.inf) if allowed < len(s) else 0.0
-    t = max(THRESHOLD_FLOOR, np.ceil(t * 1000.0) / 1000.0)
-    t = min(t, 1.0)
-    return float(t), float((benign_scores >= t).mean())
+    t = float(np.nextafter(s[allowed], np.float32(np.inf))) if allowed < len(s) else 0.0
+    t = max(THRESHOLD_FLOOR, np.ceil(round(t / THRESHOLD_STEP, 6)) * THRESHOLD_STEP)
+    t = round(min(t, 1.0), 6)
+    capped = t > THRESHOLD_CAP
+    cap = {"threshold_uncapped": float(t), "threshold_capped": bool(capped),
+           "fpr_at_uncapped": round(float(alerts(sc, t).mean()), 6)}
+    if capped:
+        t = THRESHOLD_CAP
+    return float(t), float(alerts(sc, t).mean()), cap
+
+
+def fit_model(fl: F.Flows, train_mask: np.ndarray, seed: int = SEED, max_iter: int | None = None) -> tuple["Model", int]:
+    """Sample + weight fl[train_mask] and fit one model. Returns (model, training rows)."""
+    idx = training_sample(fl, train_mask)
+    w = sample_weights(fl.y[idx], fl.scenario[idx], len(F.CLASSES), fl.source[idx])
+    return Model(seed, max_iter).fit(fl.X[idx].astype(np.float64), fl.y[idx], w), int(len(idx))
+
+
+def inner_benign_groups(fl: F.Flows, train_mask: np.ndarray, k: int = INNER_FOLDS) -> dict[str, int]:
+    """Inner split for the threshold: every capture file holding benign training flows gets
+    a group 0..k-1. Whole files (never split: a file's flows share hosts and context counts),
+    stratified by benign source (within a source, files in a fixed pseudo-random order are
+    dealt round-robin, continuing across sources) so every inner training set keeps every
+    source. Depends only on the file names, so it is the same in every protocol fold."""
+    m = train_mask & (fl.y == 0)
+    files = {}
+    for src, scen in zip(fl.source[m], fl.scenario[m]):
+        files.setdefault(str(src), set()).add(str(scen))
+    groups, g = {}, 0
+    for src in sorted(files):
+        for scen in sorted(files[src], key=lambda s: (stable_seed("inner", s), s)):
+            groups[scen] = g % k
+            g += 1
+    return groups
+
+
+def oof_benign_scores(fl: F.Flows, train_mask: np.ndarray, seed: int = SEED, max_iter: int | None = None,
+                      k: int = INNER_FOLDS, use: int | None = None, jobs: int = 1) -> np.ndarray:
+    """Out-of-fold scores 1 - p(benign) of the training benign flows: for inner group g, a
+    model fit (same recipe) on train_mask without g's files (their attack flows too) scores
+    g's benign flows. `use` = only the first `use` groups (use=1: a single 1/k holdout)."""
+    groups = inner_benign_groups(fl, train_mask, k)
+    bm = train_mask & (fl.y == 0)
+    gid = np.full(len(fl), -1)
+    for scen, g in groups.items():
+        gid[fl.scenario == scen] = g
+    todo = list(range(k if use is None else use))
+    global _OOF_CTX
+    _OOF_CTX = (fl, train_mask, gid, bm, seed, max_iter)
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("fork")) as ex:
+            parts = list(ex.map(_oof_one, todo))
+    else:
+        parts = [_oof_one(g) for g in todo]
+    _OOF_CTX = None
+    return np.concatenate(parts)
+
+
+_OOF_CTX = None  # (fl, train_mask, group id per row, benign training mask, seed, max_iter) for the workers
+
+
+def _oof_one(g: int) -> np.ndarray:
+    """Inner fold g: fit without group g's files, score group g's benign flows."""
+    fl, train_mask, gid, bm, seed, max_iter = _OOF_CTX
+    held = gid == g
+    model, _ = fit_model(fl, train_mask & ~held, seed, max_iter)
+    return attack_score(model.predict_proba(fl.X[bm & held].astype(np.float64)))
 
 
 def fit_fold(fl: F.Flows, train_mask: np.ndarray, seed: int = SEED, max_iter: int | None = None,
-             cap_attack: int = CAP_ATTACK, cap_benign: int = CAP_BENIGN):
-    """Train on fl[train_mask] (sampled + weighted) and choose the threshold on the benign
-    flows of train_mask only (all of them, sampled or not). Returns (model, threshold, info)."""
-    idx = training_sample(fl, train_mask, cap_attack, cap_benign)
-    w = sample_weights(fl.y[idx], fl.scenario[idx], len(F.CLASSES))
-    model = Model(seed, max_iter).fit(fl.X[idx].astype(np.float64), fl.y[idx], w)
+             inner_use: int | None = None, jobs: int = 1):
+    """Train on fl[train_mask] (sampled + weighted); the threshold comes from out-of-fold
+    benign scores (oof_benign_scores), never from the model's own training scores.
+    Returns (model, threshold, info)."""
+    oof = oof_benign_scores(fl, train_mask, seed, max_iter, INNER_FOLDS, inner_use, jobs)
+    thr, fpr_oof, cap = pick_threshold(oof)
+    model, n_rows = fit_model(fl, train_mask, seed, max_iter)
     bmask = train_mask & (fl.y == 0)
     p = model.predict_proba(fl.X[bmask].astype(np.float64))
-    thr, fpr = pick_threshold(1.0 - p[:, 0])
-    return model, thr, {"train_rows": int(len(idx)), "train_benign_flows_for_threshold": int(bmask.sum()),
-                        "train_benign_fpr_at_threshold": round(fpr, 6), "epochs": int(model.mlp.n_iter_)}
+    fpr_in = float(alerts(attack_score(p), thr).mean())
+    return model, thr, {"train_rows": n_rows, "train_benign_flows": int(bmask.sum()),
+                        "threshold_cap": THRESHOLD_CAP, **cap, "score_dtype": "float32",
+                        "threshold_oof_benign_flows": int(len(oof)),
+                        "threshold_inner_groups_used": f"{INNER_FOLDS if inner_use is None else inner_use}/{INNER_FOLDS}",
+                        "oof_benign_fpr_at_threshold": round(fpr_oof, 6),
+                        "train_benign_fpr_at_threshold_in_sample": round(fpr_in, 6),
+                        "epochs": int(model.mlp.n_iter_)}
 
 
 # --- ONNX ------------------------------------------------------------------------------
@@ -224,7 +350,7 @@ def build_onnx(model: Model, features: list[str], threshold: float, training: st
         "tapstream.labels": json.dumps(F.CLASSES),
         "tapstream.benign_label": F.BENIGN,
         "tapstream.output": "probabilities",
-        "tapstream.threshold": f"{threshold:.3f}",
+        "tapstream.threshold": f"{threshold:.6f}",
         "tapstream.model_name": MODEL_NAME,
         "tapstream.model_version": "1",
         "tapstream.precision": "fp32",
@@ -233,6 +359,32 @@ def build_onnx(model: Model, features: list[str], threshold: float, training: st
     helper.set_model_props(m, meta)
     onnx.checker.check_model(m, full_check=True)
     return m
+
+
+def ort_session(path: Path):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def onnx_in_sample(path: Path, fl: F.Flows, thr: float) -> dict:
+    """Training-set flows (IN-SAMPLE, not an evaluation) scored like tapstream: onnxruntime on
+    float32 features, score = f32(1) - f32 p(benign), alert = score >= f32(threshold)."""
+    sess = ort_session(path)
+    p = sess.run(["probabilities"], {"features": fl.X.astype(np.float32)})[0]
+    assert p.dtype == np.float32
+    score = attack_score(p)
+    a = alerts(score, thr)
+    return {
+        "note": "in-sample: the final model scores its own training-set flows (all flows, not only the sampled rows)",
+        "threshold": thr,
+        "per_class": {c: round(float(a[fl.y == i].mean()), 6) for i, c in enumerate(F.CLASSES) if (fl.y == i).any()},
+        "flows_per_class": {c: int((fl.y == i).sum()) for i, c in enumerate(F.CLASSES) if (fl.y == i).any()},
+        "benign_alerts": int(a[fl.y == 0].sum()),
+        "share_of_flows_scored_exactly_1": round(float((score == np.float32(1.0)).mean()), 6),
+        "share_of_benign_scored_exactly_1": round(float((score[fl.y == 0] == np.float32(1.0)).mean()), 6),
+    }
 
 
 def check_onnx(path: Path, model: Model, X: np.ndarray) -> float:
@@ -265,6 +417,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--no-context", action="store_true", help="do not pass --context even if the binary has it")
     ap.add_argument("--skip-protocol", action="store_true", help="only train + export (no leave-out protocol)")
     ap.add_argument("--jobs", type=int, default=2, help="parallel extraction / protocol folds (default 2)")
+    ap.add_argument("--protocol-inner-use", type=int, default=None,
+                    help=f"protocol folds: threshold from only the first N of the {INNER_FOLDS} inner groups "
+                         f"(1 = a single 1/{INNER_FOLDS} holdout; default: all, like the shipped model)")
+    ap.add_argument("--scenario-groups", type=int, default=0,
+                    help="protocol: leave attack scenarios out in N class-stratified groups instead of one by one "
+                         "(0 = one fold per scenario; -1 = as many groups as the largest class has scenarios, "
+                         "so a fold leaves out at most one scenario per class)")
     return ap.parse_args()
 
 
@@ -285,11 +444,13 @@ def training_note(fl: F.Flows, info: dict, threshold: float) -> str:
         f"{' + curated pcaps/attack' if 'public-attack' in sets else ''} ({len(fl)} flows, "
         f"{len(np.unique(fl.scenario))} captures); tapstream sha256 {fl.info['binary_sha256'][:12]} "
         f"context={fl.info['context']}; features={len(fl.features) - n_ctx} cic + {n_ctx} ctx; "
-        f"train rows={info['train_rows']} (<= {CAP_ATTACK}/attack scenario, <= {CAP_BENIGN}/benign file); "
-        f"weights sqrt per scenario and class, benign {BENIGN_WEIGHT_SHARE:.0%}; seed={SEED}; "
+        f"train rows={info['train_rows']} (<= {CAP_ATTACK}/attack scenario, <= {CAP_BENIGN}/public benign file, "
+        f"<= {CAP_BENIGN_LAB}/lab benign file); weights sqrt per scenario/file, attack class and benign source, "
+        f"benign {BENIGN_WEIGHT_SHARE:.0%}; seed={SEED}; "
         f"sklearn={sklearn.__version__}; mlp={len(fl.features)}-{'-'.join(map(str, HIDDEN))}-{len(F.CLASSES)} "
-        f"relu adam alpha={MLP_PARAMS['alpha']} max_iter={MLP_PARAMS['max_iter']}; threshold={threshold:.3f} "
-        f"(benign FPR<={TARGET_BENIGN_FPR:.1%} on training benign flows); see deploy/training/BEHAVIOUR.md"
+        f"relu adam alpha={MLP_PARAMS['alpha']} max_iter={MLP_PARAMS['max_iter']}; threshold={threshold:.6f} "
+        f"(float32 scores; cap {THRESHOLD_CAP}{' reached' if info.get('threshold_capped') else ''}; benign FPR<={TARGET_BENIGN_FPR:.1%} on out-of-fold scores of the training benign flows, {INNER_FOLDS}-fold by file); "
+        f"see deploy/training/BEHAVIOUR.md"
     )
 
 
@@ -306,9 +467,10 @@ def main() -> None:
     if missing:
         sys.exit(f"no training flows for classes {missing}: the ONNX output would not match tapstream.labels")
     # 1) final model on everything
-    model, thr, info = fit_fold(fl, np.ones(len(fl), dtype=bool))
-    log(f"final model: {info['epochs']} epochs, {info['train_rows']} training rows, threshold {thr:.3f} "
-        f"(training benign FPR {info['train_benign_fpr_at_threshold']:.4%}), {time.time() - t0:.0f}s")
+    model, thr, info = fit_fold(fl, np.ones(len(fl), dtype=bool), jobs=args.jobs)
+    log(f"final model: {info['epochs']} epochs, {info['train_rows']} training rows, threshold {thr:.6f} "
+        f"(out-of-fold benign FPR {info['oof_benign_fpr_at_threshold']:.4%} on {info['threshold_oof_benign_flows']} flows, "
+        f"in-sample {info['train_benign_fpr_at_threshold_in_sample']:.4%}), {time.time() - t0:.0f}s")
     inert = [f for f, z in zip(fl.features, model.inert) if z]
 
     # 2) export + check
@@ -325,14 +487,17 @@ def main() -> None:
 
     # 3) training-set view (in-sample; NOT an evaluation, see protocol)
     p = model.predict_proba(fl.X.astype(np.float64))
-    alert = 1.0 - p[:, 0] >= thr
+    alert = alerts(attack_score(p), thr)
     in_sample = {c: round(float(alert[fl.y == i].mean()), 6) for i, c in enumerate(F.CLASSES) if (fl.y == i).any()}
+    # same, scored exactly as tapstream does: the exported graph in onnxruntime, float32 in/out
+    in_sample_ort = onnx_in_sample(onnx_path, fl, thr)
+    log(f"in-sample (onnxruntime float32) alert share per class at {thr:.6f}: {in_sample_ort['per_class']}")
 
     # 4) protocol
     protocol = None
     if not args.skip_protocol:
         import protocol as P
-        protocol = P.run(fl, jobs=args.jobs)
+        protocol = P.run(fl, jobs=args.jobs, inner_use=args.protocol_inner_use, scenario_groups=args.scenario_groups)
         (out / f"{MODEL_NAME}.protocol.json").write_text(json.dumps(protocol, indent=2) + "\n", encoding="utf-8")
         log(f"wrote {out / f'{MODEL_NAME}.protocol.json'}")
         log("\n" + P.markdown(protocol))
@@ -351,8 +516,11 @@ def main() -> None:
         "inert_features": inert,
         "threshold": thr,
         "threshold_selection": {
-            "method": f"smallest threshold (rounded up to 0.001, floor {THRESHOLD_FLOOR}) with benign FPR <= "
-                      f"{TARGET_BENIGN_FPR} on all training benign flows (in-sample scores of the final model)",
+            "method": f"float32 scores (f32 1 - f32 p(benign), as tapstream); smallest threshold (rounded up to "
+                      f"{THRESHOLD_STEP:g}, floor {THRESHOLD_FLOOR}, capped at {THRESHOLD_CAP}) with benign FPR <= "
+                      f"{TARGET_BENIGN_FPR} on out-of-fold scores of all training benign flows: {INNER_FOLDS} inner "
+                      f"groups of benign capture files (whole files, stratified by source); each scored by a model "
+                      f"of the same recipe fit without that group's files; then refit on everything",
             **info,
         },
         "data": {**fl.info, **counts},
@@ -360,7 +528,10 @@ def main() -> None:
             "seed": SEED,
             "cap_attack_flows_per_scenario": CAP_ATTACK,
             "cap_benign_flows_per_file": CAP_BENIGN,
-            "weights": f"per flow 1/sqrt(n_scenario), class total ~ sqrt(n_class), benign share {BENIGN_WEIGHT_SHARE}",
+            "cap_benign_flows_per_lab_file": CAP_BENIGN_LAB,
+            "weights": f"per flow 1/sqrt(n_scenario or file); attack class total ~ sqrt(n_class); benign share "
+                       f"{BENIGN_WEIGHT_SHARE}, split over benign sources ~ sqrt(n_source)",
+            "threshold_inner_folds": INNER_FOLDS,
             "sklearn": sklearn.__version__, "numpy": np.__version__, "onnx": onnx.__version__,
             "onnxruntime": ort.__version__,
             "mlp": {k: (list(v) if isinstance(v, tuple) else v) for k, v in MLP_PARAMS.items()},
@@ -370,6 +541,7 @@ def main() -> None:
         "cic_class_map": CIC_CLASS_MAP,
         "onnx_vs_sklearn_max_abs_diff": diff,
         "in_sample_alert_rate_per_class": in_sample,
+        "in_sample_onnxruntime_float32": in_sample_ort,
         "protocol": protocol,
         "runtime_s": round(time.time() - t0, 1),
     }
