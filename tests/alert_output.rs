@@ -41,7 +41,7 @@ fn run(dir: &Path, pcap: &Path, name: &str, config: &str) -> (Vec<Value>, Value)
     let o = output(
         bin()
             .current_dir(root())
-            .args(["run", "--quiet", "--pcap"])
+            .args(["run", "--quiet", "--model", "models/cic-mlp.onnx", "--pcap"])
             .arg(pcap)
             .arg("--eve")
             .arg(&eve)
@@ -145,7 +145,7 @@ fn sighup_reopens_the_eve_file_of_a_running_tapstream() {
     let summary = dir.path().join("summary.json");
     let mut child = bin()
         .current_dir(root())
-        .args(["run", "--quiet", "--pcap"])
+        .args(["run", "--quiet", "--model", "models/cic-mlp.onnx", "--pcap"])
         .arg(&fifo)
         .arg("--eve")
         .arg(&eve)

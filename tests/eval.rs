@@ -249,7 +249,7 @@ fn layout_directory_with_a_corrupt_capture() {
 
     // The default model, by its contract.
     let m = &r["models"][0];
-    assert_eq!(m["name"], "cic-mlp");
+    assert_eq!(m["name"], "behaviour-mlp");
     assert_eq!(m["sha256"].as_str().unwrap().len(), 64);
     assert_eq!(m["threshold"], m["contract_threshold"]);
     // The scan is the one the default model was trained to see (as in the
@@ -259,7 +259,7 @@ fn layout_directory_with_a_corrupt_capture() {
     assert_eq!((u(&ps["captures"]), u(&ps["captures_hit"])), (1, 1));
     assert_eq!(u(&ps["alerts_per_episode"]["max"]), u(&ps["alerted"]));
     check_consistent(&r);
-    check_html(&out, &["cic-mlp"]);
+    check_html(&out, &["behaviour-mlp"]);
 }
 
 #[test]

@@ -26,7 +26,7 @@ fn run_with(
     let o = output(
         bin()
             .current_dir(root())
-            .args(["run", "--config"])
+            .args(["run", "--model", "models/cic-mlp.onnx", "--config"])
             .arg(&cfg)
             .arg("--pcap")
             .arg(pcap)
