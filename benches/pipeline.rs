@@ -2,7 +2,9 @@
 //! capture (made in memory, so the benchmark needs no shared data):
 //! read + decode, flow table + CPU features, and the threaded pipeline with
 //! flows discarded and with the default model and EVE formatting (the last
-//! one only when the ONNX Runtime library and the default model are found).
+//! one only when the ONNX Runtime library and the default model are found);
+//! and the context table on a spoofed flood (every start a new source) and
+//! on a few busy hosts.
 //!
 //! `tapstream bench --pcap FILE` measures the same stages on any capture.
 
@@ -13,7 +15,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use tapstream_ingest::records::read_records;
 use tapstream_ingest::{decode, CaptureReader, PacketRecord};
 use tapstream_kernels::shard::ShardProcessor;
-use tapstream_kernels::FlowBatch;
+use tapstream_kernels::{ContextConfig, ContextRows, FlowBatch, FlowStart};
 use tapstream_runtime::config::Placement;
 use tapstream_runtime::{model, run_file, Config, Consumer, Progress};
 use tapstream_tools::{bench, demo};
@@ -73,6 +75,53 @@ fn stages(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    g.finish();
+}
+
+/// `n` flow starts 1 ms apart from `sources` sources (IPv4, round robin) to
+/// one server's ports 80 and 443, each flow ending at once.
+fn starts(n: u32, sources: u32) -> Vec<FlowStart> {
+    (0..n)
+        .map(|i| {
+            let mut src = [0u8; 16];
+            src[..4].copy_from_slice(&(0xC612_0000 | (i % sources)).to_be_bytes());
+            let mut dst = [0u8; 16];
+            dst[..4].copy_from_slice(&[198, 19, 0, 1]);
+            FlowStart {
+                id: u64::from(i),
+                order: u64::from(i),
+                ts_us: i64::from(i) * 1000,
+                src,
+                dst,
+                dport: if i % 2 == 0 { 80 } else { 443 },
+                proto: 6,
+                v6: false,
+            }
+        })
+        .collect()
+}
+
+fn context(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tapstream::context");
+    let n = 200_000;
+    g.throughput(Throughput::Elements(u64::from(n)));
+    for (name, sources) in [("spoofed_flood", n), ("busy_hosts", 64)] {
+        let starts = starts(n, sources);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut rows = ContextRows::new(ContextConfig::default());
+                for chunk in starts.chunks(4096) {
+                    for s in chunk {
+                        rows.start(s);
+                    }
+                    for s in chunk {
+                        std::hint::black_box(rows.take(s.id));
+                    }
+                }
+                rows.stats().entries
+            })
+        });
+    }
     g.finish();
 }
 
@@ -155,5 +204,5 @@ fn cuda(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, stages, cuda, end_to_end);
+criterion_group!(benches, stages, context, cuda, end_to_end);
 criterion_main!(benches);

@@ -33,9 +33,12 @@
 //!
 //! # Bounded memory
 //!
-//! Entries are capped ([`ContextConfig::max_entries`], from a memcap; the
-//! table is allocated once at that size and never grows).
-//! Entries not touched for [`ContextConfig::retain_us`] are swept. A table
+//! Entries are capped ([`ContextConfig::max_entries`], from a memcap). The
+//! table grows with its entries up to the allocation that cap allows and
+//! shrinks back after a sweep that leaves it mostly empty: a dense table
+//! keeps lookups in cache and makes a sweep cost what it keeps, not what a
+//! flood once needed. Entries not touched for [`ContextConfig::retain_us`]
+//! are swept. A table
 //! that is still full enters *emergency mode*: it drops the least recently
 //! touched quarter of its entries (counted as evictions), at most once per
 //! second of packet time; in between, new keys are not added (counted as
@@ -174,11 +177,11 @@ impl ContextConfig {
 
     /// Host memory one table slot costs: a key and its statistics, and the
     /// hash table's control byte.
-    pub const BYTES_PER_SLOT: usize = std::mem::size_of::<(Key, Damped)>() + 1;
+    pub const BYTES_PER_SLOT: usize = std::mem::size_of::<(u64, Damped)>() + 1;
 
-    /// The limits for a memcap of `mib` MiB. The table allocates its slots
-    /// once, up front (a power of two, at most 7/8 of them used), so the
-    /// memcap bounds it from the first start on and it never grows.
+    /// The limits for a memcap of `mib` MiB. The table's slots are a power
+    /// of two with at most 7/8 of them used, so at `max_entries` it holds
+    /// the largest power of two of slots the memcap pays for, and never more.
     pub fn with_memcap_mib(mib: usize) -> Self {
         let slots = mib.saturating_mul(1 << 20) / Self::BYTES_PER_SLOT;
         let pow2 = if slots == 0 {
@@ -229,8 +232,8 @@ struct Damped {
 }
 
 impl Damped {
-    /// Decays to `t_us` (never backwards) and returns the counts.
-    fn decay_to(&mut self, t_us: i64) -> &mut Self {
+    /// Decays to `t_us` (never backwards).
+    fn decay_to(&mut self, t_us: i64) {
         if t_us > self.t_us {
             let dt = (t_us - self.t_us) as f64 * 1e-6;
             for (i, l) in LAMBDAS.iter().enumerate() {
@@ -242,7 +245,6 @@ impl Damped {
             }
             self.t_us = t_us;
         }
-        self
     }
 
     /// Counts one flow, and one "new" flow at the scales where `new` says so.
@@ -256,28 +258,94 @@ impl Damped {
     }
 }
 
-/// What a statistic is kept for (addresses with their IPv6 flag).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Key {
-    /// A flow's source host.
-    Src([u8; 16], bool),
-    /// A flow's destination host.
-    Dst([u8; 16], bool),
-    /// Source and destination hosts.
-    Pair([u8; 16], [u8; 16], bool),
-    /// Destination host, port and protocol.
-    Srv([u8; 16], u16, u8, bool),
-    /// Source host to destination host, port and protocol.
-    Psrv([u8; 16], [u8; 16], u16, u8, bool),
+/// The five keys of one start, as 64-bit fingerprints: source host,
+/// destination host, host pair, service (destination host, port, protocol)
+/// and source → service.
+///
+/// The table is keyed by fingerprints: a 64-byte slot (fingerprint and
+/// statistics) instead of 97 for the keys themselves keeps a flood's fresh
+/// keys to one cache line each, and a start's five fingerprints share the
+/// work of mixing its two addresses. The function is fixed, the same on
+/// every run and machine (the CUDA twin computes it too). Keys that differ
+/// in one address word, or only in port or protocol, never collide; others
+/// share a fingerprint with probability about n²/2⁶⁵ for n kept keys (below
+/// 10⁻⁸ at the default memcap), and then share their statistics, the same
+/// way on every run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Keys {
+    src: u64,
+    dst: u64,
+    pair: u64,
+    srv: u64,
+    psrv: u64,
 }
+
+impl Keys {
+    fn of(s: &FlowStart) -> Self {
+        let host = |a: &[u8; 16]| {
+            let (lo, hi) = a.split_at(8);
+            let word = |b: &[u8]| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(b);
+                u64::from_le_bytes(w)
+            };
+            mix(word(lo) ^ mix(word(hi) ^ u64::from(s.v6)))
+        };
+        let (hs, hd) = (host(&s.src), host(&s.dst));
+        let service = u64::from(s.dport) | u64::from(s.proto) << 16;
+        // One constant per kind of key (the fractional digits of π).
+        const SRC: u64 = 0x243F_6A88_85A3_08D3;
+        const DST: u64 = 0x1319_8A2E_0370_7344;
+        const PAIR: u64 = 0xA409_3822_299F_31D0;
+        const SRV: u64 = 0x082E_FA98_EC4E_6C89;
+        const PSRV: u64 = 0x4528_21E6_38D0_1377;
+        Keys {
+            src: mix(hs ^ SRC),
+            dst: mix(hd ^ DST),
+            pair: mix(mix(hs ^ PAIR) ^ hd),
+            srv: mix(mix(hd ^ SRV) ^ service),
+            psrv: mix(mix(mix(hs ^ PSRV) ^ hd) ^ service),
+        }
+    }
+}
+
+/// A bijective 64-bit mixer (SplitMix64's): chained over a key's words,
+/// keys that differ in one word never collide.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Hashes a fingerprint as itself: it is already mixed.
+#[derive(Clone, Copy, Debug, Default)]
+struct Fingerprint(u64);
+
+impl std::hash::Hasher for Fingerprint {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = mix(self.0 ^ u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type ByFingerprint = std::hash::BuildHasherDefault<Fingerprint>;
 
 /// The keyed statistics and their limits. Applying the same starts in the
 /// same order gives the same rows, bit for bit.
 #[derive(Debug, Default)]
 pub struct ContextTable {
     cfg: ContextConfig,
-    /// Every key's statistics, in one table allocated once.
-    map: HashMap<Key, Damped>,
+    /// Every key's statistics by the key's fingerprint, in one table (see
+    /// the module docs on its size).
+    map: HashMap<u64, Damped, ByFingerprint>,
     stats: ContextStats,
     /// Packet time of the next sweep, µs.
     next_sweep_us: Option<i64>,
@@ -289,14 +357,28 @@ pub struct ContextTable {
 const SWEEP_EVERY_US: i64 = 60_000_000;
 /// A full table frees room at most this often in packet time (µs).
 const EVICT_EVERY_US: i64 = 1_000_000;
+/// Entries the table has room for at least (it starts there).
+const MIN_CAPACITY: usize = 16_384;
 
 impl ContextTable {
     /// An empty table.
     pub fn new(cfg: ContextConfig) -> Self {
         ContextTable {
             cfg,
-            map: HashMap::with_capacity(cfg.max_entries),
+            map: HashMap::with_capacity_and_hasher(
+                cfg.max_entries.min(MIN_CAPACITY),
+                ByFingerprint::default(),
+            ),
             ..ContextTable::default()
+        }
+    }
+
+    /// Gives memory back after a sweep that left the table mostly empty, so
+    /// lookups and the next sweep touch only what is kept.
+    fn shrink(&mut self) {
+        let keep = (self.len() * 2).max(MIN_CAPACITY);
+        if self.map.capacity() > keep * 2 {
+            self.map.shrink_to(keep);
         }
     }
 
@@ -317,49 +399,45 @@ impl ContextTable {
     pub fn apply(&mut self, s: &FlowStart, row: &mut [f64; NUM_CONTEXT]) {
         let admit = self.make_room(s.ts_us);
         let t = s.ts_us;
-        let psrv_w = self
-            .count(
-                Key::Psrv(s.src, s.dst, s.dport, s.proto, s.v6),
-                t,
-                admit,
-                [false; SCALES],
-            )
-            .w;
+        let k = Keys::of(s);
+        let (psrv_w, _) = self.count(k.psrv, t, admit, [false; SCALES]);
         let new_port = psrv_w.map(|w| w < RECENT);
-        let pair = self.count(Key::Pair(s.src, s.dst, s.v6), t, admit, new_port);
-        let new_dst = pair.w.map(|w| w < RECENT);
-        let src = self.count(Key::Src(s.src, s.v6), t, admit, new_dst);
-        let srv = self.count(Key::Srv(s.dst, s.dport, s.proto, s.v6), t, admit, new_port);
-        let dst_w = self
-            .count(Key::Dst(s.dst, s.v6), t, admit, [false; SCALES])
-            .w;
-        let groups = [src.w, src.n, pair.w, pair.n, psrv_w, srv.w, srv.n, dst_w];
+        let (pair_w, pair_n) = self.count(k.pair, t, admit, new_port);
+        let new_dst = pair_w.map(|w| w < RECENT);
+        let (src_w, src_n) = self.count(k.src, t, admit, new_dst);
+        let (srv_w, srv_n) = self.count(k.srv, t, admit, new_port);
+        let (dst_w, _) = self.count(k.dst, t, admit, [false; SCALES]);
+        let groups = [src_w, src_n, pair_w, pair_n, psrv_w, srv_w, srv_n, dst_w];
         for (out, v) in row.iter_mut().zip(groups.iter().flatten()) {
             *out = *v;
         }
         self.stats.starts += 1;
     }
 
-    /// The statistics of `key` decayed to `t_us` (zeros for a key not yet
-    /// kept), then counts one flow (and a new one where `new` says so).
-    /// A key not yet kept is added only when `admit` is set; otherwise it
-    /// stays out (counted in [`ContextStats::refused`]).
-    fn count(&mut self, key: Key, t_us: i64, admit: bool, new: [bool; SCALES]) -> Damped {
+    /// The counts (flows, new flows) of `key` decayed to `t_us` (zeros for
+    /// a key not yet kept), then counts one flow (and a new one where `new`
+    /// says so). A key not yet kept is added only when `admit` is set;
+    /// otherwise it stays out (counted in [`ContextStats::refused`]).
+    fn count(
+        &mut self,
+        key: u64,
+        t_us: i64,
+        admit: bool,
+        new: [bool; SCALES],
+    ) -> ([f64; SCALES], [f64; SCALES]) {
         let d = if admit {
-            self.map
-                .entry(key)
-                .or_insert(Damped {
-                    t_us,
-                    ..Damped::default()
-                })
-                .decay_to(t_us)
+            self.map.entry(key).or_insert(Damped {
+                t_us,
+                ..Damped::default()
+            })
         } else if let Some(d) = self.map.get_mut(&key) {
-            d.decay_to(t_us)
+            d
         } else {
             self.stats.refused += 1;
-            return Damped::default();
+            return ([0.0; SCALES], [0.0; SCALES]);
         };
-        let before = *d;
+        d.decay_to(t_us);
+        let before = (d.w, d.n);
         d.count(new);
         before
     }
@@ -377,6 +455,7 @@ impl ContextTable {
             if self.stats.emergency && self.len() * 10 <= self.cfg.max_entries * 7 {
                 self.stats.emergency = false;
             }
+            self.shrink();
         }
         // Up to five new entries per start.
         if self.len() + 5 <= self.cfg.max_entries {
@@ -421,6 +500,83 @@ impl ContextTable {
         } else {
             self.stats.expired += gone;
         }
+    }
+}
+
+/// The context rows of flows started and not yet ended: a [`ContextTable`]
+/// and the row it gave each start, by start id, until the flow ends and its
+/// row is taken. What the runtime's context stage keeps, and what
+/// `tapstream bench` times.
+///
+/// Rows live in a slab whose freed slots are reused last-freed first, so
+/// the rows being written are the ones just read (in cache); the map from
+/// start id to slot holds 16-byte entries.
+#[derive(Debug, Default)]
+pub struct ContextRows {
+    table: ContextTable,
+    /// Slot of each open flow's row in `slab`, by start id.
+    open: HashMap<u64, usize>,
+    slab: Vec<ContextRow>,
+    /// Slots of `slab` not in use, the last freed last.
+    free: Vec<usize>,
+}
+
+impl ContextRows {
+    /// Host memory an open flow's row costs here at most: its id and slot in
+    /// a hash table at most 7/8 full (after it grows, which deleted entries
+    /// can bring forward, half of that), its row and free-list entry in
+    /// vectors at most half full after they grow.
+    pub const BYTES_PER_OPEN_FLOW: usize = 4 * (std::mem::size_of::<(u64, usize)>() + 1)
+        + 2 * (std::mem::size_of::<ContextRow>() + std::mem::size_of::<usize>());
+
+    /// No flow seen yet.
+    pub fn new(cfg: ContextConfig) -> Self {
+        ContextRows {
+            table: ContextTable::new(cfg),
+            ..ContextRows::default()
+        }
+    }
+
+    /// Applies a flow's start and keeps its row until [`take`](Self::take).
+    pub fn start(&mut self, s: &FlowStart) {
+        let mut row = [0.0; NUM_CONTEXT];
+        self.table.apply(s, &mut row);
+        let row = row.map(|v| v as f32);
+        let slot = match self.free.pop() {
+            Some(i) => {
+                if let Some(r) = self.slab.get_mut(i) {
+                    *r = row;
+                }
+                i
+            }
+            None => {
+                self.slab.push(row);
+                self.slab.len() - 1
+            }
+        };
+        // An id is started once; were one started again, its first slot
+        // is freed, not lost.
+        if let Some(old) = self.open.insert(s.id, slot) {
+            self.free.push(old);
+        }
+    }
+
+    /// Whether the start with this id has been applied and its row not taken.
+    pub fn has(&self, id: u64) -> bool {
+        self.open.contains_key(&id)
+    }
+
+    /// The row of the flow with this start id, which has ended (`None`: its
+    /// start was never applied).
+    pub fn take(&mut self, id: u64) -> Option<ContextRow> {
+        let slot = self.open.remove(&id)?;
+        self.free.push(slot);
+        self.slab.get(slot).copied()
+    }
+
+    /// The table's counters so far.
+    pub fn stats(&self) -> ContextStats {
+        self.table.stats()
     }
 }
 

@@ -35,7 +35,7 @@ mod settled;
 pub mod shard;
 
 pub use batch::{FlowBatch, Mark, Scored};
-pub use context::{ContextConfig, ContextRow, ContextStats, ContextTable, FlowStart};
+pub use context::{ContextConfig, ContextRow, ContextRows, ContextStats, ContextTable, FlowStart};
 pub use extract::{Backend, FeatureExtractor, Handoff};
 pub use rows::{FlowSource, FlowWriter};
 pub use settled::Settled;

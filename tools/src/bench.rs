@@ -7,7 +7,6 @@
 //! line so scripts can collect it. Numbers are measured on the machine the
 //! command runs on; nothing is extrapolated.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -25,7 +24,7 @@ use tapstream_kernels::gpu::cuda::CudaDevice;
 use tapstream_kernels::gpu::ModelInput;
 use tapstream_kernels::schema::NUM_FEATURES;
 use tapstream_kernels::shard::ShardProcessor;
-use tapstream_kernels::{ContextRow, ContextTable, FlowBatch, FlowStart};
+use tapstream_kernels::{ContextRows, FlowBatch, FlowStart};
 use tapstream_runtime::config::logical_cores;
 use tapstream_runtime::summary::human;
 use tapstream_runtime::{model, run_file, AlertStage, Config, Consumer, Progress, RunReport};
@@ -203,13 +202,14 @@ impl Bench {
         }
         let mut out = FlowBatch::with_capacity(4096);
         let mut kept = FlowBatch::default();
-        let mut starts = Vec::new();
+        let mut flows = ChunkFlows::default();
         let t = Instant::now();
         for (k, chunk) in recs.chunks(4096).enumerate() {
             shard.process(chunk, &mut out);
             if context {
                 let base = (k * 4096) as u64;
-                shard.take_starts(&|i| base + u64::from(i), &mut starts);
+                shard.take_starts(&|i| base + u64::from(i), &mut flows.starts);
+                flows.end_chunk(&out);
             }
             keep(&mut kept, &out);
             out.clear();
@@ -224,29 +224,40 @@ impl Bench {
         );
         keep(&mut kept, &out);
         if context {
-            self.context(cfg, &starts, &mut kept);
+            flows.end_chunk(&out);
+            self.context(cfg, &flows, &mut kept);
         }
         Ok(kept)
     }
 
-    /// Stage 3c (a model that reads context features): the context rows of
-    /// every flow from its start, on one thread, and the kept flows' rows.
-    fn context(&mut self, cfg: &Config, starts: &[FlowStart], kept: &mut FlowBatch) {
+    /// Stage 3c (a model that reads context features): the context stage's
+    /// table and open rows, fed chunk by chunk as the pipeline feeds them
+    /// (a chunk's starts, then the rows of the flows it ended); fills the
+    /// kept rows' context.
+    fn context(&mut self, cfg: &Config, flows: &ChunkFlows, kept: &mut FlowBatch) {
         let t = Instant::now();
-        let mut table = ContextTable::new(cfg.context.table());
-        let mut rows: HashMap<u64, ContextRow> = HashMap::new();
-        for s in starts {
-            let mut row = [0.0; NUM_CONTEXT];
-            table.apply(s, &mut row);
-            rows.insert(s.id, row.map(|v| v as f32));
-        }
+        let mut rows = ContextRows::new(cfg.context.table());
         kept.context.clear();
-        for id in &kept.start_ids {
-            let row = rows.remove(id).unwrap_or([0.0; NUM_CONTEXT]);
-            kept.context.extend_from_slice(&row);
+        let (mut s0, mut e0) = (0, 0);
+        for &(s1, e1) in &flows.chunks {
+            for s in flows.starts.get(s0..s1).unwrap_or_default() {
+                rows.start(s);
+            }
+            for &id in flows.ended.get(e0..e1).unwrap_or_default() {
+                let row = rows.take(id).unwrap_or([0.0; NUM_CONTEXT]);
+                if kept.context.len() < kept.start_ids.len() * NUM_CONTEXT {
+                    kept.context.extend_from_slice(&row);
+                }
+            }
+            (s0, e0) = (s1, e1);
         }
         let secs = t.elapsed().as_secs_f64();
-        self.push("context (1 thread)", starts.len() as u64, "flow", secs);
+        self.push(
+            "context (1 thread)",
+            flows.starts.len() as u64,
+            "flow",
+            secs,
+        );
     }
 
     /// Stage 3b: the GPU feature stage on the same records, on one shard and
@@ -414,6 +425,24 @@ impl Bench {
 }
 
 /// Adds flows of `out` to `kept` up to [`KEPT_ROWS`].
+/// What the context stage gets from one shard: every flow start, and each
+/// chunk's ended flows, by start id.
+#[derive(Default)]
+struct ChunkFlows {
+    starts: Vec<FlowStart>,
+    ended: Vec<u64>,
+    /// Where each chunk's starts and ended ids end.
+    chunks: Vec<(usize, usize)>,
+}
+
+impl ChunkFlows {
+    /// Closes a chunk whose ended flows are `out`.
+    fn end_chunk(&mut self, out: &FlowBatch) {
+        self.ended.extend_from_slice(&out.start_ids);
+        self.chunks.push((self.starts.len(), self.ended.len()));
+    }
+}
+
 fn keep(kept: &mut FlowBatch, out: &FlowBatch) {
     for i in 0..out.len().min(KEPT_ROWS.saturating_sub(kept.len())) {
         if let (Some(m), Some(r)) = (out.metas.get(i), out.row(i)) {

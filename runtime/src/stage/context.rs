@@ -13,15 +13,13 @@
 //! context rows and goes on; batches of one shard keep their order, so a
 //! shard's marks stay behind its flows.
 
-use std::collections::{HashMap, VecDeque};
-
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-use tapstream_kernels::ContextRow;
 
 use crossbeam_channel::{Receiver, Sender};
 use tapstream_ingest::queue::{recv_until, send_timed, Recv};
 use tapstream_kernels::context::NUM_CONTEXT;
-use tapstream_kernels::{ContextConfig, ContextStats, ContextTable, FlowBatch, FlowStart};
+use tapstream_kernels::{ContextConfig, ContextRows, ContextStats, FlowBatch, FlowStart};
 
 /// What the context stage counted.
 #[derive(Clone, Copy, Debug, Default)]
@@ -48,18 +46,15 @@ struct ShardQueue {
 
 /// The stage's state; see the module docs.
 pub(crate) struct ContextStage {
-    table: ContextTable,
+    /// The table, and the rows of flows started and not yet ended.
+    rows: ContextRows,
     shards: Vec<ShardQueue>,
-    /// Context rows of flows started and not yet ended, by start id.
-    open: HashMap<u64, ContextRow>,
     missing: u64,
 }
 
-/// Host memory an open flow costs in the stage at most: its context row and
-/// id in the table of open flows (a hash table of them is at most 7/8
-/// full, and after it grows, which deleted entries can bring forward, half
-/// of that). `[flow] memcap_mib` covers it when the stage runs.
-pub const BYTES_PER_OPEN_FLOW: usize = 4 * (std::mem::size_of::<(u64, ContextRow)>() + 1);
+/// Host memory an open flow costs in the stage at most (its row, kept until
+/// it ends); `[flow] memcap_mib` covers it when the stage runs.
+pub const BYTES_PER_OPEN_FLOW: usize = ContextRows::BYTES_PER_OPEN_FLOW;
 
 /// First-packet order below which starts may be applied, for a watermark.
 fn order_limit(watermark: u64) -> u64 {
@@ -69,9 +64,8 @@ fn order_limit(watermark: u64) -> u64 {
 impl ContextStage {
     pub(crate) fn new(cfg: ContextConfig, shards: usize) -> Self {
         ContextStage {
-            table: ContextTable::new(cfg),
+            rows: ContextRows::new(cfg),
             shards: (0..shards.max(1)).map(|_| ShardQueue::default()).collect(),
-            open: HashMap::new(),
             missing: 0,
         }
     }
@@ -124,9 +118,7 @@ impl ContextStage {
             let Some(start) = self.shards.get_mut(i).and_then(|q| q.starts.pop_front()) else {
                 break;
             };
-            let mut row = [0.0; NUM_CONTEXT];
-            self.table.apply(&start, &mut row);
-            self.open.insert(start.id, row.map(|v| v as f32));
+            self.rows.start(&start);
         }
     }
 
@@ -135,25 +127,24 @@ impl ContextStage {
     /// (flows that time out together end long after they started: such a
     /// burst goes on at once instead of waiting for the chunk's end).
     fn release(&mut self, passed: u64, ready: &mut Vec<FlowBatch>) {
-        let due = |open: &HashMap<u64, ContextRow>, need: &Option<u64>, b: &FlowBatch| {
+        let due = |rows: &ContextRows, need: &Option<u64>, b: &FlowBatch| {
             passed == u64::MAX
                 || need.is_some_and(|w| w <= passed)
-                || b.start_ids.iter().all(|id| open.contains_key(id))
+                || b.start_ids.iter().all(|&id| rows.has(id))
         };
         for q in &mut self.shards {
             while q
                 .held
                 .front()
-                .is_some_and(|(need, b)| due(&self.open, need, b))
+                .is_some_and(|(need, b)| due(&self.rows, need, b))
             {
                 let Some((_, mut b)) = q.held.pop_front() else {
                     break;
                 };
-                let open = &mut self.open;
                 b.context.clear();
                 b.context.reserve(b.len() * NUM_CONTEXT);
-                for id in &b.start_ids {
-                    match open.remove(id) {
+                for &id in &b.start_ids {
+                    match self.rows.take(id) {
                         Some(row) => b.context.extend_from_slice(&row),
                         None => {
                             self.missing += 1;
@@ -172,7 +163,7 @@ impl ContextStage {
     /// Counters so far.
     pub(crate) fn report(&self) -> ContextReport {
         ContextReport {
-            table: self.table.stats(),
+            table: self.rows.stats(),
             missing: self.missing,
             busy: Duration::ZERO,
         }
@@ -203,9 +194,9 @@ pub(crate) fn context_loop(
             }
         }
         open = forward(&tx, &mut ready, open, &mut blocked);
-        publish(&mut published, stage.table.stats());
+        publish(&mut published, stage.rows.stats());
     }
-    publish(&mut published, stage.table.stats());
+    publish(&mut published, stage.rows.stats());
     let mut report = stage.report();
     report.busy = started.elapsed().saturating_sub(blocked);
     report
