@@ -135,3 +135,55 @@ fn a_bad_context_setting_is_refused_with_its_name() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("sometimes"), "{err}");
 }
+
+#[test]
+fn a_context_model_where_context_cannot_be_made_is_refused_with_the_fix() {
+    if !crate::util::have_ort(
+        "a_context_model_where_context_cannot_be_made_is_refused_with_the_fix",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = demo_pcap(dir.path());
+    let model = crate::util::root().join("models/behaviour-mlp.onnx");
+    let cfg = dir.path().join("c.toml");
+    for (setting, says) in [
+        ("[context]\nenabled = \"off\"\n", "set it to \"auto\""),
+        (
+            "[inference]\nplacement = \"workers\"\n",
+            "use placement = \"consumer\"",
+        ),
+        ("[gpu]\ndevice = \"cuda\"\n", "use gpu.device = \"cpu\""),
+    ] {
+        std::fs::write(&cfg, setting).unwrap();
+        let o = output(
+            bin()
+                .args(["run", "--quiet", "--eve", "-", "--pcap"])
+                .arg(&pcap)
+                .arg("--model")
+                .arg(&model)
+                .arg("--config")
+                .arg(&cfg),
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("reads context features") && err.contains(says),
+            "{setting}: {err}"
+        );
+        assert!(
+            o.stdout.is_empty(),
+            "{setting}: no alert before the refusal"
+        );
+    }
+    // Without --model, the same runs fall back to the CIC-schema model
+    // (the CUDA one needs a GPU, so it is left out here).
+    std::fs::write(&cfg, "[context]\nenabled = \"off\"\n").unwrap();
+    let o = output(
+        bin()
+            .args(["run", "--quiet", "--eve", "/dev/null", "--pcap"])
+            .arg(&pcap)
+            .arg("--config")
+            .arg(&cfg),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

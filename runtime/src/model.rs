@@ -8,36 +8,20 @@ use anyhow::Result;
 use tapstream_inference::model::{cic_model_path, load_with_workers, model_path, CIC_MODEL};
 use tapstream_inference::{LoadedModel, ModelSpec};
 
-use crate::config::{Config, ContextMode, Device, Placement};
-
-/// Why a run set up as `cfg` cannot make context features, if it cannot
-/// (`flows_input`: it scores flow rows from Kafka, which carry no packets).
-pub fn context_unavailable(cfg: &Config, flows_input: bool) -> Option<&'static str> {
-    if flows_input {
-        Some("flow rows from Kafka carry no packets")
-    } else if cfg.context.enabled == ContextMode::Off {
-        Some("[context] enabled = \"off\"")
-    } else if cfg.inference.placement == Placement::Workers {
-        Some("inference.placement = \"workers\" scores before the context stage")
-    } else if cfg.gpu.device == Device::Cuda {
-        Some("gpu.device = \"cuda\" (the context stage runs with CPU features)")
-    } else {
-        None
-    }
-}
+use crate::config::{Config, NoContext, Placement};
 
 /// The model `cfg` and the command line (`cli`, which wins) name, with the
 /// configured session settings. When neither names one, the shipped
-/// default; where the run cannot make context features
-/// ([`context_unavailable`]), the shipped CIC-schema model, said once.
+/// default; where the run cannot make context features ([`NoContext`]),
+/// the shipped CIC-schema model, said once.
 pub fn spec_for(cfg: &Config, cli: Option<&Path>, flows_input: bool) -> Result<ModelSpec> {
     let configured = cfg.model.path.as_deref();
-    let path = match context_unavailable(cfg, flows_input) {
+    let path = match NoContext::of(cfg, flows_input) {
         Some(why) if cli.is_none() && configured.is_none() => {
             tracing::info!(
                 message = "default model without context features, as this run cannot make them",
                 model = CIC_MODEL,
-                why
+                why = %why
             );
             cic_model_path(None, None)?
         }

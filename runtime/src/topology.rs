@@ -37,7 +37,7 @@ use tapstream_ingest::source::{ChunkQueues, ChunkWriter, FileSource, PacketChunk
 use tapstream_ingest::{PacketSource, SourceReport};
 use tapstream_kernels::{Backend, FlowBatch, FlowSource, FlowWriter};
 
-use crate::config::{Config, Device};
+use crate::config::{Config, Device, NoContext};
 use crate::report::{ConsumerReport, ReaderReport, RunReport, WorkersReport};
 use crate::stage::consumer::Consumer;
 use crate::stage::context::context_loop;
@@ -107,13 +107,7 @@ fn run_sources(
         }
         Backend::Cpu
     } else if context {
-        // The context stage's CUDA twin belongs to the GPU work.
-        if cfg.gpu.device == Device::Cuda {
-            bail!(
-                "context features need CPU features for now (gpu.device = \"cpu\" or \"auto\"): \
-                 the GPU extractor does not report flow starts"
-            );
-        }
+        // `context_runs` refused gpu.device = "cuda" (NoContext).
         Backend::Cpu
     } else {
         crate::device::open(&cfg.gpu)?
@@ -193,11 +187,8 @@ pub fn run_rows(
     let (flow_tx, flow_rx) = bounded::<FlowBatch>(FLOW_QUEUE);
     let (flow_pool_tx, flow_pool_rx) = bounded::<FlowBatch>(FLOW_QUEUE + 2);
     if consumer.needs_context() {
-        bail!(
-            "the model reads context features, which flow rows cannot give (they need the \
-             packets of every flow); score flow rows with a model of the {} schema",
-            tapstream_kernels::schema::SCHEMA_NAME
-        );
+        let why = NoContext::FlowRows;
+        bail!("the model reads context features, but {why}; {}", why.fix());
     }
     let stop = Arc::new(AtomicBool::new(false));
     let consumer_handle = spawn_consumer(consumer, flow_rx, flow_pool_tx, &stop, false)?;
@@ -233,24 +224,21 @@ pub fn run_rows(
 }
 
 /// Whether the context stage runs: `[context]` and the consumer's model
-/// decide; a model that needs context where it cannot run is an error.
+/// decide; a model that needs context, or `[context] enabled = "on"`, where
+/// the run cannot make it ([`NoContext`]) is an error.
 fn context_runs(cfg: &Config, consumer: &Consumer) -> Result<bool> {
     let needed = consumer.needs_context();
-    let runs = cfg.context.runs(needed);
-    if needed && !runs {
-        bail!(
-            "the model reads context features, but [context] enabled = \"off\"; \
-             set it to \"auto\" or use a model of the {} schema",
-            tapstream_kernels::schema::SCHEMA_NAME
-        );
+    if !needed && !cfg.context.runs(false) {
+        return Ok(false);
     }
-    if needed && consumer.worker_models().is_some() {
-        bail!(
-            "inference.placement = \"workers\" cannot score a model that reads context \
-             features: their rows are made after the flow workers; use placement = \"consumer\""
-        );
+    match NoContext::of(cfg, false) {
+        None => Ok(true),
+        // The workers score before the stage: only a model that reads
+        // context minds (`tapstream features --context` does not).
+        Some(NoContext::WorkersPlacement) if !needed => Ok(true),
+        Some(why) if needed => bail!("the model reads context features, but {why}; {}", why.fix()),
+        Some(why) => bail!("[context] enabled = \"on\", but {why}; {}", why.fix()),
     }
-    Ok(runs)
 }
 
 /// How many threads of each stage a run has, and how the queues between

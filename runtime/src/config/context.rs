@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tapstream_kernels::ContextConfig;
 
-use super::{in_range, ConfigError};
+use super::{in_range, Config, ConfigError, Device, Placement};
 
 /// When the context stage runs.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -58,6 +58,97 @@ impl ContextSection {
             ContextMode::Auto => needed,
             ContextMode::On => true,
             ContextMode::Off => false,
+        }
+    }
+}
+
+/// Why a run cannot make context features: the one place that decides,
+/// for choosing the default model ([`crate::model::spec_for`]) and for
+/// refusing a run that needs them (the topology).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoContext {
+    /// Flow rows read from Kafka carry no packets.
+    FlowRows,
+    /// `[context] enabled = "off"`.
+    Off,
+    /// `inference.placement = "workers"` scores before the context stage.
+    WorkersPlacement,
+    /// `gpu.device = "cuda"`: the GPU extractor does not report flow starts.
+    CudaFeatures,
+}
+
+impl NoContext {
+    /// Why a run set up as `cfg` cannot make context features, if it cannot
+    /// (`flows_input`: it scores flow rows from Kafka).
+    pub fn of(cfg: &Config, flows_input: bool) -> Option<Self> {
+        if flows_input {
+            Some(NoContext::FlowRows)
+        } else if cfg.context.enabled == ContextMode::Off {
+            Some(NoContext::Off)
+        } else if cfg.inference.placement == Placement::Workers {
+            Some(NoContext::WorkersPlacement)
+        } else if cfg.gpu.device == Device::Cuda {
+            Some(NoContext::CudaFeatures)
+        } else {
+            None
+        }
+    }
+
+    /// What to change.
+    pub fn fix(self) -> String {
+        let schema = tapstream_kernels::schema::SCHEMA_NAME;
+        match self {
+            NoContext::FlowRows => format!("score flow rows with a model of the {schema} schema"),
+            NoContext::Off => {
+                format!("set it to \"auto\" or use a model of the {schema} schema")
+            }
+            NoContext::WorkersPlacement => "use placement = \"consumer\"".into(),
+            NoContext::CudaFeatures => "use gpu.device = \"cpu\" or \"auto\"".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for NoContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NoContext::FlowRows => "flow rows from Kafka carry no packets",
+            NoContext::Off => "[context] enabled = \"off\"",
+            NoContext::WorkersPlacement => {
+                "inference.placement = \"workers\" scores before the context stage makes its rows"
+            }
+            NoContext::CudaFeatures => {
+                "gpu.device = \"cuda\" (the GPU extractor does not report flow starts yet; the \
+                 context stage's CUDA twin is GPU work)"
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_setting_that_rules_context_out_is_named() {
+        let mut cfg = Config::default();
+        assert_eq!(NoContext::of(&cfg, false), None);
+        assert_eq!(NoContext::of(&cfg, true), Some(NoContext::FlowRows));
+        cfg.gpu.device = Device::Cuda;
+        assert_eq!(NoContext::of(&cfg, false), Some(NoContext::CudaFeatures));
+        cfg.inference.placement = Placement::Workers;
+        assert_eq!(
+            NoContext::of(&cfg, false),
+            Some(NoContext::WorkersPlacement)
+        );
+        cfg.context.enabled = ContextMode::Off;
+        assert_eq!(NoContext::of(&cfg, false), Some(NoContext::Off));
+        for why in [
+            NoContext::FlowRows,
+            NoContext::Off,
+            NoContext::WorkersPlacement,
+            NoContext::CudaFeatures,
+        ] {
+            assert!(!why.to_string().is_empty() && !why.fix().is_empty());
         }
     }
 }

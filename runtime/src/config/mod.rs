@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use context::{ContextMode, ContextSection};
+pub use context::{ContextMode, ContextSection, NoContext};
 pub use flow::{FlowSection, MAX_MEMCAP_MIB};
 pub use gpu::{Device, GpuSection};
 pub use inference::{CudaSection, InferenceSection, Placement, Provider, TensorRtSection};
