@@ -133,10 +133,21 @@ pub fn with_progress(
     result
 }
 
+/// Exit status of a run whose capture holds only link types tapstream does
+/// not decode: nothing in it can be analysed.
+pub const EXIT_UNUSABLE_INPUT: u8 = 3;
+
 /// Prints (and optionally saves) the summary and picks the exit code.
 pub fn finish(report: &RunReport, common: &Common) -> Result<ExitCode> {
     if !common.quiet {
         eprint!("{}", summary::render(report));
+    }
+    // Said also under --quiet: a capture that gave nothing to analyse is
+    // not a quiet success.
+    let unusable = summary::unusable(report);
+    if let Some(u) = &unusable {
+        let level = if u.link_type { "error" } else { "warning" };
+        eprintln!("tapstream: {level}: {}", u.message);
     }
     if let Some(p) = &common.summary_json {
         let text = serde_json::to_string_pretty(&summary::to_json(report))?;
@@ -147,6 +158,7 @@ pub fn finish(report: &RunReport, common: &Common) -> Result<ExitCode> {
             eprintln!("tapstream: error: alert output failed: {e}");
             ExitCode::FAILURE
         }
+        _ if unusable.is_some_and(|u| u.link_type) => ExitCode::from(EXIT_UNUSABLE_INPUT),
         _ => ExitCode::SUCCESS,
     })
 }

@@ -32,9 +32,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Score every flow of a capture and write alerts as EVE JSON.
+    /// Score every flow of a capture and write alerts as EVE JSON; exits 3
+    /// when the capture holds only link types tapstream does not decode.
     Run(run::RunArgs),
-    /// Write the CIC feature row of every flow of a capture as CSV.
+    /// Write the CIC feature row of every flow of a capture as CSV; exits 3
+    /// when the capture holds only link types tapstream does not decode.
     Features(features::FeaturesArgs),
     /// Measure per-stage and end-to-end throughput on a capture.
     Bench(bench::BenchArgs),

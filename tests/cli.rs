@@ -219,3 +219,61 @@ fn features_do_not_depend_on_the_number_of_workers() {
     assert!(outputs[0].len() > 1000);
     assert_eq!(outputs[0], outputs[1]);
 }
+
+/// A classic pcap of `link_type` holding `frames` (microsecond timestamps).
+fn pcap_of(link_type: u32, frames: &[&[u8]]) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    v.extend_from_slice(&2u16.to_le_bytes());
+    v.extend_from_slice(&4u16.to_le_bytes());
+    v.extend_from_slice(&[0; 8]);
+    v.extend_from_slice(&65_535u32.to_le_bytes());
+    v.extend_from_slice(&link_type.to_le_bytes());
+    for (i, f) in frames.iter().enumerate() {
+        v.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        v.extend_from_slice(&(i as u32).to_le_bytes());
+        v.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        v.extend_from_slice(f);
+    }
+    v
+}
+
+/// A capture that gives nothing to analyse says so, naming its link type,
+/// also under --quiet: an error (exit 3) when tapstream decodes none of its
+/// link types, a warning (exit 0) when its packets are simply not IP.
+#[test]
+fn a_capture_with_nothing_usable_says_so_even_when_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let arp: &[u8] = &[
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1,
+        2, 0, 0, 0, 0, 1, 198, 18, 0, 1, 0, 0, 0, 0, 0, 0, 198, 18, 0, 2,
+    ];
+    for (name, link_type, says, code) in [
+        ("user5.pcap", 152, "USER5 (152) 2", 3),
+        ("arp.pcap", 1, "ETHERNET (1) 2", 0),
+    ] {
+        let pcap = dir.path().join(name);
+        std::fs::write(&pcap, pcap_of(link_type, &[arp, arp])).unwrap();
+        let ort = have_ort("a_capture_with_nothing_usable_says_so_even_when_quiet (run)");
+        for cmd in ["features", "run"]
+            .into_iter()
+            .filter(|c| *c != "run" || ort)
+        {
+            let mut c = bin();
+            c.args([cmd, "--quiet", "--pcap"]).arg(&pcap);
+            if cmd == "features" {
+                c.args(["--out", "/dev/null"]);
+            } else {
+                c.args(["--eve", "/dev/null"]);
+            }
+            let o = output(&mut c);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(code), "{cmd} {name}: {err}");
+            assert!(
+                err.contains("none of the 2 packets") && err.contains(says) && err.contains(name),
+                "{cmd} {name}: {err}"
+            );
+        }
+    }
+}

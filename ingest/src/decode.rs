@@ -157,6 +157,104 @@ pub mod linktype {
         DSA_TAG_DSA,
         DSA_TAG_EDSA,
     ];
+
+    /// The `LINKTYPE_*` name of a link type, for messages: the ones
+    /// [`ALL`] lists and common ones `decode` does not understand.
+    pub fn name(link_type: u32) -> Option<&'static str> {
+        Some(match link_type {
+            NULL => "NULL",
+            ETHERNET => "ETHERNET",
+            3 => "AX25",
+            6 => "IEEE802_5",
+            7 => "ARCNET_BSD",
+            SLIP => "SLIP",
+            PPP => "PPP",
+            FDDI => "FDDI",
+            RAW_12 | RAW_14 | RAW => "RAW",
+            PPP_HDLC => "PPP_HDLC",
+            51 => "PPP_ETHER",
+            ATM_RFC1483 => "ATM_RFC1483",
+            C_HDLC => "C_HDLC",
+            IEEE802_11 => "IEEE802_11",
+            LINUX_ATM_CLIP => "LINUX_ATM_CLIP",
+            FRELAY => "FRELAY",
+            LOOP => "LOOP",
+            LINUX_SLL => "LINUX_SLL",
+            114 => "LTALK",
+            117 => "PFLOG",
+            119 => "IEEE802_11_PRISM",
+            122 => "IP_OVER_FC",
+            123 => "SUNATM",
+            IEEE802_11_RADIOTAP => "IEEE802_11_RADIOTAP",
+            ARCNET_LINUX => "ARCNET_LINUX",
+            137..=138 => "JUNIPER_MLPPP/MLFR",
+            139 => "JUNIPER_ES",
+            140 => "MTP2_WITH_PHDR",
+            141 => "MTP2",
+            142 => "MTP3",
+            143 => "SCCP",
+            144 => "DOCSIS",
+            145 => "LINUX_IRDA",
+            147..=162 => {
+                const USER: [&str; 16] = [
+                    "USER0", "USER1", "USER2", "USER3", "USER4", "USER5", "USER6", "USER7",
+                    "USER8", "USER9", "USER10", "USER11", "USER12", "USER13", "USER14", "USER15",
+                ];
+                return USER.get((link_type - 147) as usize).copied();
+            }
+            163 => "IEEE802_11_AVS",
+            165 => "BACNET_MS_TP",
+            166 => "PPP_PPPD",
+            167 => "JUNIPER_PPPOE",
+            169 => "GPRS_LLC",
+            177 => "LINUX_LAPD",
+            JUNIPER_ETHER => "JUNIPER_ETHER",
+            187 => "BLUETOOTH_HCI_H4",
+            189 => "USB_LINUX",
+            PPI => "PPI",
+            195 => "IEEE802_15_4_WITHFCS",
+            201 => "BLUETOOTH_HCI_H4_WITH_PHDR",
+            PPP_WITH_DIR => "PPP_WITH_DIR",
+            215 => "IEEE802_15_4_NONASK_PHY",
+            220 => "USB_LINUX_MMAPPED",
+            224 => "FIBRECHANNEL",
+            IPNET => "IPNET",
+            227 => "CAN_SOCKETCAN",
+            IPV4 => "IPV4",
+            IPV6 => "IPV6",
+            230 => "IEEE802_15_4_NOFCS",
+            231 => "DBUS",
+            235 => "DVB_CI",
+            NFLOG => "NFLOG",
+            240 => "NETANALYZER",
+            IPOIB => "IPOIB",
+            249 => "USBPCAP",
+            251 => "BLUETOOTH_LE_LL",
+            253 => "NETLINK",
+            254 => "BLUETOOTH_LINUX_MONITOR",
+            PKTAP => "PKTAP",
+            263 => "DOCSIS31_XRA31",
+            265 => "DISPLAYPORT_AUX",
+            270 => "NORDIC_BLE",
+            271 => "VSOCK",
+            LINUX_SLL2 => "LINUX_SLL2",
+            DSA_TAG_BRCM => "DSA_TAG_BRCM",
+            DSA_TAG_BRCM_PREPEND => "DSA_TAG_BRCM_PREPEND",
+            283 => "IEEE802_15_4_TAP",
+            DSA_TAG_DSA => "DSA_TAG_DSA",
+            DSA_TAG_EDSA => "DSA_TAG_EDSA",
+            _ => return None,
+        })
+    }
+
+    /// `NAME (number)`, or `number` alone for a link type without a name
+    /// here.
+    pub fn describe(link_type: u32) -> String {
+        match name(link_type) {
+            Some(n) => format!("{n} ({link_type})"),
+            None => link_type.to_string(),
+        }
+    }
 }
 
 const ETH_IPV4: u16 = 0x0800;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tapstream_connectors::limit::SuppressedCounts;
-use tapstream_ingest::source::{CaptureReport, KafkaReport};
+use tapstream_ingest::source::{CaptureReport, KafkaReport, LinkTypes};
 use tapstream_ingest::{SkipCounters, SourceReport};
 use tapstream_kernels::ShardStats;
 
@@ -35,6 +35,8 @@ pub struct ReaderReport {
     pub kafka: Option<KafkaReport>,
     /// What the kernel and libpcap counted (live capture only).
     pub capture: Option<CaptureReport>,
+    /// Packets read per link type (file and live input).
+    pub link_types: LinkTypes,
 }
 
 impl From<SourceReport> for ReaderReport {
@@ -50,6 +52,7 @@ impl From<SourceReport> for ReaderReport {
             decode_busy: Duration::ZERO,
             kafka: s.kafka,
             capture: s.capture,
+            link_types: s.link_types,
         }
     }
 }

@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use tapstream_connectors::limit::SuppressReason;
-use tapstream_ingest::EndReason;
+use tapstream_ingest::decode::linktype;
+use tapstream_ingest::source::LinkTypes;
+use tapstream_ingest::{EndReason, SkipReason};
 
 use crate::report::RunReport;
 
@@ -53,6 +55,9 @@ fn render_input(s: &mut String, r: &RunReport) {
         "  packets read       {:>12}  ({} bytes on the wire)",
         rd.packets, rd.bytes
     );
+    if rd.link_types.iter().any(|(lt, _)| lt != linktype::ETHERNET) || rd.link_types.other() > 0 {
+        let _ = writeln!(s, "  link types         {}", link_types(&rd.link_types));
+    }
     let _ = writeln!(s, "  packets in flows   {:>12}", w.stats.packets);
     for (reason, n) in rd.skipped.iter() {
         if n > 0 {
@@ -267,6 +272,84 @@ fn context_json(c: &crate::stage::context::ContextReport) -> serde_json::Value {
     })
 }
 
+/// `NAME (number) packets, …` for the summary and messages.
+fn link_types(l: &LinkTypes) -> String {
+    let mut parts: Vec<String> = l
+        .iter()
+        .map(|(lt, n)| format!("{} {n}", linktype::describe(lt)))
+        .collect();
+    if l.other() > 0 {
+        parts.push(format!("others {}", l.other()));
+    }
+    parts.join(", ")
+}
+
+/// What to tell the user when a capture file gave nothing to analyse: no
+/// packet at all, or none that could become part of a flow. `None` when some
+/// packet could be used, and for live and Kafka input (an idle interface or
+/// topic is not a fault). The [`Unusable`] says whether the link type is to
+/// blame (an error: nothing of this capture can ever be analysed) or the
+/// packets (a warning).
+pub fn unusable(r: &RunReport) -> Option<Unusable> {
+    let rd = &r.reader;
+    if rd.capture.is_some() || rd.kafka.is_some() || rd.decoded > 0 || rd.read_error.is_some() {
+        return None;
+    }
+    let input = r.input.display();
+    if rd.packets == 0 {
+        return Some(Unusable {
+            link_type: false,
+            message: format!("{input} holds no packets"),
+        });
+    }
+    let why: Vec<String> = rd
+        .skipped
+        .iter()
+        .filter(|&(_, n)| n > 0)
+        .map(|(reason, n)| format!("{n} {}", reason.as_str()))
+        .collect();
+    let link_type = rd.skipped.get(SkipReason::UnsupportedLinkType) == rd.packets;
+    let hint = if link_type {
+        let mut known: Vec<&str> = Vec::new();
+        for name in linktype::ALL.iter().filter_map(|&lt| linktype::name(lt)) {
+            if !known.contains(&name) {
+                known.push(name);
+            }
+        }
+        format!(
+            "; tapstream decodes none of them (it decodes {})",
+            known.join(", ")
+        )
+    } else {
+        String::new()
+    };
+    Some(Unusable {
+        link_type,
+        message: format!(
+            "{} (link type {}; skipped: {}){hint}",
+            if rd.packets == 1 {
+                format!("the one packet in {input} could not be used")
+            } else {
+                format!(
+                    "none of the {} packets in {input} could be used",
+                    rd.packets
+                )
+            },
+            link_types(&rd.link_types),
+            why.join(", ")
+        ),
+    })
+}
+
+/// A capture file that gave nothing to analyse ([`unusable`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unusable {
+    /// Every packet was of a link type tapstream does not decode.
+    pub link_type: bool,
+    /// What happened, naming the input and its link types.
+    pub message: String,
+}
+
 /// The summary as JSON (for `--summary-json` and scripts).
 pub fn to_json(r: &RunReport) -> serde_json::Value {
     let skipped: serde_json::Map<String, serde_json::Value> = r
@@ -308,6 +391,12 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
         "decoded": r.reader.decoded,
         "packets_in_flows": r.workers.stats.packets,
         "skipped": skipped,
+        "link_types": r.reader.link_types.iter().map(|(lt, n)| serde_json::json!({
+            "link_type": lt,
+            "name": linktype::name(lt),
+            "packets": n,
+        })).collect::<Vec<_>>(),
+        "link_types_other": r.reader.link_types.other(),
         "accounted": r.all_accounted(),
         "read_error": r.reader.read_error,
         "capture": r.reader.capture.as_ref().map(|c| serde_json::json!({
@@ -364,4 +453,60 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
             "consumer": r.consumer.busy.as_secs_f64(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(packets: u64, decoded: u64, skipped: &[(SkipReason, u64)], lt: u32) -> RunReport {
+        let mut r = RunReport {
+            input: "x.pcap".into(),
+            ..RunReport::default()
+        };
+        r.reader.packets = packets;
+        r.reader.decoded = decoded;
+        for &(why, n) in skipped {
+            r.reader.skipped.add_n(why, n);
+        }
+        for _ in 0..packets {
+            r.reader.link_types.add(lt);
+        }
+        r
+    }
+
+    #[test]
+    fn a_capture_with_nothing_usable_is_named_with_its_link_type() {
+        let u = unusable(&report(
+            3,
+            0,
+            &[(SkipReason::UnsupportedLinkType, 3)],
+            linktype::IPV4 + 2,
+        ))
+        .unwrap();
+        assert!(u.link_type);
+        assert!(
+            u.message.contains("none of the 3 packets in x.pcap")
+                && u.message.contains("IEEE802_15_4_NOFCS (230) 3")
+                && u.message.contains("it decodes NULL, ETHERNET"),
+            "{}",
+            u.message
+        );
+        let u = unusable(&report(1, 0, &[(SkipReason::NonIp, 1)], linktype::ETHERNET)).unwrap();
+        assert!(!u.link_type);
+        assert!(
+            u.message
+                .contains("the one packet in x.pcap could not be used")
+                && u.message.contains("ETHERNET (1) 1")
+                && u.message.contains("1 non_ip"),
+            "{}",
+            u.message
+        );
+        assert!(unusable(&report(0, 0, &[], 1)).is_some_and(|u| u.message.contains("no packets")));
+        // Something usable, or input that is not a file: nothing to say.
+        assert_eq!(unusable(&report(5, 1, &[(SkipReason::NonIp, 4)], 1)), None);
+        let mut live = report(0, 0, &[], 1);
+        live.reader.capture = Some(Default::default());
+        assert_eq!(unusable(&live), None);
+    }
 }

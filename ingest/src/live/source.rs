@@ -105,6 +105,7 @@ impl PacketSource for LiveSource {
                 Ok(Next::Packet(p)) => {
                     report.packets += 1;
                     report.bytes += u64::from(p.orig_len);
+                    report.link_types.add(p.link_type);
                     let pushed = out.push(&p);
                     // Counted as they happen (a compare when nothing dropped).
                     drops.queue_drops(&out, &mut report);

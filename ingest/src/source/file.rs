@@ -61,6 +61,7 @@ impl PacketSource for FileSource {
             };
             report.packets += 1;
             report.bytes += u64::from(pkt.orig_len);
+            report.link_types.add(pkt.link_type);
             if !out.push(&pkt) {
                 break;
             }

@@ -105,6 +105,57 @@ pub struct SourceReport {
     pub capture: Option<CaptureReport>,
     /// What a consumer-group source counted (Kafka only).
     pub kafka: Option<KafkaReport>,
+    /// Packets read per link type (file and live sources).
+    pub link_types: LinkTypes,
+}
+
+/// Packets read per link type: a pcapng file may mix interfaces, and a
+/// capture none of whose packets can be used is reported by its link types.
+/// Keeps the first [`LinkTypes::MAX`] link types seen; packets of any
+/// other are counted together.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LinkTypes {
+    seen: Vec<(u32, u64)>,
+    other: u64,
+}
+
+impl LinkTypes {
+    /// Link types kept apart.
+    pub const MAX: usize = 16;
+
+    /// Counts one packet of `link_type`.
+    #[inline]
+    pub fn add(&mut self, link_type: u32) {
+        self.add_n(link_type, 1);
+    }
+
+    fn add_n(&mut self, link_type: u32, n: u64) {
+        if let Some(e) = self.seen.iter_mut().find(|e| e.0 == link_type) {
+            e.1 += n;
+        } else if self.seen.len() < Self::MAX {
+            self.seen.push((link_type, n));
+        } else {
+            self.other += n;
+        }
+    }
+
+    /// `(link type, packets)` in the order first seen.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.seen.iter().copied()
+    }
+
+    /// Packets of link types past the first [`LinkTypes::MAX`].
+    pub fn other(&self) -> u64 {
+        self.other
+    }
+
+    /// Adds another source's counts.
+    pub fn merge(&mut self, o: &LinkTypes) {
+        for &(lt, n) in &o.seen {
+            self.add_n(lt, n);
+        }
+        self.other += o.other;
+    }
 }
 
 impl SourceReport {
@@ -113,6 +164,7 @@ impl SourceReport {
         self.packets += r.packets;
         self.bytes += r.bytes;
         self.skipped.merge(&r.skipped);
+        self.link_types.merge(&r.link_types);
         self.read_error = self.read_error.take().or(r.read_error);
         self.busy += r.busy;
         self.kafka = self.kafka.take().or(r.kafka);
