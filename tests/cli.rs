@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use crate::util::{bin, demo_pcap, have_ort, output, root, shared_data};
+use crate::util::{bin, demo_pcap, have_ort, output, pcap_of, root, shared_data};
 
 #[test]
 fn features_header_is_the_improved_cic_header() {
@@ -218,25 +218,6 @@ fn features_do_not_depend_on_the_number_of_workers() {
     }
     assert!(outputs[0].len() > 1000);
     assert_eq!(outputs[0], outputs[1]);
-}
-
-/// A classic pcap of `link_type` holding `frames` (microsecond timestamps).
-fn pcap_of(link_type: u32, frames: &[&[u8]]) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    v.extend_from_slice(&2u16.to_le_bytes());
-    v.extend_from_slice(&4u16.to_le_bytes());
-    v.extend_from_slice(&[0; 8]);
-    v.extend_from_slice(&65_535u32.to_le_bytes());
-    v.extend_from_slice(&link_type.to_le_bytes());
-    for (i, f) in frames.iter().enumerate() {
-        v.extend_from_slice(&1_700_000_000u32.to_le_bytes());
-        v.extend_from_slice(&(i as u32).to_le_bytes());
-        v.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        v.extend_from_slice(&(f.len() as u32).to_le_bytes());
-        v.extend_from_slice(f);
-    }
-    v
 }
 
 /// A capture that gives nothing to analyse says so, naming its link type,

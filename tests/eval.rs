@@ -12,7 +12,7 @@ use serde_json::Value;
 use tapstream_ingest::packet::tcp_flags::{ACK, FIN, PSH, RST, SYN};
 use tapstream_ingest::pcapgen::{pcap_bytes, Frame};
 
-use crate::util::{bin, have_ort, output, root, shared_data};
+use crate::util::{bin, have_ort, output, pcap_of, root, shared_data};
 
 /// 2026-01-05T09:00:00Z in µs.
 const T0: i64 = 1_767_603_600_000_000;
@@ -196,6 +196,9 @@ fn layout_directory_with_a_corrupt_capture() {
     )
     .unwrap();
     std::fs::write(data.join("benign/notes.txt"), b"not a capture, not read\n").unwrap();
+    // A capture of a link type tapstream does not decode (USB) is a read
+    // error too: none of it can be evaluated.
+    std::fs::write(data.join("benign/usb.pcap"), pcap_of(189, &[&[0u8; 64]])).unwrap();
     let out = dir.path().join("out");
     let o = eval(&[], &data, &out);
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -207,6 +210,10 @@ fn layout_directory_with_a_corrupt_capture() {
     );
     assert!(
         stderr.contains("attack/portscan/more/broken.pcap: unreadable"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("benign/usb.pcap: unreadable") && stderr.contains("USB_LINUX (189)"),
         "{stderr}"
     );
     assert!(
@@ -228,7 +235,7 @@ fn layout_directory_with_a_corrupt_capture() {
             u(&c["captures_read"]),
             u(&c["read_errors"])
         ),
-        (3, 2, 1)
+        (4, 2, 2)
     );
     assert_eq!(
         (u(&c["flows"]), u(&c["attack_flows"]), u(&c["benign_flows"])),
@@ -242,10 +249,18 @@ fn layout_directory_with_a_corrupt_capture() {
     assert_eq!(u(&c["benign_groups"]["benign:lan"]), 12);
     assert_eq!(u(&c["episodes"]), 1);
     let errors = r["read_errors"].as_array().unwrap();
-    assert_eq!(errors.len(), 1);
-    assert_eq!(errors[0]["file"], "attack/portscan/more/broken.pcap");
-    assert_eq!(errors[0]["partial"], false);
-    assert!(!errors[0]["error"].as_str().unwrap().is_empty());
+    assert_eq!(errors.len(), 2);
+    let broken = errors
+        .iter()
+        .find(|e| e["file"] == "attack/portscan/more/broken.pcap")
+        .unwrap();
+    assert_eq!(broken["partial"], false);
+    assert!(!broken["error"].as_str().unwrap().is_empty());
+    let usb = errors
+        .iter()
+        .find(|e| e["file"] == "benign/usb.pcap")
+        .unwrap();
+    assert!(usb["error"].as_str().unwrap().contains("USB_LINUX (189)"));
 
     // The default model, by its contract.
     let m = &r["models"][0];

@@ -105,3 +105,22 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// A classic pcap of `link_type` holding `frames` (microsecond timestamps).
+pub fn pcap_of(link_type: u32, frames: &[&[u8]]) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    v.extend_from_slice(&2u16.to_le_bytes());
+    v.extend_from_slice(&4u16.to_le_bytes());
+    v.extend_from_slice(&[0; 8]);
+    v.extend_from_slice(&65_535u32.to_le_bytes());
+    v.extend_from_slice(&link_type.to_le_bytes());
+    for (i, f) in frames.iter().enumerate() {
+        v.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        v.extend_from_slice(&(i as u32).to_le_bytes());
+        v.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        v.extend_from_slice(f);
+    }
+    v
+}

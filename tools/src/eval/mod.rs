@@ -244,7 +244,8 @@ fn load_models(cfg: &Config, opts: &Options) -> Result<Vec<Model>, EvalError> {
 
 /// Every flow of the capture at `path` through the run's pipeline, in
 /// batches, and the corruption that stopped reading early, if any; `Err`
-/// says why the capture could not be read at all.
+/// says why the capture could not be read at all (also when tapstream
+/// decodes none of its link types).
 fn extract(cfg: &Config, path: &Path) -> Result<(Vec<FlowBatch>, Option<String>), String> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let report = tapstream_runtime::run_file(
@@ -254,6 +255,9 @@ fn extract(cfg: &Config, path: &Path) -> Result<(Vec<FlowBatch>, Option<String>)
         Arc::new(Progress::default()),
     )
     .map_err(|e| format!("{e:#}"))?;
+    if let Some(u) = tapstream_runtime::summary::unusable(&report).filter(|u| u.link_type) {
+        return Err(u.message);
+    }
     Ok((rx.try_iter().collect(), report.reader.read_error))
 }
 
