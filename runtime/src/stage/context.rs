@@ -102,23 +102,38 @@ impl ContextStage {
     }
 
     /// Applies the queued starts with an order below `limit`, merged over
-    /// the shards by order (each shard's queue is already in order).
+    /// the shards by order (each shard's queue is already in order): the
+    /// shard with the lowest next start is drained while its starts stay
+    /// below every other shard's next one.
     fn apply_below(&mut self, limit: u64) {
+        let below = |o: u64| o < limit || limit == u64::MAX;
         loop {
-            let next = self
-                .shards
-                .iter()
-                .enumerate()
-                .filter_map(|(i, q)| q.starts.front().map(|s| (s.order, i)))
-                .filter(|&(o, _)| o < limit || limit == u64::MAX)
-                .min();
-            let Some((_, i)) = next else {
+            // The two lowest next starts over the shards.
+            let mut first: Option<(u64, usize)> = None;
+            let mut second = u64::MAX;
+            for (i, q) in self.shards.iter().enumerate() {
+                let Some(o) = q.starts.front().map(|s| s.order).filter(|&o| below(o)) else {
+                    continue;
+                };
+                match first {
+                    Some((f, _)) if o >= f => second = second.min(o),
+                    _ => {
+                        second = first.map_or(second, |(f, _)| second.min(f));
+                        first = Some((o, i));
+                    }
+                }
+            }
+            let Some(q) = first.and_then(|(_, i)| self.shards.get_mut(i)) else {
                 break;
             };
-            let Some(start) = self.shards.get_mut(i).and_then(|q| q.starts.pop_front()) else {
-                break;
-            };
-            self.rows.start(&start);
+            while let Some(start) = q
+                .starts
+                .front()
+                .filter(|s| below(s.order) && s.order <= second)
+            {
+                self.rows.start(start);
+                q.starts.pop_front();
+            }
         }
     }
 
@@ -321,6 +336,47 @@ mod tests {
         let src_flows = tapstream_kernels::context::context_index("ctx_src_flows_100s").unwrap();
         assert_eq!(x[2].1[src_flows].round(), 2.0);
         assert_eq!(x[0].1[src_flows], 0.0);
+    }
+
+    #[test]
+    fn three_shards_merge_into_the_one_shard_sequence() {
+        // 300 starts over 3 chunks, dealt to shards by a fixed scramble; the
+        // sources repeat so the rows depend on the order applied.
+        let all: Vec<FlowStart> = (0..300u64)
+            .map(|i| start(i + 1, (i / 100) << 32 | (i % 100), (i % 7) as u8))
+            .collect();
+        let run = |shards: usize| {
+            let mut st = ContextStage::new(ContextConfig::default(), shards);
+            let mut ready = Vec::new();
+            for chunk in 0..3u64 {
+                for shard in 0..shards as u32 {
+                    let mine: Vec<FlowStart> = all
+                        .iter()
+                        .filter(|s| s.order >> 32 == chunk)
+                        .filter(|s| (s.id * 7919 % shards as u64) as u32 == shard)
+                        .copied()
+                        .collect();
+                    let ended: Vec<u64> = mine.iter().map(|s| s.id).collect();
+                    st.accept(batch(shard, mine, &ended, Some(chunk + 1)), &mut ready);
+                }
+            }
+            st.finish(&mut ready);
+            let mut rows: Vec<(u64, Vec<f32>)> = ready
+                .iter()
+                .flat_map(|b| {
+                    b.start_ids
+                        .iter()
+                        .enumerate()
+                        .map(|(i, id)| (*id, b.context_row(i).unwrap().to_vec()))
+                })
+                .collect();
+            rows.sort_by_key(|r| r.0);
+            rows
+        };
+        let one = run(1);
+        assert_eq!(one.len(), 300);
+        assert_eq!(run(3), one);
+        assert_eq!(run(2), one);
     }
 
     #[test]
