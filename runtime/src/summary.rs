@@ -350,6 +350,19 @@ pub struct Unusable {
     pub message: String,
 }
 
+/// Packets per link type, as `--summary-json` lists them.
+fn link_types_json(l: &LinkTypes) -> serde_json::Value {
+    l.iter()
+        .map(|(lt, n)| {
+            serde_json::json!({
+                "link_type": lt,
+                "name": linktype::name(lt),
+                "packets": n,
+            })
+        })
+        .collect()
+}
+
 /// The summary as JSON (for `--summary-json` and scripts).
 pub fn to_json(r: &RunReport) -> serde_json::Value {
     let skipped: serde_json::Map<String, serde_json::Value> = r
@@ -391,11 +404,7 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
         "decoded": r.reader.decoded,
         "packets_in_flows": r.workers.stats.packets,
         "skipped": skipped,
-        "link_types": r.reader.link_types.iter().map(|(lt, n)| serde_json::json!({
-            "link_type": lt,
-            "name": linktype::name(lt),
-            "packets": n,
-        })).collect::<Vec<_>>(),
+        "link_types": link_types_json(&r.reader.link_types),
         "link_types_other": r.reader.link_types.other(),
         "accounted": r.all_accounted(),
         "read_error": r.reader.read_error,

@@ -5,10 +5,10 @@
 //! this stage sees every shard's flow starts. Each worker sends the starts
 //! it saw, in capture order, and after each input chunk a *watermark* (all
 //! its starts from chunks below it are sent). The stage applies starts to
-//! the [`ContextTable`] in the order of their first packet in the input
-//! (chunk number, index in the chunk) once every shard's watermark has
-//! passed them, so the table sees one sequence for any number of workers
-//! and decoders. A batch of ended flows waits until its shard's next
+//! the [`ContextTable`](tapstream_kernels::ContextTable) in the order of
+//! their first packet in the input (chunk number, index in the chunk) once
+//! every shard's watermark has passed them, so the table sees one sequence
+//! for any number of workers and decoders. A batch of ended flows waits until its shard's next
 //! watermark is passed (its flows' starts are then applied), gets its
 //! context rows and goes on; batches of one shard keep their order, so a
 //! shard's marks stay behind its flows.
