@@ -299,9 +299,10 @@ mod tests {
         b
     }
 
-    /// The rows of flows 1..=4 when shard batches arrive in `arrival` order.
-    fn rows(arrival: &[FlowBatch]) -> Vec<(u64, Vec<f32>)> {
-        let mut st = ContextStage::new(ContextConfig::default(), 2);
+    /// Every flow's row, by start id, when the batches of `shards` shards
+    /// arrive in `arrival` order.
+    fn rows(shards: usize, arrival: &[FlowBatch]) -> Vec<(u64, Vec<f32>)> {
+        let mut st = ContextStage::new(ContextConfig::default(), shards);
         let mut ready = Vec::new();
         for b in arrival {
             st.accept(b.clone(), &mut ready);
@@ -328,8 +329,8 @@ mod tests {
         let a1 = batch(0, vec![], &[3], Some(2));
         let b0 = batch(1, vec![start(2, 20, 1)], &[2], Some(1));
         let b1 = batch(1, vec![start(4, 1 << 32, 1)], &[4], Some(2));
-        let x = rows(&[a0.clone(), a1.clone(), b0.clone(), b1.clone()]);
-        let y = rows(&[b0, a0, b1, a1]);
+        let x = rows(2, &[a0.clone(), a1.clone(), b0.clone(), b1.clone()]);
+        let y = rows(2, &[b0, a0, b1, a1]);
         assert_eq!(x, y);
         assert_eq!(x.len(), 4);
         // Flow 3 saw flows 1 and 2 from the same source.
@@ -346,8 +347,7 @@ mod tests {
             .map(|i| start(i + 1, (i / 100) << 32 | (i % 100), (i % 7) as u8))
             .collect();
         let run = |shards: usize| {
-            let mut st = ContextStage::new(ContextConfig::default(), shards);
-            let mut ready = Vec::new();
+            let mut arrival = Vec::new();
             for chunk in 0..3u64 {
                 for shard in 0..shards as u32 {
                     let mine: Vec<FlowStart> = all
@@ -357,21 +357,10 @@ mod tests {
                         .copied()
                         .collect();
                     let ended: Vec<u64> = mine.iter().map(|s| s.id).collect();
-                    st.accept(batch(shard, mine, &ended, Some(chunk + 1)), &mut ready);
+                    arrival.push(batch(shard, mine, &ended, Some(chunk + 1)));
                 }
             }
-            st.finish(&mut ready);
-            let mut rows: Vec<(u64, Vec<f32>)> = ready
-                .iter()
-                .flat_map(|b| {
-                    b.start_ids
-                        .iter()
-                        .enumerate()
-                        .map(|(i, id)| (*id, b.context_row(i).unwrap().to_vec()))
-                })
-                .collect();
-            rows.sort_by_key(|r| r.0);
-            rows
+            rows(shards, &arrival)
         };
         let one = run(1);
         assert_eq!(one.len(), 300);
