@@ -162,7 +162,7 @@ fn end_to_end(c: &mut Criterion) {
                             run_file(
                                 &path,
                                 cfg,
-                                Consumer::Alerts(bench::discarding_stage(cfg, m)),
+                                Consumer::Alerts(Box::new(bench::discarding_stage(cfg, m))),
                                 Arc::new(Progress::default()),
                             )
                             .expect("pipeline")

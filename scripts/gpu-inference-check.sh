@@ -63,16 +63,16 @@ fi
 step "tapstream run: GPU features scored on the device in 8 flow workers, against CPU features and the CPU provider"
 printf '[pipeline]\nworkers = 8\n' > "$work/run-cpu.toml"
 printf '[inference]\nproviders = ["cuda"]\nplacement = "workers"\n[pipeline]\nworkers = 8\n[gpu]\ndevice = "cuda"\n' > "$work/run-gpu.toml"
-"$bin" run --config "$work/run-cpu.toml" --pcap "$work/bench.pcap" --eve "$work/cpu.json" \
+"$bin" run --alerts flows --config "$work/run-cpu.toml" --pcap "$work/bench.pcap" --eve "$work/cpu.json" \
   --summary-json "$out/run-cpu.json" > /dev/null 2> "$out/run-cpu.txt" || status=1
 TAPSTREAM_LOG=tapstream=info LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/cuda-13.0/targets/x86_64-linux/lib \
-  "$bin" run --config "$work/run-gpu.toml" --pcap "$work/bench.pcap" --eve "$work/gpu.json" \
+  "$bin" run --alerts flows --config "$work/run-gpu.toml" --pcap "$work/bench.pcap" --eve "$work/gpu.json" \
   --summary-json "$out/run-gpu.json" > /dev/null 2> "$out/run-gpu.txt" || status=1
 echo "GPU shards scoring on the device: $(grep -c 'scoring_on_device=true' "$out/run-gpu.txt") of 8"
 # The same CPU run with the model in the flow workers instead of the
 # consumer thread: identical alerts, and what moving inference gains here.
 printf '[inference]\nplacement = "workers"\n[pipeline]\nworkers = 8\n' > "$work/run-cpu-workers.toml"
-"$bin" run --config "$work/run-cpu-workers.toml" --pcap "$work/bench.pcap" --eve "$work/cpu-workers.json" \
+"$bin" run --alerts flows --config "$work/run-cpu-workers.toml" --pcap "$work/bench.pcap" --eve "$work/cpu-workers.json" \
   --summary-json "$out/run-cpu-workers.json" > /dev/null 2> "$out/run-cpu-workers.txt" || status=1
 grep -E "flows scored|end to end|failed|error" "$out/run-cpu.txt" "$out/run-cpu-workers.txt" "$out/run-gpu.txt"
 for other in cpu-workers gpu; do

@@ -45,6 +45,12 @@ pub struct EvalArgs {
     /// model.threshold of the configuration, else each model's own).
     #[arg(long, value_name = "T")]
     threshold: Option<f32>,
+    /// Also evaluate every capture perturbed by its attacker: `all`, or a
+    /// comma-separated list of padding_64b, padding_512b, jitter_10ms,
+    /// jitter_500ms, extra_packets_1_in_4, fragment_8b. Each rewrites a
+    /// copy of every capture and runs it through the whole pipeline.
+    #[arg(long, value_name = "LIST")]
+    perturb: Option<String>,
     /// No line per capture on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -62,6 +68,10 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         models: args.model,
         out: args.out,
         threshold: args.threshold,
+        perturb: match &args.perturb {
+            Some(list) => eval::perturb::Perturb::parse_list(list).map_err(anyhow::Error::msg)?,
+            None => Vec::new(),
+        },
     };
     let quiet = args.quiet;
     let written = eval::run(&cfg, &opts, &mut |line: &str| {

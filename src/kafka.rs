@@ -31,8 +31,8 @@ pub enum KafkaCommand {
         config: Option<PathBuf>,
     },
     /// Write a capture into a `packets` topic as the Kafka source reads it:
-    /// pcap chunks, each flow's packets in one partition (by flow hash), in
-    /// capture order. Client settings come from [kafka] of the config.
+    /// pcap chunks, each flow's packets in one partition, in capture order.
+    /// Client settings come from [kafka] of the config.
     Produce {
         /// Capture file.
         #[arg(long, value_name = "FILE")]
@@ -47,10 +47,25 @@ pub enum KafkaCommand {
         /// message.max.bytes).
         #[arg(long, default_value_t = 512 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1 << 30))]
         chunk_bytes: u32,
+        /// What picks a packet's partition: `pair` (its address pair, so the
+        /// fragments of a datagram stay with its flow) or `flow` (the
+        /// 5-tuple: one busy host pair spread over the partitions, but a
+        /// fragmented datagram may be split between consumers).
+        #[arg(long, value_enum, default_value_t = PartitionBy::Pair)]
+        partition_by: PartitionBy,
         /// TOML configuration file (its [kafka] section).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+}
+
+/// What picks a packet's partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PartitionBy {
+    /// The address pair.
+    Pair,
+    /// The 5-tuple.
+    Flow,
 }
 
 pub fn run(command: KafkaCommand) -> Result<ExitCode> {
@@ -60,6 +75,7 @@ pub fn run(command: KafkaCommand) -> Result<ExitCode> {
             topic,
             chunk_packets,
             chunk_bytes,
+            partition_by,
             config,
         } => {
             let cfg = config_or_default(config.as_deref())?;
@@ -68,6 +84,7 @@ pub fn run(command: KafkaCommand) -> Result<ExitCode> {
                 chunk_packets: chunk_packets as usize,
                 chunk_bytes: chunk_bytes as usize,
                 timeout: Duration::from_secs(60),
+                by_flow: partition_by == PartitionBy::Flow,
             };
             let r = produce(&pcap, cfg.kafka_client()?, &opts)?;
             let secs = r.wall.as_secs_f64().max(1e-9);

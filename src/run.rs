@@ -14,7 +14,7 @@ use tapstream_inference::model::load_with_workers;
 use tapstream_inference::Reloader;
 use tapstream_kafka::{KafkaSink, KafkaSource};
 use tapstream_kernels::Settled;
-use tapstream_runtime::config::{KafkaFormat, Placement};
+use tapstream_runtime::config::{AlertMode, KafkaFormat, Placement};
 use tapstream_runtime::reopen::ReopenRequest;
 use tapstream_runtime::{live, model, privileges, signals, telemetry};
 use tapstream_runtime::{AlertStage, Config, Consumer};
@@ -32,6 +32,11 @@ pub struct RunArgs {
     /// output.kafka).
     #[arg(long, value_name = "PATH")]
     pub eve: Option<String>,
+    /// `episodes`: one alert per attack episode (start, updates, end with
+    /// counts); `flows`: one line per flagged flow (overrides
+    /// output.alerts).
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub alerts: Option<AlertMode>,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -40,6 +45,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         // The command line's output wins over the file's, Kafka too.
         cfg.output.eve = e.clone();
         cfg.output.kafka = None;
+    }
+    if let Some(mode) = args.alerts {
+        cfg.output.alerts = mode;
     }
     cfg.validate()?;
     // A live capture is opened first, with the privileges it needs, and
@@ -68,7 +76,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let term = signals::stop_signals()?;
         let sources = live::sources(captures, &term);
         with_progress(&args.common, |p| {
-            tapstream_runtime::run_packets(sources, &cfg, Consumer::Alerts(stage), p)
+            tapstream_runtime::run_packets(sources, &cfg, Consumer::Alerts(Box::new(stage)), p)
         })?
     } else if args.common.kafka {
         // One mark per flow worker, or one in all for flow rows.
@@ -79,12 +87,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         let source = KafkaSource::new(cfg.kafka_client()?, &cfg.source.kafka, settled, term)?;
         with_progress(&args.common, |p| {
             if rows {
-                tapstream_runtime::run_rows(Box::new(source), &cfg, Consumer::Alerts(stage), p)
+                tapstream_runtime::run_rows(
+                    Box::new(source),
+                    &cfg,
+                    Consumer::Alerts(Box::new(stage)),
+                    p,
+                )
             } else {
                 tapstream_runtime::run_packets(
                     vec![Box::new(source)],
                     &cfg,
-                    Consumer::Alerts(stage),
+                    Consumer::Alerts(Box::new(stage)),
                     p,
                 )
             }
@@ -92,7 +105,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     } else {
         let pcap = crate::common::pcap_of(&args.common)?;
         with_progress(&args.common, |p| {
-            tapstream_runtime::run_file(&pcap, &cfg, Consumer::Alerts(stage), p)
+            tapstream_runtime::run_file(&pcap, &cfg, Consumer::Alerts(Box::new(stage)), p)
         })?
     };
     finish(&report, &args.common)
@@ -117,6 +130,7 @@ fn alert_stage(
     let stage = AlertStage {
         reload: Some(Arc::new(reload)),
         limiter: AlertLimiter::new(&cfg.output.limit.settings()),
+        episodes: cfg.output.episodes.settings(cfg.output.alerts),
         reopen,
         ..AlertStage::new(
             loaded,

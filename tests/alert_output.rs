@@ -1,7 +1,8 @@
 //! Alert output of `tapstream run`: `[output.limit]` on the demo capture
 //! (what is written plus what is suppressed is the unlimited run's alerts),
-//! and the EVE file re-opened on SIGHUP for log rotation, every alert in
-//! the old or the new file exactly once.
+//! the EVE file re-opened on SIGHUP for log rotation, every alert in the
+//! old or the new file exactly once, and episodes (the default): one start
+//! and one end per episode whose counts add up to the per-flow alerts.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{bin, complete_lines, demo_pcap, have_ort, output, root};
+use crate::util::{bin, complete_lines, demo_pcap, have_ort, output, root, shared_data};
 
 /// The EVE lines of `path` (none if it does not exist), once tapstream has
 /// exited: every line, the last one too, must be whole JSON.
@@ -32,8 +33,20 @@ fn flow_ids(alerts: &[Value]) -> Vec<u64> {
 }
 
 /// Runs `tapstream run` on `pcap` into `dir/<name>.json` with `config`
-/// (TOML); returns the alerts and the summary JSON.
+/// (TOML), one alert per flow; returns the alerts and the summary JSON.
 fn run(dir: &Path, pcap: &Path, name: &str, config: &str) -> (Vec<Value>, Value) {
+    run_as(dir, pcap, name, config, "flows", "models/cic-mlp.onnx")
+}
+
+/// [`run`] with `--alerts MODE` and `model`.
+fn run_as(
+    dir: &Path,
+    pcap: &Path,
+    name: &str,
+    config: &str,
+    mode: &str,
+    model: &str,
+) -> (Vec<Value>, Value) {
     let eve = dir.join(format!("{name}.json"));
     let summary = dir.join(format!("{name}.summary.json"));
     let cfg = dir.join(format!("{name}.toml"));
@@ -41,7 +54,9 @@ fn run(dir: &Path, pcap: &Path, name: &str, config: &str) -> (Vec<Value>, Value)
     let o = output(
         bin()
             .current_dir(root())
-            .args(["run", "--quiet", "--model", "models/cic-mlp.onnx", "--pcap"])
+            .args([
+                "run", "--alerts", mode, "--quiet", "--model", model, "--pcap",
+            ])
             .arg(pcap)
             .arg("--eve")
             .arg(&eve)
@@ -145,7 +160,15 @@ fn sighup_reopens_the_eve_file_of_a_running_tapstream() {
     let summary = dir.path().join("summary.json");
     let mut child = bin()
         .current_dir(root())
-        .args(["run", "--quiet", "--model", "models/cic-mlp.onnx", "--pcap"])
+        .args([
+            "run",
+            "--alerts",
+            "flows",
+            "--quiet",
+            "--model",
+            "models/cic-mlp.onnx",
+            "--pcap",
+        ])
         .arg(&fifo)
         .arg("--eve")
         .arg(&eve)
@@ -201,4 +224,131 @@ fn sighup_reopens_the_eve_file_of_a_running_tapstream() {
     assert_eq!(s["eve_reopens"]["ok"], 1, "{s}");
     assert_eq!(s["eve_reopens"]["error"], 0, "{s}");
     assert_eq!(s["alerts"].as_u64().unwrap(), both.len() as u64, "{s}");
+}
+
+/// Episode records of the demo capture: every episode starts once and ends
+/// once (start first), its end counts add up, per class, to the per-flow
+/// run's alerts, and there are far fewer lines than flagged flows.
+#[test]
+fn episodes_add_up_to_the_per_flow_alerts() {
+    if !have_ort("episodes_add_up_to_the_per_flow_alerts") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = demo_pcap(dir.path());
+    let model = "models/behaviour-mlp.onnx";
+    let (flows, s1) = run_as(dir.path(), &pcap, "flows", "", "flows", model);
+    let (records, s2) = run_as(dir.path(), &pcap, "episodes", "", "episodes", model);
+    assert!(flows.len() > 100, "{} demo alerts", flows.len());
+    assert_eq!(s1["alerts"], s2["alerts"], "the same flows are flagged");
+    assert_eq!(s2["alert_lines"].as_u64().unwrap(), records.len() as u64);
+    assert!(s1["episodes"].is_null());
+
+    let mut per_class_flows: std::collections::BTreeMap<String, u64> = Default::default();
+    for a in &flows {
+        *per_class_flows
+            .entry(a["tapstream"]["class"].as_str().unwrap().into())
+            .or_default() += 1;
+    }
+    let mut per_class_ended: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut started = HashSet::new();
+    let mut ended = HashSet::new();
+    for r in &records {
+        let ep = &r["tapstream"]["episode"];
+        let id = ep["id"].as_u64().expect("an episode id");
+        assert_eq!(r["event_type"], "alert");
+        match ep["state"].as_str().unwrap() {
+            "start" => assert!(started.insert(id), "episode {id} started twice"),
+            "update" => assert!(started.contains(&id) && !ended.contains(&id)),
+            "end" => {
+                assert!(
+                    started.contains(&id),
+                    "episode {id} ended before it started"
+                );
+                assert!(ended.insert(id), "episode {id} ended twice");
+                let class = r["tapstream"]["class"].as_str().unwrap().to_string();
+                *per_class_ended.entry(class).or_default() += ep["flows"].as_u64().unwrap();
+                assert!(ep["end_reason"].is_string());
+            }
+            other => panic!("state {other}"),
+        }
+    }
+    assert_eq!(started, ended, "every episode ends");
+    // The demo's attack is a port scan: its episode says so in numbers.
+    let scan = records
+        .iter()
+        .find(|r| r["tapstream"]["episode"]["state"] == "end" && r["tapstream"]["class"] == "scan")
+        .expect("the demo's scan episode");
+    let why = scan["tapstream"]["explanation"]
+        .as_array()
+        .expect("an explanation");
+    assert!(!why.is_empty() && why.len() <= 3, "{why:?}");
+    assert_eq!(
+        why[0]["feature"]
+            .as_str()
+            .unwrap()
+            .rsplit_once('_')
+            .unwrap()
+            .0,
+        "ctx_pair_new_ports"
+    );
+    let text = why[0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("new ports/s tried by 198.18.66.6 on 198.18.0.2"),
+        "{text}"
+    );
+    for item in why {
+        assert!(
+            item["value"].as_f64().unwrap() > item["benign_p99"].as_f64().unwrap(),
+            "{item}"
+        );
+    }
+    let stats: HashSet<&str> = why
+        .iter()
+        .map(|i| i["feature"].as_str().unwrap().rsplit_once('_').unwrap().0)
+        .collect();
+    assert_eq!(stats.len(), why.len(), "one scale per statistic: {why:?}");
+    assert_eq!(per_class_ended, per_class_flows);
+    let e = &s2["episodes"];
+    assert_eq!(e["started"].as_u64().unwrap(), started.len() as u64);
+    assert!(
+        records.len() * 10 < flows.len(),
+        "{} records for {} alerts",
+        records.len(),
+        flows.len()
+    );
+}
+
+/// The lab's spoofed SYN flood (about 30,000 flows from random sources) is
+/// at most three alert lines with episodes.
+#[test]
+fn a_spoofed_syn_flood_is_at_most_three_alert_lines() {
+    if !have_ort("a_spoofed_syn_flood_is_at_most_three_alert_lines") {
+        return;
+    }
+    let Some(data) = shared_data("a_spoofed_syn_flood_is_at_most_three_alert_lines") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = data.join("lab/attack/synflood/hping3_syn.pcap");
+    let (records, s) = run_as(
+        dir.path(),
+        &pcap,
+        "syn",
+        "",
+        "episodes",
+        "models/behaviour-mlp.onnx",
+    );
+    assert!(s["alerts"].as_u64().unwrap() > 20_000, "{s}");
+    assert!((2..=3).contains(&records.len()), "{} lines", records.len());
+    let end = &records.last().unwrap()["tapstream"]["episode"];
+    assert_eq!(end["state"], "end");
+    assert_eq!(end["victim"], "198.18.0.2");
+    assert!(end["attacker"].is_null(), "spoofed sources");
+    assert_eq!(end["flows"], s["alerts"]);
+    let why = records.last().unwrap()["tapstream"]["explanation"]
+        .as_array()
+        .expect("explained");
+    let text = why[0]["text"].as_str().unwrap();
+    assert!(text.contains("198.18.0.2 port 80/TCP"), "{text}");
 }

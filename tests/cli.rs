@@ -50,7 +50,7 @@ fn demo_run_prints_eve_alerts_from_the_default_model() {
     let o = output(
         bin()
             .current_dir(root())
-            .args(["run", "--pcap"])
+            .args(["run", "--alerts", "flows", "--pcap"])
             .arg(&pcap)
             .arg("--summary-json")
             .arg(&summary),

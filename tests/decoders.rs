@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use tapstream_ingest::decode::flow_hash;
+use tapstream_ingest::decode::pair_hash;
 use tapstream_ingest::shard_of;
 
 use crate::util::{bin, demo_pcap, output, shared_data};
@@ -62,15 +62,7 @@ fn shard_of_row(row: &str, shards: usize) -> usize {
     };
     let (src, v6) = addr(c[1]);
     let (dst, _) = addr(c[3]);
-    let h = flow_hash(
-        &src,
-        &dst,
-        c[2].parse().unwrap(),
-        c[4].parse().unwrap(),
-        c[5].parse().unwrap(),
-        v6,
-    );
-    shard_of(h, shards)
+    shard_of(pair_hash(&src, &dst, v6), shards)
 }
 
 /// Rows grouped by shard, each group in output order.
@@ -92,7 +84,7 @@ fn assert_accounted(run: &Run, what: &str) {
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert_eq!(
-        s["decoded"].as_u64().unwrap() + skipped,
+        s["decoded"].as_u64().unwrap() + s["defrag"]["fragments"].as_u64().unwrap() + skipped,
         s["packets"].as_u64().unwrap(),
         "{what}: {s}"
     );
@@ -127,7 +119,14 @@ fn check_capture(pcap: &Path, dir: &Path) -> usize {
             let run = features(pcap, dir, workers, decoders, cfg);
             assert_accounted(&run, &what);
             assert_eq!(run.summary["decoders"], decoders, "{what}");
-            for key in ["packets", "decoded", "packets_in_flows", "flows", "skipped"] {
+            for key in [
+                "packets",
+                "decoded",
+                "packets_in_flows",
+                "flows",
+                "skipped",
+                "defrag",
+            ] {
                 assert_eq!(run.summary[key], reference.summary[key], "{what}: {key}");
             }
             if workers == 1 {

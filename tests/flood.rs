@@ -11,8 +11,9 @@
 //!   measured without a flood ([`FIXED_OVERHEAD_MIB`]);
 //! * the flow tables evicted flows and went into emergency mode and out of
 //!   it again, each transition logged once;
-//! * every packet is explained: in a flow, or counted as a (non-first)
-//!   fragment, exactly as many as were generated;
+//! * every packet is explained: in a flow, or a fragment, each fragment
+//!   reassembled into its datagram's packet or dropped (the orphans: timed
+//!   out or over the reassembly memcap), exactly as many as were generated;
 //! * every alert the demo capture raises alone is raised again, for the same
 //!   flow and class, under the flood.
 //!
@@ -43,6 +44,9 @@ use util::{bin, demo_pcap, have_ort, root};
 const FLOOD_PACKETS: u64 = 10_000_000;
 /// `[flow] memcap_mib` of the run: room for about 100,000 open flows.
 const MEMCAP_MIB: u64 = 80;
+
+/// `[defrag] memcap_mib`: the orphan fragments fill it, and make room.
+const DEFRAG_MEMCAP_MIB: u64 = 4;
 /// What the process needs besides the flow tables: ONNX Runtime and the
 /// model, thread stacks, packet chunks, flow batches and the alert limiter.
 /// Measured on the development machine: this flood with a 1 MiB memcap
@@ -105,7 +109,16 @@ struct Flood<W: Write> {
     demo: Vec<(i64, u32, Vec<u8>)>,
     next_demo: usize,
     flood: u64,
-    non_first_fragments: u64,
+    frags: Frags,
+}
+
+/// The fragments a flood wrote.
+#[derive(Clone, Copy, Debug, Default)]
+struct Frags {
+    /// Every fragment (first ones too).
+    fragments: u64,
+    /// Datagrams written whole (a first and a last fragment).
+    datagrams: u64,
 }
 
 impl<W: Write> Flood<W> {
@@ -116,7 +129,7 @@ impl<W: Write> Flood<W> {
             demo,
             next_demo: 0,
             flood: 0,
-            non_first_fragments: 0,
+            frags: Frags::default(),
         })
     }
 
@@ -184,7 +197,7 @@ impl<W: Write> Flood<W> {
                     } else {
                         &[(0x2000 | 4, 32)]
                     };
-                    for &(frag, len) in parts {
+                    for (k, &(frag, len)) in parts.iter().enumerate() {
                         if i == packets {
                             break;
                         }
@@ -193,8 +206,10 @@ impl<W: Write> Flood<W> {
                             // The first fragment carries the UDP header of
                             // the whole 48-byte datagram.
                             udp_header(&mut f[n..], sport, 53, 48);
-                        } else {
-                            self.non_first_fragments += 1;
+                        }
+                        self.frags.fragments += 1;
+                        if whole && k == 1 {
+                            self.frags.datagrams += 1;
                         }
                         self.frame(ts, &f[..n + len])?;
                         i += 1;
@@ -206,7 +221,7 @@ impl<W: Write> Flood<W> {
     }
 
     /// The three waves and the rest of the demo; returns the writer.
-    fn run(mut self) -> std::io::Result<(W, u64, u64)> {
+    fn run(mut self) -> std::io::Result<(W, u64, Frags)> {
         let per_wave = FLOOD_PACKETS / 3;
         let waves = [Wave::Syn, Wave::Udp, Wave::Fragments];
         for (k, (wave, at)) in waves.into_iter().zip(WAVE_START_US).enumerate() {
@@ -218,7 +233,7 @@ impl<W: Write> Flood<W> {
             self.wave(wave, DEMO_START_US + at, n)?;
         }
         self.demo_until(i64::MAX)?;
-        Ok((self.out.finish()?, self.flood, self.non_first_fragments))
+        Ok((self.out.finish()?, self.flood, self.frags))
     }
 }
 
@@ -384,7 +399,7 @@ struct FloodRun {
     status: i32,
     peak_rss: u64,
     wall: Duration,
-    written: std::io::Result<(u64, u64)>,
+    written: std::io::Result<(u64, Frags)>,
     log_text: String,
 }
 
@@ -406,9 +421,9 @@ fn flood_through(
     // Closing the FIFO (dropping the writer) is the end of the capture.
     let written = Flood::new(BufWriter::with_capacity(1 << 20, writer), demo_records)
         .and_then(Flood::run)
-        .map(|(writer, flood, non_first)| {
+        .map(|(writer, flood, frags)| {
             drop(writer);
-            (flood, non_first)
+            (flood, frags)
         });
     let (status, peak_rss) = wait_with_peak_rss(&child);
     let wall = started.elapsed();
@@ -439,6 +454,7 @@ fn ten_million_packet_flood_stays_under_the_memory_cap() {
         format!(
             "[flow]\nmemcap_mib = {MEMCAP_MIB}\n\
              [context]\nmemcap_mib = {CONTEXT_MEMCAP_MIB}\n\
+             [defrag]\nmemcap_mib = {DEFRAG_MEMCAP_MIB}\n\
              [pipeline]\nworkers = 1\ndecoders = 1\n\
              [output.limit]\ntrack = \"by_dst\"\ncount = 2000\nwindow = \"24h\"\n"
         ),
@@ -454,7 +470,7 @@ fn ten_million_packet_flood_stays_under_the_memory_cap() {
             let mut cmd = bin();
             cmd.current_dir(root())
                 .env("TAPSTREAM_LOG", "info")
-                .arg("run")
+                .args(["run", "--alerts", "flows"])
                 .arg("--pcap")
                 .arg(pcap)
                 .arg("--config")
@@ -496,7 +512,7 @@ fn ten_million_packet_flood_stays_under_the_memory_cap() {
         ..
     } = &r;
     let (status, peak_rss, wall, log_text) = (*status, *peak_rss, *wall, log_text.clone());
-    let (flood, non_first) = match r.written {
+    let (flood, frags) = match r.written {
         Ok(w) => w,
         Err(e) => panic!("writing the flood: {e}; tapstream said: {log_text}"),
     };
@@ -511,16 +527,18 @@ fn ten_million_packet_flood_stays_under_the_memory_cap() {
     let got = alerts(&dir.path().join("flood.eve.json"));
     let scored = expected.intersection(&got).count();
     let entries = n(&summary["flow_emergency"]["entries"]);
-    let cap = (MEMCAP_MIB + FIXED_OVERHEAD_MIB) << 20;
+    let cap = (MEMCAP_MIB + DEFRAG_MEMCAP_MIB + FIXED_OVERHEAD_MIB) << 20;
     eprintln!(
         "flood: {} packets ({flood} flood, {demo_packets} demo) in {:.1} s wall; peak RSS {:.1} MiB \
-         (cap {} MiB = memcap {MEMCAP_MIB} + fixed {FIXED_OVERHEAD_MIB}); {} flows, {} evictions, \
+         (cap {} MiB = memcap {MEMCAP_MIB} + defrag memcap {DEFRAG_MEMCAP_MIB} + fixed \
+         {FIXED_OVERHEAD_MIB}); defrag {}; {} flows, {} evictions, \
          {entries} emergency entries, ended {}; {scored} of {} demo alerts raised again; \
          {} alerts, {} suppressed",
         n(&summary["packets"]),
         wall.as_secs_f64(),
         peak_rss as f64 / f64::from(1u32 << 20),
         cap >> 20,
+        summary["defrag"],
         n(&summary["flows"]),
         n(&summary["evictions"]),
         summary["flows_ended"],
@@ -535,18 +553,29 @@ fn ten_million_packet_flood_stays_under_the_memory_cap() {
         "peak RSS {peak_rss} bytes is over the {} MiB cap",
         cap >> 20
     );
-    // Every packet explained: in a flow, or a non-first fragment.
+    // Every packet explained: in a flow, or a fragment, reassembled or
+    // dropped.
     assert_eq!(n(&summary["packets"]), flood + demo_packets);
     assert_eq!(summary["accounted"], true);
     let skipped: HashMap<String, u64> =
         serde_json::from_value(summary["skipped"].clone()).expect("skip counters");
     for (reason, count) in &skipped {
-        let want = if reason == "fragment" { non_first } else { 0 };
-        assert_eq!(*count, want, "skipped {reason}");
+        assert_eq!(*count, 0, "skipped {reason}");
     }
+    let d = &summary["defrag"];
+    assert_eq!(n(&d["fragments"]), frags.fragments);
+    assert_eq!(n(&d["datagrams"]), frags.datagrams);
+    assert_eq!(n(&d["reassembled"]), 2 * frags.datagrams);
+    assert_eq!(
+        n(&d["reassembled"]) + n(&d["timeouts"]) + n(&d["memcap"]) + n(&d["invalid"]),
+        frags.fragments
+    );
+    // The orphans filled the reassembly table and were dropped to make
+    // room: every whole datagram was still reassembled (asserted above).
+    assert!(n(&d["memcap"]) > 0, "{d}");
     assert_eq!(
         n(&summary["packets_in_flows"]),
-        flood + demo_packets - non_first
+        flood + demo_packets - frags.fragments + frags.datagrams
     );
     // The table was full, evicted, and went into emergency mode at least
     // once per wave and out of it again.
@@ -600,10 +629,16 @@ fn ten_million_packet_flood_stays_under_the_memory_cap() {
     )
     .expect("summary JSON");
     let c = &summary["context"];
-    let cap = (MEMCAP_MIB + CONTEXT_MEMCAP_MIB + FIXED_OVERHEAD_MIB + CONTEXT_OVERHEAD_MIB) << 20;
+    let cap = (MEMCAP_MIB
+        + CONTEXT_MEMCAP_MIB
+        + DEFRAG_MEMCAP_MIB
+        + FIXED_OVERHEAD_MIB
+        + CONTEXT_OVERHEAD_MIB)
+        << 20;
     eprintln!(
         "context flood: {:.1} s wall; peak RSS {:.1} MiB (cap {} MiB = flow memcap {MEMCAP_MIB} \
-         + context memcap {CONTEXT_MEMCAP_MIB} + fixed {FIXED_OVERHEAD_MIB} + context stage \
+         + context memcap {CONTEXT_MEMCAP_MIB} + defrag memcap {DEFRAG_MEMCAP_MIB} + fixed \
+         {FIXED_OVERHEAD_MIB} + context stage \
          {CONTEXT_OVERHEAD_MIB}); context {c}",
         r.wall.as_secs_f64(),
         r.peak_rss as f64 / f64::from(1u32 << 20),

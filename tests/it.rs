@@ -11,6 +11,8 @@ mod cli;
 mod context;
 // Flows do not depend on the number of decoder threads.
 mod decoders;
+// IP defragmentation: fragmented captures give the flows of whole ones.
+mod defrag;
 // The device's flag_scores kernel, emulated, against read_output.
 mod gpu_flag_scores;
 // The device's model-input kernel, emulated, against select_features.

@@ -109,7 +109,7 @@ fn ends(brokers: &str, partitions: i32) -> Vec<i64> {
 fn run_kafka(cfg: &Path, eve: &Path, summary: &Path) -> serde_json::Value {
     let o = output(
         bin()
-            .args(["run", "--kafka", "--quiet", "--model"])
+            .args(["run", "--alerts", "flows", "--kafka", "--quiet", "--model"])
             .arg(cic_model())
             .arg("--config")
             .arg(cfg)
@@ -158,7 +158,7 @@ fn kafka_matches_pcap(extra: &str) {
     let ref_summary = dir.path().join("ref-summary.json");
     let o = output(
         bin()
-            .args(["run", "--quiet", "--model"])
+            .args(["run", "--alerts", "flows", "--quiet", "--model"])
             .arg(cic_model())
             .arg("--config")
             .arg(&cfg)
@@ -244,7 +244,7 @@ impl Member {
         let log = dir.join(format!("{name}.log"));
         let eve = dir.join(format!("{name}.summary.json"));
         let child = bin()
-            .args(["run", "--kafka", "--quiet", "--model"])
+            .args(["run", "--alerts", "flows", "--kafka", "--quiet", "--model"])
             .arg(cic_model())
             .arg("--config")
             .arg(cfg)
@@ -386,7 +386,17 @@ fn packets_in(pcap: &Path) -> usize {
 fn produce(cfg: &Path, pcap: &Path) -> u64 {
     let o = output(
         bin()
-            .args(["kafka", "produce", "--chunk-packets", "64", "--config"])
+            // By 5-tuple: the capture is one host pair, and the group tests
+            // need its flows spread over the partitions.
+            .args([
+                "kafka",
+                "produce",
+                "--chunk-packets",
+                "64",
+                "--partition-by",
+                "flow",
+                "--config",
+            ])
             .arg(cfg)
             .arg("--pcap")
             .arg(pcap),
@@ -419,7 +429,9 @@ fn member_config(dir: &Path, brokers: &str, group: &str) -> PathBuf {
 fn reference_ids(cfg: Option<&Path>, pcap: &Path, dir: &Path) -> BTreeSet<u64> {
     let eve = dir.join("reference.json");
     let mut cmd = bin();
-    cmd.args(["run", "--quiet"]).arg("--model").arg(cic_model());
+    cmd.args(["run", "--alerts", "flows", "--quiet"])
+        .arg("--model")
+        .arg(cic_model());
     if let Some(cfg) = cfg {
         cmd.arg("--config").arg(cfg);
     }
@@ -720,13 +732,10 @@ fn frames_with_headers_raise_the_alerts_of_their_capture() {
         .create()
         .expect("producer");
     let mut reader = tapstream_ingest::CaptureReader::open(&pcap).expect("capture");
-    let mut rec = tapstream_ingest::PacketRecord::default();
     let mut frames = 0u64;
     while let Some(p) = reader.next_packet().expect("packet") {
-        let part = match tapstream_ingest::decode(&p, &mut rec) {
-            Ok(()) => tapstream_ingest::shard_of(rec.hash, 2) as i32,
-            Err(_) => 0,
-        };
+        let part = tapstream_ingest::decode::pair_of(&p)
+            .map_or(0, |h| tapstream_ingest::shard_of(h, 2) as i32);
         let ts = p.ts_us.to_string();
         let mut headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
             key: "ts_us",

@@ -26,7 +26,14 @@ fn run_with(
     let o = output(
         bin()
             .current_dir(root())
-            .args(["run", "--model", "models/cic-mlp.onnx", "--config"])
+            .args([
+                "run",
+                "--alerts",
+                "flows",
+                "--model",
+                "models/cic-mlp.onnx",
+                "--config",
+            ])
             .arg(&cfg)
             .arg("--pcap")
             .arg(pcap)
@@ -139,11 +146,12 @@ fn run_failing(cfg: &Config, pcap: &std::path::Path, sessions: usize) -> anyhow:
         limiter: Default::default(),
         reopen: None,
         workers: Some(WorkerModels::new(sessions, loaded.threshold)),
+        episodes: None,
     };
     tapstream_runtime::run_file(
         pcap,
         cfg,
-        Consumer::Alerts(stage),
+        Consumer::Alerts(Box::new(stage)),
         Arc::new(Progress::default()),
     )
     .map(|_| ())

@@ -64,6 +64,7 @@ fn recording_stage(
         limiter: Default::default(),
         reopen: None,
         workers,
+        episodes: None,
     }
 }
 
@@ -114,7 +115,7 @@ fn good_model_swaps_in_bad_model_is_refused_no_flow_lost() {
     let (tx, rx) = bounded::<FlowBatch>(0);
     let (pool_tx, _pool_rx) = bounded::<FlowBatch>(64);
     let consumer = std::thread::spawn(move || {
-        Consumer::Alerts(stage).run(rx, pool_tx, &AtomicBool::new(false), false)
+        Consumer::Alerts(Box::new(stage)).run(rx, pool_tx, &AtomicBool::new(false), false)
     });
     let third = batches.len() / 3;
     let mut sent = 0;
@@ -210,7 +211,7 @@ fn workers_swap_models_between_their_batches() {
     let (tx, rx) = bounded::<FlowBatch>(0);
     let (pool_tx, _pool_rx) = bounded::<FlowBatch>(64);
     let consumer = std::thread::spawn(move || {
-        Consumer::Alerts(stage).run(rx, pool_tx, &AtomicBool::new(false), false)
+        Consumer::Alerts(Box::new(stage)).run(rx, pool_tx, &AtomicBool::new(false), false)
     });
     // Which worker scored batch i, and with which generation.
     let mut scored_by = Vec::new();

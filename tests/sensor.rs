@@ -216,7 +216,15 @@ impl Sensor {
         cmd.args(["netns", "exec", &ns.b]).args(wrapper);
         let mut child = cmd
             .arg(env!("CARGO_BIN_EXE_tapstream"))
-            .args(["run", "--quiet", "--interface", &ns.vb, "--config"])
+            .args([
+                "run",
+                "--alerts",
+                "flows",
+                "--quiet",
+                "--interface",
+                &ns.vb,
+                "--config",
+            ])
             .arg(&cfg)
             .arg("--eve")
             .arg(d.join("eve.json"))

@@ -89,7 +89,7 @@ fn community_id_matches_suricata() {
         let o = output(
             bin()
                 .current_dir(root())
-                .args(["run", "--quiet", "--pcap"])
+                .args(["run", "--alerts", "flows", "--quiet", "--pcap"])
                 .arg(&pcap)
                 .arg("--config")
                 .arg(&cfg),

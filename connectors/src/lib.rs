@@ -12,6 +12,8 @@
 //! - [`community_id`]: Community ID v1, exactly per the spec.
 //! - [`eve`]: [`Alert`] and the [`EveWriter`] that formats it as one EVE
 //!   JSON line, allocation-free.
+//! - [`episode`]: [`Episodes`], which turns flagged flows into one alert
+//!   per attack episode (start, updates, end, with counts).
 //! - [`sink`]: the [`AlertSink`] trait, [`StdoutSink`] and [`FileSink`].
 //! - [`limit`]: the [`AlertLimiter`] that drops duplicate flows and rate
 //!   limits repeated alerts before they reach a sink.
@@ -37,12 +39,14 @@
 #![warn(missing_docs)]
 
 pub mod community_id;
+pub mod episode;
 pub mod eve;
 pub mod kafka;
 pub mod limit;
 pub mod sink;
 
 pub use community_id::{CommunityId, FlowTuple};
+pub use episode::{EpisodeSettings, Episodes};
 pub use eve::{Alert, EveWriter, ModelInfo};
 pub use limit::AlertLimiter;
 pub use sink::{AlertSink, FileSink, SinkError, StdoutSink};

@@ -87,6 +87,8 @@ fn formatting_allocates_nothing() {
                 class_index: 4,
                 model: &model,
                 threshold: 0.5,
+                episode: None,
+                explanation: None,
             };
             writer.write(&alert, &mut out);
         }

@@ -137,6 +137,8 @@ fn tcp_alert_has_exactly_the_documented_fields() {
         class_index: 1,
         model: &model,
         threshold: 0.5,
+        episode: None,
+        explanation: None,
     };
     let text = line(&alert);
     let map = parse(&text);
@@ -190,6 +192,8 @@ fn round_trip(flow: &FlowMeta, class: &str, index: u16, score: f32, model: &Mode
         class_index: index,
         model,
         threshold: 0.25,
+        episode: None,
+        explanation: None,
     };
     let map = parse(&line(&alert));
     check_nested(&map);
@@ -290,6 +294,8 @@ fn ipv6_udp_alert() {
         class_index: 3,
         model: &model,
         threshold: 0.5,
+        episode: None,
+        explanation: None,
     }));
     // Suricata 7 writes IPv6 addresses uncompressed.
     assert_eq!(map["src_ip"], "2001:0db8:0000:0000:0000:0000:0000:0001");
@@ -319,6 +325,8 @@ fn icmp_alerts_carry_type_and_code_not_ports() {
         class_index: 2,
         model: &model,
         threshold: 0.5,
+        episode: None,
+        explanation: None,
     });
     // Suricata's order.
     assert_key_order(
@@ -385,6 +393,8 @@ fn icmp_alerts_carry_type_and_code_not_ports() {
         class_index: 4,
         model: &model,
         threshold: 0.5,
+        episode: None,
+        explanation: None,
     }));
     assert_eq!(map["proto"], "IPv6-ICMP");
     assert_eq!(map["icmp_type"], 135);
@@ -417,6 +427,8 @@ fn protocols_without_ports() {
             class_index: 0,
             model: &model,
             threshold: 0.5,
+            episode: None,
+            explanation: None,
         }));
         assert_eq!(map["proto"], name);
         assert_eq!(map["alert"]["signature_id"], 9_100_000);
@@ -450,6 +462,8 @@ fn severity_and_non_finite_scores() {
             class_index: 0,
             model: &model,
             threshold: 0.5,
+            episode: None,
+            explanation: None,
         }
         .severity()
     };
@@ -467,6 +481,8 @@ fn severity_and_non_finite_scores() {
             class_index: 0,
             model: &model,
             threshold: f32::NAN,
+            episode: None,
+            explanation: None,
         }));
         assert_eq!(map["tapstream"]["score"], Value::Null);
         assert_eq!(map["tapstream"]["threshold"], Value::Null);
@@ -484,6 +500,8 @@ fn lines_append_to_the_buffer() {
         class_index: 1,
         model: &model,
         threshold: 0.5,
+        episode: None,
+        explanation: None,
     };
     let writer = EveWriter::new(7);
     assert_eq!(writer.community_id_seed(), 7);
@@ -552,6 +570,8 @@ fn arbitrary_flows_give_valid_lines() {
             class_index: rng.next() as u16,
             model: &model,
             threshold: f32::from_bits(rng.next() as u32),
+            episode: None,
+            explanation: None,
         };
         let text = line(&alert);
         let map = parse(&text);

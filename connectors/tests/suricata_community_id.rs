@@ -290,6 +290,8 @@ fn check_eve_fields(meta: &FlowMeta, event: &Value, model: &ModelInfo) {
             class_index: 0,
             model,
             threshold: 0.5,
+            episode: None,
+            explanation: None,
         },
         &mut out,
     );

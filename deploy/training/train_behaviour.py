@@ -336,7 +336,23 @@ def fit_fold(fl: F.Flows, train_mask: np.ndarray, seed: int = SEED, max_iter: in
 
 
 # --- ONNX ------------------------------------------------------------------------------
-def build_onnx(model: Model, features: list[str], threshold: float, training: str) -> onnx.ModelProto:
+def baseline_json(fl: F.Flows) -> str:
+    """The contract's `tapstream.baseline`: each context feature's median and 99th percentile
+    over the benign training flows (4 decimals, 6 significant digits). Alerts explain themselves
+    with the context features furthest above their p99."""
+    benign = fl.X[fl.y == 0]
+    out = {}
+    for j, name in enumerate(fl.features):
+        if name.startswith(F.CTX_PREFIX):
+            col = benign[:, j].astype(np.float64)
+            med, p99 = np.quantile(col, [0.5, 0.99]) if len(col) else (0.0, 0.0)
+            med, p99 = round(max(float(med), 0.0), 4), round(max(float(p99), float(med), 0.0), 4)
+            out[name] = {"median": float(f"{med:.6g}"), "p99": float(f"{p99:.6g}")}
+    return json.dumps(out, sort_keys=True)
+
+
+def build_onnx(model: Model, features: list[str], threshold: float, training: str,
+               baseline: str | None = None) -> onnx.ModelProto:
     """train.py's hand-built graph (signed log1p, scaler folded into the first Gemm), with the
     behaviour model's contract metadata."""
     m = base.build_onnx(model, features, F.CLASSES, threshold, training)
@@ -356,6 +372,8 @@ def build_onnx(model: Model, features: list[str], threshold: float, training: st
         "tapstream.precision": "fp32",
         "tapstream.training": training,
     }
+    if baseline is not None:
+        meta["tapstream.baseline"] = baseline
     helper.set_model_props(m, meta)
     onnx.checker.check_model(m, full_check=True)
     return m
@@ -477,7 +495,7 @@ def main() -> None:
     training = training_note(fl, info, thr)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    m = build_onnx(model, fl.features, thr, training)
+    m = build_onnx(model, fl.features, thr, training, baseline_json(fl))
     blob = m.SerializeToString(deterministic=True)
     onnx_path = out / f"{MODEL_NAME}.onnx"
     onnx_path.write_bytes(blob)
@@ -515,6 +533,7 @@ def main() -> None:
         "features": fl.features,
         "inert_features": inert,
         "threshold": thr,
+        "baseline": json.loads(baseline_json(fl)),
         "threshold_selection": {
             "method": f"float32 scores (f32 1 - f32 p(benign), as tapstream); smallest threshold (rounded up to "
                       f"{THRESHOLD_STEP:g}, floor {THRESHOLD_FLOOR}, capped at {THRESHOLD_CAP}) with benign FPR <= "

@@ -143,6 +143,7 @@ pub fn decode(data: &[u8]) {
 /// addresses, transport header lengths by protocol; and on a skip, an
 /// untouched output.
 pub fn decode_checked(pkt: &RawPacket<'_>) {
+    defrag_checked(pkt);
     // Every field set, so a decode that forgets one (the pipeline reuses
     // records) shows as a wrong value below.
     let poison = PacketRecord {
@@ -200,4 +201,26 @@ pub fn decode_checked(pkt: &RawPacket<'_>) {
             );
         }
     }
+}
+
+/// With reassembly on: a fragment is read as one, and a reassembly table
+/// that gets it twice accounts for every copy and never panics.
+fn defrag_checked(pkt: &RawPacket<'_>) {
+    use tapstream_ingest::decode::{decode_whole, fragment_of};
+    use tapstream_ingest::defrag::{Defrag, DefragConfig, Fragment};
+    let mut rec = PacketRecord::default();
+    if decode_whole(pkt, &mut rec) != Err(tapstream_ingest::SkipReason::Fragment) {
+        return;
+    }
+    let mut f = Fragment::default();
+    if fragment_of(pkt, &mut f).is_err() {
+        return;
+    }
+    let mut d = Defrag::new(DefragConfig::default());
+    for _ in 0..2 {
+        let _ = d.add(&f, 0, &mut rec);
+    }
+    d.finish();
+    let s = d.stats();
+    assert_eq!(s.fragments, s.reassembled + s.dropped());
 }

@@ -47,6 +47,8 @@ pub fn eve_roundtrip(data: &[u8]) {
         class_index: i.class_index,
         model: &model,
         threshold: i.threshold,
+        episode: None,
+        explanation: None,
     };
     let mut out = b"previous line\n".to_vec();
     EveWriter::new(i.seed).write(&alert, &mut out);

@@ -43,6 +43,20 @@ pub mod keys {
     pub const MODEL_VERSION: &str = "tapstream.model_version";
     /// `fp32`, `fp16` or `int8` (optional; `fp32` when absent).
     pub const PRECISION: &str = "tapstream.precision";
+    /// JSON object: context feature name → `{"median": m, "p99": q}` over
+    /// the benign flows the model was trained on (optional). Alerts explain
+    /// themselves with the context features furthest above it.
+    pub const BASELINE: &str = "tapstream.baseline";
+}
+
+/// A feature's distribution over a model's benign training flows.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    /// Median.
+    pub median: f32,
+    /// 99th percentile.
+    pub p99: f32,
 }
 
 /// How raw feature values are scaled before they enter the model.
@@ -153,6 +167,10 @@ pub struct ModelContract {
     pub precision: Precision,
     /// SHA-256 of the model file, lower-case hex.
     pub sha256: String,
+    /// The benign baseline of each context feature, by context index
+    /// (`kernels::context::CONTEXT_FEATURES`); empty when the model has
+    /// none ([`keys::BASELINE`]).
+    pub baseline: Vec<Option<Baseline>>,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +206,10 @@ impl ModelContract {
         let name = non_empty(keys::MODEL_NAME, required(l, keys::MODEL_NAME)?)?;
         let version = non_empty(keys::MODEL_VERSION, required(l, keys::MODEL_VERSION)?)?;
         let precision = parse_precision(l(keys::PRECISION).as_deref())?;
+        let baseline = l(keys::BASELINE)
+            .map(|text| parse_baseline(&text))
+            .transpose()?
+            .unwrap_or_default();
         Ok(ModelContract {
             schema,
             schema_version,
@@ -202,6 +224,7 @@ impl ModelContract {
             version,
             precision,
             sha256: sha256.to_ascii_lowercase(),
+            baseline,
         })
     }
 
@@ -414,6 +437,32 @@ fn benign_of(
         ));
     }
     Ok(benign)
+}
+
+/// The benign baseline: context feature names only, finite values,
+/// `0 <= median <= p99`.
+fn parse_baseline(text: &str) -> Result<Vec<Option<Baseline>>, InferenceError> {
+    let map: std::collections::BTreeMap<String, Baseline> = parse_json(keys::BASELINE, text)?;
+    let mut out = vec![None; tapstream_kernels::context::NUM_CONTEXT];
+    for (name, b) in map {
+        let Some(slot) = context_index(&name).and_then(|j| out.get_mut(j)) else {
+            return Err(invalid(
+                keys::BASELINE,
+                format!("{name:?} is not a context feature (only those have baselines)"),
+            ));
+        };
+        if !(b.median.is_finite() && b.p99.is_finite() && 0.0 <= b.median && b.median <= b.p99) {
+            return Err(invalid(
+                keys::BASELINE,
+                format!(
+                    "{name}: median {} and p99 {} must be finite with 0 <= median <= p99",
+                    b.median, b.p99
+                ),
+            ));
+        }
+        *slot = Some(b);
+    }
+    Ok(out)
 }
 
 /// The decision threshold, in `[0, 1]`.
@@ -663,5 +712,41 @@ mod tests {
         let c = parse(&m).unwrap();
         assert_eq!(c.output, OutputKind::Score);
         assert_eq!(c.benign, None);
+    }
+
+    #[test]
+    fn baseline_is_optional_and_checked() {
+        assert!(parse(&base()).unwrap().baseline.is_empty());
+        let c = with(
+            keys::BASELINE,
+            r#"{"ctx_src_flows_1s":{"median":1,"p99":145.5},"ctx_dst_flows_100s":{"median":0,"p99":0}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.baseline.len(), tapstream_kernels::context::NUM_CONTEXT);
+        assert_eq!(
+            c.baseline[0],
+            Some(Baseline {
+                median: 1.0,
+                p99: 145.5
+            })
+        );
+        assert_eq!(
+            c.baseline[23],
+            Some(Baseline {
+                median: 0.0,
+                p99: 0.0
+            })
+        );
+        assert_eq!(c.baseline.iter().flatten().count(), 2);
+        for bad in [
+            r#"{"Flow Duration":{"median":1,"p99":2}}"#,
+            r#"{"ctx_src_flows_1s":{"median":3,"p99":2}}"#,
+            r#"{"ctx_src_flows_1s":{"median":-1,"p99":2}}"#,
+            r#"{"ctx_src_flows_1s":{"median":1}}"#,
+            r#"[1, 2]"#,
+        ] {
+            let e = with(keys::BASELINE, bad).unwrap_err();
+            assert!(e.to_string().contains("tapstream.baseline"), "{bad}: {e}");
+        }
     }
 }

@@ -50,6 +50,7 @@
 //!   original one, so the frame length is the less trustworthy of the two.
 
 use crate::capture::RawPacket;
+use crate::defrag::{Fragment, HEAD};
 use crate::packet::{proto, PacketRecord};
 use crate::skip::SkipReason;
 
@@ -316,8 +317,36 @@ fn array<const N: usize>(d: &[u8], off: usize) -> Result<&[u8; N], SkipReason> {
 /// Never panics and never allocates, whatever the bytes.
 #[inline]
 pub fn decode(pkt: &RawPacket<'_>, out: &mut PacketRecord) -> Result<(), SkipReason> {
+    decode_as::<false>(pkt, out)
+}
+
+/// Like [`decode`], except that a first fragment is `Err(Fragment)` too:
+/// with defragmentation on, every fragment goes to [`fragment_of`], and its
+/// datagram is decoded once whole (`crate::defrag`).
+#[inline]
+pub fn decode_whole(pkt: &RawPacket<'_>, out: &mut PacketRecord) -> Result<(), SkipReason> {
+    decode_as::<true>(pkt, out)
+}
+
+/// [`decode`] (`WHOLE` false) or [`decode_whole`].
+#[inline]
+fn decode_as<const WHOLE: bool>(
+    pkt: &RawPacket<'_>,
+    out: &mut PacketRecord,
+) -> Result<(), SkipReason> {
     let d = pkt.data;
-    let (net, off) = match pkt.link_type {
+    let (net, off) = locate(pkt)?;
+    match net {
+        Net::V4 => ipv4::<WHOLE>(d, off, pkt, out),
+        Net::V6 => ipv6::<WHOLE>(d, off, pkt, out),
+    }
+}
+
+/// The IP header under `pkt`'s link layer: its version and offset.
+#[inline]
+fn locate(pkt: &RawPacket<'_>) -> Link {
+    let d = pkt.data;
+    Ok(match pkt.link_type {
         linktype::PKTAP => {
             // Host-order (little-endian on every Apple machine) header length and next DLT.
             let hdr = header_len(d, le32(d, 0)? as usize)?;
@@ -328,11 +357,7 @@ pub fn decode(pkt: &RawPacket<'_>, out: &mut PacketRecord) -> Result<(), SkipRea
             link_inner(le32(d, 4)?, d, hdr)?
         }
         lt => link_inner(lt, d, 0)?,
-    };
-    match net {
-        Net::V4 => ipv4(d, off, pkt, out),
-        Net::V6 => ipv6(d, off, pkt, out),
-    }
+    })
 }
 
 /// A pseudo-header's self-declared length, if the frame is that long.
@@ -775,7 +800,7 @@ fn transport(
 }
 
 #[inline]
-fn ipv4(
+fn ipv4<const WHOLE: bool>(
     d: &[u8],
     off: usize,
     pkt: &RawPacket<'_>,
@@ -789,7 +814,7 @@ fn ipv4(
     if ihl < 20 {
         return Err(SkipReason::Malformed);
     }
-    if u16::from_be_bytes([h[6], h[7]]) & 0x1FFF != 0 {
+    if u16::from_be_bytes([h[6], h[7]]) & 0x1FFF != 0 || (WHOLE && h[6] & 0x20 != 0) {
         return Err(SkipReason::Fragment);
     }
     let captured = d.len() - off; // `array` proved off + 20 <= len
@@ -816,7 +841,7 @@ fn ipv4(
 }
 
 #[inline]
-fn ipv6(
+fn ipv6<const WHOLE: bool>(
     d: &[u8],
     off: usize,
     pkt: &RawPacket<'_>,
@@ -855,7 +880,7 @@ fn ipv6(
                     return Err(too_short);
                 }
                 let frag = be16(d, p + 2)?;
-                if frag >> 3 != 0 {
+                if frag >> 3 != 0 || (WHOLE && frag & 1 != 0) {
                     return Err(SkipReason::Fragment);
                 }
                 first_fragment = frag & 1 != 0;
@@ -882,6 +907,99 @@ fn ipv6(
     let dst: [u8; 16] = *array::<16>(h, 24)?;
     write(out, pkt, src, dst, true, nh, decl, l4);
     Ok(())
+}
+
+/// The fragment `pkt` is (after [`decode_whole`] said `Err(Fragment)`):
+/// its datagram's identity, where its data goes, and the data that falls in
+/// the datagram's first [`HEAD`] bytes. `Malformed`
+/// when it is no fragment or its lengths cannot hold its headers.
+pub fn fragment_of(pkt: &RawPacket<'_>, out: &mut Fragment) -> Result<(), SkipReason> {
+    let d = pkt.data;
+    let (net, off) = locate(pkt)?;
+    let (src, dst, v6, proto, id, field, data, len) = match net {
+        Net::V4 => {
+            let h = array::<20>(d, off)?;
+            let ihl = usize::from(h[0] & 0x0F) * 4;
+            let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+            let total = if total == 0 { d.len() - off } else { total };
+            if h[0] >> 4 != 4 || ihl < 20 || total < ihl {
+                return Err(SkipReason::Malformed);
+            }
+            let mut src = [0u8; 16];
+            let mut dst = [0u8; 16];
+            src[..4].copy_from_slice(&h[12..16]);
+            dst[..4].copy_from_slice(&h[16..20]);
+            let fo = u16::from_be_bytes([h[6], h[7]]);
+            // Offset in 8-byte units and "more fragments", as IPv6 has them.
+            let field = (fo & 0x1FFF) << 3 | u16::from(fo & 0x2000 != 0);
+            let id = u32::from(u16::from_be_bytes([h[4], h[5]]));
+            (src, dst, false, h[9], id, field, off + ihl, total - ihl)
+        }
+        Net::V6 => fragment_header_v6(d, off)?,
+    };
+    let offset = u32::from(field >> 3) * 8;
+    let more = field & 1 != 0;
+    if offset == 0 && !more {
+        return Err(SkipReason::Malformed);
+    }
+    *out = Fragment {
+        ts_us: pkt.ts_us,
+        wire_len: pkt.orig_len,
+        src,
+        dst,
+        v6,
+        proto,
+        id,
+        offset,
+        len: u32::try_from(len).unwrap_or(u32::MAX),
+        more,
+        head: [0; HEAD],
+        head_len: 0,
+    };
+    let room = HEAD.saturating_sub(offset as usize).min(len);
+    if let Some(bytes) = d.get(data..).map(|b| b.get(..room).unwrap_or(b)) {
+        if let Some(head) = out.head.get_mut(..bytes.len()) {
+            head.copy_from_slice(bytes);
+            out.head_len = u16::try_from(bytes.len()).unwrap_or(0);
+        }
+    }
+    Ok(())
+}
+
+/// An IPv6 fragment: addresses, the fragment header's next header, id,
+/// offset field, where its data starts and how long it is.
+#[allow(clippy::type_complexity)]
+fn fragment_header_v6(
+    d: &[u8],
+    off: usize,
+) -> Result<([u8; 16], [u8; 16], bool, u8, u32, u16, usize, usize), SkipReason> {
+    let h = array::<40>(d, off)?;
+    if h[0] >> 4 != 6 {
+        return Err(SkipReason::Malformed);
+    }
+    let plen = usize::from(u16::from_be_bytes([h[4], h[5]]));
+    let mut p = off + 40;
+    let end = if plen == 0 { d.len() } else { p + plen };
+    let mut nh = h[6];
+    loop {
+        if end < p + 8 {
+            return Err(SkipReason::Malformed);
+        }
+        let len = match nh {
+            0 | 43 | 60 | 135 | 139 | 140 => (usize::from(byte(d, p + 1)?) + 1) * 8,
+            51 => (usize::from(byte(d, p + 1)?) + 2) * 4,
+            44 => {
+                let field = be16(d, p + 2)?;
+                let id = be32(d, p + 4)?;
+                let src: [u8; 16] = *array::<16>(h, 8)?;
+                let dst: [u8; 16] = *array::<16>(h, 24)?;
+                return Ok((src, dst, true, byte(d, p)?, id, field, p + 8, end - (p + 8)));
+            }
+            _ => return Err(SkipReason::Malformed),
+        };
+        nh = byte(d, p)?;
+        p += len;
+    }
 }
 
 #[inline]
@@ -976,6 +1094,36 @@ pub fn flow_hash(
     let b = (u128::from_be_bytes(*dst), dport);
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
     fmix64(absorb_tuple(HASH_SEED, lo, hi, proto, v6))
+}
+
+/// The [`pair_hash`] of the packet `pkt` (a fragment's too), or `None`
+/// when it has no IP addresses to hash: what a capture is partitioned by.
+pub fn pair_of(pkt: &RawPacket<'_>) -> Option<u64> {
+    let mut rec = PacketRecord::default();
+    match decode(pkt, &mut rec) {
+        Ok(()) => Some(pair_hash(&rec.src, &rec.dst, rec.v6)),
+        Err(SkipReason::Fragment) => {
+            let mut f = Fragment::default();
+            fragment_of(pkt, &mut f).ok()?;
+            Some(pair_hash(&f.src, &f.dst, f.v6))
+        }
+        Err(_) => None,
+    }
+}
+
+/// A symmetric hash of an address pair: what packets are sharded by
+/// ([`shard_of`](crate::shard_of)), so that the fragments of a datagram,
+/// which carry no ports, reach the shard of the datagram's flow.
+#[inline]
+pub fn pair_hash(src: &[u8; 16], dst: &[u8; 16], v6: bool) -> u64 {
+    let a = u128::from_be_bytes(*src);
+    let b = u128::from_be_bytes(*dst);
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let mut h = absorb(HASH_SEED, u64::from(v6));
+    for w in [lo as u64, (lo >> 64) as u64, hi as u64, (hi >> 64) as u64] {
+        h = absorb(h, w);
+    }
+    fmix64(h)
 }
 
 /// MurmurHash3's 64-bit finaliser: every input bit affects every output bit.

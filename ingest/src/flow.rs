@@ -100,10 +100,11 @@ const ESTABLISHED_TURNS: u8 = 2;
 /// Mask applied to flow ids so JSON consumers (53-bit doubles) keep them exact.
 pub const FLOW_ID_MASK: u64 = (1 << 51) - 1;
 
-/// Which of `shards` shards owns a flow hash (the symmetric
-/// [`flow_hash`](crate::decode::flow_hash)): the decoders split packets with
-/// it, and the Kafka producer partitions a capture with it, so one flow
-/// always lands in one place.
+/// Which of `shards` shards owns a hash. Packets are split by the symmetric
+/// hash of their address pair ([`pair_hash`](crate::decode::pair_hash)):
+/// the decoders split them with it, and the Kafka producer partitions a
+/// capture with it, so one flow, and every fragment of one datagram, always
+/// lands in one place.
 #[inline]
 pub fn shard_of(hash: u64, shards: usize) -> usize {
     // Multiply-shift: uniform over the high bits, no division.

@@ -27,6 +27,7 @@
 pub mod capture;
 pub mod civil;
 pub mod decode;
+pub mod defrag;
 pub mod flow;
 pub mod flowmeta;
 pub mod live;

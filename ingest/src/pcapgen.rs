@@ -238,6 +238,61 @@ impl Frame {
     }
 }
 
+/// Splits an Ethernet/IP frame from [`Frame::to_bytes`] into IP fragments
+/// of its IP payload, one frame per `(offset, len)` piece in the order given
+/// (offsets in bytes, multiples of 8 except where a test wants otherwise;
+/// overlapping pieces allowed). The piece that reaches the payload's end is
+/// the last fragment (no "more fragments"). IPv4 fragments carry `id` in
+/// the header, IPv6 ones in a fragment header. `None` for a frame that is
+/// not Ethernet + IPv4/IPv6 as [`Frame`] writes it, or a piece outside the
+/// payload.
+pub fn fragments(frame: &[u8], id: u32, pieces: &[(usize, usize)]) -> Option<Vec<Vec<u8>>> {
+    let eth = frame.get(..14)?;
+    let v6 = eth.get(12..14)? == [0x86, 0xDD];
+    let ip_len = if v6 { 40 } else { 20 };
+    let ip = frame.get(14..14 + ip_len)?;
+    let payload_len = if v6 {
+        usize::from(u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?]))
+    } else {
+        usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?])).checked_sub(20)?
+    };
+    let payload = frame.get(14 + ip_len..14 + ip_len + payload_len)?;
+    let mut out = Vec::with_capacity(pieces.len());
+    for &(offset, len) in pieces {
+        let data = payload.get(offset..offset.checked_add(len)?)?;
+        let more = offset + len < payload_len;
+        let field = u16::try_from(offset / 8).ok()? << 3;
+        let mut f = eth.to_vec();
+        if v6 {
+            let mut h = ip.to_vec();
+            let next = *h.get(6)?;
+            *h.get_mut(6)? = 44;
+            h.get_mut(4..6)?
+                .copy_from_slice(&u16::try_from(8 + len).ok()?.to_be_bytes());
+            f.extend_from_slice(&h);
+            f.extend_from_slice(&[next, 0]);
+            f.extend_from_slice(&(field | u16::from(more)).to_be_bytes());
+            f.extend_from_slice(&id.to_be_bytes());
+        } else {
+            let mut h = ip.to_vec();
+            h.get_mut(2..4)?
+                .copy_from_slice(&u16::try_from(20 + len).ok()?.to_be_bytes());
+            h.get_mut(4..6)?
+                .copy_from_slice(&u16::try_from(id & 0xFFFF).ok()?.to_be_bytes());
+            let flags = if more { 0x2000 } else { 0 };
+            h.get_mut(6..8)?
+                .copy_from_slice(&(flags | field >> 3).to_be_bytes());
+            f.extend_from_slice(&h);
+        }
+        f.extend_from_slice(data);
+        if f.len() < 60 {
+            f.resize(60, 0);
+        }
+        out.push(f);
+    }
+    Some(out)
+}
+
 /// Writes a classic little-endian, microsecond pcap stream.
 pub struct PcapWriter<W: Write> {
     out: W,

@@ -8,9 +8,11 @@ use std::io::Cursor;
 use common::{gzip, read_all, reader, snoop, Chunked, Item, Ng, Pcap};
 use proptest::prelude::*;
 use tapstream_ingest::capture::{CaptureReader, RawPacket, LINKTYPE_UNKNOWN};
-use tapstream_ingest::decode::{decode, flow_hash, linktype};
-use tapstream_ingest::pcapgen::Frame;
+use tapstream_ingest::decode::{decode, decode_whole, flow_hash, fragment_of, linktype};
+use tapstream_ingest::defrag::{Defrag, DefragConfig, Fragment, Overlap, HEAD};
+use tapstream_ingest::pcapgen::{fragments, Frame};
 use tapstream_ingest::PacketRecord;
+use tapstream_ingest::SkipReason;
 
 /// The link types `decode` knows, one it does not, and "unknown interface".
 fn link_types() -> Vec<u32> {
@@ -48,6 +50,30 @@ fn decode_checked(link_type: u32, data: &[u8], orig_len: u32) {
     if decode(&pkt, &mut out).is_ok() {
         check(&out, &pkt);
     }
+    // With reassembly: a fragment is read as one, and a table that gets it
+    // (twice, as a retransmission would) still accounts for it.
+    if decode_whole(&pkt, &mut out) == Err(SkipReason::Fragment) {
+        let mut f = Fragment::default();
+        if fragment_of(&pkt, &mut f).is_ok() {
+            assert!(usize::from(f.head_len) <= HEAD);
+            let mut d = Defrag::new(DefragConfig::default());
+            for _ in 0..2 {
+                if d.add(&f, 0, &mut out).is_some() {
+                    check(
+                        &out,
+                        &RawPacket {
+                            orig_len: out.wire_len,
+                            ts_us: out.ts_us,
+                            ..pkt
+                        },
+                    );
+                }
+            }
+            d.finish();
+            let s = d.stats();
+            assert_eq!(s.fragments, s.reassembled + s.dropped());
+        }
+    }
 }
 
 /// Valid packets under several encapsulations, as (link type, bytes).
@@ -81,6 +107,15 @@ fn templates() -> Vec<(u32, Vec<u8>)> {
         let mut s = vec![0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0, 0, 0];
         s.extend(&e[12..]);
         out.push((linktype::LINUX_SLL, s));
+        // Its fragments: a first one of 8 bytes and the rest.
+        let payload = if e[12..14] == [0x86, 0xDD] {
+            e.len() - 54
+        } else {
+            e.len() - 34
+        };
+        for piece in fragments(&e, 7, &[(0, 8), (8, payload - 8)]).unwrap_or_default() {
+            out.push((linktype::ETHERNET, piece));
+        }
     }
     out
 }
@@ -161,6 +196,61 @@ proptest! {
         let keep = cut.index(bytes.len() + 1);
         bytes.truncate(keep.max(bytes.len() * 3 / 4));
         decode_checked(if use_other { other_link } else { lt }, &bytes, 1500);
+    }
+
+    /// Any cut into fragments (offsets multiples of 8), in any order, under
+    /// any policy, gives the record of the whole packet.
+    #[test]
+    fn defrag_any_cut_and_order_gives_the_whole_packet(
+        pick in 0usize..3,
+        v6 in any::<bool>(),
+        cuts in prop::collection::btree_set(1usize..40, 0..6),
+        order in any::<prop::sample::Index>(),
+        policy in 0usize..4,
+    ) {
+        let (a, b) = if v6 { ("2001:db8::5", "2001:db8::6") } else { ("10.1.2.3", "10.3.2.1") };
+        let (a, b) = (a.parse().unwrap(), b.parse().unwrap());
+        let frame = [
+            Frame::tcp(a, b, 1, 2, 0x12, 300).with_tcp_options(12),
+            Frame::udp(a, b, 3, 4, 290),
+            Frame::icmp(a, b, 8, 0, 310),
+        ][pick]
+            .to_bytes();
+        let payload = frame.len() - if v6 { 54 } else { 34 };
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c * 8).filter(|&c| c < payload).collect();
+        bounds.insert(0, 0);
+        bounds.push(payload);
+        bounds.dedup();
+        let mut pieces: Vec<(usize, usize)> = bounds.windows(2).map(|w| (w[0], w[1] - w[0])).collect();
+        let k = order.index(pieces.len());
+        pieces.rotate_left(k);
+        let frames = fragments(&frame, 99, &pieces).unwrap();
+        let policy = [Overlap::First, Overlap::Last, Overlap::Bsd, Overlap::Linux][policy];
+        let mut d = Defrag::new(DefragConfig { policy, ..DefragConfig::default() });
+        let mut whole = PacketRecord::default();
+        decode(&RawPacket { ts_us: 0, link_type: linktype::ETHERNET, orig_len: frame.len() as u32, data: &frame }, &mut whole).unwrap();
+        let mut got = None;
+        for f in &frames {
+            let pkt = RawPacket { ts_us: 0, link_type: linktype::ETHERNET, orig_len: f.len() as u32, data: f };
+            let mut rec = PacketRecord::default();
+            if pieces.len() == 1 {
+                prop_assert!(decode_whole(&pkt, &mut rec).is_ok());
+                got = Some(rec);
+                continue;
+            }
+            prop_assert_eq!(decode_whole(&pkt, &mut rec), Err(SkipReason::Fragment));
+            let mut frag = Fragment::default();
+            fragment_of(&pkt, &mut frag).unwrap();
+            if d.add(&frag, 0, &mut rec).is_some() {
+                prop_assert!(got.is_none());
+                got = Some(rec);
+            }
+        }
+        let got = got.expect("the datagram completes");
+        prop_assert_eq!(
+            (got.hash, got.sport, got.dport, got.flags, got.window, got.header_len, got.payload_len, got.proto),
+            (whole.hash, whole.sport, whole.dport, whole.flags, whole.window, whole.header_len, whole.payload_len, whole.proto)
+        );
     }
 
     #[test]

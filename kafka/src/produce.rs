@@ -4,11 +4,13 @@
 //! Why it exists: to try the Kafka deployment (and to test and benchmark
 //! it) something must feed the topic, and the contract matters — a flow's
 //! packets must stay in one partition, in capture order. Packets are
-//! decoded to find their flow, spread over the topic's partitions by the
-//! same symmetric flow hash and multiply-shift the pipeline shards with, and
+//! decoded to find their addresses, spread over the topic's partitions by
+//! the same symmetric address-pair hash and multiply-shift the pipeline
+//! shards with (so the fragments of a datagram stay with its flow; or by
+//! the 5-tuple, which spreads a busy host pair over the partitions), and
 //! written as pcap chunks (`encoding = "capture"`) of up to
-//! `chunk_packets` packets per message. Packets that do not decode to a flow
-//! go to partition 0 (the consumer counts them as skipped, as `run --pcap`
+//! `chunk_packets` packets per message. Packets without IP addresses go to
+//! partition 0 (the consumer counts them as skipped, as `run --pcap`
 //! does).
 
 use std::ops::ControlFlow;
@@ -20,9 +22,10 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 use tapstream_connectors::kafka::{KafkaClientConfig, KafkaConfigError, PRODUCER_FORCED};
+use tapstream_ingest::decode::pair_of;
 use tapstream_ingest::pcapgen::PcapWriter;
 use tapstream_ingest::records::{self, ReadError};
-use tapstream_ingest::{decode, shard_of, PacketRecord};
+use tapstream_ingest::shard_of;
 
 /// Why a capture could not be produced whole.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +120,9 @@ pub struct ProduceOptions {
     pub chunk_bytes: usize,
     /// Longest wait for the last acknowledgements.
     pub timeout: Duration,
+    /// Partition by 5-tuple (else by address pair, so that the fragments of
+    /// a datagram stay with its flow).
+    pub by_flow: bool,
 }
 
 /// One partition's chunk being built.
@@ -159,13 +165,17 @@ pub fn produce(
             bytes: 0,
         })
         .collect();
-    let mut rec = PacketRecord::default();
     let mut failed = None;
     let count = records::for_each_packet_of(reader, pcap, |pkt| {
-        let part = match decode(pkt, &mut rec) {
-            Ok(()) => shard_of(rec.hash, partitions),
-            Err(_) => 0,
+        let key = if opts.by_flow {
+            let mut rec = tapstream_ingest::PacketRecord::default();
+            tapstream_ingest::decode(pkt, &mut rec)
+                .ok()
+                .map(|()| rec.hash)
+        } else {
+            pair_of(pkt)
         };
+        let part = key.map_or(0, |h| shard_of(h, partitions));
         let Some(p) = pending.get_mut(part) else {
             return ControlFlow::Continue(());
         };

@@ -206,6 +206,8 @@ fn refused_write_fails_the_next_flush() {
             class_index: 5,
             model: &model,
             threshold: 0.5,
+            episode: None,
+            explanation: None,
         })
         .unwrap_err();
     assert!(matches!(err, SinkError::Kafka { .. }), "{err:?}");

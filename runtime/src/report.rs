@@ -19,6 +19,9 @@ pub struct ReaderReport {
     pub bytes: u64,
     /// Packets decoded into records and sent to the flow workers.
     pub decoded: u64,
+    /// IP fragments sent to the flow workers' reassembly
+    /// ([`WorkersReport::defrag`] says what became of them).
+    pub fragments: u64,
     /// Packets that could not become part of a flow, by reason.
     pub skipped: SkipCounters,
     /// Corruption that stopped reading before the end of the input.
@@ -45,6 +48,7 @@ impl From<SourceReport> for ReaderReport {
             packets: s.packets,
             bytes: s.bytes,
             decoded: 0,
+            fragments: 0,
             skipped: s.skipped,
             read_error: s.read_error,
             busy: s.busy,
@@ -68,6 +72,8 @@ pub struct WorkersReport {
     pub busy: Duration,
     /// Where features were computed ("cpu" or the GPU).
     pub device: String,
+    /// What the workers' reassembly did with the fragments.
+    pub defrag: tapstream_ingest::defrag::DefragStats,
 }
 
 impl WorkersReport {
@@ -105,11 +111,16 @@ pub struct ConsumerReport {
     pub busy: Duration,
     /// Class labels, index-aligned with `alerts_by_class`.
     pub labels: Vec<String>,
-    /// Alerts written, per class.
+    /// Alerts per class: flagged flows the limiter let through, written as
+    /// lines of their own or counted into episodes.
     pub alerts_by_class: Vec<u64>,
     /// Alerts the limiter suppressed (not written, not in
     /// `alerts_by_class`), per reason.
     pub suppressed: SuppressedCounts,
+    /// Alert lines written: one per flagged flow, or the episode records.
+    pub alert_lines: u64,
+    /// What the episode table did (`None` when alerts are per flow).
+    pub episodes: Option<tapstream_connectors::episode::EpisodeCounts>,
     /// Re-opens of the alert output (log rotation) that succeeded.
     pub eve_reopens: u64,
     /// Re-opens that failed (the sink kept writing to its old file).
@@ -128,7 +139,7 @@ pub struct ConsumerReport {
 }
 
 impl ConsumerReport {
-    /// All alerts written.
+    /// All alerts (flagged flows the limiter let through).
     pub fn alerts(&self) -> u64 {
         self.alerts_by_class.iter().sum()
     }
@@ -158,14 +169,21 @@ impl RunReport {
     /// Packets the flows account for plus every skip counter: equals
     /// `reader.packets` when every packet is accounted for.
     pub fn accounted_packets(&self) -> u64 {
-        self.workers.stats.packets + self.reader.skipped.total()
+        let d = &self.workers.defrag;
+        // A reassembled datagram is one packet in a flow for its fragments.
+        (self.workers.stats.packets + d.reassembled + d.dropped()).saturating_sub(d.datagrams)
+            + self.reader.skipped.total()
     }
 
-    /// True when every packet read is in a flow or a skip counter, and every
-    /// decoded packet reached a flow.
+    /// True when every packet read is in a flow, a skip counter or a
+    /// dropped fragment, every decoded packet (and reassembled datagram)
+    /// reached a flow, and every fragment was reassembled or dropped.
     pub fn all_accounted(&self) -> bool {
+        let d = &self.workers.defrag;
         self.accounted_packets() == self.reader.packets
-            && self.reader.decoded == self.workers.stats.packets
+            && self.reader.decoded + d.datagrams == self.workers.stats.packets
+            && self.reader.fragments == d.fragments
+            && d.fragments == d.reassembled + d.dropped() + d.waiting
     }
 
     /// Flows that ended (and were handed to the consumer).

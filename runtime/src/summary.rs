@@ -64,6 +64,14 @@ fn render_input(s: &mut String, r: &RunReport) {
             let _ = writeln!(s, "  skipped {:<18} {:>8}", reason.as_str(), n);
         }
     }
+    let d = &w.defrag;
+    if d.fragments > 0 {
+        let _ = writeln!(
+            s,
+            "  IP fragments       {:>12}  ({} reassembled into {} datagrams; dropped: {} timed out, {} over the memcap, {} invalid; {} overlapping)",
+            d.fragments, d.reassembled, d.datagrams, d.timeouts, d.memcap, d.invalid, d.overlaps
+        );
+    }
     if r.all_accounted() {
         let _ = writeln!(s, "  accounting         every packet accounted for");
     } else {
@@ -145,6 +153,45 @@ fn render_flows(s: &mut String, r: &RunReport) {
     }
 }
 
+/// Adds `defrag`, `alert_lines` and `episodes` to the summary JSON `v`
+/// (beside the rest: one `json!` this long would pass the macro's recursion
+/// limit).
+fn add_defrag_and_episodes(v: &mut serde_json::Value, r: &RunReport) {
+    if let Some(map) = v.as_object_mut() {
+        map.insert("defrag".into(), defrag_json(&r.workers.defrag));
+        map.insert("alert_lines".into(), r.consumer.alert_lines.into());
+        map.insert(
+            "episodes".into(),
+            r.consumer
+                .episodes
+                .map_or(serde_json::Value::Null, episodes_json),
+        );
+    }
+}
+
+/// What reassembly did with the fragments, in `--summary-json`.
+fn defrag_json(d: &tapstream_ingest::defrag::DefragStats) -> serde_json::Value {
+    serde_json::json!({
+        "fragments": d.fragments,
+        "datagrams": d.datagrams,
+        "reassembled": d.reassembled,
+        "timeouts": d.timeouts,
+        "memcap": d.memcap,
+        "invalid": d.invalid,
+        "overlaps": d.overlaps,
+    })
+}
+
+/// The episode counts in `--summary-json`.
+fn episodes_json(e: tapstream_connectors::episode::EpisodeCounts) -> serde_json::Value {
+    serde_json::json!({
+        "started": e.opened,
+        "updates": e.updates,
+        "ended": e.closed,
+        "evicted": e.evicted,
+    })
+}
+
 /// Scoring, alerts and CSV rows.
 fn render_output(s: &mut String, r: &RunReport) {
     let c = &r.consumer;
@@ -161,6 +208,13 @@ fn render_output(s: &mut String, r: &RunReport) {
             }
         );
         let _ = writeln!(s, "  alerts             {:>12}", c.alerts());
+        if let Some(e) = &c.episodes {
+            let _ = writeln!(
+                s,
+                "  alert lines        {:>12}  (episodes: {} started, {} updates, {} ended, {} evicted)",
+                c.alert_lines, e.opened, e.updates, e.closed, e.evicted
+            );
+        }
         if c.model_swaps > 0 {
             let _ = writeln!(s, "  model reloads      {:>12}", c.model_swaps);
         }
@@ -397,7 +451,7 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
             )
         })
         .collect();
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "input": r.input.display().to_string(),
         "packets": r.reader.packets,
         "bytes": r.reader.bytes,
@@ -461,7 +515,9 @@ pub fn to_json(r: &RunReport) -> serde_json::Value {
             "alert_output": r.consumer.sink_busy.as_secs_f64(),
             "consumer": r.consumer.busy.as_secs_f64(),
         },
-    })
+    });
+    add_defrag_and_episodes(&mut v, r);
+    v
 }
 
 #[cfg(test)]

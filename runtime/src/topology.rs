@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
+use tapstream_ingest::defrag::DefragConfig;
 
 use anyhow::{anyhow, bail, Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -252,6 +253,10 @@ struct Shape {
     chunk_packets: usize,
     /// Chunks per decoder pool (and per decoder→worker queue).
     decoded_per_decoder: usize,
+    /// Each worker's reassembly table (`None`: fragments are skipped).
+    defrag: Option<DefragConfig>,
+    /// Packets are sharded by 5-tuple (else by address pair).
+    by_flow: bool,
 }
 
 impl Shape {
@@ -268,6 +273,8 @@ impl Shape {
             ordered,
             chunk_packets: cfg.pipeline.batch_packets,
             decoded_per_decoder: cfg.pipeline.queue_batches + 1,
+            defrag: cfg.defrag.table(cfg.worker_threads()),
+            by_flow: cfg.pipeline.shard_by == crate::config::ShardBy::Flow,
         }
     }
 
@@ -345,9 +352,14 @@ fn spawn_workers(
         )
         .with_context(context);
         let inbox = Inbox::new(rxs, shape.ordered);
+        let defrag = shape.defrag;
         let h = thread::Builder::new()
             .name(format!("flow-{shard}"))
-            .spawn(move || Worker::new(shard, extractor, outbox).run(inbox))
+            .spawn(move || {
+                Worker::new(shard, extractor, outbox)
+                    .with_defrag(defrag)
+                    .run(inbox)
+            })
             .context("spawning flow worker")?;
         handles.push(h);
     }
@@ -368,9 +380,10 @@ fn spawn_decoders(shape: &Shape, decoder_txs: Vec<Vec<Sender<Decoded>>>) -> Resu
         let (tx, rx) = bounded::<Pooled<PacketChunk>>(shape.raw_pool_size());
         chunk_txs.push(tx);
         let pool = shape.decoded_per_decoder;
+        let settings = (shape.defrag.is_some(), shape.by_flow);
         let h = thread::Builder::new()
             .name(format!("decode-{d}"))
-            .spawn(move || decoder_loop(rx, txs, pool))
+            .spawn(move || decoder_loop(rx, txs, pool, settings))
             .context("spawning decoder")?;
         handles.push(h);
     }
@@ -467,6 +480,7 @@ fn join_decoders(handles: Vec<JoinHandle<DecoderReport>>, reader: &mut ReaderRep
     for h in handles {
         let d = h.join().map_err(|_| anyhow!("decoder thread panicked"))?;
         reader.decoded += d.decoded;
+        reader.fragments += d.fragments;
         reader.skipped.merge(&d.skipped);
         reader.decode_busy += d.busy;
     }
@@ -509,6 +523,7 @@ fn join_workers(
     for h in handles {
         let w = h.join().map_err(|_| anyhow!("flow worker panicked"))?;
         report.add(&w.stats);
+        report.defrag.add(&w.defrag);
         report.busy += w.busy;
         errors.device = errors.device.or(w.device_error);
         errors.scoring = errors.scoring.or(w.scoring_error);

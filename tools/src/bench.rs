@@ -406,7 +406,7 @@ impl Bench {
         let report = run_file(
             input,
             cfg,
-            Consumer::Alerts(stage),
+            Consumer::Alerts(Box::new(stage)),
             Arc::new(Progress::default()),
         )?;
         let name = if sessions > 0 {

@@ -26,7 +26,7 @@
 //! | `community_id` | string | Community ID v1 with the writer's seed |
 //! | `alert` | object | see below |
 //! | `flow` | object | `pkts_toserver`, `pkts_toclient`, `bytes_toserver`, `bytes_toclient` (integers; forward = to server; bytes are frame bytes), `start`, `end` (timestamps of the first and last packet) |
-//! | `tapstream` | object | `model`, `model_version`, `model_sha256` (strings), `score`, `threshold` (numbers, `null` if not finite), `class` (string), `end_reason` (string, see [`EndReason::as_str`]) |
+//! | `tapstream` | object | `model`, `model_version`, `model_sha256` (strings), `score`, `threshold` (numbers, `null` if not finite), `class` (string), `end_reason` (string, see [`EndReason::as_str`]); `explanation` and `episode` when present (below) |
 //!
 //! The `alert` object: `action` `"allowed"` (tapstream observes, it never
 //! blocks), `gid` 1, `signature_id` [`SIGNATURE_ID_BASE`] + class index,
@@ -35,6 +35,20 @@
 //! [`CATEGORY`], and `severity` 1 when the score is at least
 //! [`HIGH_SEVERITY_SCORE`], else 2 (Suricata's 1 is the most severe; 3 is
 //! left to rules-based "informational" events).
+//!
+//! `tapstream.explanation` (when the model has a benign baseline and a
+//! context feature of the flow is above it): up to three objects
+//! `{feature, value, per_second, benign_median, benign_p99, text}`, the
+//! strongest first ([`explain`]).
+//!
+//! `tapstream.episode` (episode records, [`crate::episode`]): `id` (the
+//! `flow_id` of the flow that opened it, which is the line's flow),
+//! `state` (`start`, `update`, `end`), `end_reason` (`end` only: `idle`,
+//! `evicted`, `end_of_input`), `first_seen`, `last_seen`, `flows`, `pkts`,
+//! `bytes`, `src_ips`, `dest_ips`, `dest_ports` (distinct counts),
+//! `counts_exact`, and `attacker` / `victim` (the one source or destination
+//! address, else `null`). The line's `timestamp` is the opening flow's end
+//! for `start` and `last_seen` otherwise; `score` is the episode's highest.
 //!
 //! # Signature ids
 //!
@@ -56,15 +70,18 @@
 //!
 //! [`EndReason::as_str`]: tapstream_ingest::EndReason::as_str
 
+pub mod explain;
 mod format;
 mod proto;
 
+pub use explain::Explanation;
 pub use format::write_timestamp;
 pub use proto::proto_name;
 
 use tapstream_ingest::FlowMeta;
 
 use crate::community_id::{CommunityId, FlowTuple};
+use crate::episode::{EpisodeEvent, EpisodeState};
 use format::{push_escaped, push_f32, push_ip, push_str, push_u64};
 
 /// First signature id of tapstream's block: class index `i` alerts with
@@ -132,6 +149,14 @@ pub struct Alert<'a> {
     pub model: &'a ModelInfo,
     /// The threshold the score was compared with.
     pub threshold: f32,
+    /// Set for an episode's record ([`crate::episode`]): `flow` is the
+    /// flow that opened it, `score` its highest, and the line carries a
+    /// `tapstream.episode` object. `None` for a per-flow alert.
+    pub episode: Option<EpisodeEvent<'a>>,
+    /// The context features that stand out against the model's benign
+    /// baseline ([`explain`]); `None` when the model has no baseline or
+    /// nothing stands out.
+    pub explanation: Option<&'a Explanation>,
 }
 
 impl Alert<'_> {
@@ -216,6 +241,8 @@ impl EveWriter {
     ///     class_index: 1,
     ///     model: &model,
     ///     threshold: 0.5,
+    ///     episode: None,
+    ///     explanation: None,
     /// };
     /// let mut out = Vec::new();
     /// EveWriter::new(0).write(&alert, &mut out);
@@ -232,7 +259,7 @@ impl EveWriter {
         let icmp = matches!(flow.proto, 1 | 58);
 
         out.extend_from_slice(b"{\"timestamp\":\"");
-        write_timestamp(out, flow.last_us);
+        write_timestamp(out, alert.episode.map_or(flow.last_us, |e| e.time_us()));
         out.extend_from_slice(b"\",\"flow_id\":");
         push_u64(out, flow.flow_id);
         out.extend_from_slice(b",\"event_type\":\"alert\",\"src_ip\":\"");
@@ -314,6 +341,59 @@ impl EveWriter {
         push_str(out, alert.class);
         out.extend_from_slice(b",\"end_reason\":");
         push_str(out, flow.reason.as_str());
+        if let Some(e) = alert.explanation {
+            explain::push_explanation(out, e, flow);
+        }
+        if let Some(e) = &alert.episode {
+            push_episode(out, e);
+        }
         out.extend_from_slice(b"}}\n");
     }
+}
+
+/// Appends `,"episode":{…}`: the record's state, and the episode's times,
+/// totals and distinct counts so far.
+fn push_episode(out: &mut Vec<u8>, e: &EpisodeEvent<'_>) {
+    let ep = e.episode;
+    out.extend_from_slice(b",\"episode\":{\"id\":");
+    push_u64(out, ep.id());
+    out.extend_from_slice(b",\"state\":");
+    push_str(out, e.state.as_str());
+    if let EpisodeState::End(why) = e.state {
+        out.extend_from_slice(b",\"end_reason\":");
+        push_str(out, why.as_str());
+    }
+    out.extend_from_slice(b",\"first_seen\":\"");
+    write_timestamp(out, ep.first_us());
+    out.extend_from_slice(b"\",\"last_seen\":\"");
+    write_timestamp(out, ep.last_us());
+    for (name, n) in [
+        (&b"\",\"flows\":"[..], ep.flows()),
+        (b",\"pkts\":", ep.packets()),
+        (b",\"bytes\":", ep.bytes()),
+        (b",\"src_ips\":", ep.src_ips()),
+        (b",\"dest_ips\":", ep.dest_ips()),
+        (b",\"dest_ports\":", ep.dest_ports()),
+    ] {
+        out.extend_from_slice(name);
+        push_u64(out, n);
+    }
+    out.extend_from_slice(b",\"counts_exact\":");
+    out.extend_from_slice(if ep.counts_exact() { b"true" } else { b"false" });
+    let v6 = ep.opener().v6;
+    for (name, addr) in [
+        (&b",\"attacker\":"[..], ep.attacker()),
+        (b",\"victim\":", ep.victim()),
+    ] {
+        out.extend_from_slice(name);
+        match addr {
+            Some(a) => {
+                out.push(b'"');
+                push_ip(out, a, v6);
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.push(b'}');
 }

@@ -47,6 +47,8 @@ fn verdict(l: &mut AlertLimiter, f: &FlowMeta, class: u16) -> Verdict {
         class_index: class,
         model: &model,
         threshold: 0.5,
+        episode: None,
+        explanation: None,
     })
 }
 

@@ -47,6 +47,8 @@ pub fn write_ids(
             class_index: 5,
             model: &model,
             threshold: 0.5,
+            episode: None,
+            explanation: None,
         })?;
     }
     Ok(())

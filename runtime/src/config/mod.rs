@@ -9,6 +9,7 @@
 //! and validates again). `tapstream config` prints a fully commented file.
 
 mod context;
+mod defrag;
 mod flow;
 mod gpu;
 mod inference;
@@ -23,14 +24,16 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use context::{ContextMode, ContextSection, NoContext};
+pub use defrag::{DefragSection, OverlapPolicy};
 pub use flow::{FlowSection, MAX_MEMCAP_MIB};
 pub use gpu::{Device, GpuSection};
 pub use inference::{CudaSection, InferenceSection, Placement, Provider, TensorRtSection};
 pub use model::ModelSection;
 pub use output::{
-    KafkaOutputSection, LimitSection, LimitTrack, OutputSection, MAX_DEDUP_CAPACITY, MAX_LIMIT_KEYS,
+    AlertMode, EpisodesSection, KafkaOutputSection, LimitSection, LimitTrack, OutputSection,
+    MAX_DEDUP_CAPACITY, MAX_LIMIT_KEYS, MAX_OPEN_EPISODES,
 };
-pub use pipeline::{logical_cores, PipelineSection};
+pub use pipeline::{logical_cores, PipelineSection, ShardBy};
 pub use sensor::{CaptureSection, MetricsSection, PrivilegesSection};
 pub use tapstream_connectors::kafka::{KafkaClientConfig, KafkaFormat, SourceSettings};
 
@@ -72,6 +75,8 @@ pub struct Config {
     pub flow: FlowSection,
     /// Host and service context of each flow.
     pub context: ContextSection,
+    /// IP defragmentation.
+    pub defrag: DefragSection,
     /// Threads, batch sizes and queue depths.
     pub pipeline: PipelineSection,
     /// The model to score flows with.
@@ -158,6 +163,14 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.flow.validate()?;
         self.context.validate()?;
+        self.defrag.validate()?;
+        if self.defrag.enabled && self.pipeline.shard_by == ShardBy::Flow {
+            return Err(invalid(
+                "pipeline.shard_by",
+                "\"flow\" splits the fragments of a datagram over workers, which then cannot \
+                 reassemble it: set [defrag] enabled = false too, or keep \"pair\"",
+            ));
+        }
         self.pipeline.validate()?;
         self.model.validate()?;
         self.inference.validate()?;
@@ -362,6 +375,25 @@ mod tests {
             ("[output.limit]\nwindow = \"25h\"\n", "output.limit.window"),
             ("[output.limit]\nmax_keys = 0\n", "output.limit.max_keys"),
             (
+                "[output.episodes]\nidle_timeout = \"500ms\"\n",
+                "output.episodes.idle_timeout",
+            ),
+            (
+                "[output.episodes]\nupdate_interval = \"2d\"\n",
+                "output.episodes.update_interval",
+            ),
+            (
+                "[output.episodes]\nmax_open = 0\n",
+                "output.episodes.max_open",
+            ),
+            ("[pipeline]\nshard_by = \"flow\"\n", "pipeline.shard_by"),
+            ("[defrag]\ntimeout = \"11m\"\n", "defrag.timeout"),
+            ("[defrag]\nmemcap_mib = 0\n", "defrag.memcap_mib"),
+            (
+                "[output.episodes]\nmax_open = 262145\n",
+                "output.episodes.max_open",
+            ),
+            (
                 "[output.limit]\nmax_keys = 4194305\n",
                 "output.limit.max_keys",
             ),
@@ -380,6 +412,16 @@ mod tests {
                 other => panic!("{text}: expected Invalid({field}), got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn flow_sharding_needs_defrag_off() {
+        let c = parse("[pipeline]\nshard_by = \"flow\"\n[defrag]\nenabled = false\n").unwrap();
+        assert_eq!(c.pipeline.shard_by, ShardBy::Flow);
+        assert!(c.defrag.table(4).is_none());
+        let t = Config::default().defrag.table(4).unwrap();
+        assert_eq!(t.timeout_us, 60_000_000);
+        assert!(t.max_datagrams > 1_000, "{t:?}");
     }
 
     #[test]

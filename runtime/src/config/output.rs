@@ -20,6 +20,89 @@ pub struct OutputSection {
     /// `[output.limit]`: which repeated alerts are suppressed (none by
     /// default).
     pub limit: LimitSection,
+    /// `episodes` (the default): one alert when an attack episode starts,
+    /// updates while it lasts and a closing record with its counts, as
+    /// `[output.episodes]` says; `flows`: one alert line per flagged flow,
+    /// for tools that score per flow.
+    pub alerts: AlertMode,
+    /// `[output.episodes]`: how episodes open, report and close.
+    pub episodes: EpisodesSection,
+}
+
+/// What an alert line stands for.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum AlertMode {
+    /// One line per attack episode record (start, update, end).
+    #[default]
+    Episodes,
+    /// One line per flagged flow.
+    Flows,
+}
+
+/// Most episodes `output.episodes.max_open` may allow.
+pub const MAX_OPEN_EPISODES: usize = 1 << 18;
+
+/// `[output.episodes]`: episodes are keyed by (class, attacker) and (class,
+/// victim); see `tapstream_connectors::episode`. Times are packet time.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EpisodesSection {
+    /// An episode ends (its closing record is written) once no flow joined
+    /// it for this long (1s..=24h). Keep it above `flow.timeout`: flows
+    /// that end by timeout reach the alerts that much after their last
+    /// packet. Default 180s.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// An open episode that gained flows is reported this often (1s..=24h).
+    /// Default 300s.
+    #[serde(with = "humantime_serde")]
+    pub update_interval: Duration,
+    /// Episodes open at once (1..=262,144; at most 3.3 KiB each); when all
+    /// are in use, the eighth that were quiet longest end early, counted as
+    /// evicted. Default 10,000.
+    pub max_open: usize,
+}
+
+impl Default for EpisodesSection {
+    fn default() -> Self {
+        use tapstream_connectors::episode as e;
+        EpisodesSection {
+            idle_timeout: e::DEFAULT_IDLE_TIMEOUT,
+            update_interval: e::DEFAULT_UPDATE_INTERVAL,
+            max_open: e::DEFAULT_MAX_OPEN,
+        }
+    }
+}
+
+impl EpisodesSection {
+    /// Checks every range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let day = Duration::from_secs(86_400);
+        for (key, d) in [
+            ("output.episodes.idle_timeout", self.idle_timeout),
+            ("output.episodes.update_interval", self.update_interval),
+        ] {
+            if d < Duration::from_secs(1) || d > day {
+                return Err(invalid(key, "must be between 1s and 24h"));
+            }
+        }
+        in_range(
+            "output.episodes.max_open",
+            self.max_open,
+            1..=MAX_OPEN_EPISODES,
+        )
+    }
+
+    /// The episode table's settings, when `mode` writes episodes.
+    pub fn settings(&self, mode: AlertMode) -> Option<tapstream_connectors::EpisodeSettings> {
+        (mode == AlertMode::Episodes).then_some(tapstream_connectors::EpisodeSettings {
+            idle_timeout: self.idle_timeout,
+            update_interval: self.update_interval,
+            max_open: self.max_open,
+        })
+    }
 }
 
 /// Most flow ids `output.limit.dedup_capacity` may remember.
@@ -123,6 +206,8 @@ impl Default for OutputSection {
             community_id_seed: 0,
             kafka: None,
             limit: LimitSection::default(),
+            alerts: AlertMode::default(),
+            episodes: EpisodesSection::default(),
         }
     }
 }
@@ -146,7 +231,8 @@ impl OutputSection {
                 ));
             }
         }
-        self.limit.validate()
+        self.limit.validate()?;
+        self.episodes.validate()
     }
 }
 

@@ -23,6 +23,23 @@ pub struct PipelineSection {
     pub queue_batches: usize,
     /// Ended flows per batch from a worker to inference (1..=65536).
     pub batch_flows: usize,
+    /// What packets are split over the workers by: `pair` (default), their
+    /// address pair, so the fragments of a datagram meet its flow in one
+    /// worker; or `flow`, the 5-tuple, which spreads one busy host pair over
+    /// several workers but cannot reassemble fragments (needs `[defrag]
+    /// enabled = false`).
+    pub shard_by: ShardBy,
+}
+
+/// What packets are sharded by.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ShardBy {
+    /// The address pair (symmetric).
+    #[default]
+    Pair,
+    /// The 5-tuple (symmetric).
+    Flow,
 }
 
 impl Default for PipelineSection {
@@ -33,6 +50,7 @@ impl Default for PipelineSection {
             batch_packets: 4096,
             queue_batches: 8,
             batch_flows: 1024,
+            shard_by: ShardBy::Pair,
         }
     }
 }

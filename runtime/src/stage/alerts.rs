@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{bounded, Receiver, Sender};
+use tapstream_connectors::episode::{EpisodeSettings, Episodes};
 use tapstream_connectors::limit::AlertLimiter;
 use tapstream_connectors::sink::AlertSink;
 use tapstream_connectors::ModelInfo;
@@ -26,6 +27,7 @@ use tapstream_inference::{
 };
 use tapstream_ingest::queue::{recv_until, Recv};
 use tapstream_ingest::FlowMeta;
+use tapstream_kernels::context::NUM_CONTEXT;
 use tapstream_kernels::{FlowBatch, Mark, Settled};
 
 use super::sink::{sink_loop, AlertBatch, Flagged, Scoring, SinkOutput};
@@ -60,6 +62,10 @@ pub struct AlertStage {
     /// "workers"`): batches then arrive scored, and a reloaded model's
     /// worker sessions are published here.
     pub workers: Option<Arc<WorkerModels>>,
+    /// Alerts as attack episodes (`Some`), or one line per flagged flow
+    /// (`None`, the default here; `tapstream run` writes episodes unless
+    /// `[output] alerts = "flows"`).
+    pub episodes: Option<EpisodeSettings>,
 }
 
 /// The identity alerts carry for a model.
@@ -95,6 +101,7 @@ impl AlertStage {
             limiter: AlertLimiter::default(),
             reopen: None,
             workers,
+            episodes: None,
         }
     }
 
@@ -110,11 +117,13 @@ impl AlertStage {
         let started = Instant::now();
         let (alert_tx, alert_rx) = bounded::<AlertBatch>(16);
         let (alert_pool_tx, alert_pool_rx) = bounded::<Vec<Flagged>>(18);
+        let output_has_episodes = self.episodes.is_some();
         let output = SinkOutput {
             sink: self.sink,
             limiter: self.limiter,
             reopen: self.reopen,
             settled: self.settled,
+            episodes: self.episodes.map(Episodes::new),
         };
         let labels = self.engine.contract().labels.clone();
         let sink_handle = thread::Builder::new()
@@ -131,8 +140,9 @@ impl AlertStage {
             self.max_delay,
             (self.reload, self.workers),
             (alert_tx, alert_pool_rx, stop),
+            context,
         );
-        state.context = context;
+        state.clock.episodes = output_has_episodes;
         let scored = state.run(&rx, &pool);
         let mut report = std::mem::take(&mut state.report);
         let blocked = state.blocked;
@@ -149,6 +159,11 @@ impl AlertStage {
         report.busy = started.elapsed().saturating_sub(blocked);
         Ok(report)
     }
+}
+
+/// Row `i` of a row-major context matrix, if it has one.
+fn context_row(m: &[f32], i: usize) -> Option<&[f32]> {
+    m.get(i * NUM_CONTEXT..(i + 1) * NUM_CONTEXT)
 }
 
 /// The model the stage scores with now.
@@ -174,6 +189,9 @@ struct AlertLoop<'a> {
     /// Flows waiting to be scored here, and the model's columns of their rows.
     metas: Vec<FlowMeta>,
     input: Vec<f32>,
+    /// Their context rows, kept only to explain alerts (the model has a
+    /// baseline).
+    context_rows: Vec<f32>,
     preds: Vec<Prediction>,
     batcher: Batcher,
     batch_rows: usize,
@@ -190,6 +208,25 @@ struct AlertLoop<'a> {
     report: ConsumerReport,
     /// Flows arrive with context rows (the context stage runs).
     context: bool,
+    /// Packet time as the flows tell it, for the sink's episodes.
+    clock: Clock,
+}
+
+/// The latest flow end the stage has seen (µs), and the one it last told
+/// the sink.
+struct Clock {
+    now_us: i64,
+    sent_us: i64,
+    /// The sink keeps episodes, so it needs the clock even without alerts.
+    episodes: bool,
+}
+
+impl Clock {
+    /// Whether a batch without alerts or marks is worth sending to move the
+    /// sink's clock: with episodes, once a second of packet time.
+    fn due(&self) -> bool {
+        self.episodes && self.now_us.saturating_sub(self.sent_us) >= 1_000_000
+    }
 }
 
 impl<'a> AlertLoop<'a> {
@@ -199,13 +236,10 @@ impl<'a> AlertLoop<'a> {
         max_delay: Duration,
         (reload, workers): (Option<Arc<Reloader>>, Option<Arc<WorkerModels>>),
         (alert_tx, alert_pool, stop): (Sender<AlertBatch>, Receiver<Vec<Flagged>>, &'a AtomicBool),
+        context: bool,
     ) -> Self {
         let contract = model.engine.contract().clone();
-        let scoring = Arc::new(Scoring {
-            model: model.info,
-            labels: contract.labels.clone(),
-            threshold: model.threshold,
-        });
+        let scoring = Arc::new(Scoring::of(model.info, &contract, model.threshold, context));
         AlertLoop {
             input: Vec::with_capacity(batch_rows * contract.num_features()),
             engine: model.engine,
@@ -215,6 +249,7 @@ impl<'a> AlertLoop<'a> {
             prescored: Vec::new(),
             prescored_gen: 0,
             metas: Vec::with_capacity(batch_rows),
+            context_rows: Vec::new(),
             preds: Vec::with_capacity(batch_rows),
             batcher: Batcher::new(batch_rows, max_delay),
             batch_rows,
@@ -225,7 +260,12 @@ impl<'a> AlertLoop<'a> {
             alert_pool,
             sink_open: true,
             stop,
-            context: false,
+            context,
+            clock: Clock {
+                now_us: i64::MIN,
+                sent_us: i64::MIN,
+                episodes: false,
+            },
             blocked: Duration::ZERO,
             report: ConsumerReport::default(),
             contract,
@@ -302,11 +342,12 @@ impl<'a> AlertLoop<'a> {
         self.engine = new.engine;
         self.contract = self.engine.contract().clone();
         self.threshold = new.threshold;
-        self.scoring = Arc::new(Scoring {
-            model: info,
-            labels: self.contract.labels.clone(),
-            threshold: self.threshold,
-        });
+        self.scoring = Arc::new(Scoring::of(
+            info,
+            &self.contract,
+            self.threshold,
+            self.context,
+        ));
         self.generations.push((id, self.scoring.clone()));
         self.report.model_swaps += 1;
         Ok(())
@@ -317,6 +358,9 @@ impl<'a> AlertLoop<'a> {
     fn gather(&mut self, b: &FlowBatch) {
         let n = b.len();
         self.report.flows += n as u64;
+        if let Some(t) = b.metas.iter().map(|m| m.last_us).max() {
+            self.clock.now_us = self.clock.now_us.max(t);
+        }
         if let Some(s) = b.scored {
             // Scored by a flow worker: only its flagged flows.
             self.report.scored += n as u64;
@@ -330,17 +374,21 @@ impl<'a> AlertLoop<'a> {
                     scoring: self.generation_scoring(self.prescored_gen),
                     flagged: std::mem::take(&mut self.prescored),
                     marks: Vec::new(),
+                    clock_us: self.clock.now_us,
                 };
                 self.send(batch);
             }
             self.prescored_gen = s.generation;
+            let scoring = self.generation_scoring(s.generation);
             self.prescored.extend(b.flagged.iter().filter_map(|f| {
+                let row = f.row as usize;
                 Some(Flagged {
-                    meta: *b.metas.get(f.row as usize)?,
+                    meta: *b.metas.get(row)?,
                     prediction: Prediction {
                         score: f.score,
                         class: f.class as usize,
                     },
+                    explanation: scoring.explain(context_row(&b.context, row)),
                 })
             }));
             self.batcher.add(n, Instant::now());
@@ -348,6 +396,10 @@ impl<'a> AlertLoop<'a> {
             let written =
                 select_features_with(&self.contract, &b.rows, &b.context, n, &mut self.input);
             self.metas.extend(b.metas.iter().take(written).copied());
+            if !self.scoring.baseline.is_empty() {
+                let rows = b.context.get(..written * NUM_CONTEXT).unwrap_or(&[]);
+                self.context_rows.extend_from_slice(rows);
+            }
             self.batcher.add(written, Instant::now());
         }
         if let Some(m) = b.mark {
@@ -372,21 +424,24 @@ impl<'a> AlertLoop<'a> {
                 } else {
                     Vec::new()
                 },
+                clock_us: self.clock.now_us,
             };
             self.send(batch);
         }
         let mut flagged = self.alert_pool.try_recv().unwrap_or_default();
         self.infer_pending(&mut flagged)?;
-        if !flagged.is_empty() || !self.marks.is_empty() {
+        if !flagged.is_empty() || !self.marks.is_empty() || self.clock.due() {
             let batch = AlertBatch {
                 scoring: self.scoring.clone(),
                 flagged,
                 marks: std::mem::take(&mut self.marks),
+                clock_us: self.clock.now_us,
             };
             self.send(batch);
         }
         self.metas.clear();
         self.input.clear();
+        self.context_rows.clear();
         self.batcher.reset();
         Ok(())
     }
@@ -395,10 +450,11 @@ impl<'a> AlertLoop<'a> {
     /// flows at or above the threshold to `flagged`.
     fn infer_pending(&mut self, flagged: &mut Vec<Flagged>) -> Result<()> {
         let width = self.contract.num_features();
-        for (chunk_metas, chunk) in self
+        for (c, (chunk_metas, chunk)) in self
             .metas
             .chunks(self.batch_rows)
             .zip(self.input.chunks(self.batch_rows * width))
+            .enumerate()
         {
             let n = chunk_metas.len();
             let t = Instant::now();
@@ -411,11 +467,13 @@ impl<'a> AlertLoop<'a> {
             self.report.scored += n as u64;
             metrics::histogram!("tapstream_inference_batch_rows").record(n as f64);
             metrics::histogram!("tapstream_inference_latency_seconds").record(took.as_secs_f64());
-            for (meta, p) in chunk_metas.iter().zip(self.preds.iter()) {
+            for (i, (meta, p)) in chunk_metas.iter().zip(self.preds.iter()).enumerate() {
                 if p.score >= self.threshold {
+                    let row = context_row(&self.context_rows, c * self.batch_rows + i);
                     flagged.push(Flagged {
                         meta: *meta,
                         prediction: *p,
+                        explanation: self.scoring.explain(row),
                     });
                 }
             }
@@ -430,6 +488,7 @@ impl<'a> AlertLoop<'a> {
             return;
         }
         let t = Instant::now();
+        self.clock.sent_us = self.clock.sent_us.max(batch.clock_us);
         self.sink_open = self.alert_tx.send(batch).is_ok();
         self.blocked += t.elapsed();
         if !self.sink_open {

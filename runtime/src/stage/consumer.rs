@@ -22,7 +22,7 @@ use crate::report::ConsumerReport;
 /// What the consumer stage does with ended flows.
 pub enum Consumer {
     /// Score flows and write alerts.
-    Alerts(AlertStage),
+    Alerts(Box<AlertStage>),
     /// Write one CSV row per flow.
     Features(Box<dyn Write + Send>),
     /// Hand every batch of ended flows, unscored, to this channel (an
@@ -60,7 +60,7 @@ impl Consumer {
         context: bool,
     ) -> Result<ConsumerReport> {
         match self {
-            Consumer::Alerts(stage) => stage.run(rx, pool, stop, context),
+            Consumer::Alerts(stage) => (*stage).run(rx, pool, stop, context),
             Consumer::Features(out) => run_csv(out, rx, pool, stop, context),
             Consumer::Collect(out) => run_collect(&out, &rx, stop),
             Consumer::Discard => {

@@ -5,12 +5,16 @@
 //! keep capture order within each shard, and the chunk notes where the
 //! capture's clock enters a new tick period ([`TICK_US`]), so idle shards
 //! still sweep their timed-out flows at the same point of the capture.
+//! Packets are sharded by their address pair, so the fragments of a
+//! datagram (found here, reassembled by the worker that owns the flow) and
+//! the datagram's flow meet in one shard.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use tapstream_ingest::decode::decode;
+use tapstream_ingest::decode::{decode, decode_whole, fragment_of, pair_hash};
+use tapstream_ingest::defrag::Fragment;
 use tapstream_ingest::queue::{recv_until, send_timed, Pooled, Recv};
 use tapstream_ingest::skip::{SkipCounters, SkipReason};
 use tapstream_ingest::source::PacketChunk;
@@ -29,13 +33,18 @@ const PREFETCH_AHEAD: usize = 6;
 pub(crate) struct DecodedChunk {
     /// Shard 0's records, then shard 1's, …; each shard's in capture order.
     recs: Vec<PacketRecord>,
-    /// Each record's index among the chunk's decoded packets.
+    /// Each record's index among the chunk's packets.
     pos: Vec<u32>,
     /// Shard `s` owns `recs[starts[s]..starts[s + 1]]`.
     starts: Vec<usize>,
     /// `(index, ts_us)` of each decoded packet whose timestamp is the
     /// chunk's largest so far and in a later tick period than all before it.
     pub(crate) ticks: Vec<(u32, i64)>,
+    /// IP fragments (defragmentation on), in capture order.
+    pub(crate) frags: Vec<Fragment>,
+    /// Beside `frags`: each one's shard, index among the chunk's packets,
+    /// and origin (numbered input; else 0).
+    pub(crate) frag_at: Vec<(u32, u32, u64)>,
     /// Numbered input: each record's origin, beside `recs`.
     origins: Vec<u64>,
     /// Numbered input: the chunk's `(complete_below, flush)`.
@@ -63,6 +72,8 @@ pub(crate) type Decoded = Arc<Pooled<DecodedChunk>>;
 #[derive(Debug, Default)]
 pub(crate) struct DecoderReport {
     pub(crate) decoded: u64,
+    /// IP fragments handed to the workers' reassembly.
+    pub(crate) fragments: u64,
     pub(crate) skipped: SkipCounters,
     pub(crate) busy: Duration,
 }
@@ -74,10 +85,18 @@ struct Scratch {
     recs: Vec<PacketRecord>,
     /// Each record's shard.
     shard: Vec<u32>,
+    /// Each record's index among the chunk's packets.
+    pos: Vec<u32>,
+    /// A fragment being read.
+    frag: Fragment,
     /// Each record's origin (numbered input).
     origins: Vec<u64>,
     /// Next free place per shard while grouping.
     cursor: Vec<usize>,
+    /// Fragments go to reassembly (else they are skipped).
+    defrag: bool,
+    /// Records are sharded by their 5-tuple, not their address pair.
+    by_flow: bool,
 }
 
 /// Decodes chunks from `rx` until it closes, sending each to every worker
@@ -86,6 +105,7 @@ pub(crate) fn decoder_loop(
     rx: Receiver<Pooled<PacketChunk>>,
     txs: Vec<Sender<Decoded>>,
     pool_size: usize,
+    (defrag, by_flow): (bool, bool),
 ) -> DecoderReport {
     let started = Instant::now();
     let mut blocked = Duration::ZERO;
@@ -104,6 +124,8 @@ pub(crate) fn decoder_loop(
         let Recv::Item(mut chunk) = recv_until(&pool_rx, None, &mut blocked) else {
             break;
         };
+        scratch.defrag = defrag;
+        scratch.by_flow = by_flow;
         decode_chunk(&raw, txs.len(), &mut scratch, &mut chunk, &mut report);
         drop(raw);
         let msg = Arc::new(Pooled::new(chunk, &pool_tx));
@@ -143,8 +165,11 @@ fn decode_packets(
 ) {
     scratch.recs.clear();
     scratch.shard.clear();
+    scratch.pos.clear();
     scratch.origins.clear();
     out.ticks.clear();
+    out.frags.clear();
+    out.frag_at.clear();
     out.numbering = raw.numbering();
     let numbered = out.numbering.is_some();
     let mut rec = PacketRecord::default();
@@ -158,17 +183,43 @@ fn decode_packets(
             report.skipped.add(SkipReason::Truncated);
             continue;
         };
-        match decode(&pkt, &mut rec) {
+        let decoded = if scratch.defrag {
+            decode_whole(&pkt, &mut rec)
+        } else {
+            decode(&pkt, &mut rec)
+        };
+        let at = i as u32;
+        match decoded {
             Ok(()) => {
                 let t = rec.ts_us.div_euclid(TICK_US);
                 if t > tick {
                     tick = t;
-                    out.ticks.push((scratch.recs.len() as u32, rec.ts_us));
+                    out.ticks.push((at, rec.ts_us));
                 }
-                scratch.shard.push(shard_of(rec.hash, shards) as u32);
+                let key = if scratch.by_flow {
+                    rec.hash
+                } else {
+                    pair_hash(&rec.src, &rec.dst, rec.v6)
+                };
+                let shard = shard_of(key, shards);
+                scratch.shard.push(shard as u32);
+                scratch.pos.push(at);
                 scratch.recs.push(rec);
                 if numbered {
                     scratch.origins.push(raw.origin(i));
+                }
+            }
+            Err(SkipReason::Fragment) if scratch.defrag => {
+                match fragment_of(&pkt, &mut scratch.frag) {
+                    Ok(()) => {
+                        let f = &scratch.frag;
+                        let shard = shard_of(pair_hash(&f.src, &f.dst, f.v6), shards);
+                        let origin = if numbered { raw.origin(i) } else { 0 };
+                        out.frags.push(*f);
+                        out.frag_at.push((shard as u32, at, origin));
+                        report.fragments += 1;
+                    }
+                    Err(reason) => report.skipped.add(reason),
                 }
             }
             Err(reason) => report.skipped.add(reason),
@@ -177,7 +228,7 @@ fn decode_packets(
     // A live source's wall clock, after every packet of the chunk.
     if let Some(clock) = raw.clock_us().filter(|&c| c != 0) {
         if clock.div_euclid(TICK_US) > tick {
-            out.ticks.push((scratch.recs.len() as u32, clock));
+            out.ticks.push((raw.len() as u32, clock));
         }
     }
 }
@@ -203,7 +254,7 @@ fn group_by_shard(shards: usize, scratch: &mut Scratch, out: &mut DecodedChunk) 
     if shards == 1 {
         std::mem::swap(&mut out.recs, &mut scratch.recs);
         std::mem::swap(&mut out.origins, &mut scratch.origins);
-        out.pos.extend(0..n as u32);
+        std::mem::swap(&mut out.pos, &mut scratch.pos);
         return;
     }
     scratch.cursor.clear();
@@ -220,7 +271,7 @@ fn group_by_shard(shards: usize, scratch: &mut Scratch, out: &mut DecodedChunk) 
         };
         if let (Some(r), Some(p)) = (out.recs.get_mut(*c), out.pos.get_mut(*c)) {
             *r = *rec;
-            *p = i as u32;
+            *p = scratch.pos.get(i).copied().unwrap_or(i as u32);
         }
         if let (Some(o), Some(&from)) = (out.origins.get_mut(*c), scratch.origins.get(i)) {
             *o = from;
@@ -284,7 +335,7 @@ mod tests {
         let mut report = DecoderReport::default();
         decode_chunk(&raw, 2, &mut scratch, &mut out, &mut report);
         let last = *out.ticks.last().unwrap();
-        assert_eq!(last, (out.recs.len() as u32, 99_000_000));
+        assert_eq!(last, (raw.len() as u32, 99_000_000), "after every packet");
         // Alone in a chunk (a quiet link), the clock is the only tick.
         let mut raw = PacketChunk::default();
         raw.set_clock(5_000_000);
@@ -295,12 +346,13 @@ mod tests {
     #[test]
     fn decode_chunk_groups_by_shard_in_capture_order_and_marks_ticks() {
         let raw = chunk();
-        // The same packets decoded one by one, as a single thread would.
+        // The same packets decoded one by one, as a single thread would,
+        // with their index in the chunk.
         let mut sequential = Vec::new();
         let mut rec = PacketRecord::default();
         for i in 0..raw.len() {
             if decode(&raw.get(i).unwrap(), &mut rec).is_ok() {
-                sequential.push(rec);
+                sequential.push((i as u32, rec));
             }
         }
         for shards in [1, 3, 8] {
@@ -317,8 +369,8 @@ mod tests {
                 assert!(origins.is_empty(), "not numbered");
                 assert!(pos.windows(2).all(|w| w[0] < w[1]), "capture order");
                 for (r, &p) in recs.iter().zip(pos) {
-                    assert_eq!(shard_of(r.hash, shards), s);
-                    assert_eq!(Some(r), sequential.get(p as usize));
+                    assert_eq!(shard_of(pair_hash(&r.src, &r.dst, r.v6), shards), s);
+                    assert!(sequential.contains(&(p, *r)));
                 }
                 seen += recs.len();
             }
@@ -326,10 +378,10 @@ mod tests {
             // A tick wherever the largest timestamp so far enters a new second.
             let mut expected = Vec::new();
             let mut max = i64::MIN;
-            for (i, r) in sequential.iter().enumerate() {
+            for (i, r) in &sequential {
                 if r.ts_us > max {
                     if max == i64::MIN || r.ts_us / TICK_US > max / TICK_US {
-                        expected.push((i as u32, r.ts_us));
+                        expected.push((*i, r.ts_us));
                     }
                     max = r.ts_us;
                 }
@@ -362,7 +414,9 @@ mod tests {
             let (recs, pos, origins) = out.part(s);
             assert_eq!(origins.len(), recs.len());
             for (&p, &o) in pos.iter().zip(origins) {
-                assert_eq!(o, raw_index[p as usize] as u64 / 10);
+                // `pos` is the index in the chunk, which decodes.
+                assert!(raw_index.contains(&(p as usize)));
+                assert_eq!(o, u64::from(p) / 10);
             }
             seen += recs.len();
         }

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use tapstream_connectors::eve::Alert;
+use tapstream_connectors::episode::{EpisodeCounts, EpisodeEnd, EpisodeState, Episodes};
+use tapstream_connectors::eve::{Alert, Explanation};
 use tapstream_connectors::limit::{AlertLimiter, SuppressedCounts, Verdict};
-use tapstream_connectors::sink::AlertSink;
+use tapstream_connectors::sink::{AlertSink, SinkError};
 use tapstream_connectors::ModelInfo;
-use tapstream_inference::Prediction;
+use tapstream_inference::{ModelContract, Prediction};
 use tapstream_ingest::FlowMeta;
 use tapstream_kernels::{Mark, Settled};
 
@@ -21,6 +22,8 @@ use crate::report::ConsumerReport;
 pub(crate) struct Flagged {
     pub(crate) meta: FlowMeta,
     pub(crate) prediction: Prediction,
+    /// Its context features above the model's benign baseline.
+    pub(crate) explanation: Option<Explanation>,
 }
 
 /// The model identity and decision settings an alert batch was scored with.
@@ -28,6 +31,43 @@ pub(crate) struct Scoring {
     pub(crate) model: ModelInfo,
     pub(crate) labels: Vec<String>,
     pub(crate) threshold: f32,
+    /// Each context feature's benign `(median, p99)`, empty when the model
+    /// has no baseline or flows come without context rows.
+    pub(crate) baseline: Vec<Option<(f32, f32)>>,
+}
+
+impl Scoring {
+    /// What alerts of a model with `contract` and `threshold` carry;
+    /// explanations only when the run makes context rows.
+    pub(crate) fn of(
+        info: ModelInfo,
+        contract: &ModelContract,
+        threshold: f32,
+        context: bool,
+    ) -> Self {
+        Scoring {
+            model: info,
+            labels: contract.labels.clone(),
+            threshold,
+            baseline: if context {
+                contract
+                    .baseline
+                    .iter()
+                    .map(|b| b.map(|b| (b.median, b.p99)))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// The explanation of a flagged flow with context row `row`.
+    pub(crate) fn explain(&self, row: Option<&[f32]>) -> Option<Explanation> {
+        if self.baseline.is_empty() {
+            return None;
+        }
+        Explanation::of(row?, &self.baseline)
+    }
 }
 
 /// Alerts for the sink, and the marks that are settled once they are
@@ -36,6 +76,8 @@ pub(crate) struct AlertBatch {
     pub(crate) scoring: Arc<Scoring>,
     pub(crate) flagged: Vec<Flagged>,
     pub(crate) marks: Vec<Mark>,
+    /// Packet time: the latest flow end the alert stage has seen (µs).
+    pub(crate) clock_us: i64,
 }
 
 /// What the sink thread owns besides its queues.
@@ -44,6 +86,8 @@ pub(crate) struct SinkOutput {
     pub(crate) limiter: AlertLimiter,
     pub(crate) reopen: Option<ReopenRequest>,
     pub(crate) settled: Option<Arc<Settled>>,
+    /// Flagged flows become episode records (`None`: one line per flow).
+    pub(crate) episodes: Option<Episodes>,
 }
 
 /// What the sink thread counted.
@@ -57,6 +101,9 @@ pub(crate) struct SinkReport {
     busy: Duration,
     pub(crate) error: Option<String>,
     closed: bool,
+    /// Alert lines written (per flow, or episode records).
+    lines: u64,
+    episodes: Option<EpisodeCounts>,
 }
 
 impl SinkReport {
@@ -69,6 +116,8 @@ impl SinkReport {
         report.eve_reopen_errors = self.reopen_errors;
         report.sink_error = self.error;
         report.sink_closed = self.closed;
+        report.alert_lines = self.lines;
+        report.episodes = self.episodes;
     }
 }
 
@@ -104,6 +153,8 @@ pub(crate) fn sink_loop(
             busy: Duration::ZERO,
             error: None,
             closed: false,
+            lines: 0,
+            episodes: None,
         },
         marks: Vec::new(),
         unflushed: false,
@@ -138,6 +189,9 @@ pub(crate) fn sink_loop(
             reopen_sink(st.output.sink.as_mut(), &mut st.report);
             st.report.busy += t.elapsed();
         }
+        if closed {
+            st.finish_episodes();
+        }
         if (st.unflushed || !st.marks.is_empty())
             && (closed || st.last_flush.elapsed() >= every)
             && !st.flush()
@@ -170,10 +224,19 @@ impl SinkState {
                     class_index: u16::try_from(f.prediction.class).unwrap_or(u16::MAX),
                     model: &scoring.model,
                     threshold: scoring.threshold,
+                    episode: None,
+                    explanation: f.explanation.as_ref(),
                 };
                 if !self.write_one(&alert, class) {
                     break;
                 }
+            }
+            if let Some(eps) = &mut self.output.episodes {
+                let (sink, lines) = (&mut self.output.sink, &mut self.report.lines);
+                let r = eps.advance(batch.clock_us, &mut |a| {
+                    write_record(sink.as_mut(), a, lines)
+                });
+                self.episode_result(r);
             }
             self.marks.extend_from_slice(&batch.marks);
         }
@@ -189,18 +252,51 @@ impl SinkState {
                 .increment(1);
             return true;
         }
-        if let Err(e) = self.output.sink.write(alert) {
-            self.report.closed = e.is_closed();
-            self.report.error = Some(e.to_string());
+        let written = match &mut self.output.episodes {
+            Some(eps) => {
+                let (sink, lines) = (&mut self.output.sink, &mut self.report.lines);
+                eps.add(alert, &mut |a| write_record(sink.as_mut(), a, lines))
+            }
+            None => write_record(self.output.sink.as_mut(), alert, &mut self.report.lines),
+        };
+        if !self.episode_result(written) {
             return false;
         }
-        self.unflushed = true;
         match self.report.per_class.iter_mut().find(|(l, _)| l == class) {
             Some((_, n)) => *n += 1,
             None => self.report.per_class.push((class.to_string(), 1)),
         }
         metrics::counter!("tapstream_alerts_total", "class" => class.to_string()).increment(1);
         true
+    }
+
+    /// Notes what writing a record gave (and that something may wait for a
+    /// flush); false once the sink failed.
+    fn episode_result(&mut self, r: Result<(), SinkError>) -> bool {
+        self.unflushed = true;
+        if let Some(eps) = &self.output.episodes {
+            self.report.episodes = Some(eps.counts());
+        }
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                self.report.closed = e.is_closed();
+                self.report.error = Some(e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Ends every open episode (the input ended), writing their records.
+    fn finish_episodes(&mut self) {
+        if self.report.error.is_some() {
+            return;
+        }
+        if let Some(eps) = &mut self.output.episodes {
+            let (sink, lines) = (&mut self.output.sink, &mut self.report.lines);
+            let r = eps.finish(&mut |a| write_record(sink.as_mut(), a, lines));
+            self.episode_result(r);
+        }
     }
 
     /// Flushes the sink and publishes the marks that waited for it; false
@@ -224,6 +320,20 @@ impl SinkState {
         self.report.busy += t.elapsed();
         true
     }
+}
+
+/// Writes one alert line (a flow's, or an episode record) and counts it.
+fn write_record(sink: &mut dyn AlertSink, a: &Alert<'_>, lines: &mut u64) -> Result<(), SinkError> {
+    sink.write(a)?;
+    *lines += 1;
+    if let Some(e) = &a.episode {
+        let event = match e.state {
+            EpisodeState::End(EpisodeEnd::Evicted) => "evicted",
+            s => s.as_str(),
+        };
+        metrics::counter!("tapstream_episode_records_total", "state" => event).increment(1);
+    }
+    Ok(())
 }
 
 /// Re-opens the sink's output, counting and logging the outcome. A failure
@@ -286,6 +396,7 @@ mod tests {
                 score: 0.9,
                 class: 0,
             },
+            explanation: None,
         }
     }
 
@@ -295,9 +406,11 @@ mod tests {
                 model: ModelInfo::new("m", "1", "00"),
                 labels: vec!["Portscan".to_string()],
                 threshold: 0.5,
+                baseline: Vec::new(),
             }),
             flagged: ids.map(flagged).collect(),
             marks: Vec::new(),
+            clock_us: 0,
         }
     }
 
@@ -327,6 +440,7 @@ mod tests {
             limiter: AlertLimiter::default(),
             reopen: Some(reopen.clone()),
             settled: None,
+            episodes: None,
         };
         let handle =
             thread::spawn(move || sink_loop(output, rx, pool_tx, vec!["Portscan".to_string()]));

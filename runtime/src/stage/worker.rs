@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use tapstream_inference::WorkerScorer;
+use tapstream_ingest::defrag::{Defrag, DefragConfig, DefragStats};
 use tapstream_ingest::queue::send_timed;
 use tapstream_ingest::{EndReason, PacketRecord};
 use tapstream_kernels::shard::Output;
@@ -41,6 +42,8 @@ pub(crate) struct WorkerOutcome {
     pub(crate) device_error: Option<String>,
     /// Why scoring failed (inference in the workers), if it did.
     pub(crate) scoring_error: Option<String>,
+    /// What its reassembly did with the fragments of its shard.
+    pub(crate) defrag: DefragStats,
 }
 
 /// A worker's side of the flow queue: scores a batch when the worker holds
@@ -149,6 +152,105 @@ pub(crate) struct Worker {
     emergency: EmergencyWatch,
     /// Input chunks seen so far (the context stage's watermark).
     chunks: u64,
+    /// The shard's datagrams waiting for fragments (defragmentation on).
+    defrag: Option<Defrag>,
+    /// A chunk's part with its reassembled datagrams in place.
+    merged: Merged,
+}
+
+/// When waiting datagrams time out: at the capture clock's ticks (where the
+/// largest timestamp so far enters a new second), each at its place among
+/// the fragments, as the flow table's clock moves; so what times out does
+/// not depend on chunk boundaries or the number of decoders.
+struct Expiry {
+    /// The clock's tick period so far.
+    tick: i64,
+    /// The chunk's ticks gone through.
+    next: usize,
+}
+
+impl Expiry {
+    /// Moves through the chunk's ticks before packet `at` (all: `u32::MAX`),
+    /// expiring datagrams at each that starts a new period.
+    fn expire_before(&mut self, defrag: &mut Defrag, chunk: &DecodedChunk, at: u32) {
+        while let Some(&(i, ts)) = chunk.ticks.get(self.next) {
+            if i >= at {
+                break;
+            }
+            self.next += 1;
+            let t = ts.div_euclid(TICK_US);
+            if t > self.tick {
+                self.tick = t;
+                if !defrag.is_empty() {
+                    defrag.expire(ts);
+                }
+            }
+        }
+    }
+}
+
+/// A shard's part of a chunk with reassembled datagrams among its records,
+/// each at the place of the fragment that completed it.
+#[derive(Default)]
+struct Merged {
+    recs: Vec<PacketRecord>,
+    pos: Vec<u32>,
+    origins: Vec<u64>,
+}
+
+impl Merged {
+    /// Fills `self` with shard `shard`'s records of `chunk` and the
+    /// datagrams its fragments complete in `defrag`, in chunk order.
+    fn build(
+        &mut self,
+        defrag: &mut Defrag,
+        chunk: &DecodedChunk,
+        shard: usize,
+        clock: &mut Expiry,
+    ) {
+        let (recs, pos, origins) = chunk.part(shard);
+        let numbered = !origins.is_empty();
+        self.recs.clear();
+        self.pos.clear();
+        self.origins.clear();
+        let mut r = 0;
+        let mut rec = PacketRecord::default();
+        for (f, &(s, at, origin)) in chunk.frags.iter().zip(&chunk.frag_at) {
+            if s as usize != shard {
+                continue;
+            }
+            clock.expire_before(defrag, chunk, at);
+            let upto = r + pos
+                .get(r..)
+                .unwrap_or_default()
+                .partition_point(|&p| p < at);
+            self.extend(recs, pos, origins, r..upto);
+            r = upto;
+            if let Some(first) = defrag.add(f, origin, &mut rec) {
+                self.recs.push(rec);
+                self.pos.push(at);
+                if numbered {
+                    self.origins.push(first);
+                }
+            }
+        }
+        self.extend(recs, pos, origins, r..recs.len());
+    }
+
+    fn extend(
+        &mut self,
+        recs: &[PacketRecord],
+        pos: &[u32],
+        origins: &[u64],
+        r: std::ops::Range<usize>,
+    ) {
+        self.recs
+            .extend_from_slice(recs.get(r.clone()).unwrap_or_default());
+        self.pos
+            .extend_from_slice(pos.get(r.clone()).unwrap_or_default());
+        self.origins
+            .extend_from_slice(origins.get(r).unwrap_or_default());
+    }
 }
 
 impl Worker {
@@ -178,7 +280,16 @@ impl Worker {
             published_at: Instant::now(),
             emergency: EmergencyWatch::new(shard),
             chunks: 0,
+            defrag: None,
+            merged: Merged::default(),
         }
+    }
+
+    /// Reassembles the shard's fragments with `cfg` (`None`: the decoders
+    /// skip fragments).
+    pub(crate) fn with_defrag(mut self, cfg: Option<DefragConfig>) -> Self {
+        self.defrag = cfg.map(Defrag::new);
+        self
     }
 
     /// Runs until every decoder is done, then ends every flow.
@@ -208,6 +319,9 @@ impl Worker {
                 Got::Done => break,
             }
         }
+        if let Some(d) = &mut self.defrag {
+            d.finish();
+        }
         self.with_output(|ex, out| ex.flush(out));
         if self.outbox.context {
             self.out.watermark = Some(u64::MAX);
@@ -224,6 +338,7 @@ impl Worker {
                 .saturating_sub(self.outbox.blocked),
             device_error: self.extractor.error(),
             scoring_error: self.outbox.scoring_error,
+            defrag: self.defrag.as_ref().map(Defrag::stats).unwrap_or_default(),
         }
     }
 
@@ -255,7 +370,28 @@ impl Worker {
     /// Processes the shard's part of one decoded chunk.
     fn chunk(&mut self, chunk: &DecodedChunk) {
         let shard = self.shard;
-        let (recs, pos, origins) = chunk.part(shard);
+        let mut merged = std::mem::take(&mut self.merged);
+        let mut oldest_fragment = None;
+        let (recs, pos, origins) = match &mut self.defrag {
+            Some(d) => {
+                let mut clock = Expiry {
+                    tick: self.tick,
+                    next: 0,
+                };
+                let part = if chunk.frags.is_empty() {
+                    chunk.part(shard)
+                } else {
+                    merged.build(d, chunk, shard, &mut clock);
+                    (&merged.recs[..], &merged.pos[..], &merged.origins[..])
+                };
+                clock.expire_before(d, chunk, u32::MAX);
+                part
+            }
+            None => chunk.part(shard),
+        };
+        if let Some(d) = self.defrag.as_ref().filter(|_| chunk.numbering.is_some()) {
+            oldest_fragment = d.oldest_origin();
+        }
         let mut tick = self.tick;
         let mut flushed = self.flushed;
         let context = self.outbox.context.then_some(self.chunks);
@@ -281,6 +417,9 @@ impl Worker {
                 out.batch.watermark = Some(seq + 1);
             }
             if let Some((complete_below, flush)) = chunk.numbering {
+                // Input behind a waiting fragment is not settled yet.
+                let complete_below =
+                    oldest_fragment.map_or(complete_below, |o| o.min(complete_below));
                 let mark = ex.mark(shard as u32, complete_below, flush, &mut flushed, out);
                 out.batch.mark = Some(mark);
             }
@@ -289,6 +428,7 @@ impl Worker {
         self.flushed = flushed;
         self.chunks += 1;
         metrics::counter!("tapstream_packets_processed_total").increment(recs.len() as u64);
+        self.merged = merged;
     }
 
     /// Keeps the emergency-mode log and the flow metrics current.

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use super::labels::BENIGN;
 use super::metrics::{Metrics, NOT_ALERTED};
-use super::report::{one_decimal, percent, thousands, Report};
+use super::report::{one_decimal, percent, points, thousands, Report};
 
 const CSS: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}\
 table{border-collapse:collapse;margin:0.6em 0 1.4em}th,td{border:1px solid #bbb;padding:3px 7px;\
@@ -61,6 +61,7 @@ pub fn render(r: &Report) -> String {
     benign(&mut h, r);
     episodes(&mut h, r);
     confusion(&mut h, r);
+    perturbations(&mut h, r);
     read_errors(&mut h, r);
     h.push_str("</body></html>\n");
     h
@@ -293,4 +294,56 @@ fn read_errors(h: &mut String, r: &Report) {
     h.push_str("<div class=\"bad\">");
     table(h, &["capture", "", "error"].map(String::from), &rows);
     h.push_str("</div>\n");
+}
+
+/// Per perturbation, one table: a row per model, its recall per kind, mean
+/// recall and benign FPR, each with the change from the clean captures.
+fn perturbations(h: &mut String, r: &Report) {
+    if r.perturbations.is_empty() {
+        return;
+    }
+    h.push_str(
+        "<h2>Perturbed captures</h2>\n<p class=\"note\">Each capture rewritten, then run \
+                through the whole pipeline; in brackets the change from the clean captures, in \
+                percentage points.</p>\n",
+    );
+    for p in &r.perturbations {
+        let _ = write!(
+            h,
+            "<h3>{}</h3>\n<p class=\"note\">{} ({} attacker packets rewritten, {} left as they were)</p>\n",
+            esc(&p.name),
+            esc(&p.description),
+            thousands(p.packets.rewritten),
+            thousands(p.packets.unchanged)
+        );
+        let kinds: Vec<String> = r.counts.kinds.keys().cloned().collect();
+        let mut head = vec!["model".to_string()];
+        head.extend(kinds.iter().cloned());
+        head.extend(["mean recall".to_string(), "benign FPR".to_string()]);
+        let rows: Vec<Vec<String>> = p
+            .results
+            .iter()
+            .map(|m| {
+                let mut row = vec![m.model.clone()];
+                for k in &kinds {
+                    row.push(m.kinds.get(k).map_or_else(
+                        || "-".to_string(),
+                        |c| format!("{} ({})", percent(c.recall), points(c.change)),
+                    ));
+                }
+                row.push(format!(
+                    "{} ({})",
+                    percent(m.mean_recall),
+                    points(m.mean_recall_change)
+                ));
+                row.push(format!(
+                    "{} ({})",
+                    percent(m.benign_fpr),
+                    points(m.benign_fpr_change)
+                ));
+                row
+            })
+            .collect();
+        table(h, &head, &rows);
+    }
 }

@@ -14,10 +14,16 @@
 //!
 //! A capture that cannot be read is reported and counted, and the others
 //! are still evaluated.
+//!
+//! With `--perturb`, every capture is also rewritten by its attacker
+//! ([`perturb`]: padding, jitter, 1-byte extra packets, fragmentation) and
+//! each copy is evaluated the same way, so the report says what each
+//! perturbation costs every kind.
 
 mod html;
 pub mod labels;
 pub mod metrics;
+pub mod perturb;
 pub mod report;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +54,8 @@ pub struct Options {
     pub out: PathBuf,
     /// Decision threshold for every model instead of its own.
     pub threshold: Option<f32>,
+    /// Also evaluate every capture perturbed these ways ([`perturb`]).
+    pub perturb: Vec<perturb::Perturb>,
 }
 
 /// Why an evaluation could not run to the end.
@@ -118,8 +126,18 @@ struct Model {
     info: ModelInfo,
     loaded: LoadedModel,
     tally: Tally,
+    /// One per perturbation, beside `tally`.
+    perturbed: Vec<Tally>,
     input: Vec<f32>,
     preds: Vec<Prediction>,
+}
+
+/// What the perturbed copies of the captures gave, one per perturbation.
+struct Perturbed {
+    truth: Vec<Tally>,
+    rewritten: Vec<perturb::Rewritten>,
+    /// Where the copies are written, one at a time.
+    dir: PathBuf,
 }
 
 /// Evaluates the models of `opts` on its data with the pipeline settings of
@@ -158,6 +176,18 @@ pub fn run(
     let cfg = &cfg;
     let mut truth = Tally::default();
     let mut read_errors = Vec::new();
+    let n = opts.perturb.len();
+    for m in &mut models {
+        m.perturbed = (0..n).map(|_| Tally::default()).collect();
+    }
+    let mut perturbed = Perturbed {
+        truth: (0..n).map(|_| Tally::default()).collect(),
+        rewritten: vec![perturb::Rewritten::default(); n],
+        dir: opts.out.join(".perturbed"),
+    };
+    if n > 0 {
+        std::fs::create_dir_all(&perturbed.dir).map_err(write_err(&perturbed.dir))?;
+    }
     for (i, cap) in dataset.captures.iter().enumerate() {
         let (batches, partial) = match extract(cfg, &cap.path) {
             Ok(x) => x,
@@ -167,7 +197,8 @@ pub fn run(
                 continue;
             }
         };
-        let flows = evaluate_capture(i, cap, &batches, &mut models, &mut truth)?;
+        let flows = evaluate_capture(i, cap, &batches, &mut models, &mut truth, None)?;
+        evaluate_perturbed(cfg, opts, (i, cap), &mut models, &mut perturbed, progress)?;
         match partial {
             Some(error) => {
                 progress(&format!("{}: {flows} flows, then: {error}", cap.rel));
@@ -176,7 +207,15 @@ pub fn run(
             None => progress(&format!("{}: {flows} flows", cap.rel)),
         }
     }
-    let report = Report::new(&dataset, &truth, &models_result(&models), read_errors);
+    if n > 0 {
+        let _ = std::fs::remove_dir_all(&perturbed.dir);
+    }
+    let mut report = Report::new(&dataset, &truth, &models_result(&models), read_errors);
+    report.perturbations = report::perturbations(
+        &opts.perturb,
+        &perturbed.rewritten,
+        &models_perturbed(&models),
+    );
     let text = serde_json::to_string_pretty(&report)? + "\n";
     std::fs::write(&json_path, text).map_err(write_err(&json_path))?;
     std::fs::write(&html_path, html::render(&report)).map_err(write_err(&html_path))?;
@@ -186,6 +225,54 @@ pub fn run(
         table: report.table(),
         read_errors: report.read_errors,
     })
+}
+
+/// Each model's name, clean metrics and metrics per perturbation.
+fn models_perturbed(models: &[Model]) -> Vec<(String, metrics::Metrics, Vec<metrics::Metrics>)> {
+    models
+        .iter()
+        .map(|m| {
+            let each = m.perturbed.iter().map(Tally::finish).collect();
+            (m.info.name.clone(), m.tally.finish(), each)
+        })
+        .collect()
+}
+
+/// Evaluates capture `i` perturbed each way of `opts.perturb`: a copy is
+/// written, run through the pipeline, scored and tallied, then removed. A
+/// copy that cannot be made or read is reported and skipped.
+fn evaluate_perturbed(
+    cfg: &Config,
+    opts: &Options,
+    (i, cap): (usize, &Capture),
+    models: &mut [Model],
+    perturbed: &mut Perturbed,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), EvalError> {
+    for (k, p) in opts.perturb.iter().enumerate() {
+        let copy = perturbed.dir.join(format!("{k}.pcap"));
+        let made = perturb::write_perturbed(&cap.path, &copy, *p);
+        let flows = match made.and_then(|n| {
+            if let Some(r) = perturbed.rewritten.get_mut(k) {
+                r.add(&n);
+            }
+            extract(cfg, &copy)
+        }) {
+            Ok((batches, _)) => match perturbed.truth.get_mut(k) {
+                Some(truth) => Some(evaluate_capture(i, cap, &batches, models, truth, Some(k))?),
+                None => None,
+            },
+            Err(e) => {
+                progress(&format!("{} ({}): {e}", cap.rel, p.name()));
+                None
+            }
+        };
+        if let Some(flows) = flows {
+            progress(&format!("{} ({}): {flows} flows", cap.rel, p.name()));
+        }
+        let _ = std::fs::remove_file(&copy);
+    }
+    Ok(())
 }
 
 fn models_result(models: &[Model]) -> Vec<(ModelInfo, metrics::Metrics)> {
@@ -235,6 +322,7 @@ fn load_models(cfg: &Config, opts: &Options) -> Result<Vec<Model>, EvalError> {
             info,
             loaded,
             tally: Tally::default(),
+            perturbed: Vec::new(),
             input: Vec::new(),
             preds: Vec::new(),
         });
@@ -269,19 +357,31 @@ pub fn model_input(contract: &ModelContract, batch: &FlowBatch, out: &mut Vec<f3
     select_features_with(contract, &batch.rows, &batch.context, batch.len(), out)
 }
 
+/// A model's tally: the clean one (`slot` `None`) or perturbation `slot`'s.
+fn tally_of(m: &mut Model, slot: Option<usize>) -> Option<&mut Tally> {
+    match slot {
+        None => Some(&mut m.tally),
+        Some(k) => m.perturbed.get_mut(k),
+    }
+}
+
 /// Labels and scores every flow of capture `index`, and tallies them for
-/// every model and for the model-free counts; returns the flows.
+/// every model (into its tally `slot`, see [`tally_of`]) and for the
+/// model-free counts; returns the flows.
 fn evaluate_capture(
     index: usize,
     cap: &Capture,
     batches: &[FlowBatch],
     models: &mut [Model],
     truth: &mut Tally,
+    slot: Option<usize>,
 ) -> Result<u64, EvalError> {
     for kind in cap.kinds() {
         truth.episode(index, kind);
         for m in models.iter_mut() {
-            m.tally.episode(index, kind);
+            if let Some(t) = tally_of(m, slot) {
+                t.episode(index, kind);
+            }
         }
     }
     let mut flows = 0u64;
@@ -293,11 +393,24 @@ fn evaluate_capture(
         flows += kinds.len() as u64;
         for m in models.iter_mut() {
             score(m, batch, &cap.rel)?;
-            let contract = m.loaded.engine.contract();
-            for (kind, p) in kinds.iter().zip(&m.preds) {
+            let Model {
+                loaded,
+                preds,
+                tally,
+                perturbed,
+                ..
+            } = m;
+            let Some(t) = (match slot {
+                None => Some(tally),
+                Some(k) => perturbed.get_mut(k),
+            }) else {
+                continue;
+            };
+            let contract = loaded.engine.contract();
+            for (kind, p) in kinds.iter().zip(preds.iter()) {
                 let alert =
-                    (p.score >= m.loaded.threshold).then(|| contract.label(p.class).unwrap_or("?"));
-                m.tally.flow(index, &cap.group, *kind, alert);
+                    (p.score >= loaded.threshold).then(|| contract.label(p.class).unwrap_or("?"));
+                t.flow(index, &cap.group, *kind, alert);
             }
         }
     }

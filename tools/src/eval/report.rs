@@ -11,6 +11,7 @@ use tapstream_inference::ModelContract;
 
 use super::labels::{Capture, Dataset, LabelSource, WINDOW_SLACK_US};
 use super::metrics::{Metrics, Tally};
+use super::perturb::{Perturb, Rewritten};
 
 /// Everything an evaluation found (`eval.json`).
 #[derive(Clone, Debug, Serialize)]
@@ -37,6 +38,94 @@ pub struct Report {
     pub models: Vec<ModelInfo>,
     /// One per model, in the same order.
     pub results: Vec<ModelResult>,
+    /// Detection on the perturbed copies of the captures (`--perturb`;
+    /// empty without it).
+    pub perturbations: Vec<PerturbResult>,
+}
+
+/// Detection on the captures perturbed one way.
+#[derive(Clone, Debug, Serialize)]
+pub struct PerturbResult {
+    /// The perturbation's name (`--perturb` takes it).
+    pub name: String,
+    /// What it does.
+    pub description: String,
+    /// What the copies held.
+    pub packets: Rewritten,
+    /// One per model, in the report's order.
+    pub results: Vec<PerturbModel>,
+}
+
+/// One model on the perturbed copies, against the clean captures.
+#[derive(Clone, Debug, Serialize)]
+pub struct PerturbModel {
+    /// [`ModelInfo::name`].
+    pub model: String,
+    /// Mean of the per-kind flow recalls.
+    pub mean_recall: Option<f64>,
+    /// Its change from the clean captures (negative: worse).
+    pub mean_recall_change: Option<f64>,
+    /// Benign flow false-positive rate.
+    pub benign_fpr: Option<f64>,
+    /// Its change from the clean captures (positive: worse).
+    pub benign_fpr_change: Option<f64>,
+    /// Per attack kind: the flow recall and its change.
+    pub kinds: BTreeMap<String, KindChange>,
+}
+
+/// A kind's flow recall on a perturbed copy and its change.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct KindChange {
+    /// Flow recall.
+    pub recall: Option<f64>,
+    /// Its change from the clean captures.
+    pub change: Option<f64>,
+}
+
+/// The perturbation results: for each of `perturb` (with what its copies
+/// held), each model's metrics against its clean ones. `models`: name,
+/// clean metrics and one metrics per perturbation.
+pub fn perturbations(
+    perturb: &[Perturb],
+    rewritten: &[Rewritten],
+    models: &[(String, Metrics, Vec<Metrics>)],
+) -> Vec<PerturbResult> {
+    let diff = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
+    perturb
+        .iter()
+        .enumerate()
+        .map(|(k, p)| PerturbResult {
+            name: p.name(),
+            description: p.describe(),
+            packets: rewritten.get(k).copied().unwrap_or_default(),
+            results: models
+                .iter()
+                .filter_map(|(name, clean, each)| {
+                    let m = each.get(k)?;
+                    let kinds = m
+                        .kinds
+                        .iter()
+                        .map(|(kind, km)| {
+                            let before = clean.kinds.get(kind).and_then(|c| c.recall);
+                            let c = KindChange {
+                                recall: km.recall,
+                                change: diff(km.recall, before),
+                            };
+                            (kind.clone(), c)
+                        })
+                        .collect();
+                    Some(PerturbModel {
+                        model: name.clone(),
+                        mean_recall: m.mean_recall,
+                        mean_recall_change: diff(m.mean_recall, clean.mean_recall),
+                        benign_fpr: m.benign.fpr,
+                        benign_fpr_change: diff(m.benign.fpr, clean.benign.fpr),
+                        kinds,
+                    })
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// What the data holds, whatever the model.
@@ -203,6 +292,7 @@ impl Report {
                     metrics: m.clone(),
                 })
                 .collect(),
+            perturbations: Vec::new(),
         }
     }
 
@@ -268,6 +358,7 @@ impl Report {
         });
         let episodes = format!("{} episodes", c.episodes);
         row("alerts per episode", &episodes, &ape);
+        self.perturbation_table(&mut s);
         for e in &self.read_errors {
             let what = if e.partial {
                 "read in part"
@@ -279,6 +370,38 @@ impl Report {
         s
     }
 
+    /// Per perturbation and model: mean recall and benign FPR with their
+    /// change from the clean captures, and the kind that lost most.
+    fn perturbation_table(&self, s: &mut String) {
+        if self.perturbations.is_empty() {
+            return;
+        }
+        s.push_str("\nperturbed (change from the clean captures, in points):\n");
+        for p in &self.perturbations {
+            for r in &p.results {
+                let worst = r
+                    .kinds
+                    .iter()
+                    .filter_map(|(k, c)| Some((c.change?, k)))
+                    .filter(|(c, _)| *c < 0.0)
+                    .min_by(|a, b| a.0.total_cmp(&b.0))
+                    .map_or_else(String::new, |(c, k)| {
+                        format!("; most lost: {k} {}", points(Some(c)))
+                    });
+                let _ = writeln!(
+                    s,
+                    "{:<24} {:<22} mean recall {:>6} ({}), benign FPR {:>6} ({}){worst}",
+                    p.name,
+                    r.model,
+                    percent(r.mean_recall),
+                    points(r.mean_recall_change),
+                    percent(r.benign_fpr),
+                    points(r.benign_fpr_change),
+                );
+            }
+        }
+    }
+
     fn cells(&self, f: impl Fn(&Metrics) -> String) -> Vec<String> {
         self.results.iter().map(|r| f(&r.metrics)).collect()
     }
@@ -287,6 +410,11 @@ impl Report {
 /// `0.1234` as `12.3%`; `-` for none.
 pub fn percent(x: Option<f64>) -> String {
     x.map_or_else(|| "-".into(), |x| format!("{:.1}%", x * 100.0))
+}
+
+/// A change of a rate in percentage points, signed: `-2.5`; `-` for none.
+pub fn points(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), |x| format!("{:+.1}", x * 100.0))
 }
 
 /// One decimal; `-` for none.

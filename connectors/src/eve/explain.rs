@@ -1,0 +1,300 @@
+//! Why a flow was flagged, in units a person can check: the host and
+//! service context features that stand out most against the model's benign
+//! baseline, as rates with the addresses and port they are about, e.g.
+//! "1259 flows/s from 198.18.0.9 to 198.18.0.2 port 22/TCP (benign p99:
+//! 0.4/s)".
+//!
+//! The baseline is the model's (its contract's `tapstream.baseline`: the
+//! median and 99th percentile of each context feature over the benign flows
+//! it was trained on). A feature explains a flow when it is above that p99;
+//! the three furthest above (by `(value + 1) / (p99 + 1)`) are kept, one
+//! time scale per statistic (its furthest above), so three different facts
+//! are told rather than one fact at three scales.
+
+use tapstream_ingest::FlowMeta;
+use tapstream_kernels::context::{CONTEXT_FEATURES, LAMBDAS, NUM_CONTEXT, SCALES};
+
+use super::format::{push_escaped, push_f32, push_ip, push_str, push_u64};
+use super::proto_name;
+
+/// Features an explanation keeps at most.
+pub const MAX_ITEMS: usize = 3;
+
+/// One context feature of a flow against its benign baseline.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Item {
+    /// Index in `kernels::context::CONTEXT_FEATURES`.
+    pub feature: u8,
+    /// The flow's value (a damped count).
+    pub value: f32,
+    /// Median over the model's benign training flows.
+    pub median: f32,
+    /// 99th percentile over the same flows.
+    pub p99: f32,
+}
+
+impl Item {
+    /// The feature's name.
+    pub fn name(&self) -> &'static str {
+        CONTEXT_FEATURES
+            .get(usize::from(self.feature))
+            .copied()
+            .unwrap_or("?")
+    }
+
+    /// `x` (a damped count at this feature's scale) as a steady rate per
+    /// second: a rate `r` reads `r / (λ ln 2)` (`kernels/FEATURES.md`).
+    pub fn per_second(&self, x: f32) -> f32 {
+        let scale = usize::from(self.feature) % SCALES;
+        let lambda = LAMBDAS.get(scale).copied().unwrap_or(1.0);
+        (f64::from(x) * lambda * std::f64::consts::LN_2) as f32
+    }
+
+    /// The half-life of its scale, in seconds.
+    fn half_life(&self) -> u32 {
+        [1, 10, 100]
+            .get(usize::from(self.feature) % SCALES)
+            .copied()
+            .unwrap_or(1)
+    }
+}
+
+/// The features that explain a flagged flow, strongest first.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Explanation {
+    items: [Item; MAX_ITEMS],
+    len: u8,
+}
+
+impl Explanation {
+    /// The context features of `row` above their baseline's p99, the three
+    /// furthest above first; `None` when none is (or no baseline is known).
+    /// `baseline[j]` is feature `j`'s `(median, p99)`.
+    pub fn of(row: &[f32], baseline: &[Option<(f32, f32)>]) -> Option<Self> {
+        let mut e = Explanation::default();
+        for (j, (&value, b)) in row.iter().zip(baseline).enumerate().take(NUM_CONTEXT) {
+            let Some((median, p99)) = *b else { continue };
+            if value.partial_cmp(&p99) != Some(std::cmp::Ordering::Greater) {
+                continue;
+            }
+            let item = Item {
+                feature: u8::try_from(j).unwrap_or(u8::MAX),
+                value,
+                median,
+                p99,
+            };
+            e.insert(item);
+        }
+        (e.len > 0).then_some(e)
+    }
+
+    /// Keeps `item` if it is among the strongest three, and the strongest
+    /// scale of its statistic.
+    fn insert(&mut self, item: Item) {
+        let strength = |i: &Item| (i.value + 1.0) / (i.p99.max(0.0) + 1.0);
+        let stat = |i: &Item| usize::from(i.feature) / SCALES;
+        let len = usize::from(self.len);
+        if let Some(k) = self.items().iter().position(|i| stat(i) == stat(&item)) {
+            if self
+                .items
+                .get(k)
+                .is_some_and(|old| strength(old) >= strength(&item))
+            {
+                return;
+            }
+            // Take the weaker scale out; the stronger one goes in below.
+            if let Some(tail) = self.items.get_mut(k..len) {
+                tail.rotate_left(1);
+            }
+            self.len -= 1;
+            return self.insert(item);
+        }
+        let mut at = len;
+        while at > 0
+            && self
+                .items
+                .get(at - 1)
+                .is_some_and(|p| strength(p) < strength(&item))
+        {
+            at -= 1;
+        }
+        if at >= MAX_ITEMS {
+            return;
+        }
+        let end = len.min(MAX_ITEMS - 1);
+        if let Some(tail) = self.items.get_mut(at..=end) {
+            tail.rotate_right(1);
+            if let Some(first) = tail.first_mut() {
+                *first = item;
+            }
+        }
+        self.len = u8::try_from((len + 1).min(MAX_ITEMS)).unwrap_or(0);
+    }
+
+    /// The features, strongest first.
+    pub fn items(&self) -> &[Item] {
+        self.items.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+
+    /// How far the strongest feature is above its p99 (`(value + 1) /
+    /// (p99 + 1)`); an episode keeps its strongest explanation.
+    pub fn strength(&self) -> f32 {
+        self.items()
+            .first()
+            .map_or(0.0, |i| (i.value + 1.0) / (i.p99.max(0.0) + 1.0))
+    }
+}
+
+/// Appends `,"explanation":[…]` for `flow`.
+pub(super) fn push_explanation(out: &mut Vec<u8>, e: &Explanation, flow: &FlowMeta) {
+    out.extend_from_slice(b",\"explanation\":[");
+    for (n, item) in e.items().iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"feature\":");
+        push_str(out, item.name());
+        out.extend_from_slice(b",\"value\":");
+        push_f32(out, item.value);
+        out.extend_from_slice(b",\"per_second\":");
+        push_f32(out, round1(item.per_second(item.value)));
+        out.extend_from_slice(b",\"benign_median\":");
+        push_f32(out, item.median);
+        out.extend_from_slice(b",\"benign_p99\":");
+        push_f32(out, item.p99);
+        out.extend_from_slice(b",\"text\":\"");
+        push_text(out, item, flow);
+        out.extend_from_slice(b"\"}");
+    }
+    out.push(b']');
+}
+
+/// One decimal is what a person reads.
+fn round1(x: f32) -> f32 {
+    (x * 10.0).round() / 10.0
+}
+
+/// "<rate> <what>/s <about whom> (<half-life> s scale; benign p99 <rate>/s)".
+fn push_text(out: &mut Vec<u8>, item: &Item, f: &FlowMeta) {
+    let rate = |out: &mut Vec<u8>, x: f32| {
+        let mut b = ryu::Buffer::new();
+        let r = round1(item.per_second(x));
+        let s = b.format(r);
+        out.extend_from_slice(s.strip_suffix(".0").unwrap_or(s).as_bytes());
+    };
+    rate(out, item.value);
+    let stat = usize::from(item.feature) / SCALES;
+    let src = |out: &mut Vec<u8>| push_ip(out, &f.src, f.v6);
+    let dst = |out: &mut Vec<u8>| push_ip(out, &f.dst, f.v6);
+    let service = |out: &mut Vec<u8>| {
+        push_ip(out, &f.dst, f.v6);
+        if matches!(f.proto, 6 | 17 | 132) {
+            out.extend_from_slice(b" port ");
+            push_u64(out, u64::from(f.dport));
+        }
+        out.push(b'/');
+        match proto_name(f.proto) {
+            Some(p) => push_escaped(out, p),
+            None => push_u64(out, u64::from(f.proto)),
+        }
+    };
+    match stat {
+        0 => {
+            out.extend_from_slice(b" flows/s started by ");
+            src(out);
+        }
+        1 => {
+            out.extend_from_slice(b" new destinations/s contacted by ");
+            src(out);
+        }
+        2 => {
+            out.extend_from_slice(b" flows/s from ");
+            src(out);
+            out.extend_from_slice(b" to ");
+            dst(out);
+        }
+        3 => {
+            out.extend_from_slice(b" new ports/s tried by ");
+            src(out);
+            out.extend_from_slice(b" on ");
+            dst(out);
+        }
+        4 => {
+            out.extend_from_slice(b" flows/s from ");
+            src(out);
+            out.extend_from_slice(b" to ");
+            service(out);
+        }
+        5 => {
+            out.extend_from_slice(b" flows/s to ");
+            service(out);
+        }
+        6 => {
+            out.extend_from_slice(b" new sources/s of ");
+            service(out);
+        }
+        _ => {
+            out.extend_from_slice(b" flows/s to ");
+            dst(out);
+        }
+    }
+    out.extend_from_slice(b" (");
+    push_u64(out, u64::from(item.half_life()));
+    out.extend_from_slice(b" s half-life; benign p99 ");
+    rate(out, item.p99);
+    out.extend_from_slice(b"/s)");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn baseline() -> Vec<Option<(f32, f32)>> {
+        (0..NUM_CONTEXT).map(|_| Some((1.0, 10.0))).collect()
+    }
+
+    #[test]
+    fn keeps_the_three_furthest_above_their_p99() {
+        let mut row = [0f32; NUM_CONTEXT];
+        row[0] = 50.0;
+        row[1] = 40.0; // the same statistic, weaker: not told twice
+        row[4] = 500.0;
+        row[12] = 20.0;
+        row[13] = 5_000.0;
+        row[20] = 9.0; // below its p99: no explanation
+        row[23] = 30.0; // fourth strongest
+        let e = Explanation::of(&row, &baseline()).unwrap();
+        let got: Vec<u8> = e.items().iter().map(|i| i.feature).collect();
+        assert_eq!(got, [13, 4, 0]);
+        row[2] = 60.0; // now the strongest scale of statistic 0
+        let e = Explanation::of(&row, &baseline()).unwrap();
+        let got: Vec<u8> = e.items().iter().map(|i| i.feature).collect();
+        assert_eq!(got, [13, 4, 2]);
+        assert!((e.strength() - 5_001.0 / 11.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn nothing_above_the_baseline_explains_nothing() {
+        let row = [10f32; NUM_CONTEXT];
+        assert!(Explanation::of(&row, &baseline()).is_none());
+        let none: Vec<Option<(f32, f32)>> = vec![None; NUM_CONTEXT];
+        assert!(Explanation::of(&[1e9; NUM_CONTEXT], &none).is_none());
+        let mut nan = [f32::NAN; NUM_CONTEXT];
+        nan[1] = f32::INFINITY;
+        let e = Explanation::of(&nan, &baseline()).unwrap();
+        assert_eq!(e.items().len(), 1);
+    }
+
+    #[test]
+    fn rates_follow_the_scale() {
+        let i = |feature| Item {
+            feature,
+            value: 100.0,
+            median: 0.0,
+            p99: 1.0,
+        };
+        assert!((i(0).per_second(100.0) - 69.3).abs() < 0.1);
+        assert!((i(1).per_second(100.0) - 6.93).abs() < 0.01);
+        assert!((i(2).per_second(100.0) - 0.693).abs() < 0.001);
+    }
+}
