@@ -253,3 +253,25 @@ fn first_fragments_decode_as_before_without_defrag() {
         "a whole packet is no fragment"
     );
 }
+
+/// Found by the fuzzer: a datagram stamped near the end of time still ends
+/// when the input does.
+#[test]
+fn the_end_of_input_drops_every_datagram_whatever_its_time() {
+    let mut d = Defrag::new(DefragConfig::default());
+    let mut rec = PacketRecord::default();
+    for ts_us in [i64::MAX - 10, i64::MIN, 0] {
+        let f = Fragment {
+            ts_us,
+            id: ts_us as u32,
+            offset: 8,
+            len: 8,
+            more: true,
+            ..Fragment::default()
+        };
+        assert!(d.add(&f, 0, &mut rec).is_none());
+    }
+    d.finish();
+    let s = d.stats();
+    assert_eq!((s.fragments, s.timeouts, s.waiting), (3, 3, 0));
+}
