@@ -11,12 +11,21 @@ use tapstream_ingest::shard_of;
 use crate::util::{bin, demo_pcap, output, shared_data};
 
 /// A run's CSV rows (header left out) and its summary.
-struct Run {
-    rows: Vec<String>,
-    summary: serde_json::Value,
+/// A `tapstream features` run: its rows (no header) and summary.
+pub(crate) struct Run {
+    pub(crate) rows: Vec<String>,
+    pub(crate) summary: serde_json::Value,
 }
 
-fn features(pcap: &Path, dir: &Path, workers: usize, decoders: usize, cfg: Option<&Path>) -> Run {
+/// `tapstream features` on `pcap` with that shape (and config), its files
+/// in `dir`.
+pub(crate) fn features(
+    pcap: &Path,
+    dir: &Path,
+    workers: usize,
+    decoders: usize,
+    cfg: Option<&Path>,
+) -> Run {
     let csv = dir.join(format!("w{workers}-d{decoders}.csv"));
     let json = dir.join(format!("w{workers}-d{decoders}.json"));
     let mut cmd = bin();
@@ -46,8 +55,8 @@ fn features(pcap: &Path, dir: &Path, workers: usize, decoders: usize, cfg: Optio
     }
 }
 
-/// The shard that owned a CSV row's flow (from its 5-tuple, as the decoder
-/// hashes it).
+/// The shard that owned a CSV row's flow (from its address pair, as the
+/// decoder hashes it).
 fn shard_of_row(row: &str, shards: usize) -> usize {
     let c: Vec<&str> = row.split(',').collect();
     let addr = |s: &str| -> ([u8; 16], bool) {

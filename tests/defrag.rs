@@ -10,8 +10,6 @@ use serde_json::Value;
 use tapstream_ingest::packet::tcp_flags::{ACK, FIN, PSH, SYN};
 use tapstream_ingest::pcapgen::{fragments, Frame, PcapWriter, LINKTYPE_ETHERNET};
 
-use crate::util::{bin, output};
-
 const T0: i64 = 1_767_600_000_000_000;
 
 /// How a frame is cut: `(offset, len)` of each fragment, in sending order.
@@ -94,46 +92,27 @@ fn capture(dir: &Path, fragmented: bool) -> PathBuf {
     path
 }
 
-/// `tapstream features` rows (sorted) and the summary.
-fn features(pcap: &Path, extra: &[&str], config: Option<&Path>) -> (Vec<String>, Value) {
-    let dir = pcap.parent().unwrap();
-    let csv = dir.join("out.csv");
-    let summary = dir.join("summary.json");
-    let mut cmd = bin();
-    cmd.args(["features", "--quiet", "--pcap"])
-        .arg(pcap)
-        .arg("--out")
-        .arg(&csv)
-        .arg("--summary-json")
-        .arg(&summary)
-        .args(extra);
-    if let Some(c) = config {
-        cmd.arg("--config").arg(c);
-    }
-    let o = output(&mut cmd);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let mut rows: Vec<String> = std::fs::read_to_string(&csv)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
+/// `tapstream features` rows (sorted) and the summary, with that shape.
+fn features(
+    pcap: &Path,
+    (workers, decoders): (usize, usize),
+    config: Option<&Path>,
+) -> (Vec<String>, Value) {
+    let run = crate::decoders::features(pcap, pcap.parent().unwrap(), workers, decoders, config);
+    let mut rows = run.rows;
     rows.sort();
-    let s = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
-    (rows, s)
+    (rows, run.summary)
 }
 
 #[test]
 fn a_fragmented_capture_gives_the_flows_of_the_whole_one() {
     let dir = tempfile::tempdir().unwrap();
-    let (whole, sw) = features(&capture(dir.path(), false), &[], None);
-    assert_eq!(whole.len(), 1 + 20 + 10 + 200, "header and flows");
+    let (whole, sw) = features(&capture(dir.path(), false), (1, 1), None);
+    assert_eq!(whole.len(), 20 + 10 + 200, "flows");
     assert_eq!(sw["defrag"]["fragments"], 0);
     let frag = capture(dir.path(), true);
-    for shape in [
-        ["--workers", "1", "--decoders", "1"],
-        ["--workers", "3", "--decoders", "2"],
-    ] {
-        let (rows, s) = features(&frag, &shape, None);
+    for shape in [(1, 1), (3, 2)] {
+        let (rows, s) = features(&frag, shape, None);
         assert_eq!(rows, whole, "{shape:?}");
         let d = &s["defrag"];
         assert_eq!(d["datagrams"], 20 + 10 + 200, "{s}");
@@ -151,10 +130,10 @@ fn a_fragmented_capture_gives_the_flows_of_the_whole_one() {
 #[test]
 fn without_reassembly_the_fragments_are_lost_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let (whole, _) = features(&capture(dir.path(), false), &[], None);
+    let (whole, _) = features(&capture(dir.path(), false), (1, 1), None);
     let cfg = dir.path().join("off.toml");
     std::fs::write(&cfg, "[defrag]\nenabled = false\n").unwrap();
-    let (rows, s) = features(&capture(dir.path(), true), &[], Some(&cfg));
+    let (rows, s) = features(&capture(dir.path(), true), (1, 1), Some(&cfg));
     assert_eq!(s["accounted"], true, "{s}");
     assert_eq!(s["defrag"]["fragments"], 0);
     // Non-first fragments are skipped: the answers and the SYNs' second

@@ -166,9 +166,9 @@ pub fn produce(
         })
         .collect();
     let mut failed = None;
+    let mut rec = tapstream_ingest::PacketRecord::default();
     let count = records::for_each_packet_of(reader, pcap, |pkt| {
         let key = if opts.by_flow {
-            let mut rec = tapstream_ingest::PacketRecord::default();
             tapstream_ingest::decode(pkt, &mut rec)
                 .ok()
                 .map(|()| rec.hash)

@@ -71,34 +71,27 @@ impl Run {
             episode: None,
             explanation: None,
         };
-        let recs = &mut self.recs;
-        let r: Result<(), Infallible> = self.eps.add(&alert, &mut |a| {
-            recs.push(record(a));
-            Ok(())
-        });
-        assert!(r.is_ok());
+        assert!(self.eps.add(&alert, &mut keep(&mut self.recs)).is_ok());
     }
 
     fn advance(&mut self, t: i64) {
-        let recs = &mut self.recs;
-        let r: Result<(), Infallible> = self.eps.advance(T0 + t, &mut |a| {
-            recs.push(record(a));
-            Ok(())
-        });
-        assert!(r.is_ok());
+        assert!(self.eps.advance(T0 + t, &mut keep(&mut self.recs)).is_ok());
     }
 
     fn finish(&mut self) {
-        let recs = &mut self.recs;
-        let r: Result<(), Infallible> = self.eps.finish(&mut |a| {
-            recs.push(record(a));
-            Ok(())
-        });
-        assert!(r.is_ok());
+        assert!(self.eps.finish(&mut keep(&mut self.recs)).is_ok());
     }
 
     fn states(&self) -> Vec<&'static str> {
         self.recs.iter().map(|r| r.state.as_str()).collect()
+    }
+}
+
+/// Where a test's records go: kept, as [`Rec`]s.
+fn keep(recs: &mut Vec<Rec>) -> impl FnMut(&Alert<'_>) -> Result<(), Infallible> + '_ {
+    move |a| {
+        recs.push(record(a));
+        Ok(())
     }
 }
 

@@ -174,6 +174,57 @@ fn round1(x: f32) -> f32 {
     (x * 10.0).round() / 10.0
 }
 
+/// Whom a statistic is about.
+#[derive(Clone, Copy)]
+enum Whom {
+    /// The flow's source host.
+    Src,
+    /// Its destination host.
+    Dst,
+    /// Its destination host, port and protocol.
+    Service,
+}
+
+/// What is counted, about whom, and maybe a second party after a joining
+/// word.
+type StatText = (&'static str, Whom, Option<(&'static str, Whom)>);
+
+/// Per statistic, in `kernels::context` order.
+const STAT_TEXT: [StatText; 8] = [
+    (" flows/s started by ", Whom::Src, None),
+    (" new destinations/s contacted by ", Whom::Src, None),
+    (" flows/s from ", Whom::Src, Some((" to ", Whom::Dst))),
+    (
+        " new ports/s tried by ",
+        Whom::Src,
+        Some((" on ", Whom::Dst)),
+    ),
+    (" flows/s from ", Whom::Src, Some((" to ", Whom::Service))),
+    (" flows/s to ", Whom::Service, None),
+    (" new sources/s of ", Whom::Service, None),
+    (" flows/s to ", Whom::Dst, None),
+];
+
+/// Writes `whom` of flow `f`: an address, or address, port and protocol.
+fn push_whom(out: &mut Vec<u8>, whom: Whom, f: &FlowMeta) {
+    match whom {
+        Whom::Src => push_ip(out, &f.src, f.v6),
+        Whom::Dst => push_ip(out, &f.dst, f.v6),
+        Whom::Service => {
+            push_ip(out, &f.dst, f.v6);
+            if matches!(f.proto, 6 | 17 | 132) {
+                out.extend_from_slice(b" port ");
+                push_u64(out, u64::from(f.dport));
+            }
+            out.push(b'/');
+            match proto_name(f.proto) {
+                Some(p) => push_escaped(out, p),
+                None => push_u64(out, u64::from(f.proto)),
+            }
+        }
+    }
+}
+
 /// "<rate> <what>/s <about whom> (<half-life> s scale; benign p99 <rate>/s)".
 fn push_text(out: &mut Vec<u8>, item: &Item, f: &FlowMeta) {
     let rate = |out: &mut Vec<u8>, x: f32| {
@@ -183,60 +234,15 @@ fn push_text(out: &mut Vec<u8>, item: &Item, f: &FlowMeta) {
         out.extend_from_slice(s.strip_suffix(".0").unwrap_or(s).as_bytes());
     };
     rate(out, item.value);
-    let stat = usize::from(item.feature) / SCALES;
-    let src = |out: &mut Vec<u8>| push_ip(out, &f.src, f.v6);
-    let dst = |out: &mut Vec<u8>| push_ip(out, &f.dst, f.v6);
-    let service = |out: &mut Vec<u8>| {
-        push_ip(out, &f.dst, f.v6);
-        if matches!(f.proto, 6 | 17 | 132) {
-            out.extend_from_slice(b" port ");
-            push_u64(out, u64::from(f.dport));
-        }
-        out.push(b'/');
-        match proto_name(f.proto) {
-            Some(p) => push_escaped(out, p),
-            None => push_u64(out, u64::from(f.proto)),
-        }
-    };
-    match stat {
-        0 => {
-            out.extend_from_slice(b" flows/s started by ");
-            src(out);
-        }
-        1 => {
-            out.extend_from_slice(b" new destinations/s contacted by ");
-            src(out);
-        }
-        2 => {
-            out.extend_from_slice(b" flows/s from ");
-            src(out);
-            out.extend_from_slice(b" to ");
-            dst(out);
-        }
-        3 => {
-            out.extend_from_slice(b" new ports/s tried by ");
-            src(out);
-            out.extend_from_slice(b" on ");
-            dst(out);
-        }
-        4 => {
-            out.extend_from_slice(b" flows/s from ");
-            src(out);
-            out.extend_from_slice(b" to ");
-            service(out);
-        }
-        5 => {
-            out.extend_from_slice(b" flows/s to ");
-            service(out);
-        }
-        6 => {
-            out.extend_from_slice(b" new sources/s of ");
-            service(out);
-        }
-        _ => {
-            out.extend_from_slice(b" flows/s to ");
-            dst(out);
-        }
+    let (lead, first, second) = STAT_TEXT
+        .get(usize::from(item.feature) / SCALES)
+        .copied()
+        .unwrap_or((" flows/s to ", Whom::Dst, None));
+    out.extend_from_slice(lead.as_bytes());
+    push_whom(out, first, f);
+    if let Some((joint, whom)) = second {
+        out.extend_from_slice(joint.as_bytes());
+        push_whom(out, whom, f);
     }
     out.extend_from_slice(b" (");
     push_u64(out, u64::from(item.half_life()));

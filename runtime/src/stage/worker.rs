@@ -378,7 +378,8 @@ impl Worker {
                     tick: self.tick,
                     next: 0,
                 };
-                let part = if chunk.frags.is_empty() {
+                let mine = chunk.frag_at.iter().any(|&(s, _, _)| s as usize == shard);
+                let part = if !mine {
                     chunk.part(shard)
                 } else {
                     merged.build(d, chunk, shard, &mut clock);

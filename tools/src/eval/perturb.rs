@@ -16,7 +16,6 @@
 //! UDP or ICMP; others pass unchanged and are counted. Copies are built in
 //! memory, one capture at a time.
 
-use std::collections::HashMap;
 use std::io::BufWriter;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -27,7 +26,7 @@ use tapstream_ingest::pcapgen::{fragments, PcapWriter};
 use tapstream_ingest::records::for_each_packet;
 use tapstream_ingest::PacketRecord;
 
-use crate::report::input::{Perturbation, PERTURBATIONS, SEED};
+use crate::report::input::{Initiators, Perturbation, PERTURBATIONS, SEED};
 use crate::rng::SplitMix64;
 
 /// Bytes of the first fragment when attacker datagrams are fragmented: the
@@ -136,7 +135,7 @@ pub fn write_perturbed(input: &Path, output: &Path, p: Perturb) -> Result<Rewrit
     let mut count = Rewritten::default();
     let mut link_type = None;
     let mut packets: Vec<Out> = Vec::new();
-    let mut initiators: HashMap<u64, ([u8; 16], u16)> = HashMap::new();
+    let mut initiators = Initiators::default();
     let mut rng = SplitMix64::new(SEED);
     let mut rec = PacketRecord::default();
     for_each_packet(input, |pkt| {
@@ -145,10 +144,7 @@ pub fn write_perturbed(input: &Path, output: &Path, p: Perturb) -> Result<Rewrit
             count.left_out += 1;
             return ControlFlow::Continue(());
         }
-        let attacker = decode(pkt, &mut rec).is_ok() && {
-            let (src, sport) = *initiators.entry(rec.hash).or_insert((rec.src, rec.sport));
-            rec.src == src && rec.sport == sport
-        };
+        let attacker = decode(pkt, &mut rec).is_ok() && initiators.sent_by_initiator(&rec);
         let before = packets.len();
         if attacker {
             let ethernet = pkt.link_type == linktype::ETHERNET;

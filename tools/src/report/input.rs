@@ -278,15 +278,26 @@ impl Perturbation {
     }
 }
 
-/// Which records the attacker sent: those from the initiator (the source
-/// address and port of the first packet with the same symmetric flow hash).
+/// Each flow's initiator: the source address and port of the first packet
+/// with its symmetric flow hash (the attacker, for perturbations).
+#[derive(Debug, Default)]
+pub struct Initiators(HashMap<u64, ([u8; 16], u16)>);
+
+impl Initiators {
+    /// Whether `r` comes from its flow's initiator (the first record of a
+    /// flow makes its sender the initiator).
+    pub fn sent_by_initiator(&mut self, r: &PacketRecord) -> bool {
+        let (src, sport) = *self.0.entry(r.hash).or_insert((r.src, r.sport));
+        r.src == src && r.sport == sport
+    }
+}
+
+/// Which records the attacker sent: those from the initiator (see
+/// [`Initiators`]).
 pub fn attacker_mask(recs: &[PacketRecord]) -> Vec<bool> {
-    let mut initiator: HashMap<u64, ([u8; 16], u16)> = HashMap::new();
+    let mut initiators = Initiators::default();
     recs.iter()
-        .map(|r| {
-            let (src, sport) = *initiator.entry(r.hash).or_insert((r.src, r.sport));
-            r.src == src && r.sport == sport
-        })
+        .map(|r| initiators.sent_by_initiator(r))
         .collect()
 }
 
