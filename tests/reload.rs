@@ -378,9 +378,10 @@ fn sighup_reload(test: &str, config: &str) {
     let o = output(std::process::Command::new("kill").args(["-HUP", &pid]));
     assert!(o.status.success());
     wait_line("new model ready");
-    // Flows already gathered into a batch are scored by the model that
-    // batch started with (the deadline is 50 ms); the rest start a new one.
-    std::thread::sleep(Duration::from_millis(300));
+    // The alert stage takes it once its pending rows are scored (the batch
+    // deadline is 50 ms), even with no new flow arriving; only then does
+    // the rest of the capture come, so flows after it use the new model.
+    wait_line("model swapped in");
     writer.write_all(&pcap[half..]).unwrap();
     drop(writer);
     let status = child.wait().unwrap();

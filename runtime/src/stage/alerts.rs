@@ -34,6 +34,9 @@ use super::sink::{sink_loop, AlertBatch, Flagged, Scoring, SinkOutput};
 use crate::reopen::ReopenRequest;
 use crate::report::ConsumerReport;
 
+/// How often an idle alert stage looks for a reloaded model.
+const RELOAD_POLL: Duration = Duration::from_millis(50);
+
 /// Scoring and alerting settings.
 pub struct AlertStage {
     /// The model.
@@ -279,7 +282,14 @@ impl<'a> AlertLoop<'a> {
         let flow_depth = metrics::gauge!("tapstream_queue_depth", "stage" => "flow");
         let alert_depth = metrics::gauge!("tapstream_queue_depth", "stage" => "alert");
         loop {
-            let closed = match recv_until(rx, self.batcher.deadline(), &mut self.blocked) {
+            // With a reloader, an idle stage still wakes to take a new model,
+            // so the swap does not wait for the next batch of flows.
+            let deadline = self.batcher.deadline().or_else(|| {
+                self.reload
+                    .as_ref()
+                    .and_then(|_| Instant::now().checked_add(RELOAD_POLL))
+            });
+            let closed = match recv_until(rx, deadline, &mut self.blocked) {
                 Recv::Item(mut b) => {
                     flow_depth.set(rx.len() as f64);
                     alert_depth.set(self.alert_tx.len() as f64);
@@ -295,7 +305,12 @@ impl<'a> AlertLoop<'a> {
                     let _ = pool.try_send(b);
                     false
                 }
-                Recv::Timeout => false,
+                Recv::Timeout => {
+                    if self.metas.is_empty() {
+                        self.swap_if_reloaded()?;
+                    }
+                    false
+                }
                 Recv::Closed => true, // every worker is done
             };
             // Marks behind no pending flow need no scoring: pass them on.
