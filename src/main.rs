@@ -13,6 +13,7 @@ mod eval;
 mod features;
 mod gpu;
 mod kafka;
+mod learn;
 mod model;
 mod run;
 
@@ -49,6 +50,10 @@ enum Command {
     /// models side by side. Writes OUTDIR/eval.json and eval.html; exits 2
     /// when a capture could not be read.
     Eval(eval::EvalArgs),
+    /// Fit an anomaly model on benign traffic (captures, or an interface for
+    /// a while) and write it as an ONNX model with the contract, its
+    /// threshold set on held-out flows at --fpr.
+    Learn(learn::LearnArgs),
     /// Compare GPU and CPU feature rows on captures (needs a GPU).
     Parity(gpu::ParityArgs),
     /// Score with the features already on the GPU (needs a GPU and ONNX
@@ -96,6 +101,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::DemoPcap(args) => demo::demo_pcap(args),
         Command::MakeBenchPcap(args) => demo::bench_pcap(args),
         Command::Eval(args) => eval::run(args),
+        Command::Learn(args) => learn::run(args),
         Command::Parity(args) => gpu::parity(args),
         Command::GpuScore(args) => gpu::gpu_score(args),
         Command::Model { command } => model::run(command),

@@ -21,6 +21,8 @@ mod gpu_model_input;
 mod eval;
 // The Kafka source against librdkafka's in-process broker.
 mod kafka;
+// `tapstream learn`: an anomaly model from benign traffic, run and evaluated.
+mod learn;
 // `tapstream model report`: JSON sanity, robustness, errors.
 mod model_report;
 // Where the model runs: the consumer or the flow workers.

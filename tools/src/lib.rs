@@ -7,6 +7,8 @@
 //! - [`eval`]: `tapstream eval`, detectors checked on a deployment's own
 //!   labelled captures (recall per attack kind, false positives, alerts
 //!   per attack), models side by side;
+//! - [`learn`]: `tapstream learn`, an anomaly model fitted on a site's own
+//!   benign traffic, written as an ONNX model with the contract;
 //! - [`bench`](mod@bench): `tapstream bench`, per-stage and end-to-end throughput;
 //! - [`benchfile`]: the throughput benchmark capture, rebuilt from the
 //!   shared captures; [`demo`]: the project's own demo capture;
@@ -32,5 +34,6 @@ pub mod benchfile;
 pub mod demo;
 pub mod eval;
 pub mod gpu;
+pub mod learn;
 pub mod report;
 pub mod rng;

@@ -240,7 +240,7 @@ fn relative(root: &Path, path: &Path) -> String {
 }
 
 /// Every capture under `dir`, recursively, sorted.
-fn captures_under(dir: &Path) -> Result<Vec<PathBuf>, LabelError> {
+pub fn captures_under(dir: &Path) -> Result<Vec<PathBuf>, LabelError> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -502,7 +502,7 @@ fn epoch_us(column: &str, s: &str) -> Result<i64, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 

@@ -334,7 +334,7 @@ fn load_models(cfg: &Config, opts: &Options) -> Result<Vec<Model>, EvalError> {
 /// batches, and the corruption that stopped reading early, if any; `Err`
 /// says why the capture could not be read at all (also when tapstream
 /// decodes none of its link types).
-fn extract(cfg: &Config, path: &Path) -> Result<(Vec<FlowBatch>, Option<String>), String> {
+pub fn extract(cfg: &Config, path: &Path) -> Result<(Vec<FlowBatch>, Option<String>), String> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let report = tapstream_runtime::run_file(
         path,
