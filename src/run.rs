@@ -10,14 +10,15 @@ use clap::Args;
 use tapstream_connectors::eve::EveWriter;
 use tapstream_connectors::limit::AlertLimiter;
 use tapstream_connectors::sink::{AlertSink, FileSink, StdoutSink};
-use tapstream_inference::model::load_with_workers;
+use tapstream_inference::model::{load_with_workers, model_path, ModelSpec};
+use tapstream_inference::reload::ReloadTrigger;
 use tapstream_inference::Reloader;
 use tapstream_kafka::{KafkaSink, KafkaSource};
 use tapstream_kernels::Settled;
-use tapstream_runtime::config::{AlertMode, KafkaFormat, Placement};
+use tapstream_runtime::config::{AlertMode, DetectorSection, KafkaFormat, Placement};
 use tapstream_runtime::reopen::ReopenRequest;
 use tapstream_runtime::{live, model, privileges, signals, telemetry};
-use tapstream_runtime::{AlertStage, Config, Consumer};
+use tapstream_runtime::{AlertStage, Config, Consumer, Detector};
 
 use crate::common::{finish, load_config, with_progress, Common};
 
@@ -37,6 +38,23 @@ pub struct RunArgs {
     /// output.alerts).
     #[arg(long, value_enum, value_name = "MODE")]
     pub alerts: Option<AlertMode>,
+    /// A further detector scoring every flow beside the model, e.g. the
+    /// anomaly model of `tapstream learn` (as a `[[detector]]` section with
+    /// this name and model file). Repeatable.
+    #[arg(long, value_name = "NAME=FILE", value_parser = parse_detector)]
+    pub detector: Vec<DetectorSection>,
+}
+
+/// `NAME=FILE`.
+fn parse_detector(s: &str) -> Result<DetectorSection, String> {
+    match s.split_once('=') {
+        Some((name, file)) if !name.trim().is_empty() && !file.is_empty() => Ok(DetectorSection {
+            name: name.trim().to_owned(),
+            model: PathBuf::from(file),
+            ..DetectorSection::default()
+        }),
+        _ => Err(format!("expected NAME=FILE, got `{s}`")),
+    }
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
@@ -49,6 +67,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     if let Some(mode) = args.alerts {
         cfg.output.alerts = mode;
     }
+    cfg.detectors.extend(args.detector.iter().cloned());
     cfg.validate()?;
     // A live capture is opened first, with the privileges it needs, and
     // then they are dropped: before any thread starts (metrics, model,
@@ -126,8 +145,12 @@ fn alert_stage(
     // SIGHUP (and a changed file with model.watch) reloads the model.
     let reload = Reloader::start(spec, cfg.model.watch, sessions)
         .context("spawning the model reload thread")?;
-    let guard = signals::reload_on_sighup(reload.trigger())?;
+    let mut triggers = vec![reload.trigger()];
+    let detectors = detectors(cfg, &mut triggers)?;
+    let guard = signals::reload_on_sighup(triggers)?;
     let stage = AlertStage {
+        detector: cfg.model.detector_name().to_owned(),
+        detectors,
         reload: Some(Arc::new(reload)),
         limiter: AlertLimiter::new(&cfg.output.limit.settings()),
         episodes: cfg.output.episodes.settings(cfg.output.alerts),
@@ -140,6 +163,30 @@ fn alert_stage(
         )
     };
     Ok((stage, guard))
+}
+
+/// The `[[detector]]` models, each with its reload thread (its trigger
+/// added to `triggers`).
+fn detectors(cfg: &Config, triggers: &mut Vec<ReloadTrigger>) -> Result<Vec<Detector>> {
+    let mut out = Vec::new();
+    for d in &cfg.detectors {
+        let spec = ModelSpec {
+            path: model_path(None, Some(&d.model))?,
+            onnx: cfg.inference.onnx_config(d.sha256.clone()),
+            threshold: d.threshold,
+        };
+        let model =
+            load_with_workers(&spec, 0).with_context(|| format!("detector `{}`", d.name))?;
+        let reload = Reloader::start(spec, cfg.model.watch, 0)
+            .context("spawning a detector's reload thread")?;
+        triggers.push(reload.trigger());
+        out.push(Detector {
+            name: d.name.clone(),
+            model,
+            reload: Some(Arc::new(reload)),
+        });
+    }
+    Ok(out)
 }
 
 /// The configured alert sink: Kafka, stdout, or a file that SIGHUP re-opens

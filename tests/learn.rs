@@ -1,18 +1,21 @@
 //! `tapstream learn` end to end: a model learned on generated benign
 //! sessions loads in `run`, flags a scan and little of later benign
 //! traffic, is the same file for any worker count, and bad input is a clear
-//! error; on the shared lab captures, what the lab's benign traffic alone
-//! teaches.
+//! error; it runs as a `[[detector]]` beside the classifier, each alert
+//! naming its detector, and SIGHUP reloads just the detector whose file
+//! changed; on the shared captures, what their benign traffic teaches.
 
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::Output;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapstream_ingest::packet::tcp_flags::{ACK, FIN, PSH, RST, SYN};
 use tapstream_ingest::pcapgen::{pcap_bytes, Frame};
 
-use crate::util::{bin, have_ort, output, shared_data};
+use crate::util::{bin, have_ort, output, root, shared_data};
 
 /// 2026-01-05T09:00:00Z in µs.
 const T0: i64 = 1_767_603_600_000_000;
@@ -223,6 +226,226 @@ fn bad_learning_input_is_a_clear_error() {
         assert!(stderr.contains(says), "{a:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(!d.join("m.onnx").exists(), "{a:?} wrote a model");
+    }
+}
+
+/// Learns a model named `name` on `pcap` (FPR 1 %) into `out`.
+fn learn_model(pcap: &Path, out: &Path, name: &str) {
+    let o = output(
+        bin()
+            .args(["learn", "-q", "--fpr", "0.01", "--name", name, "--pcap"])
+            .arg(pcap)
+            .arg("--out")
+            .arg(out),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn two_detectors_score_every_flow_and_each_alert_names_its_own() {
+    if !have_ort("two_detectors_score_every_flow_and_each_alert_names_its_own") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(&d.join("benign.pcap"), sessions(T0, 1500, 1));
+    let mut mixed = sessions(T0 + 3_000_000_000, 300, 4);
+    mixed.extend(scan(T0 + 3_100_000_000));
+    write(&d.join("mixed.pcap"), mixed);
+    learn_model(&d.join("benign.pcap"), &d.join("site.onnx"), "lab-site");
+    let cfg = d.join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[model]\ndetector = \"behaviour\"\n[[detector]]\nname = \"site\"\nmodel = {:?}\n",
+            d.join("site.onnx")
+        ),
+    )
+    .unwrap();
+    for (alerts, workers) in [("flows", "1"), ("flows", "3"), ("episodes", "2")] {
+        let eve = d.join(format!("eve-{alerts}-{workers}.json"));
+        let summary = d.join("s.json");
+        let o = output(
+            bin()
+                .args([
+                    "run",
+                    "-q",
+                    "--alerts",
+                    alerts,
+                    "--workers",
+                    workers,
+                    "--config",
+                ])
+                .arg(&cfg)
+                .arg("--pcap")
+                .arg(d.join("mixed.pcap"))
+                .arg("--eve")
+                .arg(&eve)
+                .arg("--summary-json")
+                .arg(&summary)
+                .current_dir(root()),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        let dets = s["detectors"].as_array().unwrap();
+        assert_eq!(dets.len(), 2, "{s}");
+        assert_eq!(dets[0]["name"], "behaviour");
+        assert_eq!(dets[1]["name"], "site");
+        for det in dets {
+            assert_eq!(det["scored"], s["flows"], "{s}");
+        }
+        let flagged = |i: usize| dets[i]["flagged"].as_u64().unwrap();
+        assert!(flagged(1) >= 285, "site flagged {}: {s}", flagged(1));
+        let lines: Vec<Value> = std::fs::read_to_string(&eve)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let named = |n: &str| {
+            lines
+                .iter()
+                .filter(|l| l["tapstream"]["detector"] == n)
+                .collect::<Vec<_>>()
+        };
+        let site = named("site");
+        assert!(!site.is_empty(), "no alert names the site detector");
+        for l in &site {
+            assert_eq!(l["tapstream"]["class"], "anomaly", "{l}");
+            assert_eq!(l["tapstream"]["model"], "lab-site", "{l}");
+            let sid = l["alert"]["signature_id"].as_u64().unwrap();
+            assert!((9_101_000..9_102_000).contains(&sid), "{l}");
+        }
+        let first = named("behaviour");
+        for l in &first {
+            assert!(
+                l["alert"]["signature_id"].as_u64().unwrap() < 9_101_000,
+                "{l}"
+            );
+        }
+        if alerts == "flows" {
+            assert_eq!(site.len() as u64, flagged(1));
+            assert_eq!(first.len() as u64, flagged(0));
+        } else {
+            // One episode per detector and class, not one per flow.
+            assert!(lines.len() <= 12, "{} episode records", lines.len());
+        }
+    }
+}
+
+#[test]
+fn sighup_reloads_only_the_detector_whose_file_changed() {
+    if !have_ort("sighup_reloads_only_the_detector_whose_file_changed") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(&d.join("benign.pcap"), sessions(T0, 1500, 1));
+    learn_model(&d.join("benign.pcap"), &d.join("site.onnx"), "lab-site");
+    learn_model(
+        &d.join("benign.pcap"),
+        &d.join("next.onnx"),
+        "lab-site-next",
+    );
+    // The capture: benign traffic, then (after the reload) a scan.
+    let mut first = sessions(T0 + 3_000_000_000, 200, 5);
+    first.sort_by_key(|(t, _)| *t);
+    let last_t = first.last().unwrap().0;
+    let later = scan(last_t + 1_000_000);
+    let all: Vec<(i64, Frame)> = first.iter().cloned().chain(later.iter().cloned()).collect();
+    let bytes = pcap_bytes(&all);
+    let head = pcap_bytes(&first).len();
+    let fifo = d.join("input.pcap");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !matches!(made, Ok(s) if s.success()) {
+        eprintln!("sighup_reloads_only_the_detector_whose_file_changed: skipped, no mkfifo");
+        return;
+    }
+    let eve = d.join("eve.json");
+    let summary = d.join("s.json");
+    let mut child = bin()
+        .args(["run", "--alerts", "flows", "--detector"])
+        .arg(format!("site={}", d.join("site.onnx").display()))
+        .arg("--pcap")
+        .arg(&fifo)
+        .arg("--eve")
+        .arg(&eve)
+        .arg("--summary-json")
+        .arg(&summary)
+        .env("TAPSTREAM_LOG", "tapstream=info")
+        .current_dir(root())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = tx.send(line);
+        }
+        all
+    });
+    let wait_line = |text: &str| {
+        let t = Instant::now();
+        loop {
+            let left = Duration::from_secs(20).saturating_sub(t.elapsed());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.contains(text) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {text:?}"),
+            }
+        }
+    };
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    writer.write_all(&bytes[..head]).unwrap();
+    writer.flush().unwrap();
+    std::fs::copy(d.join("next.onnx"), d.join("site.onnx")).unwrap();
+    let pid = child.id().to_string();
+    assert!(
+        output(std::process::Command::new("kill").args(["-HUP", &pid]))
+            .status
+            .success()
+    );
+    let swapped = wait_line("model swapped in");
+    assert!(swapped.contains("detector=site"), "{swapped}");
+    assert!(swapped.contains("lab-site-next"), "{swapped}");
+    writer.write_all(&bytes[head..]).unwrap();
+    drop(writer);
+    let status = child.wait().unwrap();
+    let stderr = log.join().unwrap();
+    assert!(status.success(), "{stderr}");
+    // The classifier's file did not change: nothing else was swapped.
+    assert_eq!(stderr.matches("model swapped in").count(), 1, "{stderr}");
+    let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(s["detectors"][0]["swaps"], 0, "{s}");
+    assert_eq!(s["detectors"][1]["swaps"], 1, "{s}");
+    let scan_alerts = std::fs::read_to_string(&eve)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["tapstream"]["detector"] == "site" && l["dest_port"].as_u64() != Some(443))
+        .map(|l| l["tapstream"]["model"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>();
+    assert!(scan_alerts.len() >= 285, "{}", scan_alerts.len());
+    assert!(
+        scan_alerts.iter().all(|m| m == "lab-site-next"),
+        "{scan_alerts:?}"
+    );
+}
+
+#[test]
+fn a_detector_flag_must_be_name_equals_file() {
+    for bad in ["site", "=x.onnx", "site="] {
+        let o = output(bin().args(["run", "--pcap", "x.pcap", "--detector", bad]));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(stderr.contains("NAME=FILE"), "{bad}: {stderr}");
     }
 }
 

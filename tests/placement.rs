@@ -147,6 +147,8 @@ fn run_failing(cfg: &Config, pcap: &std::path::Path, sessions: usize) -> anyhow:
         reopen: None,
         workers: Some(WorkerModels::new(sessions, loaded.threshold)),
         episodes: None,
+        detector: String::new(),
+        detectors: Vec::new(),
     };
     tapstream_runtime::run_file(
         pcap,

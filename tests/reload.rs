@@ -65,6 +65,8 @@ fn recording_stage(
         reopen: None,
         workers,
         episodes: None,
+        detector: String::new(),
+        detectors: Vec::new(),
     }
 }
 

@@ -47,6 +47,7 @@ pub use config::Config;
 pub use report::RunReport;
 pub use stage::alerts::AlertStage;
 pub use stage::consumer::Consumer;
+pub use stage::detectors::{Detector, DetectorCounts};
 pub use tapstream_ingest::source::Progress;
 pub use topology::{run_file, run_packets, run_rows};
 

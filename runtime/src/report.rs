@@ -136,6 +136,9 @@ pub struct ConsumerReport {
     pub csv_rows: u64,
     /// Models swapped in during the run (hot reload).
     pub model_swaps: u64,
+    /// Per detector, the first (`[model]`) first: flows scored and flagged,
+    /// models swapped in. Empty for consumers that do not score.
+    pub detectors: Vec<crate::stage::detectors::DetectorCounts>,
 }
 
 impl ConsumerReport {

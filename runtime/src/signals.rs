@@ -23,7 +23,7 @@ pub fn stop_signals() -> Result<Arc<AtomicBool>> {
 
 /// Asks `trigger` for a model reload on every SIGHUP (SIGHUP then no longer
 /// ends the process) until the returned guard is dropped.
-pub fn reload_on_sighup(trigger: ReloadTrigger) -> Result<SighupGuard> {
+pub fn reload_on_sighup(triggers: Vec<ReloadTrigger>) -> Result<SighupGuard> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])
         .context("installing the SIGHUP handler")?;
     let handle = signals.handle();
@@ -32,7 +32,9 @@ pub fn reload_on_sighup(trigger: ReloadTrigger) -> Result<SighupGuard> {
         .spawn(move || {
             for _ in signals.forever() {
                 tracing::info!(message = "SIGHUP: reloading the model if it changed");
-                trigger.request();
+                for t in &triggers {
+                    t.request();
+                }
             }
         })
         .context("spawning the SIGHUP thread")?;

@@ -153,13 +153,24 @@ fn render_flows(s: &mut String, r: &RunReport) {
     }
 }
 
-/// Adds `defrag`, `alert_lines` and `episodes` to the summary JSON `v`
+/// Adds `defrag`, `alert_lines`, `detectors` and `episodes` to the summary JSON `v`
 /// (beside the rest: one `json!` this long would pass the macro's recursion
 /// limit).
 fn add_defrag_and_episodes(v: &mut serde_json::Value, r: &RunReport) {
     if let Some(map) = v.as_object_mut() {
         map.insert("defrag".into(), defrag_json(&r.workers.defrag));
         map.insert("alert_lines".into(), r.consumer.alert_lines.into());
+        let detectors: Vec<serde_json::Value> = r
+            .consumer
+            .detectors
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "name": d.name, "scored": d.scored, "flagged": d.flagged, "swaps": d.swaps,
+                })
+            })
+            .collect();
+        map.insert("detectors".into(), detectors.into());
         map.insert(
             "episodes".into(),
             r.consumer
@@ -217,6 +228,22 @@ fn render_output(s: &mut String, r: &RunReport) {
         }
         if c.model_swaps > 0 {
             let _ = writeln!(s, "  model reloads      {:>12}", c.model_swaps);
+        }
+        if c.detectors.len() > 1 {
+            let _ = writeln!(s, "  detectors          {:>12}", c.detectors.len());
+            for d in &c.detectors {
+                let _ = writeln!(
+                    s,
+                    "    {:<26} {:>8} flagged of {} scored{}",
+                    d.name,
+                    d.flagged,
+                    d.scored,
+                    match d.swaps {
+                        0 => String::new(),
+                        n => format!(", {n} reloads"),
+                    }
+                );
+            }
         }
         for (label, n) in c.labels.iter().zip(&c.alerts_by_class) {
             if *n > 0 {

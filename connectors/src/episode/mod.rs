@@ -336,6 +336,7 @@ impl EpisodeCounts {
 /// An episode's key: class, role and address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Key {
+    /// Detector and class (two detectors' classes never share an episode).
     class: u32,
     victim: bool,
     addr: [u8; 16],
@@ -353,7 +354,9 @@ pub struct Episodes {
     slots: Vec<Option<Episode>>,
     free: Vec<usize>,
     keys: HashMap<Key, usize>,
-    classes: HashMap<String, u32>,
+    /// Class ids by detector and class name.
+    classes: HashMap<String, HashMap<String, u32>>,
+    class_count: usize,
     open: usize,
     clock_us: i64,
     swept_us: i64,
@@ -372,6 +375,7 @@ impl Episodes {
             free: Vec::new(),
             keys: HashMap::new(),
             classes: HashMap::new(),
+            class_count: 0,
             open: 0,
             clock_us: i64::MIN,
             swept_us: i64::MIN,
@@ -397,7 +401,7 @@ impl Episodes {
     pub fn add<E>(&mut self, alert: &Alert<'_>, out: &mut Out<'_, E>) -> Result<(), E> {
         let f = alert.flow;
         self.clock_us = self.clock_us.max(f.last_us);
-        let class = self.class_id(alert.class);
+        let class = self.class_id(&alert.model.detector, alert.class);
         let by_src = Key {
             class,
             victim: false,
@@ -535,12 +539,21 @@ impl Episodes {
     }
 
     /// A small number for a class label.
-    fn class_id(&mut self, class: &str) -> u32 {
-        if let Some(&id) = self.classes.get(class) {
+    fn class_id(&mut self, detector: &str, class: &str) -> u32 {
+        let found = self
+            .classes
+            .get(detector)
+            .and_then(|c| c.get(class))
+            .copied();
+        if let Some(id) = found {
             return id;
         }
-        let id = u32::try_from(self.classes.len()).unwrap_or(u32::MAX);
-        self.classes.insert(class.to_string(), id);
+        let id = u32::try_from(self.class_count).unwrap_or(u32::MAX);
+        self.class_count += 1;
+        self.classes
+            .entry(detector.to_string())
+            .or_default()
+            .insert(class.to_string(), id);
         id
     }
 }

@@ -26,10 +26,11 @@
 //! | `community_id` | string | Community ID v1 with the writer's seed |
 //! | `alert` | object | see below |
 //! | `flow` | object | `pkts_toserver`, `pkts_toclient`, `bytes_toserver`, `bytes_toclient` (integers; forward = to server; bytes are frame bytes), `start`, `end` (timestamps of the first and last packet) |
-//! | `tapstream` | object | `model`, `model_version`, `model_sha256` (strings), `score`, `threshold` (numbers, `null` if not finite), `class` (string), `end_reason` (string, see [`EndReason::as_str`]); `explanation` and `episode` when present (below) |
+//! | `tapstream` | object | `detector` (string, the run's name for the detector that fired; absent for a stage without one), `model`, `model_version`, `model_sha256` (strings), `score`, `threshold` (numbers, `null` if not finite), `class` (string), `end_reason` (string, see [`EndReason::as_str`]); `explanation` and `episode` when present (below) |
 //!
 //! The `alert` object: `action` `"allowed"` (tapstream observes, it never
-//! blocks), `gid` 1, `signature_id` [`SIGNATURE_ID_BASE`] + class index,
+//! blocks), `gid` 1, `signature_id` [`SIGNATURE_ID_BASE`] + 1000 ×
+//! detector index + class index,
 //! `rev` [`SIGNATURE_REV`], `signature`
 //! `"TAPSTREAM ML <class> (<model> v<version>)"`, `category`
 //! [`CATEGORY`], and `severity` 1 when the score is at least
@@ -114,6 +115,13 @@ pub struct ModelInfo {
     pub version: String,
     /// Hex SHA-256 of the model file (`tapstream.model_sha256`).
     pub sha256: String,
+    /// The detector that scored with it (`tapstream.detector`; not written
+    /// when empty).
+    pub detector: String,
+    /// The detector's place in the run (0 for the first): its signature ids
+    /// start at `SIGNATURE_ID_BASE + 1000 × index`, so two detectors' classes
+    /// never share one.
+    pub detector_index: u16,
 }
 
 impl ModelInfo {
@@ -127,7 +135,17 @@ impl ModelInfo {
             name: name.into(),
             version: version.into(),
             sha256: sha256.into(),
+            detector: String::new(),
+            detector_index: 0,
         }
+    }
+
+    /// The same model as detector `name`, the run's `index`-th.
+    #[must_use]
+    pub fn for_detector(mut self, name: impl Into<String>, index: u16) -> Self {
+        self.detector = name.into();
+        self.detector_index = index;
+        self
     }
 }
 
@@ -162,7 +180,9 @@ pub struct Alert<'a> {
 impl Alert<'_> {
     /// `alert.signature_id`: [`SIGNATURE_ID_BASE`] + class index.
     pub fn signature_id(&self) -> u32 {
-        SIGNATURE_ID_BASE + u32::from(self.class_index)
+        SIGNATURE_ID_BASE
+            + 1000 * u32::from(self.model.detector_index)
+            + u32::from(self.class_index)
     }
 
     /// `alert.severity`: 1 when `score >= HIGH_SEVERITY_SCORE`, else 2
@@ -327,7 +347,13 @@ impl EveWriter {
         out.extend_from_slice(b"\",\"end\":\"");
         write_timestamp(out, flow.last_us);
 
-        out.extend_from_slice(b"\"},\"tapstream\":{\"model\":");
+        out.extend_from_slice(b"\"},\"tapstream\":{");
+        if !model.detector.is_empty() {
+            out.extend_from_slice(b"\"detector\":");
+            push_str(out, &model.detector);
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"model\":");
         push_str(out, &model.name);
         out.extend_from_slice(b",\"model_version\":");
         push_str(out, &model.version);

@@ -28,7 +28,7 @@ pub use defrag::{DefragSection, OverlapPolicy};
 pub use flow::{FlowSection, MAX_MEMCAP_MIB};
 pub use gpu::{Device, GpuSection};
 pub use inference::{CudaSection, InferenceSection, Placement, Provider, TensorRtSection};
-pub use model::ModelSection;
+pub use model::{DetectorSection, ModelSection, DEFAULT_DETECTOR};
 pub use output::{
     AlertMode, EpisodesSection, KafkaOutputSection, LimitSection, LimitTrack, OutputSection,
     MAX_DEDUP_CAPACITY, MAX_LIMIT_KEYS, MAX_OPEN_EPISODES,
@@ -95,6 +95,9 @@ pub struct Config {
     pub capture: CaptureSection,
     /// Who the process runs as after opening the capture.
     pub privileges: PrivilegesSection,
+    /// `[[detector]]`: further models scoring every flow beside `[model]`.
+    #[serde(rename = "detector", skip_serializing_if = "Vec::is_empty")]
+    pub detectors: Vec<DetectorSection>,
     /// `[kafka]`: the Kafka client (brokers, TLS/SASL, librdkafka
     /// properties), shared by the Kafka source, the Kafka alert sink and
     /// `tapstream kafka produce`.
@@ -173,6 +176,7 @@ impl Config {
         }
         self.pipeline.validate()?;
         self.model.validate()?;
+        model::validate_detectors(&self.model, &self.detectors)?;
         self.inference.validate()?;
         self.gpu.validate()?;
         self.output.validate()?;
@@ -355,6 +359,21 @@ mod tests {
             ("[pipeline]\ndecoders = 257\n", "pipeline.decoders"),
             ("[model]\nthreshold = 1.5\n", "model.threshold"),
             ("[model]\nsha256 = \"abc\"\n", "model.sha256"),
+            ("[model]\ndetector = \" \"\n", "model.detector"),
+            (
+                "[[detector]]\nname = \"classifier\"\nmodel = \"a.onnx\"\n",
+                "detector.name",
+            ),
+            (
+                "[[detector]]\nname = \"a\"\nmodel = \"a.onnx\"\n[[detector]]\nname = \"a\"\nmodel = \"b.onnx\"\n",
+                "detector.name",
+            ),
+            ("[[detector]]\nname = \"\"\nmodel = \"a.onnx\"\n", "detector.name"),
+            ("[[detector]]\nname = \"a\"\nmodel = \"\"\n", "detector.model"),
+            (
+                "[[detector]]\nname = \"a\"\nmodel = \"a.onnx\"\nthreshold = 2.0\n",
+                "detector",
+            ),
             (
                 "[inference]\nintra_threads = 0\n",
                 "inference.intra_threads",

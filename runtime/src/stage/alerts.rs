@@ -30,6 +30,7 @@ use tapstream_ingest::FlowMeta;
 use tapstream_kernels::context::NUM_CONTEXT;
 use tapstream_kernels::{FlowBatch, Mark, Settled};
 
+use super::detectors::{Detector, Extra};
 use super::sink::{sink_loop, AlertBatch, Flagged, Scoring, SinkOutput};
 use crate::reopen::ReopenRequest;
 use crate::report::ConsumerReport;
@@ -69,15 +70,16 @@ pub struct AlertStage {
     /// (`None`, the default here; `tapstream run` writes episodes unless
     /// `[output] alerts = "flows"`).
     pub episodes: Option<EpisodeSettings>,
+    /// The first detector's name in alerts (`tapstream.detector`; empty:
+    /// not written).
+    pub detector: String,
+    /// Further detectors, scoring every flow in this stage.
+    pub detectors: Vec<Detector>,
 }
 
 /// The identity alerts carry for a model.
 pub fn model_info(c: &ModelContract) -> ModelInfo {
-    ModelInfo {
-        name: c.name.clone(),
-        version: c.version.clone(),
-        sha256: c.sha256.clone(),
-    }
+    ModelInfo::new(c.name.clone(), c.version.clone(), c.sha256.clone())
 }
 
 impl AlertStage {
@@ -105,7 +107,14 @@ impl AlertStage {
             reopen: None,
             workers,
             episodes: None,
+            detector: String::new(),
+            detectors: Vec::new(),
         }
+    }
+
+    /// Whether a model of the stage reads context features.
+    pub fn needs_context(&self) -> bool {
+        self.engine.contract().needs_context() || self.detectors.iter().any(Extra::needs_context)
     }
 
     /// Runs until every worker has hung up. Sets `stop` when output fails so
@@ -136,7 +145,7 @@ impl AlertStage {
         let mut state = AlertLoop::new(
             Model {
                 engine: self.engine,
-                info: self.model,
+                info: self.model.for_detector(self.detector, 0),
                 threshold: self.threshold,
             },
             self.batch_rows,
@@ -146,8 +155,16 @@ impl AlertStage {
             context,
         );
         state.clock.episodes = output_has_episodes;
+        state.extras = self
+            .detectors
+            .into_iter()
+            .zip(1u16..)
+            .map(|(d, i)| Extra::new(d, i, context))
+            .collect();
         let scored = state.run(&rx, &pool);
+        let detectors = state.detector_counts();
         let mut report = std::mem::take(&mut state.report);
+        report.detectors = detectors;
         let blocked = state.blocked;
         drop(state);
         if scored.is_err() {
@@ -213,6 +230,11 @@ struct AlertLoop<'a> {
     context: bool,
     /// Packet time as the flows tell it, for the sink's episodes.
     clock: Clock,
+    /// The first detector's name and what it flagged.
+    detector: String,
+    flagged: u64,
+    /// The detectors beside it.
+    extras: Vec<Extra>,
 }
 
 /// The latest flow end the stage has seen (µs), and the one it last told
@@ -242,6 +264,7 @@ impl<'a> AlertLoop<'a> {
         context: bool,
     ) -> Self {
         let contract = model.engine.contract().clone();
+        let detector = model.info.detector.clone();
         let scoring = Arc::new(Scoring::of(model.info, &contract, model.threshold, context));
         AlertLoop {
             input: Vec::with_capacity(batch_rows * contract.num_features()),
@@ -272,6 +295,9 @@ impl<'a> AlertLoop<'a> {
             blocked: Duration::ZERO,
             report: ConsumerReport::default(),
             contract,
+            detector,
+            flagged: 0,
+            extras: Vec::new(),
         }
     }
 
@@ -301,6 +327,9 @@ impl<'a> AlertLoop<'a> {
                         self.swap_if_reloaded()?;
                     }
                     self.gather(&b);
+                    for e in &mut self.extras {
+                        e.gather(&b);
+                    }
                     b.clear();
                     let _ = pool.try_send(b);
                     false
@@ -308,6 +337,9 @@ impl<'a> AlertLoop<'a> {
                 Recv::Timeout => {
                     if self.metas.is_empty() {
                         self.swap_if_reloaded()?;
+                    }
+                    for e in &mut self.extras {
+                        e.swap_if_idle();
                     }
                     false
                 }
@@ -347,9 +379,10 @@ impl<'a> AlertLoop<'a> {
                 .publish(sessions, new.threshold)
                 .context("handing the new model to the flow workers")?;
         }
-        let info = model_info(new.engine.contract());
+        let info = model_info(new.engine.contract()).for_detector(self.detector.clone(), 0);
         tracing::info!(
             message = "model swapped in",
+            detector = %self.detector,
             model = %info.name,
             version = %info.version,
             sha256 = %info.sha256,
@@ -394,6 +427,7 @@ impl<'a> AlertLoop<'a> {
                 self.send(batch);
             }
             self.prescored_gen = s.generation;
+            self.flagged += b.flagged.len() as u64;
             let scoring = self.generation_scoring(s.generation);
             self.prescored.extend(b.flagged.iter().filter_map(|f| {
                 let row = f.row as usize;
@@ -425,6 +459,22 @@ impl<'a> AlertLoop<'a> {
     /// Sends the workers' flagged flows, scores what waits here, and sends
     /// those alerts with the marks received so far.
     fn score_pending(&mut self) -> Result<()> {
+        // The other detectors' alerts go first: the marks below cover them.
+        for k in 0..self.extras.len() {
+            let Some(e) = self.extras.get_mut(k) else {
+                continue;
+            };
+            let (flagged, scoring) = e.score(self.batch_rows)?;
+            if !flagged.is_empty() {
+                let batch = AlertBatch {
+                    scoring,
+                    flagged,
+                    marks: Vec::new(),
+                    clock_us: self.clock.now_us,
+                };
+                self.send(batch);
+            }
+        }
         if !self.prescored.is_empty() {
             let batch = AlertBatch {
                 scoring: self.generation_scoring(self.prescored_gen),
@@ -484,6 +534,7 @@ impl<'a> AlertLoop<'a> {
             metrics::histogram!("tapstream_inference_latency_seconds").record(took.as_secs_f64());
             for (i, (meta, p)) in chunk_metas.iter().zip(self.preds.iter()).enumerate() {
                 if p.score >= self.threshold {
+                    self.flagged += 1;
                     let row = context_row(&self.context_rows, c * self.batch_rows + i);
                     flagged.push(Flagged {
                         meta: *meta,
@@ -509,6 +560,19 @@ impl<'a> AlertLoop<'a> {
         if !self.sink_open {
             self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// What each detector scored and flagged, the first one first.
+    fn detector_counts(&self) -> Vec<crate::stage::detectors::DetectorCounts> {
+        let first = crate::stage::detectors::DetectorCounts {
+            name: self.detector.clone(),
+            scored: self.report.scored,
+            flagged: self.flagged,
+            swaps: self.report.model_swaps,
+        };
+        std::iter::once(first)
+            .chain(self.extras.iter().map(|e| e.counts.clone()))
+            .collect()
     }
 
     /// What alerts of model generation `g` carry; the current model's for a

@@ -37,7 +37,7 @@ impl Consumer {
     /// True when the flows need context rows (the model reads them).
     pub fn needs_context(&self) -> bool {
         match self {
-            Consumer::Alerts(stage) => stage.engine.contract().needs_context(),
+            Consumer::Alerts(stage) => stage.needs_context(),
             _ => false,
         }
     }
