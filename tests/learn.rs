@@ -314,6 +314,28 @@ fn two_detectors_score_every_flow_and_each_alert_names_its_own() {
             assert_eq!(l["tapstream"]["model"], "lab-site", "{l}");
             let sid = l["alert"]["signature_id"].as_u64().unwrap();
             assert!((9_101_000..9_102_000).contains(&sid), "{l}");
+            // The features with the largest reconstruction error.
+            let a = &l["tapstream"]["anomaly"];
+            let (error, threshold) = (
+                a["error"].as_f64().unwrap(),
+                a["threshold"].as_f64().unwrap(),
+            );
+            assert!(error >= threshold * 0.999, "{l}");
+            let features = a["features"].as_array().unwrap();
+            assert!(!features.is_empty() && features.len() <= 3, "{l}");
+            let mut last = f64::INFINITY;
+            for f in features {
+                let share = f["share"].as_f64().unwrap();
+                assert!(share > 0.0 && share <= last && share <= 1.0, "{l}");
+                last = share;
+                assert!(
+                    f["text"]
+                        .as_str()
+                        .unwrap()
+                        .contains("% of the anomaly score"),
+                    "{l}"
+                );
+            }
         }
         let first = named("behaviour");
         for l in &first {

@@ -171,6 +171,9 @@ pub struct ModelContract {
     /// (`kernels::context::CONTEXT_FEATURES`); empty when the model has
     /// none ([`keys::BASELINE`]).
     pub baseline: Vec<Option<Baseline>>,
+    /// A learned anomaly model's parameters ([`crate::anomaly::KEY`]), so
+    /// its alerts can name the features that made a flow unusual.
+    pub anomaly: Option<std::sync::Arc<crate::anomaly::AnomalySpec>>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +213,9 @@ impl ModelContract {
             .map(|text| parse_baseline(&text))
             .transpose()?
             .unwrap_or_default();
+        let anomaly = l(crate::anomaly::KEY)
+            .map(|text| crate::anomaly::parse(&text, features.len()))
+            .transpose()?;
         Ok(ModelContract {
             schema,
             schema_version,
@@ -225,6 +231,7 @@ impl ModelContract {
             precision,
             sha256: sha256.to_ascii_lowercase(),
             baseline,
+            anomaly,
         })
     }
 

@@ -44,6 +44,7 @@
 )]
 #![warn(missing_docs)]
 
+pub mod anomaly;
 mod batcher;
 pub mod contract;
 pub mod device;

@@ -167,6 +167,7 @@ fn add_defrag_and_episodes(v: &mut serde_json::Value, r: &RunReport) {
             .map(|d| {
                 serde_json::json!({
                     "name": d.name, "scored": d.scored, "flagged": d.flagged, "swaps": d.swaps,
+                    "inference_seconds": d.inference_busy.as_secs_f64(),
                 })
             })
             .collect();
@@ -234,10 +235,11 @@ fn render_output(s: &mut String, r: &RunReport) {
             for d in &c.detectors {
                 let _ = writeln!(
                     s,
-                    "    {:<26} {:>8} flagged of {} scored{}",
+                    "    {:<26} {:>8} flagged of {} scored ({:.3} s inference){}",
                     d.name,
                     d.flagged,
                     d.scored,
+                    d.inference_busy.as_secs_f64(),
                     match d.swaps {
                         0 => String::new(),
                         n => format!(", {n} reloads"),

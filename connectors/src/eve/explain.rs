@@ -13,6 +13,7 @@
 
 use tapstream_ingest::FlowMeta;
 use tapstream_kernels::context::{CONTEXT_FEATURES, LAMBDAS, NUM_CONTEXT, SCALES};
+use tapstream_kernels::schema::{FEATURES, NUM_FEATURES};
 
 use super::format::{push_escaped, push_f32, push_ip, push_str, push_u64};
 use super::proto_name;
@@ -59,11 +60,98 @@ impl Item {
     }
 }
 
-/// The features that explain a flagged flow, strongest first.
+/// One input feature's part in an anomaly model's score: its
+/// reconstruction error.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Residual {
+    /// The feature: a CIC feature index (`kernels::schema::FEATURES`), or
+    /// `NUM_FEATURES` + a context feature index.
+    pub column: u16,
+    /// The flow's value.
+    pub value: f32,
+    /// Its typical benign value (the inverse signed log of the model's
+    /// mean of its signed log).
+    pub typical: f32,
+    /// Its share of the score.
+    pub share: f32,
+}
+
+impl Residual {
+    /// The feature's name.
+    pub fn name(&self) -> &'static str {
+        let c = usize::from(self.column);
+        match c.checked_sub(NUM_FEATURES) {
+            None => FEATURES.get(c).map_or("?", |f| f.0),
+            Some(k) => CONTEXT_FEATURES.get(k).copied().unwrap_or("?"),
+        }
+    }
+}
+
+/// The features that made an anomaly model's score high, largest share
+/// first, with the score's error and threshold.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Residuals {
+    items: [Residual; MAX_ITEMS],
+    len: u8,
+    /// The model's error `e` for the flow.
+    pub error: f32,
+    /// The error at its threshold.
+    pub threshold: f32,
+}
+
+impl Residuals {
+    /// The three largest of `parts` (each feature's part of `error`, in the
+    /// model's input order; `columns[j]` is input `j`'s schema column,
+    /// `row[j]` its value and `typical[j]` its typical value).
+    pub fn of(
+        parts: &[f64],
+        columns: &[usize],
+        row: &[f32],
+        typical: &dyn Fn(usize) -> f64,
+        error: f64,
+        threshold: f64,
+    ) -> Self {
+        let mut order: Vec<usize> = (0..parts.len()).collect();
+        let part = |j: usize| parts.get(j).copied().unwrap_or(0.0);
+        order.sort_by(|&a, &b| part(b).total_cmp(&part(a)).then(a.cmp(&b)));
+        let mut r = Residuals {
+            error: error as f32,
+            threshold: threshold as f32,
+            ..Residuals::default()
+        };
+        for (slot, &j) in r
+            .items
+            .iter_mut()
+            .zip(order.iter().filter(|&&j| part(j) > 0.0))
+        {
+            *slot = Residual {
+                column: columns
+                    .get(j)
+                    .and_then(|&c| u16::try_from(c).ok())
+                    .unwrap_or(u16::MAX),
+                value: row.get(j).copied().unwrap_or(f32::NAN),
+                typical: typical(j) as f32,
+                share: (part(j) / error.max(f64::MIN_POSITIVE)) as f32,
+            };
+            r.len += 1;
+        }
+        r
+    }
+
+    /// The features, largest share first.
+    pub fn items(&self) -> &[Residual] {
+        self.items.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+}
+
+/// The features that explain a flagged flow, strongest first: context
+/// features against the benign baseline, and for an anomaly model the
+/// features with the largest reconstruction error.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Explanation {
     items: [Item; MAX_ITEMS],
     len: u8,
+    residuals: Option<Residuals>,
 }
 
 impl Explanation {
@@ -131,6 +219,20 @@ impl Explanation {
         self.len = u8::try_from((len + 1).min(MAX_ITEMS)).unwrap_or(0);
     }
 
+    /// `e` with the anomaly model's residuals `r` (or an explanation of the
+    /// residuals alone).
+    pub fn with_residuals(e: Option<Self>, r: Residuals) -> Self {
+        Explanation {
+            residuals: Some(r),
+            ..e.unwrap_or_default()
+        }
+    }
+
+    /// The anomaly model's residuals, when it has them.
+    pub fn residuals(&self) -> Option<&Residuals> {
+        self.residuals.as_ref()
+    }
+
     /// The features, strongest first.
     pub fn items(&self) -> &[Item] {
         self.items.get(..usize::from(self.len)).unwrap_or(&[])
@@ -139,14 +241,76 @@ impl Explanation {
     /// How far the strongest feature is above its p99 (`(value + 1) /
     /// (p99 + 1)`); an episode keeps its strongest explanation.
     pub fn strength(&self) -> f32 {
-        self.items()
+        let context = self
+            .items()
             .first()
-            .map_or(0.0, |i| (i.value + 1.0) / (i.p99.max(0.0) + 1.0))
+            .map_or(0.0, |i| (i.value + 1.0) / (i.p99.max(0.0) + 1.0));
+        // An anomaly model's error over its threshold, when that is larger.
+        let anomaly = self
+            .residuals
+            .map_or(0.0, |r| r.error / r.threshold.max(f32::MIN_POSITIVE));
+        context.max(anomaly)
     }
 }
 
-/// Appends `,"explanation":[…]` for `flow`.
+/// Appends `,"explanation":[…]` (context features) and `,"anomaly":{…}`
+/// (residuals) for `flow`, each when there is something to say.
 pub(super) fn push_explanation(out: &mut Vec<u8>, e: &Explanation, flow: &FlowMeta) {
+    if !e.items().is_empty() {
+        push_context(out, e, flow);
+    }
+    if let Some(r) = &e.residuals {
+        push_residuals(out, r);
+    }
+}
+
+/// `,"anomaly":{"error":…,"threshold":…,"features":[{feature, value,
+/// typical, share, text}]}`.
+fn push_residuals(out: &mut Vec<u8>, r: &Residuals) {
+    out.extend_from_slice(b",\"anomaly\":{\"error\":");
+    push_f32(out, r.error);
+    out.extend_from_slice(b",\"threshold\":");
+    push_f32(out, r.threshold);
+    out.extend_from_slice(b",\"features\":[");
+    for (n, item) in r.items().iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"feature\":");
+        push_str(out, item.name());
+        out.extend_from_slice(b",\"value\":");
+        push_f32(out, item.value);
+        out.extend_from_slice(b",\"typical\":");
+        push_f32(out, item.typical);
+        out.extend_from_slice(b",\"share\":");
+        push_f32(out, (item.share * 1000.0).round() / 1000.0);
+        out.extend_from_slice(b",\"text\":\"");
+        push_escaped(out, item.name());
+        out.extend_from_slice(b" ");
+        push_number(out, item.value);
+        out.extend_from_slice(b" where about ");
+        push_number(out, item.typical);
+        out.extend_from_slice(b" is usual here (");
+        push_u64(out, (f64::from(item.share) * 100.0).round() as u64);
+        out.extend_from_slice(b" % of the anomaly score)\"}");
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// A number as a person reads it: at most 3 significant decimals.
+fn push_number(out: &mut Vec<u8>, x: f32) {
+    let r = if x.abs() >= 100.0 {
+        x.round()
+    } else {
+        (x * 100.0).round() / 100.0
+    };
+    let mut b = ryu::Buffer::new();
+    let s = b.format(r);
+    out.extend_from_slice(s.strip_suffix(".0").unwrap_or(s).as_bytes());
+}
+
+/// `,"explanation":[…]`: the context features.
+fn push_context(out: &mut Vec<u8>, e: &Explanation, flow: &FlowMeta) {
     out.extend_from_slice(b",\"explanation\":[");
     for (n, item) in e.items().iter().enumerate() {
         if n > 0 {

@@ -42,6 +42,12 @@
 //! `{feature, value, per_second, benign_median, benign_p99, text}`, the
 //! strongest first ([`explain`]).
 //!
+//! `tapstream.anomaly` (alerts of a learned anomaly model, `tapstream
+//! learn`): `error` and `threshold` (the model's error for the flow and at
+//! its threshold) and `features`, up to three objects `{feature, value,
+//! typical, share, text}`: the features with the largest reconstruction
+//! error, their typical benign value and their share of the error.
+//!
 //! `tapstream.episode` (episode records, [`crate::episode`]): `id` (the
 //! `flow_id` of the flow that opened it, which is the line's flow),
 //! `state` (`start`, `update`, `end`), `end_reason` (`end` only: `idle`,
@@ -56,8 +62,9 @@
 //! A class keeps its `signature_id` across model versions (the version is in
 //! the signature text and in `tapstream.model_version`), so SIEM rules and
 //! suppressions written against a sid survive a model update. Class index
-//! `i` of any model maps to `9_100_000 + i`; with a `u16` index the ids stay
-//! inside the block 9,100,000–9,165,535, clear of the Emerging Threats
+//! `i` of the run's first detector maps to `9_100_000 + i`, and of its
+//! `d`-th further detector (`[[detector]]`) to `9_100_000 + 1000·d + i`;
+//! the ids stay inside the block 9,100,000–9,165,535, clear of the Emerging Threats
 //! ranges (2,000,000–2,999,999) and the usual local-rule range
 //! (1,000,000–1,999,999).
 //!

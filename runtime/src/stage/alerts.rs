@@ -28,6 +28,7 @@ use tapstream_inference::{
 use tapstream_ingest::queue::{recv_until, Recv};
 use tapstream_ingest::FlowMeta;
 use tapstream_kernels::context::NUM_CONTEXT;
+use tapstream_kernels::schema::NUM_FEATURES;
 use tapstream_kernels::{FlowBatch, Mark, Settled};
 
 use super::detectors::{Detector, Extra};
@@ -437,7 +438,10 @@ impl<'a> AlertLoop<'a> {
                         score: f.score,
                         class: f.class as usize,
                     },
-                    explanation: scoring.explain(context_row(&b.context, row)),
+                    explanation: scoring.explain_flow(
+                        context_row(&b.context, row),
+                        b.rows.get(row * NUM_FEATURES..(row + 1) * NUM_FEATURES),
+                    ),
                 })
             }));
             self.batcher.add(n, Instant::now());
@@ -536,10 +540,11 @@ impl<'a> AlertLoop<'a> {
                 if p.score >= self.threshold {
                     self.flagged += 1;
                     let row = context_row(&self.context_rows, c * self.batch_rows + i);
+                    let input = chunk.get(i * width..(i + 1) * width);
                     flagged.push(Flagged {
                         meta: *meta,
                         prediction: *p,
-                        explanation: self.scoring.explain(row),
+                        explanation: self.scoring.explain_with(row, input),
                     });
                 }
             }
@@ -569,6 +574,7 @@ impl<'a> AlertLoop<'a> {
             scored: self.report.scored,
             flagged: self.flagged,
             swaps: self.report.model_swaps,
+            inference_busy: self.report.inference_busy,
         };
         std::iter::once(first)
             .chain(self.extras.iter().map(|e| e.counts.clone()))

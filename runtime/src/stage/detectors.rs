@@ -43,6 +43,8 @@ pub struct DetectorCounts {
     pub flagged: u64,
     /// Models swapped in (hot reload).
     pub swaps: u64,
+    /// Time inside its engine.
+    pub inference_busy: std::time::Duration,
 }
 
 /// A further detector's state in the stage.
@@ -165,17 +167,19 @@ impl Extra {
                     anyhow::Error::new(e)
                         .context(format!("inference failed (detector {})", self.counts.name))
                 })?;
-            metrics::histogram!("tapstream_inference_latency_seconds")
-                .record(t.elapsed().as_secs_f64());
+            let took = t.elapsed();
+            self.counts.inference_busy += took;
+            metrics::histogram!("tapstream_inference_latency_seconds").record(took.as_secs_f64());
             self.counts.scored += metas.len() as u64;
             for (i, (meta, p)) in metas.iter().zip(&self.preds).enumerate() {
                 if p.score >= self.threshold {
                     let at = (c * rows + i) * NUM_CONTEXT;
                     let row = self.context_rows.get(at..at + NUM_CONTEXT);
+                    let input = chunk.get(i * width..(i + 1) * width);
                     flagged.push(Flagged {
                         meta: *meta,
                         prediction: *p,
-                        explanation: self.scoring.explain(row),
+                        explanation: self.scoring.explain_with(row, input),
                     });
                 }
             }

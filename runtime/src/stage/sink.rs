@@ -7,12 +7,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tapstream_connectors::episode::{EpisodeCounts, EpisodeEnd, EpisodeState, Episodes};
+use tapstream_connectors::eve::explain::Residuals;
 use tapstream_connectors::eve::{Alert, Explanation};
 use tapstream_connectors::limit::{AlertLimiter, SuppressedCounts, Verdict};
 use tapstream_connectors::sink::{AlertSink, SinkError};
 use tapstream_connectors::ModelInfo;
+use tapstream_inference::anomaly::AnomalySpec;
 use tapstream_inference::{ModelContract, Prediction};
 use tapstream_ingest::FlowMeta;
+use tapstream_kernels::schema::NUM_FEATURES;
 use tapstream_kernels::{Mark, Settled};
 
 use crate::reopen::{ReopenRequest, REOPEN_POLL};
@@ -34,6 +37,9 @@ pub(crate) struct Scoring {
     /// Each context feature's benign `(median, p99)`, empty when the model
     /// has no baseline or flows come without context rows.
     pub(crate) baseline: Vec<Option<(f32, f32)>>,
+    /// A learned anomaly model's parameters and its input columns, to name
+    /// the features with the largest reconstruction error.
+    anomaly: Option<(Arc<AnomalySpec>, Vec<usize>)>,
 }
 
 impl Scoring {
@@ -58,7 +64,52 @@ impl Scoring {
             } else {
                 Vec::new()
             },
+            anomaly: contract
+                .anomaly
+                .clone()
+                .map(|a| (a, contract.columns.clone())),
         }
+    }
+
+    /// The explanation of a flagged flow from its feature row `features`
+    /// and context row `row` (the model input is taken from them when an
+    /// anomaly model needs it).
+    pub(crate) fn explain_flow(
+        &self,
+        row: Option<&[f32]>,
+        features: Option<&[f64]>,
+    ) -> Option<Explanation> {
+        let Some((_, columns)) = &self.anomaly else {
+            return self.explain(row);
+        };
+        let input: Option<Vec<f32>> = features.map(|f| {
+            columns
+                .iter()
+                .map(|&c| match c.checked_sub(NUM_FEATURES) {
+                    None => f.get(c).map_or(0.0, |&x| x as f32),
+                    Some(k) => row.and_then(|r| r.get(k)).copied().unwrap_or(0.0),
+                })
+                .collect()
+        });
+        self.explain_with(row, input.as_deref())
+    }
+
+    /// The explanation of a flagged flow with context row `row` and model
+    /// input `input` (read only for an anomaly model).
+    pub(crate) fn explain_with(
+        &self,
+        row: Option<&[f32]>,
+        input: Option<&[f32]>,
+    ) -> Option<Explanation> {
+        let e = self.explain(row);
+        let (Some((spec, columns)), Some(input)) = (&self.anomaly, input) else {
+            return e;
+        };
+        let mut parts = Vec::new();
+        let error = spec.model.error(input, Some(&mut parts));
+        let typical = |j: usize| spec.model.typical(j);
+        let r = Residuals::of(&parts, columns, input, &typical, error, spec.threshold);
+        Some(Explanation::with_residuals(e, r))
     }
 
     /// The explanation of a flagged flow with context row `row`.
@@ -403,6 +454,7 @@ mod tests {
     fn batch(ids: std::ops::Range<u64>) -> AlertBatch {
         AlertBatch {
             scoring: Arc::new(Scoring {
+                anomaly: None,
                 model: ModelInfo::new("m", "1", "00"),
                 labels: vec!["Portscan".to_string()],
                 threshold: 0.5,

@@ -37,6 +37,7 @@ use tapstream_kernels::FlowBatch;
 
 use onnx::Graph;
 use ppca::{score_of, Ppca};
+pub use tapstream_inference::anomaly::KEY as ANOMALY_KEY;
 
 /// The model's label of benign flows and of flagged ones.
 pub const LABELS: [&str; 2] = ["benign", "anomaly"];
@@ -253,7 +254,7 @@ pub fn learn(flows: &Flows, opts: &Options) -> Result<Learned, LearnError> {
             need: ppca::MIN_FLOWS + need_held.max(10),
         });
     }
-    let model = Ppca::fit(&fit_rows, width)?;
+    let model = ppca::fit(&fit_rows, width)?;
     let mut errors: Vec<f64> = held_rows
         .chunks_exact(width)
         .map(|r| model.error(r, None))
@@ -275,7 +276,7 @@ pub fn learn(flows: &Flows, opts: &Options) -> Result<Learned, LearnError> {
     );
     contract_of(&meta, "0")?;
     let mut graph = Graph::default();
-    model.graph(threshold.error, &mut graph);
+    ppca::graph(&model, threshold.error, &mut graph);
     for (k, v) in meta {
         graph.metadata(k, v);
     }
@@ -512,10 +513,6 @@ fn contract_metadata(
     }
     m
 }
-
-/// Metadata key of the fitted parameters and threshold (JSON), so a reader
-/// can explain a score per feature without taking the graph apart.
-pub const ANOMALY_KEY: &str = "tapstream.anomaly";
 
 fn contract_of(meta: &[(&'static str, String)], sha: &str) -> Result<ModelContract, LearnError> {
     let map: BTreeMap<&str, &String> = meta.iter().map(|(k, v)| (*k, v)).collect();

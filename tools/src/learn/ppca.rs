@@ -19,11 +19,12 @@
 //! the mean variance of the rest (at least a tenth of the mean variance per
 //! feature). It is twice the negative log-likelihood
 //! under the fitted Gaussian, up to a constant: about `F` for a typical
-//! benign flow. The ONNX graph computes it in `f32` ([`Ppca::graph`]); this
-//! module's [`Ppca::error`] is the `f64` reference it is tested against.
+//! benign flow. The ONNX graph computes it in `f32` ([`graph`]);
+//! [`Ppca::error`] (in the inference crate, which explains alerts with it)
+//! is the `f64` reference it is tested against.
 
 use nalgebra::{DMatrix, SymmetricEigen};
-use serde::{Deserialize, Serialize};
+pub use tapstream_inference::anomaly::{signed_log, Ppca, Z_CLIP};
 
 use super::onnx::{Dim, Graph};
 use super::LearnError;
@@ -38,202 +39,125 @@ pub const VARIANCE_KEPT: f64 = 0.99;
 /// standardised feature: the directions benign traffic barely uses still
 /// allow some spread, so one new but harmless value does not dominate.
 pub const RESIDUAL_SHARE: f64 = 0.1;
-/// Standardised values are clipped to `±Z_CLIP`: a feature far outside the
-/// benign range counts as far, not as astronomically far, so the score
-/// says how many features are unusual more than how extreme one is.
-pub const Z_CLIP: f64 = 5.0;
 /// Fewest flows a fit accepts.
 pub const MIN_FLOWS: usize = 100;
 /// Rows per covariance update.
 const CHUNK: usize = 4096;
 
-/// A fitted model.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Ppca {
-    /// Per-feature mean of `g`.
-    pub mean: Vec<f64>,
-    /// Per-feature scale of `g` (standard deviation, at least [`SCALE_FLOOR`]).
-    pub scale: Vec<f64>,
-    /// The principal directions, `k` unit vectors of `F` entries.
-    pub components: Vec<Vec<f64>>,
-    /// Their variances `λᵢ`.
-    pub variances: Vec<f64>,
-    /// The variance `σ²` of each remaining direction.
-    pub residual_variance: f64,
+/// Fits the model on `rows` (row major, `width` features each).
+pub fn fit(rows: &[f32], width: usize) -> Result<Ppca, LearnError> {
+    let n = rows.len().checked_div(width).unwrap_or(0);
+    if n < MIN_FLOWS || width < 2 {
+        return Err(LearnError::TooFewFlows {
+            found: n,
+            need: MIN_FLOWS,
+        });
+    }
+    let (mean, scale) = moments(rows, width, n);
+    let mut cov = DMatrix::<f64>::zeros(width, width);
+    for chunk in rows.chunks(CHUNK * width) {
+        let m = chunk.len() / width;
+        let z = DMatrix::from_fn(m, width, |i, j| {
+            let x = chunk.get(i * width + j).copied().unwrap_or(0.0);
+            standardise(x, &mean, &scale, j)
+        });
+        cov.gemm_tr(1.0, &z, &z, 1.0);
+    }
+    cov /= n as f64;
+    let eigen = SymmetricEigen::new(cov);
+    let mut order: Vec<usize> = (0..width).collect();
+    let value = |i: usize| eigen.eigenvalues.get(i).copied().unwrap_or(0.0).max(0.0);
+    order.sort_by(|&a, &b| value(b).total_cmp(&value(a)).then(a.cmp(&b)));
+    let total: f64 = order.iter().map(|&i| value(i)).sum();
+    if !total.is_finite() || total <= 0.0 {
+        return Err(LearnError::Degenerate);
+    }
+    let mut kept = 0.0;
+    let mut k = 0;
+    for &i in &order {
+        if k + 1 >= width || kept >= VARIANCE_KEPT * total {
+            break;
+        }
+        kept += value(i);
+        k += 1;
+    }
+    let floor = total * 1e-6;
+    let components = order
+        .iter()
+        .take(k)
+        .map(|&i| eigen.eigenvectors.column(i).iter().copied().collect())
+        .collect();
+    let variances = order.iter().take(k).map(|&i| value(i).max(floor)).collect();
+    let rest: f64 = order.iter().skip(k).map(|&i| value(i)).sum();
+    let residual_variance = (rest / (width - k) as f64).max(RESIDUAL_SHARE * total / width as f64);
+    Ok(Ppca {
+        mean,
+        scale,
+        components,
+        variances,
+        residual_variance,
+    })
 }
 
-/// The signed log every feature goes through first: counts, bytes and
-/// microseconds span many orders of magnitude.
-pub fn signed_log(x: f32) -> f64 {
-    let x = f64::from(x);
-    if x.is_finite() {
-        x.signum() * x.abs().ln_1p()
-    } else {
-        0.0
-    }
-}
-
-impl Ppca {
-    /// Fits the model on `rows` (row major, `width` features each).
-    pub fn fit(rows: &[f32], width: usize) -> Result<Ppca, LearnError> {
-        let n = rows.len().checked_div(width).unwrap_or(0);
-        if n < MIN_FLOWS || width < 2 {
-            return Err(LearnError::TooFewFlows {
-                found: n,
-                need: MIN_FLOWS,
-            });
-        }
-        let (mean, scale) = moments(rows, width, n);
-        let mut cov = DMatrix::<f64>::zeros(width, width);
-        for chunk in rows.chunks(CHUNK * width) {
-            let m = chunk.len() / width;
-            let z = DMatrix::from_fn(m, width, |i, j| {
-                let x = chunk.get(i * width + j).copied().unwrap_or(0.0);
-                standardise(x, &mean, &scale, j)
-            });
-            cov.gemm_tr(1.0, &z, &z, 1.0);
-        }
-        cov /= n as f64;
-        let eigen = SymmetricEigen::new(cov);
-        let mut order: Vec<usize> = (0..width).collect();
-        let value = |i: usize| eigen.eigenvalues.get(i).copied().unwrap_or(0.0).max(0.0);
-        order.sort_by(|&a, &b| value(b).total_cmp(&value(a)).then(a.cmp(&b)));
-        let total: f64 = order.iter().map(|&i| value(i)).sum();
-        if !total.is_finite() || total <= 0.0 {
-            return Err(LearnError::Degenerate);
-        }
-        let mut kept = 0.0;
-        let mut k = 0;
-        for &i in &order {
-            if k + 1 >= width || kept >= VARIANCE_KEPT * total {
-                break;
-            }
-            kept += value(i);
-            k += 1;
-        }
-        let floor = total * 1e-6;
-        let components = order
-            .iter()
-            .take(k)
-            .map(|&i| eigen.eigenvectors.column(i).iter().copied().collect())
-            .collect();
-        let variances = order.iter().take(k).map(|&i| value(i).max(floor)).collect();
-        let rest: f64 = order.iter().skip(k).map(|&i| value(i)).sum();
-        let residual_variance =
-            (rest / (width - k) as f64).max(RESIDUAL_SHARE * total / width as f64);
-        Ok(Ppca {
-            mean,
-            scale,
-            components,
-            variances,
-            residual_variance,
-        })
-    }
-
-    /// Number of features.
-    pub fn width(&self) -> usize {
-        self.mean.len()
-    }
-
-    /// The score `e` of one row; with `residuals`, also each feature's share
-    /// `rⱼ² / σ²` of it (the reconstruction error, per feature).
-    pub fn error(&self, row: &[f32], mut residuals: Option<&mut Vec<f64>>) -> f64 {
-        let z: Vec<f64> = (0..self.width())
-            .map(|j| {
-                standardise(
-                    row.get(j).copied().unwrap_or(0.0),
-                    &self.mean,
-                    &self.scale,
-                    j,
-                )
-            })
-            .collect();
-        let mut r = z.clone();
-        let mut e = 0.0;
-        for (p, lambda) in self.components.iter().zip(&self.variances) {
-            let y: f64 = p.iter().zip(&z).map(|(a, b)| a * b).sum();
-            e += y * y / lambda;
-            for (rj, pj) in r.iter_mut().zip(p) {
-                *rj -= y * pj;
-            }
-        }
-        if let Some(out) = residuals.as_deref_mut() {
-            out.clear();
-        }
-        for rj in r {
-            let share = rj * rj / self.residual_variance;
-            e += share;
-            if let Some(out) = residuals.as_deref_mut() {
-                out.push(share);
-            }
-        }
-        e
-    }
-
-    /// The ONNX graph: input `features` `[batch, F]`, output `score`
-    /// `[batch, 1]` = `e / (e + threshold)`, so a flow scores at least 0.5
-    /// exactly when `e ≥ threshold`, and scores stay in `[0, 1)` in any
-    /// precision.
-    pub fn graph(&self, threshold: f64, g: &mut Graph) {
-        let f = self.width();
-        let k = self.components.len();
-        let (fi, ki) = (f as i64, k as i64);
-        let x = g.input("features", vec![Dim::Named("batch"), Dim::Fixed(fi)]);
-        let one = g.constant("one", &[1], vec![1.0]);
-        let mean = g.constant("mean", &[fi], to_f32(self.mean.iter().copied()));
-        let inv = g.constant(
-            "inv_scale",
-            &[fi],
-            to_f32(self.scale.iter().map(|s| 1.0 / s)),
-        );
-        let p = g.constant(
-            "components",
-            &[fi, ki],
-            to_f32((0..f).flat_map(|j| {
-                self.components
-                    .iter()
-                    .map(move |c| c.get(j).copied().unwrap_or(0.0))
-            })),
-        );
-        let pt = g.constant(
-            "components_t",
-            &[ki, fi],
-            to_f32(self.components.iter().flatten().copied()),
-        );
-        let w_sub = g.constant(
-            "inv_variances",
-            &[ki, 1],
-            to_f32(self.variances.iter().map(|v| 1.0 / v)),
-        );
-        let w_res = g.constant(
-            "inv_residual_variance",
-            &[fi, 1],
-            vec![(1.0 / self.residual_variance) as f32; f],
-        );
-        let t = g.constant("threshold", &[1], vec![threshold as f32]);
-        let a = g.node("Abs", &[&x], "abs");
-        let a1 = g.node("Add", &[&a, &one], "abs_plus_one");
-        let l = g.node("Log", &[&a1], "log");
-        let s = g.node("Sign", &[&x], "sign");
-        let sl = g.node("Mul", &[&s, &l], "signed_log");
-        let c = g.node("Sub", &[&sl, &mean], "centred");
-        let hi = g.constant("z_clip", &[1], vec![Z_CLIP as f32]);
-        let lo = g.constant("minus_z_clip", &[1], vec![-Z_CLIP as f32]);
-        let z0 = g.node("Mul", &[&c, &inv], "z_unclipped");
-        let z1 = g.node("Min", &[&z0, &hi], "z_upper");
-        let z = g.node("Max", &[&z1, &lo], "z");
-        let y = g.node("MatMul", &[&z, &p], "y");
-        let back = g.node("MatMul", &[&y, &pt], "reconstructed");
-        let r = g.node("Sub", &[&z, &back], "residual");
-        let r2 = g.node("Mul", &[&r, &r], "residual_sq");
-        let y2 = g.node("Mul", &[&y, &y], "y_sq");
-        let q = g.node("MatMul", &[&r2, &w_res], "residual_error");
-        let h = g.node("MatMul", &[&y2, &w_sub], "subspace_error");
-        let e = g.node("Add", &[&q, &h], "error");
-        let et = g.node("Add", &[&e, &t], "error_plus_threshold");
-        g.node("Div", &[&e, &et], "score");
-        g.output("score", vec![Dim::Named("batch"), Dim::Fixed(1)]);
-    }
+/// The ONNX graph of `m`: input `features` `[batch, F]`, output `score`
+/// `[batch, 1]` = `e / (e + threshold)`, so a flow scores at least 0.5
+/// exactly when `e ≥ threshold`, and scores stay in `[0, 1)` in any
+/// precision.
+pub fn graph(m: &Ppca, threshold: f64, g: &mut Graph) {
+    let f = m.width();
+    let k = m.components.len();
+    let (fi, ki) = (f as i64, k as i64);
+    let x = g.input("features", vec![Dim::Named("batch"), Dim::Fixed(fi)]);
+    let one = g.constant("one", &[1], vec![1.0]);
+    let mean = g.constant("mean", &[fi], to_f32(m.mean.iter().copied()));
+    let inv = g.constant("inv_scale", &[fi], to_f32(m.scale.iter().map(|s| 1.0 / s)));
+    let p = g.constant(
+        "components",
+        &[fi, ki],
+        to_f32((0..f).flat_map(|j| {
+            m.components
+                .iter()
+                .map(move |c| c.get(j).copied().unwrap_or(0.0))
+        })),
+    );
+    let pt = g.constant(
+        "components_t",
+        &[ki, fi],
+        to_f32(m.components.iter().flatten().copied()),
+    );
+    let w_sub = g.constant(
+        "inv_variances",
+        &[ki, 1],
+        to_f32(m.variances.iter().map(|v| 1.0 / v)),
+    );
+    let w_res = g.constant(
+        "inv_residual_variance",
+        &[fi, 1],
+        vec![(1.0 / m.residual_variance) as f32; f],
+    );
+    let t = g.constant("threshold", &[1], vec![threshold as f32]);
+    let a = g.node("Abs", &[&x], "abs");
+    let a1 = g.node("Add", &[&a, &one], "abs_plus_one");
+    let l = g.node("Log", &[&a1], "log");
+    let s = g.node("Sign", &[&x], "sign");
+    let sl = g.node("Mul", &[&s, &l], "signed_log");
+    let c = g.node("Sub", &[&sl, &mean], "centred");
+    let hi = g.constant("z_clip", &[1], vec![Z_CLIP as f32]);
+    let lo = g.constant("minus_z_clip", &[1], vec![-Z_CLIP as f32]);
+    let z0 = g.node("Mul", &[&c, &inv], "z_unclipped");
+    let z1 = g.node("Min", &[&z0, &hi], "z_upper");
+    let z = g.node("Max", &[&z1, &lo], "z");
+    let y = g.node("MatMul", &[&z, &p], "y");
+    let back = g.node("MatMul", &[&y, &pt], "reconstructed");
+    let r = g.node("Sub", &[&z, &back], "residual");
+    let r2 = g.node("Mul", &[&r, &r], "residual_sq");
+    let y2 = g.node("Mul", &[&y, &y], "y_sq");
+    let q = g.node("MatMul", &[&r2, &w_res], "residual_error");
+    let h = g.node("MatMul", &[&y2, &w_sub], "subspace_error");
+    let e = g.node("Add", &[&q, &h], "error");
+    let et = g.node("Add", &[&e, &t], "error_plus_threshold");
+    g.node("Div", &[&e, &et], "score");
+    g.output("score", vec![Dim::Named("batch"), Dim::Fixed(1)]);
 }
 
 /// `e / (e + threshold)`: the graph's score for an error.
@@ -245,6 +169,7 @@ fn to_f32(v: impl Iterator<Item = f64>) -> Vec<f32> {
     v.map(|x| x as f32).collect()
 }
 
+/// [`Ppca::standardise`] before the model exists.
 fn standardise(x: f32, mean: &[f64], scale: &[f64], j: usize) -> f64 {
     let m = mean.get(j).copied().unwrap_or(0.0);
     let s = scale.get(j).copied().unwrap_or(1.0);

@@ -1,7 +1,7 @@
 use tapstream_kernels::context::NUM_CONTEXT;
 use tapstream_kernels::schema::NUM_FEATURES;
 
-use super::ppca::{signed_log, Ppca};
+use super::ppca::{self, signed_log};
 use super::*;
 use crate::rng::SplitMix64;
 
@@ -58,7 +58,7 @@ fn signed_log_is_odd_and_finite() {
 fn benign_rows_score_about_their_width_and_outliers_far_above() {
     let width = 12;
     let fit = rows(5000, width, 1);
-    let m = Ppca::fit(&fit, width).unwrap();
+    let m = ppca::fit(&fit, width).unwrap();
     assert!(m.components.len() < width, "{}", m.components.len());
     let test = rows(2000, width, 2);
     let errors: Vec<f64> = test.chunks_exact(width).map(|r| m.error(r, None)).collect();
@@ -89,15 +89,15 @@ fn benign_rows_score_about_their_width_and_outliers_far_above() {
 #[test]
 fn fitting_is_deterministic_and_refuses_too_little() {
     let width = 6;
-    let a = Ppca::fit(&rows(500, width, 3), width).unwrap();
-    let b = Ppca::fit(&rows(500, width, 3), width).unwrap();
+    let a = ppca::fit(&rows(500, width, 3), width).unwrap();
+    let b = ppca::fit(&rows(500, width, 3), width).unwrap();
     assert_eq!(a, b);
     assert!(matches!(
-        Ppca::fit(&rows(10, width, 3), width),
+        ppca::fit(&rows(10, width, 3), width),
         Err(LearnError::TooFewFlows { found: 10, .. })
     ));
     assert!(matches!(
-        Ppca::fit(&vec![1.0; 600 * width], width),
+        ppca::fit(&vec![1.0; 600 * width], width),
         Err(LearnError::Degenerate) | Ok(_)
     ));
 }
@@ -110,7 +110,7 @@ fn constant_features_do_not_break_the_fit() {
         row[0] = 0.0;
         row[1] = 6.0;
     }
-    let m = Ppca::fit(&r, width).unwrap();
+    let m = ppca::fit(&r, width).unwrap();
     assert!(m.scale[0] >= ppca::SCALE_FLOOR && m.residual_variance > 0.0);
     let e = m.error(&r[..width], None);
     assert!(e.is_finite());
