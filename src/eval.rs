@@ -51,6 +51,11 @@ pub struct EvalArgs {
     /// copy of every capture and runs it through the whole pipeline.
     #[arg(long, value_name = "LIST")]
     perturb: Option<String>,
+    /// Also score the models together, as one run's detectors (`[[detector]]`):
+    /// a flow is alerted when any model alerts it (the first such model's
+    /// class); one more column, `together`.
+    #[arg(long)]
+    together: bool,
     /// No line per capture on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -72,6 +77,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
             Some(list) => eval::perturb::Perturb::parse_list(list).map_err(anyhow::Error::msg)?,
             None => Vec::new(),
         },
+        together: args.together,
     };
     let quiet = args.quiet;
     let written = eval::run(&cfg, &opts, &mut |line: &str| {

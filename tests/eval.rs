@@ -355,6 +355,59 @@ fn labels_tsv_background_window_and_spoofed_sources() {
     assert_eq!(r1["models"][0]["threshold"], 1.0);
 }
 
+/// `--together`: the models as one run's detectors, one more column: a
+/// flow is alerted when any model alerts it, so no kind's recall is below
+/// either model's, and no more flows are alerted than by both.
+#[test]
+fn models_scored_together_alert_when_any_does() {
+    if !have_ort("models_scored_together_alert_when_any_does") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_pcap(&data.join("benign/office.pcap"), sessions(T0, 20));
+    write_pcap(&data.join("attack/portscan/scan.pcap"), scan(T0, 200));
+    write_pcap(
+        &data.join("attack/synflood/flood.pcap"),
+        spoofed_syns(T0, 300),
+    );
+    let out = dir.path().join("out");
+    let o = eval(
+        &[
+            "--model",
+            "models/cic-mlp.onnx",
+            "--model",
+            "models/behaviour-mlp.onnx",
+            "--together",
+        ],
+        &data,
+        &out,
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout.contains("together") && stdout.contains("each own"),
+        "{stdout}"
+    );
+    let r = read_json(&out);
+    check_consistent(&r);
+    let names: Vec<&str> = r["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cic-mlp", "behaviour-mlp", "together"]);
+    check_html(&out, &names);
+    let m = |i: usize| &r["results"][i]["metrics"];
+    for kind in ["portscan", "synflood"] {
+        let a = |i: usize| u(&m(i)["kinds"][kind]["alerted"]);
+        assert!(a(2) >= a(0).max(a(1)) && a(2) <= a(0) + a(1), "{kind}: {r}");
+    }
+    let b = |i: usize| u(&m(i)["benign"]["alerted"]);
+    assert!(b(2) >= b(0).max(b(1)) && b(2) <= b(0) + b(1), "{r}");
+}
+
 /// `--perturb`: each perturbation's copy of the captures goes through the
 /// whole pipeline; fragmenting every datagram changes nothing (reassembly
 /// gives back the same packets), padding is reported beside it, in the

@@ -113,8 +113,8 @@ fn models(h: &mut String, r: &Report) {
                 m.model_name.clone(),
                 m.model_version.clone(),
                 m.precision.clone(),
-                m.threshold.to_string(),
-                m.contract_threshold.to_string(),
+                own_or(m.threshold),
+                own_or(m.contract_threshold),
                 m.sha256.clone(),
                 m.path.clone(),
             ]
@@ -345,5 +345,14 @@ fn perturbations(h: &mut String, r: &Report) {
             })
             .collect();
         table(h, &head, &rows);
+    }
+}
+
+/// A threshold, or "each own" for the models scored together.
+fn own_or(t: f32) -> String {
+    if t.is_nan() {
+        "each own".to_owned()
+    } else {
+        t.to_string()
     }
 }

@@ -56,6 +56,10 @@ pub struct Options {
     pub threshold: Option<f32>,
     /// Also evaluate every capture perturbed these ways ([`perturb`]).
     pub perturb: Vec<perturb::Perturb>,
+    /// Also score the models as one run's detectors: a flow is alerted
+    /// when any model alerts it (the first such model's class), reported
+    /// as one more column, `together`.
+    pub together: bool,
 }
 
 /// Why an evaluation could not run to the end.
@@ -175,6 +179,7 @@ pub fn run(
     }
     let cfg = &cfg;
     let mut truth = Tally::default();
+    let mut together = (opts.together && models.len() > 1).then(Tally::default);
     let mut read_errors = Vec::new();
     let n = opts.perturb.len();
     for m in &mut models {
@@ -198,6 +203,9 @@ pub fn run(
             }
         };
         let flows = evaluate_capture(i, cap, &batches, &mut models, &mut truth, None)?;
+        if let Some(t) = &mut together {
+            tally_together(i, cap, &batches, &mut models, t)?;
+        }
         evaluate_perturbed(cfg, opts, (i, cap), &mut models, &mut perturbed, progress)?;
         match partial {
             Some(error) => {
@@ -210,7 +218,12 @@ pub fn run(
     if n > 0 {
         let _ = std::fs::remove_dir_all(&perturbed.dir);
     }
-    let mut report = Report::new(&dataset, &truth, &models_result(&models), read_errors);
+    let mut results = models_result(&models);
+    if let Some(t) = &together {
+        let names: Vec<&str> = models.iter().map(|m| m.info.name.as_str()).collect();
+        results.push((ModelInfo::together(&names), t.finish()));
+    }
+    let mut report = Report::new(&dataset, &truth, &results, read_errors);
     report.perturbations = report::perturbations(
         &opts.perturb,
         &perturbed.rewritten,
@@ -415,6 +428,34 @@ fn evaluate_capture(
         }
     }
     Ok(flows)
+}
+
+/// Tallies capture `index` for the models together: a flow is alerted when
+/// any model alerts it, with the first such model's class.
+fn tally_together(
+    index: usize,
+    cap: &Capture,
+    batches: &[FlowBatch],
+    models: &mut [Model],
+    t: &mut Tally,
+) -> Result<(), EvalError> {
+    for kind in cap.kinds() {
+        t.episode(index, kind);
+    }
+    for batch in batches {
+        for m in models.iter_mut() {
+            score(m, batch, &cap.rel)?;
+        }
+        for (i, meta) in batch.metas.iter().enumerate() {
+            let alert = models.iter().find_map(|m| {
+                let p = m.preds.get(i)?;
+                (p.score >= m.loaded.threshold)
+                    .then(|| m.loaded.engine.contract().label(p.class).unwrap_or("?"))
+            });
+            t.flow(index, &cap.group, cap.kind_of(meta), alert);
+        }
+    }
+    Ok(())
 }
 
 /// Scores `batch` with `m` into `m.preds`, one prediction per flow.

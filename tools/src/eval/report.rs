@@ -205,6 +205,22 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// The column of `models` scored together (`--together`): no file, no
+    /// threshold of its own (each model keeps its own).
+    pub(crate) fn together(names: &[&str]) -> Self {
+        ModelInfo {
+            name: "together".to_owned(),
+            path: String::new(),
+            model_name: names.join(" + "),
+            model_version: String::new(),
+            sha256: String::new(),
+            precision: String::new(),
+            threshold: f32::NAN,
+            contract_threshold: f32::NAN,
+            labels: Vec::new(),
+        }
+    }
+
     pub(crate) fn new(name: String, path: &Path, c: &ModelContract, threshold: f32) -> Self {
         ModelInfo {
             name,
@@ -326,7 +342,13 @@ impl Report {
         let thresholds: Vec<String> = self
             .models
             .iter()
-            .map(|m| m.threshold.to_string())
+            .map(|m| {
+                if m.threshold.is_nan() {
+                    "each own".to_owned()
+                } else {
+                    m.threshold.to_string()
+                }
+            })
             .collect();
         row("threshold", "", &thresholds);
         for (kind, count) in &c.kinds {
