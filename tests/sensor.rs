@@ -526,3 +526,91 @@ fn root_without_run_as_is_refused() {
     assert!(err.contains("refusing to process packets as root"), "{err}");
     assert!(o.stdout.is_empty());
 }
+
+/// `tapstream learn --interface`: live traffic for a while, privileges
+/// dropped once the interface is open, then a model that loads and scores.
+#[test]
+fn learn_from_a_live_interface_for_a_while() {
+    let test = "learn_from_a_live_interface_for_a_while";
+    if !have_ort(test) {
+        return;
+    }
+    let Some(ns) = Netns::setup(test, 'n') else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Written by `nobody` once privileges are dropped.
+    std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let lib = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".deps/onnxruntime/libonnxruntime.so.1.31.1"));
+    let lib_copy = d.join("libonnxruntime.so.1.31.1");
+    std::fs::copy(&lib, &lib_copy).unwrap();
+    let cfg = d.join("learn.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[capture]\nfilter = \"ip\"\ntimeout = \"50ms\"\n\
+             [flow]\ntimeout = \"2s\"\nactivity_timeout = \"1s\"\ntcp_close_linger = \"1s\"\n\
+             [privileges]\nrun_as = \"nobody\"\n\
+             [inference]\nonnxruntime_library = \"{}\"\n",
+            lib_copy.display()
+        ),
+    )
+    .unwrap();
+    let model = d.join("site.onnx");
+    let learner = Reaped(
+        Netns::exec(&ns.b, env!("CARGO_BIN_EXE_tapstream"))
+            .args([
+                "learn",
+                "--interface",
+                &ns.vb,
+                "--for",
+                "6s",
+                "--fpr",
+                "0.01",
+            ])
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&model)
+            .env("TAPSTREAM_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tapstream learn starts"),
+    );
+    // DNS-like UDP queries from the other side, one flow each, until the
+    // learning time is over (bounded: 1,600 datagrams).
+    let sender = Netns::exec(&ns.a, "python3")
+        .args([
+            "-c",
+            "import socket, time\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             for i in range(1600):\n\
+             \x20   s.sendto(b'q' * (20 + i % 40), ('198.18.0.2', 20000 + i))\n\
+             \x20   time.sleep(0.005)\n",
+        ])
+        .status()
+        .expect("python3 runs");
+    assert!(sender.success());
+    let mut learner = learner;
+    let status = wait_exit(&mut learner.0, Duration::from_secs(60));
+    let mut log = String::new();
+    let _ = learner.0.stderr.take().unwrap().read_to_string(&mut log);
+    assert!(status.success(), "tapstream learn: {status}\n{log}");
+    assert!(log.contains("privileges dropped"), "{log}");
+    assert!(log.contains("from 1 input"), "{log}");
+    assert!(model.exists(), "{log}");
+    // The model it wrote is one `run` takes.
+    let o = output(
+        bin()
+            .args(["run", "-q", "--pcap"])
+            .arg(crate::util::demo_pcap(d))
+            .arg("--detector")
+            .arg(format!("site={}", model.display()))
+            .args(["--eve", "/dev/null"])
+            .current_dir(root()),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
