@@ -262,7 +262,25 @@ fn two_detectors_score_every_flow_and_each_alert_names_its_own() {
         ),
     )
     .unwrap();
-    for (alerts, workers) in [("flows", "1"), ("flows", "3"), ("episodes", "2")] {
+    // The first detector scoring in the flow workers (the CIC-schema
+    // model), the learned one after the context stage.
+    let cfg_workers = d.join("w.toml");
+    std::fs::write(
+        &cfg_workers,
+        format!(
+            "[model]\ndetector = \"behaviour\"\npath = \"models/cic-mlp.onnx\"\n\
+             [inference]\nplacement = \"workers\"\n\
+             [[detector]]\nname = \"site\"\nmodel = {:?}\n",
+            d.join("site.onnx")
+        ),
+    )
+    .unwrap();
+    for (alerts, workers, cfg) in [
+        ("flows", "1", &cfg),
+        ("flows", "3", &cfg),
+        ("episodes", "2", &cfg),
+        ("flows", "2", &cfg_workers),
+    ] {
         let eve = d.join(format!("eve-{alerts}-{workers}.json"));
         let summary = d.join("s.json");
         let o = output(
@@ -276,7 +294,7 @@ fn two_detectors_score_every_flow_and_each_alert_names_its_own() {
                     workers,
                     "--config",
                 ])
-                .arg(&cfg)
+                .arg(cfg)
                 .arg("--pcap")
                 .arg(d.join("mixed.pcap"))
                 .arg("--eve")

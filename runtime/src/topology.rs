@@ -234,9 +234,10 @@ fn context_runs(cfg: &Config, consumer: &Consumer) -> Result<bool> {
     }
     match NoContext::of(cfg, false) {
         None => Ok(true),
-        // The workers score before the stage: only a model that reads
-        // context minds (`tapstream features --context` does not).
-        Some(NoContext::WorkersPlacement) if !needed => Ok(true),
+        // The workers score before the stage: only a first model that
+        // reads context minds (`tapstream features --context` and further
+        // detectors, which score in the alert stage, do not).
+        Some(NoContext::WorkersPlacement) if !consumer.first_needs_context() => Ok(true),
         Some(why) if needed => bail!("the model reads context features, but {why}; {}", why.fix()),
         Some(why) => bail!("[context] enabled = \"on\", but {why}; {}", why.fix()),
     }

@@ -42,6 +42,15 @@ impl Consumer {
         }
     }
 
+    /// True when the first detector reads context rows: it may score in
+    /// the flow workers, before the context stage.
+    pub fn first_needs_context(&self) -> bool {
+        match self {
+            Consumer::Alerts(stage) => stage.engine.contract().needs_context(),
+            _ => false,
+        }
+    }
+
     /// The worker sessions, when the flow workers score.
     pub fn worker_models(&self) -> Option<Arc<WorkerModels>> {
         match self {
