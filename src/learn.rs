@@ -88,13 +88,26 @@ pub fn run(args: LearnArgs) -> Result<ExitCode> {
     }
     let read_s = started.elapsed().as_secs_f64();
     let learned = learn::learn(&flows, &opts)?;
-    learned.write(&args.out)?;
+    // Written beside the destination and checked there, then renamed: a
+    // model that fails its check never takes the place of a good one.
+    let mut staged = args.out.clone().into_os_string();
+    staged.push(".partial");
+    let staged = PathBuf::from(staged);
+    learned.write(&staged)?;
     let spec = ModelSpec {
-        path: args.out.clone(),
+        path: staged.clone(),
         onnx: cfg.inference.onnx_config(None),
         threshold: None,
     };
-    let verified = learn::verify(&learned, &spec)?;
+    let verified = match learn::verify(&learned, &spec) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = std::fs::remove_file(&staged);
+            return Err(e.into());
+        }
+    };
+    std::fs::rename(&staged, &args.out)
+        .with_context(|| format!("renaming {} to {}", staged.display(), args.out.display()))?;
     if !args.quiet {
         eprint!("{}", summary(&learned, &verified, &args.out, read_s));
     }

@@ -227,6 +227,26 @@ fn bad_learning_input_is_a_clear_error() {
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(!d.join("m.onnx").exists(), "{a:?} wrote a model");
     }
+    // Enough flows, but the written model cannot be checked (ONNX Runtime
+    // is asked for a CUDA provider this machine lacks): an error, and
+    // neither the model nor its staged copy is left behind.
+    if have_ort("bad_learning_input_is_a_clear_error") {
+        write(&d.join("enough.pcap"), sessions(T0, 400, 5));
+        let cfg = d.join("cuda.toml");
+        std::fs::write(&cfg, "[inference]\nproviders = [\"cuda\"]\n").unwrap();
+        let o = learn(&[
+            "--pcap",
+            &p("enough.pcap"),
+            "--config",
+            &cfg.display().to_string(),
+            "--out",
+            &out,
+        ]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{stderr}");
+        assert!(stderr.contains("checking the learned model"), "{stderr}");
+        assert!(!d.join("m.onnx").exists() && !d.join("m.onnx.partial").exists());
+    }
 }
 
 /// Learns a model named `name` on `pcap` (FPR 1 %) into `out`.
