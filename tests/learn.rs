@@ -9,13 +9,12 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tapstream_ingest::packet::tcp_flags::{ACK, FIN, PSH, RST, SYN};
 use tapstream_ingest::pcapgen::{pcap_bytes, Frame};
 
-use crate::util::{bin, have_ort, output, root, shared_data};
+use crate::util::{bin, have_ort, output, root, shared_data, LogLines};
 
 /// 2026-01-05T09:00:00Z in µs.
 const T0: i64 = 1_767_603_600_000_000;
@@ -436,32 +435,7 @@ fn sighup_reloads_only_the_detector_whose_file_changed() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let (tx, rx) = crossbeam_channel::unbounded::<String>();
-    let stderr = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            all.push_str(&line);
-            all.push('\n');
-            let _ = tx.send(line);
-        }
-        all
-    });
-    let wait_line = |text: &str| {
-        let t = Instant::now();
-        loop {
-            let left = Duration::from_secs(20).saturating_sub(t.elapsed());
-            match rx.recv_timeout(left) {
-                Ok(l) if l.contains(text) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {text:?}"),
-            }
-        }
-    };
+    let log = LogLines::read(child.stderr.take().unwrap());
     let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
     writer.write_all(&bytes[..head]).unwrap();
     writer.flush().unwrap();
@@ -472,13 +446,13 @@ fn sighup_reloads_only_the_detector_whose_file_changed() {
             .status
             .success()
     );
-    let swapped = wait_line("model swapped in");
+    let swapped = log.wait_for("model swapped in");
     assert!(swapped.contains("detector=site"), "{swapped}");
     assert!(swapped.contains("lab-site-next"), "{swapped}");
     writer.write_all(&bytes[head..]).unwrap();
     drop(writer);
     let status = child.wait().unwrap();
-    let stderr = log.join().unwrap();
+    let stderr = log.all();
     assert!(status.success(), "{stderr}");
     // The classifier's file did not change: nothing else was swapped.
     assert_eq!(stderr.matches("model swapped in").count(), 1, "{stderr}");

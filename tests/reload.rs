@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::bounded;
 use tapstream_connectors::eve::Alert;
@@ -19,7 +19,7 @@ use tapstream_runtime::config::Config;
 use tapstream_runtime::stage::alerts::model_info;
 use tapstream_runtime::{AlertStage, Consumer};
 
-use crate::util::{bin, have_ort, output, root, wait_until};
+use crate::util::{bin, have_ort, output, root, wait_until, LogLines};
 
 /// Remembers which model scored each alert.
 struct Recorder(Arc<Mutex<Vec<String>>>);
@@ -343,33 +343,7 @@ fn sighup_reload(test: &str, config: &str) {
         .spawn()
         .unwrap();
     let pid = child.id().to_string();
-    // Its log lines, as they come.
-    let (lines_tx, lines) = crossbeam_channel::unbounded::<String>();
-    let stderr = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut all = String::new();
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            all.push_str(&line);
-            all.push('\n');
-            let _ = lines_tx.send(line);
-        }
-        all
-    });
-    let wait_line = |text: &str| {
-        let t = Instant::now();
-        loop {
-            let left = Duration::from_secs(20).saturating_sub(t.elapsed());
-            match lines.recv_timeout(left) {
-                Ok(l) if l.contains(text) => return,
-                Ok(_) => {}
-                Err(_) => panic!("no log line with {text:?}"),
-            }
-        }
-    };
+    let log = LogLines::read(child.stderr.take().unwrap());
     // Opening the FIFO waits for tapstream to open it, by which time its
     // SIGHUP handler is installed.
     let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
@@ -379,15 +353,15 @@ fn sighup_reload(test: &str, config: &str) {
     std::fs::copy(root().join("inference/tests/data/linear3.onnx"), &model).unwrap();
     let o = output(std::process::Command::new("kill").args(["-HUP", &pid]));
     assert!(o.status.success());
-    wait_line("new model ready");
+    log.wait_for("new model ready");
     // The alert stage takes it once its pending rows are scored (the batch
     // deadline is 50 ms), even with no new flow arriving; only then does
     // the rest of the capture come, so flows after it use the new model.
-    wait_line("model swapped in");
+    log.wait_for("model swapped in");
     writer.write_all(&pcap[half..]).unwrap();
     drop(writer);
     let status = child.wait().unwrap();
-    let stderr = log.join().unwrap();
+    let stderr = log.all();
     assert!(status.success(), "{stderr}");
     assert!(stderr.contains("model swapped in"), "{stderr}");
     let s: serde_json::Value =

@@ -124,3 +124,48 @@ pub fn pcap_of(link_type: u32, frames: &[&[u8]]) -> Vec<u8> {
     }
     v
 }
+
+/// A child's log lines as they come (its stderr, read on a thread).
+pub struct LogLines {
+    rx: crossbeam_channel::Receiver<String>,
+    all: std::thread::JoinHandle<String>,
+}
+
+impl LogLines {
+    /// Reads `stderr` until it closes.
+    pub fn read(stderr: std::process::ChildStderr) -> Self {
+        let (tx, rx) = crossbeam_channel::unbounded::<String>();
+        let all = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut all = String::new();
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                all.push_str(&line);
+                all.push('\n');
+                let _ = tx.send(line);
+            }
+            all
+        });
+        LogLines { rx, all }
+    }
+
+    /// The next line that contains `text` (panics after 20 s without one).
+    pub fn wait_for(&self, text: &str) -> String {
+        let t = std::time::Instant::now();
+        loop {
+            let left = std::time::Duration::from_secs(20).saturating_sub(t.elapsed());
+            match self.rx.recv_timeout(left) {
+                Ok(l) if l.contains(text) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {text:?}"),
+            }
+        }
+    }
+
+    /// Every line, once the child has closed its stderr.
+    pub fn all(self) -> String {
+        self.all.join().unwrap_or_default()
+    }
+}
