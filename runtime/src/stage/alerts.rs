@@ -31,7 +31,7 @@ use tapstream_kernels::context::NUM_CONTEXT;
 use tapstream_kernels::schema::NUM_FEATURES;
 use tapstream_kernels::{FlowBatch, Mark, Settled};
 
-use super::detectors::{Detector, Extra};
+use super::detectors::{log_swap, Detector, Extra};
 use super::sink::{sink_loop, AlertBatch, Flagged, Scoring, SinkOutput};
 use crate::reopen::ReopenRequest;
 use crate::report::ConsumerReport;
@@ -381,13 +381,7 @@ impl<'a> AlertLoop<'a> {
                 .context("handing the new model to the flow workers")?;
         }
         let info = model_info(new.engine.contract()).for_detector(self.detector.clone(), 0);
-        tracing::info!(
-            message = "model swapped in",
-            detector = %self.detector,
-            model = %info.name,
-            version = %info.version,
-            sha256 = %info.sha256,
-        );
+        log_swap(&info);
         self.engine = new.engine;
         self.contract = self.engine.contract().clone();
         self.threshold = new.threshold;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
+use tapstream_connectors::ModelInfo;
 use tapstream_inference::{
     select_features_with, Engine, LoadedModel, ModelContract, Prediction, Reloader,
 };
@@ -21,6 +22,17 @@ use tapstream_kernels::FlowBatch;
 
 use super::alerts::model_info;
 use super::sink::{Flagged, Scoring};
+
+/// Says that `info`'s model took over for its detector.
+pub(crate) fn log_swap(info: &ModelInfo) {
+    tracing::info!(
+        message = "model swapped in",
+        detector = %info.detector,
+        model = %info.name,
+        version = %info.version,
+        sha256 = %info.sha256,
+    );
+}
 
 /// A further detector for the alert stage.
 pub struct Detector {
@@ -129,13 +141,7 @@ impl Extra {
             return;
         }
         let info = model_info(c).for_detector(self.counts.name.clone(), self.index);
-        tracing::info!(
-            message = "model swapped in",
-            detector = %self.counts.name,
-            model = %info.name,
-            version = %info.version,
-            sha256 = %info.sha256,
-        );
+        log_swap(&info);
         self.contract = c.clone();
         self.threshold = new.threshold;
         self.scoring = Arc::new(Scoring::of(

@@ -13,9 +13,8 @@ use tapstream_connectors::limit::{AlertLimiter, SuppressedCounts, Verdict};
 use tapstream_connectors::sink::{AlertSink, SinkError};
 use tapstream_connectors::ModelInfo;
 use tapstream_inference::anomaly::AnomalySpec;
-use tapstream_inference::{ModelContract, Prediction};
+use tapstream_inference::{select_features_with, ModelContract, Prediction};
 use tapstream_ingest::FlowMeta;
-use tapstream_kernels::schema::NUM_FEATURES;
 use tapstream_kernels::{Mark, Settled};
 
 use crate::reopen::{ReopenRequest, REOPEN_POLL};
@@ -37,9 +36,9 @@ pub(crate) struct Scoring {
     /// Each context feature's benign `(median, p99)`, empty when the model
     /// has no baseline or flows come without context rows.
     pub(crate) baseline: Vec<Option<(f32, f32)>>,
-    /// A learned anomaly model's parameters and its input columns, to name
-    /// the features with the largest reconstruction error.
-    anomaly: Option<(Arc<AnomalySpec>, Vec<usize>)>,
+    /// A learned anomaly model's parameters and its contract (its input
+    /// columns), to name the features with the largest reconstruction error.
+    anomaly: Option<(Arc<AnomalySpec>, ModelContract)>,
 }
 
 impl Scoring {
@@ -64,10 +63,7 @@ impl Scoring {
             } else {
                 Vec::new()
             },
-            anomaly: contract
-                .anomaly
-                .clone()
-                .map(|a| (a, contract.columns.clone())),
+            anomaly: contract.anomaly.clone().map(|a| (a, contract.clone())),
         }
     }
 
@@ -79,19 +75,15 @@ impl Scoring {
         row: Option<&[f32]>,
         features: Option<&[f64]>,
     ) -> Option<Explanation> {
-        let Some((_, columns)) = &self.anomaly else {
+        let Some((_, contract)) = &self.anomaly else {
             return self.explain(row);
         };
-        let input: Option<Vec<f32>> = features.map(|f| {
-            columns
-                .iter()
-                .map(|&c| match c.checked_sub(NUM_FEATURES) {
-                    None => f.get(c).map_or(0.0, |&x| x as f32),
-                    Some(k) => row.and_then(|r| r.get(k)).copied().unwrap_or(0.0),
-                })
-                .collect()
-        });
-        self.explain_with(row, input.as_deref())
+        let mut input = Vec::new();
+        let written = match features {
+            Some(f) => select_features_with(contract, f, row.unwrap_or(&[]), 1, &mut input),
+            None => 0,
+        };
+        self.explain_with(row, (written == 1).then_some(input.as_slice()))
     }
 
     /// The explanation of a flagged flow with context row `row` and model
@@ -102,13 +94,20 @@ impl Scoring {
         input: Option<&[f32]>,
     ) -> Option<Explanation> {
         let e = self.explain(row);
-        let (Some((spec, columns)), Some(input)) = (&self.anomaly, input) else {
+        let (Some((spec, contract)), Some(input)) = (&self.anomaly, input) else {
             return e;
         };
         let mut parts = Vec::new();
         let error = spec.model.error(input, Some(&mut parts));
         let typical = |j: usize| spec.model.typical(j);
-        let r = Residuals::of(&parts, columns, input, &typical, error, spec.threshold);
+        let r = Residuals::of(
+            &parts,
+            &contract.columns,
+            input,
+            &typical,
+            error,
+            spec.threshold,
+        );
         Some(Explanation::with_residuals(e, r))
     }
 

@@ -202,10 +202,14 @@ pub fn run(
                 continue;
             }
         };
-        let flows = evaluate_capture(i, cap, &batches, &mut models, &mut truth, None)?;
-        if let Some(t) = &mut together {
-            tally_together(i, cap, &batches, &mut models, t)?;
-        }
+        let flows = evaluate_capture(
+            i,
+            cap,
+            &batches,
+            &mut models,
+            (&mut truth, together.as_mut()),
+            None,
+        )?;
         evaluate_perturbed(cfg, opts, (i, cap), &mut models, &mut perturbed, progress)?;
         match partial {
             Some(error) => {
@@ -272,7 +276,14 @@ fn evaluate_perturbed(
             extract(cfg, &copy)
         }) {
             Ok((batches, _)) => match perturbed.truth.get_mut(k) {
-                Some(truth) => Some(evaluate_capture(i, cap, &batches, models, truth, Some(k))?),
+                Some(truth) => Some(evaluate_capture(
+                    i,
+                    cap,
+                    &batches,
+                    models,
+                    (truth, None),
+                    Some(k),
+                )?),
                 None => None,
             },
             Err(e) => {
@@ -379,18 +390,23 @@ fn tally_of(m: &mut Model, slot: Option<usize>) -> Option<&mut Tally> {
 }
 
 /// Labels and scores every flow of capture `index`, and tallies them for
-/// every model (into its tally `slot`, see [`tally_of`]) and for the
-/// model-free counts; returns the flows.
+/// every model (into its tally `slot`, see [`tally_of`]), for the
+/// model-free counts (`truth`) and, given `together`, for the models as one
+/// run's detectors (a flow is alerted when any model alerts it, with the
+/// first such model's class); returns the flows.
 fn evaluate_capture(
     index: usize,
     cap: &Capture,
     batches: &[FlowBatch],
     models: &mut [Model],
-    truth: &mut Tally,
+    (truth, mut together): (&mut Tally, Option<&mut Tally>),
     slot: Option<usize>,
 ) -> Result<u64, EvalError> {
     for kind in cap.kinds() {
         truth.episode(index, kind);
+        if let Some(t) = together.as_deref_mut() {
+            t.episode(index, kind);
+        }
         for m in models.iter_mut() {
             if let Some(t) = tally_of(m, slot) {
                 t.episode(index, kind);
@@ -426,36 +442,18 @@ fn evaluate_capture(
                 t.flow(index, &cap.group, *kind, alert);
             }
         }
+        if let Some(t) = together.as_deref_mut() {
+            for (i, kind) in kinds.iter().enumerate() {
+                let alert = models.iter().find_map(|m| {
+                    let p = m.preds.get(i)?;
+                    (p.score >= m.loaded.threshold)
+                        .then(|| m.loaded.engine.contract().label(p.class).unwrap_or("?"))
+                });
+                t.flow(index, &cap.group, *kind, alert);
+            }
+        }
     }
     Ok(flows)
-}
-
-/// Tallies capture `index` for the models together: a flow is alerted when
-/// any model alerts it, with the first such model's class.
-fn tally_together(
-    index: usize,
-    cap: &Capture,
-    batches: &[FlowBatch],
-    models: &mut [Model],
-    t: &mut Tally,
-) -> Result<(), EvalError> {
-    for kind in cap.kinds() {
-        t.episode(index, kind);
-    }
-    for batch in batches {
-        for m in models.iter_mut() {
-            score(m, batch, &cap.rel)?;
-        }
-        for (i, meta) in batch.metas.iter().enumerate() {
-            let alert = models.iter().find_map(|m| {
-                let p = m.preds.get(i)?;
-                (p.score >= m.loaded.threshold)
-                    .then(|| m.loaded.engine.contract().label(p.class).unwrap_or("?"))
-            });
-            t.flow(index, &cap.group, cap.kind_of(meta), alert);
-        }
-    }
-    Ok(())
 }
 
 /// Scores `batch` with `m` into `m.preds`, one prediction per flow.

@@ -138,22 +138,24 @@ impl Flows {
     /// context stage on), put in start-time order.
     pub fn add(&mut self, name: &str, batches: &[FlowBatch]) {
         let width = self.contract.num_features();
-        let mut keyed = Vec::new();
-        let mut row = Vec::with_capacity(width);
+        let mut input = Vec::new();
+        let mut keys = Vec::new();
         for b in batches {
-            let mut input = Vec::new();
             let n = select_features_with(&self.contract, &b.rows, &b.context, b.len(), &mut input);
-            for (m, r) in b.metas.iter().take(n).zip(input.chunks_exact(width)) {
-                row.clear();
-                row.extend_from_slice(r);
-                let key = (
+            keys.extend(b.metas.iter().take(n).map(|m| {
+                (
                     m.start_us, m.src, m.dst, m.sport, m.dport, m.proto, m.last_us,
-                );
-                keyed.push((key, row.clone()));
-            }
+                )
+            }));
         }
-        keyed.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| total_order(&a.1, &b.1)));
-        let rows = keyed.into_iter().flat_map(|(_, r)| r).collect();
+        let row = |i: usize| input.get(i * width..(i + 1) * width).unwrap_or(&[]);
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by(|&a, &b| {
+            keys.get(a)
+                .cmp(&keys.get(b))
+                .then_with(|| total_order(row(a), row(b)))
+        });
+        let rows = order.iter().flat_map(|&i| row(i).iter().copied()).collect();
         self.inputs.push((name.to_owned(), rows));
     }
 

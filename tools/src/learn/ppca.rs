@@ -54,12 +54,20 @@ pub fn fit(rows: &[f32], width: usize) -> Result<Ppca, LearnError> {
         });
     }
     let (mean, scale) = moments(rows, width, n);
+    // The standardisation alone first: the components come from it.
+    let mut model = Ppca {
+        mean,
+        scale,
+        components: Vec::new(),
+        variances: Vec::new(),
+        residual_variance: 1.0,
+    };
     let mut cov = DMatrix::<f64>::zeros(width, width);
     for chunk in rows.chunks(CHUNK * width) {
         let m = chunk.len() / width;
         let z = DMatrix::from_fn(m, width, |i, j| {
             let x = chunk.get(i * width + j).copied().unwrap_or(0.0);
-            standardise(x, &mean, &scale, j)
+            model.standardise(x, j)
         });
         cov.gemm_tr(1.0, &z, &z, 1.0);
     }
@@ -89,14 +97,11 @@ pub fn fit(rows: &[f32], width: usize) -> Result<Ppca, LearnError> {
         .collect();
     let variances = order.iter().take(k).map(|&i| value(i).max(floor)).collect();
     let rest: f64 = order.iter().skip(k).map(|&i| value(i)).sum();
-    let residual_variance = (rest / (width - k) as f64).max(RESIDUAL_SHARE * total / width as f64);
-    Ok(Ppca {
-        mean,
-        scale,
-        components,
-        variances,
-        residual_variance,
-    })
+    model.residual_variance =
+        (rest / (width - k) as f64).max(RESIDUAL_SHARE * total / width as f64);
+    model.components = components;
+    model.variances = variances;
+    Ok(model)
 }
 
 /// The ONNX graph of `m`: input `features` `[batch, F]`, output `score`
@@ -167,13 +172,6 @@ pub fn score_of(error: f64, threshold: f64) -> f64 {
 
 fn to_f32(v: impl Iterator<Item = f64>) -> Vec<f32> {
     v.map(|x| x as f32).collect()
-}
-
-/// [`Ppca::standardise`] before the model exists.
-fn standardise(x: f32, mean: &[f64], scale: &[f64], j: usize) -> f64 {
-    let m = mean.get(j).copied().unwrap_or(0.0);
-    let s = scale.get(j).copied().unwrap_or(1.0);
-    ((signed_log(x) - m) / s).clamp(-Z_CLIP, Z_CLIP)
 }
 
 /// Per-feature mean and scale of the signed log.
