@@ -15,6 +15,7 @@ mod gpu;
 mod kafka;
 mod learn;
 mod model;
+mod perturb;
 mod run;
 
 use std::process::ExitCode;
@@ -54,6 +55,9 @@ enum Command {
     /// a while) and write it as an ONNX model with the contract, its
     /// threshold set on held-out flows at --fpr.
     Learn(learn::LearnArgs),
+    /// Write a capture as its attacker would bend it (padding, jitter,
+    /// 1-byte packets, fragments), as `eval --perturb` does.
+    Perturb(perturb::PerturbArgs),
     /// Compare GPU and CPU feature rows on captures (needs a GPU).
     Parity(gpu::ParityArgs),
     /// Score with the features already on the GPU (needs a GPU and ONNX
@@ -102,6 +106,7 @@ fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::MakeBenchPcap(args) => demo::bench_pcap(args),
         Command::Eval(args) => eval::run(args),
         Command::Learn(args) => learn::run(args),
+        Command::Perturb(args) => perturb::run(args),
         Command::Parity(args) => gpu::parity(args),
         Command::GpuScore(args) => gpu::gpu_score(args),
         Command::Model { command } => model::run(command),

@@ -1,8 +1,8 @@
 //! `tapstream eval` end to end: labelled directories made here from
 //! generated captures (the layout and a labels TSV), the JSON's numbers,
 //! the self-contained HTML, a corrupt capture reported while the others are
-//! evaluated, a malformed TSV line, and sane totals on the shared lab
-//! captures.
+//! evaluated, a malformed TSV line, sane totals on the shared lab
+//! captures, and the perturbed copies `tapstream perturb` writes.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -463,6 +463,76 @@ fn perturbed_captures_are_reported_beside_the_clean_ones() {
         stderr.contains("unknown perturbation \"fragment\""),
         "{stderr}"
     );
+}
+
+/// Timestamps of every packet of a capture, in file order.
+fn packet_times(path: &Path) -> Vec<i64> {
+    let mut ts = Vec::new();
+    tapstream_ingest::records::for_each_packet(path, |p| {
+        ts.push(p.ts_us);
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    ts
+}
+
+/// `tapstream perturb` writes the copy `eval --perturb` scores: jitter keeps
+/// every packet and moves some, fragmentation adds packets; a bad name or
+/// the input as the output is an error that leaves the input as it was.
+#[test]
+fn perturb_writes_one_perturbed_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = crate::util::demo_pcap(dir.path());
+    let before = std::fs::read(&input).unwrap();
+    let clean = packet_times(&input);
+    let perturb = |how: &str, out: &Path| {
+        output(
+            bin()
+                .args(["perturb", "--how", how, "--pcap"])
+                .arg(&input)
+                .arg("--out")
+                .arg(out),
+        )
+    };
+    let jittered = dir.path().join("jitter.pcap");
+    let o = perturb("jitter_500ms", &jittered);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("attacker packets rewritten"));
+    let moved = packet_times(&jittered);
+    assert_eq!(moved.len(), clean.len());
+    assert!(moved.windows(2).all(|w| w[0] <= w[1]), "written in time order");
+    let mut a = clean.clone();
+    let mut b = moved.clone();
+    a.sort_unstable();
+    b.sort_unstable();
+    assert_ne!(a, b, "some packets were delayed");
+    assert!(!dir.path().join("jitter.pcap.partial").exists());
+
+    let fragmented = dir.path().join("frag.pcap");
+    assert!(perturb("fragment_8b", &fragmented).status.success());
+    assert!(packet_times(&fragmented).len() > clean.len());
+
+    for (how, out, says) in [
+        ("fragment", dir.path().join("x.pcap"), "unknown perturbation"),
+        ("jitter_10ms,padding_64b", dir.path().join("x.pcap"), "one perturbation"),
+        ("jitter_10ms", input.clone(), "is the input capture"),
+    ] {
+        let o = perturb(how, &out);
+        assert!(!o.status.success(), "{how}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says), "{how}: {err}");
+    }
+    assert!(!dir.path().join("x.pcap").exists());
+    assert_eq!(std::fs::read(&input).unwrap(), before, "the input is untouched");
+    let o = output(
+        bin()
+            .args(["perturb", "--how", "jitter_10ms", "--pcap"])
+            .arg(dir.path().join("missing.pcap"))
+            .arg("--out")
+            .arg(dir.path().join("y.pcap")),
+    );
+    assert!(!o.status.success());
+    assert!(!dir.path().join("y.pcap").exists() && !dir.path().join("y.pcap.partial").exists());
 }
 
 #[test]
