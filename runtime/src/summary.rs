@@ -385,12 +385,23 @@ pub fn unusable(r: &RunReport) -> Option<Unusable> {
             message: format!("{input} holds no packets"),
         });
     }
-    let why: Vec<String> = rd
+    let mut why: Vec<String> = rd
         .skipped
         .iter()
         .filter(|&(_, n)| n > 0)
         .map(|(reason, n)| format!("{n} {}", reason.as_str()))
         .collect();
+    // Fragments the defragmenter dropped are no skip reason of the reader.
+    let d = &r.workers.defrag;
+    for (n, what) in [
+        (d.invalid, "invalid IP fragments"),
+        (d.timeouts, "IP fragments never completed"),
+        (d.memcap, "IP fragments over the memcap"),
+    ] {
+        if n > 0 {
+            why.push(format!("{n} {what}"));
+        }
+    }
     let link_type = rd.skipped.get(SkipReason::UnsupportedLinkType) == rd.packets;
     let hint = if link_type {
         let mut known: Vec<&str> = Vec::new();
@@ -597,6 +608,18 @@ mod tests {
             u.message
         );
         assert!(unusable(&report(0, 0, &[], 1)).is_some_and(|u| u.message.contains("no packets")));
+        // Fragments that never made a datagram say where they went.
+        let mut frags = report(3, 0, &[], linktype::ETHERNET);
+        frags.workers.defrag.fragments = 3;
+        frags.workers.defrag.invalid = 2;
+        frags.workers.defrag.timeouts = 1;
+        let u = unusable(&frags).unwrap();
+        assert!(
+            u.message
+                .contains("skipped: 2 invalid IP fragments, 1 IP fragments never completed)"),
+            "{}",
+            u.message
+        );
         // Something usable, or input that is not a file: nothing to say.
         assert_eq!(unusable(&report(5, 1, &[(SkipReason::NonIp, 4)], 1)), None);
         let mut live = report(0, 0, &[], 1);
