@@ -56,7 +56,8 @@ import flows as F  # noqa: E402
 SEED = 20260101
 MODEL_NAME = "behaviour-mlp"
 SCHEMA = "tapstream-context"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+MODEL_VERSION = 2  # 2: context schema 2 (group destinations read zero victim statistics)
 CAP_ATTACK = 500  # training flows per attack scenario (random, seeded); test uses all flows
 CAP_BENIGN = 100  # training flows per public benign capture file (pcaps/benign: short protocol samples)
 CAP_BENIGN_LAB = 2000  # training flows per lab benign file (source lab-*: dense, busy captures)
@@ -368,7 +369,7 @@ def build_onnx(model: Model, features: list[str], threshold: float, training: st
         "tapstream.output": "probabilities",
         "tapstream.threshold": f"{threshold:.6f}",
         "tapstream.model_name": MODEL_NAME,
-        "tapstream.model_version": "1",
+        "tapstream.model_version": str(MODEL_VERSION),
         "tapstream.precision": "fp32",
         "tapstream.training": training,
     }
@@ -523,7 +524,7 @@ def main() -> None:
     n_params = sum(w.size for w in model.mlp.coefs_) + sum(b.size for b in model.mlp.intercepts_)
     metrics = {
         "model": MODEL_NAME,
-        "model_version": 1,
+        "model_version": MODEL_VERSION,
         "onnx": onnx_path.name,
         "onnx_sha256": sha,
         "onnx_bytes": len(blob),

@@ -53,7 +53,7 @@ use tapstream_ingest::FlowMeta;
 /// The context schema's name in the model contract.
 pub const CONTEXT_SCHEMA_NAME: &str = "tapstream-context";
 /// The context schema's version; bump it when a formula or name changes.
-pub const CONTEXT_SCHEMA_VERSION: u32 = 1;
+pub const CONTEXT_SCHEMA_VERSION: u32 = 2;
 
 /// Decay rates λ (per second): half-lives 1 s, 10 s and 100 s.
 pub const LAMBDAS: [f64; SCALES] = [1.0, 0.1, 0.01];
@@ -155,6 +155,19 @@ impl FlowStart {
             dport: meta.dport,
             proto: meta.proto,
             v6: meta.v6,
+        }
+    }
+
+    /// Whether the responder is a group address: IPv4 multicast
+    /// (224.0.0.0/4) or the limited broadcast 255.255.255.255, or IPv6
+    /// multicast (ff00::/8). A subnet's directed broadcast needs its mask,
+    /// which a tap does not know, so it counts as a host.
+    pub fn to_group(&self) -> bool {
+        let [a, b, c, d, ..] = self.dst;
+        if self.v6 {
+            a == 0xff
+        } else {
+            a & 0xf0 == 0xe0 || [a, b, c, d] == [255; 4]
         }
     }
 }
@@ -405,8 +418,19 @@ impl ContextTable {
         let (pair_w, pair_n) = self.count(k.pair, t, admit, new_port);
         let new_dst = pair_w.map(|w| w < RECENT);
         let (src_w, src_n) = self.count(k.src, t, admit, new_dst);
-        let (srv_w, srv_n) = self.count(k.srv, t, admit, new_port);
-        let (dst_w, _) = self.count(k.dst, t, admit, [false; SCALES]);
+        // A group address is not a host: what many sources send it is
+        // membership (IGMP, mDNS, SSDP), not load on one victim.
+        let ((srv_w, srv_n), (dst_w, _)) = if s.to_group() {
+            (
+                ([0.0; SCALES], [0.0; SCALES]),
+                ([0.0; SCALES], [0.0; SCALES]),
+            )
+        } else {
+            (
+                self.count(k.srv, t, admit, new_port),
+                self.count(k.dst, t, admit, [false; SCALES]),
+            )
+        };
         let groups = [src_w, src_n, pair_w, pair_n, psrv_w, srv_w, srv_n, dst_w];
         for (out, v) in row.iter_mut().zip(groups.iter().flatten()) {
             *out = *v;
@@ -652,6 +676,57 @@ mod tests {
         let expect = 100.0 / (0.1 * std::f64::consts::LN_2);
         let got = get(&row, "ctx_src_flows_10s");
         assert!((got - expect).abs() / expect < 0.01, "{got} vs {expect}");
+    }
+
+    #[test]
+    fn a_group_address_is_not_a_victim_host() {
+        let mut t = ContextTable::new(ContextConfig::default());
+        let mut row = [0.0; NUM_CONTEXT];
+        // 50 hosts report membership of 239.1.1.1 (IGMP), then one host
+        // sends to it a second time.
+        for src in 1..=50u8 {
+            let mut s = start(u64::from(src), 1.0, src, 0, 0);
+            s.dst[..4].copy_from_slice(&[239, 1, 1, 1]);
+            s.proto = 2;
+            assert!(s.to_group());
+            t.apply(&s, &mut row);
+        }
+        let mut s = start(51, 1.0, 1, 0, 0);
+        s.dst[..4].copy_from_slice(&[239, 1, 1, 1]);
+        s.proto = 2;
+        t.apply(&s, &mut row);
+        for name in [
+            "ctx_srv_flows_1s",
+            "ctx_srv_new_srcs_1s",
+            "ctx_dst_flows_1s",
+        ] {
+            assert_eq!(get(&row, name), 0.0, "{name}");
+        }
+        // The sender's own statistics still count.
+        assert_eq!(get(&row, "ctx_src_flows_1s"), 1.0);
+        assert_eq!(get(&row, "ctx_pair_flows_1s"), 1.0);
+        assert_eq!(get(&row, "ctx_psrv_flows_1s"), 1.0);
+        // Group and broadcast addresses, and what is not one.
+        let to = |dst: &[u8], v6: bool| {
+            let mut s = start(0, 0.0, 1, 0, 0);
+            s.dst = [0; 16];
+            s.dst[..dst.len()].copy_from_slice(dst);
+            s.v6 = v6;
+            s.to_group()
+        };
+        assert!(to(&[224, 0, 0, 251], false));
+        assert!(to(&[239, 255, 255, 250], false));
+        assert!(to(&[255, 255, 255, 255], false));
+        assert!(to(
+            &[0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfb],
+            true
+        ));
+        assert!(!to(&[223, 255, 255, 255], false));
+        assert!(!to(&[240, 0, 0, 1], false));
+        assert!(!to(&[198, 18, 0, 255], false));
+        assert!(!to(&[0xfe, 0x80], true));
+        // An IPv6 address is not read as IPv4: 2001:… starts with 0x20.
+        assert!(!to(&[0xe0, 0x01], true));
     }
 
     #[test]
