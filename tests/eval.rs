@@ -500,7 +500,10 @@ fn perturb_writes_one_perturbed_copy() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("attacker packets rewritten"));
     let moved = packet_times(&jittered);
     assert_eq!(moved.len(), clean.len());
-    assert!(moved.windows(2).all(|w| w[0] <= w[1]), "written in time order");
+    assert!(
+        moved.windows(2).all(|w| w[0] <= w[1]),
+        "written in time order"
+    );
     let mut a = clean.clone();
     let mut b = moved.clone();
     a.sort_unstable();
@@ -513,8 +516,16 @@ fn perturb_writes_one_perturbed_copy() {
     assert!(packet_times(&fragmented).len() > clean.len());
 
     for (how, out, says) in [
-        ("fragment", dir.path().join("x.pcap"), "unknown perturbation"),
-        ("jitter_10ms,padding_64b", dir.path().join("x.pcap"), "one perturbation"),
+        (
+            "fragment",
+            dir.path().join("x.pcap"),
+            "unknown perturbation",
+        ),
+        (
+            "jitter_10ms,padding_64b",
+            dir.path().join("x.pcap"),
+            "one perturbation",
+        ),
         ("jitter_10ms", input.clone(), "is the input capture"),
     ] {
         let o = perturb(how, &out);
@@ -523,7 +534,11 @@ fn perturb_writes_one_perturbed_copy() {
         assert!(err.contains(says), "{how}: {err}");
     }
     assert!(!dir.path().join("x.pcap").exists());
-    assert_eq!(std::fs::read(&input).unwrap(), before, "the input is untouched");
+    assert_eq!(
+        std::fs::read(&input).unwrap(),
+        before,
+        "the input is untouched"
+    );
     let o = output(
         bin()
             .args(["perturb", "--how", "jitter_10ms", "--pcap"])
