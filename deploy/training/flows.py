@@ -82,6 +82,7 @@ class Capture:
     victim: str = ""
     spoofed: bool = False
     meta: dict = field(default_factory=dict)
+    variant: str = ""  # "" for the capture itself, else the `tapstream perturb` name of this copy
 
     @property
     def cls(self) -> str:
@@ -304,13 +305,18 @@ class Flows:
     src: np.ndarray
     dst: np.ndarray
     info: dict
+    variant: np.ndarray  # "" for flows of the captures themselves, else the perturbation of the copy
 
     def __len__(self) -> int:
         return len(self.y)
 
     def subset(self, m: np.ndarray) -> "Flows":
         return Flows(self.features, self.X[m], self.y[m], self.kind[m], self.scenario[m], self.source[m],
-                     self.set[m], self.src[m], self.dst[m], self.info)
+                     self.set[m], self.src[m], self.dst[m], self.info, self.variant[m])
+
+    def clean(self) -> np.ndarray:
+        """Rows of the captures themselves (not of perturbed copies)."""
+        return self.variant == ""
 
     def counts(self) -> dict:
         def cnt(a):
@@ -327,9 +333,43 @@ class Flows:
         }
 
 
+def perturbed_copies(binary: Path, caps: list[Capture], names: list[str], cache: Path, jobs: int) -> list[Capture]:
+    """A copy of every capture per perturbation name, written by `tapstream perturb` (each flow's
+    initiator bends its packets) under CACHE/perturbed-<binary sha>/<name>/ and reused while the
+    capture is unchanged. A copy keeps its capture's labels, scenario and source (the addresses do
+    not change), so a leave-out fold removes the capture and its copies together."""
+    root = cache / f"perturbed-{file_sha256(binary)[:16]}"
+    tasks = []
+    for cap in caps:
+        st = cap.path.stat()
+        for name in names:
+            key = hashlib.sha256(f"{cap.path}|{st.st_size}|{st.st_mtime_ns}|{name}".encode()).hexdigest()[:16]
+            tasks.append((cap, name, root / name / f"{key}-{cap.path.name}.pcap"))
+
+    def make(task):
+        cap, name, dst = task
+        if not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            r = subprocess.run([str(binary), "perturb", "--pcap", str(cap.path), "--out", str(dst), "--how", name],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                log(f"  perturb {name} {cap.path}: {r.stderr.strip()[-200:]}")
+                return None
+        return Capture(path=dst, set=cap.set, kind=cap.kind, scenario=cap.scenario, source=cap.source,
+                       attackers=cap.attackers, victim=cap.victim, spoofed=cap.spoofed, meta=cap.meta, variant=name)
+
+    t0 = time.time()
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as ex:
+        out = [c for c in ex.map(make, tasks) if c is not None]
+    log(f"perturbed copies: {len(out)} of {len(tasks)} ({', '.join(names)}) in {time.time() - t0:.0f}s")
+    return out
+
+
 def load(binary: Path, lab_dirs: list[Path], benign_dir: Path | None, cache: Path = DEFAULT_CACHE,
-         context: bool | None = None, jobs: int = 2, public_attack_dir: Path | None = None) -> Flows:
-    """Extract (cached) and label every capture. context=None: use --context when the binary has it."""
+         context: bool | None = None, jobs: int = 2, public_attack_dir: Path | None = None,
+         perturbed: list[str] | None = None) -> Flows:
+    """Extract (cached) and label every capture. context=None: use --context when the binary has it.
+    perturbed: also every capture's copy under each of these `tapstream perturb` names."""
     if context is None:
         context = binary_has_context(binary)
     caps: list[Capture] = []
@@ -341,6 +381,8 @@ def load(binary: Path, lab_dirs: list[Path], benign_dir: Path | None, cache: Pat
         caps += benign_captures(benign_dir)
     if not caps:
         sys.exit("no captures found")
+    if perturbed:
+        caps += perturbed_copies(binary, caps, perturbed, cache, jobs)
     ext = Extractor(binary, cache, context)
     csvs = ext.extract_all(caps, jobs=jobs)
 
@@ -350,7 +392,7 @@ def load(binary: Path, lab_dirs: list[Path], benign_dir: Path | None, cache: Pat
     for cap in caps:
         p = csvs[cap.path]
         if p is None:
-            failed.append(cap.scenario)
+            failed.append(cap.scenario + (f"~{cap.variant}" if cap.variant else ""))
             continue
         cols, X, ids = read_csv(p)
         if cols_ref is None:
@@ -358,7 +400,7 @@ def load(binary: Path, lab_dirs: list[Path], benign_dir: Path | None, cache: Pat
         elif cols != cols_ref:
             sys.exit(f"{p}: feature columns differ from the other captures")
         if len(X) == 0:
-            empty.append(cap.scenario)
+            empty.append(cap.scenario + (f"~{cap.variant}" if cap.variant else ""))
             continue
         is_atk = label_flows(cap, ids)
         n = len(X)
@@ -366,15 +408,16 @@ def load(binary: Path, lab_dirs: list[Path], benign_dir: Path | None, cache: Pat
         kind = np.where(is_atk, cap.kind, BENIGN)
         # Background flows of an attack capture count as benign flows of that lab set.
         parts.append((X, y, kind, np.full(n, cap.scenario), np.full(n, cap.source), np.full(n, cap.set),
-                      ids["src"], ids["dst"]))
-    cat = [np.concatenate([p[i] for p in parts]) for i in range(8)]
+                      ids["src"], ids["dst"], np.full(n, cap.variant)))
+    cat = [np.concatenate([p[i] for p in parts]) for i in range(9)]
     info = {
         "binary": str(ext.binary), "binary_sha256": ext.bin_sha, "context": context,
         "captures": len(caps), "captures_failed": failed, "captures_without_flows": len(empty),
         "lab_dirs": [str(d) for d in lab_dirs], "benign_dir": str(benign_dir) if benign_dir else None,
         "public_attack_dir": str(public_attack_dir) if public_attack_dir else None,
     }
-    fl = Flows(cols_ref, cat[0], cat[1].astype(np.int64), cat[2], cat[3], cat[4], cat[5], cat[6], cat[7], info)
+    fl = Flows(cols_ref, cat[0], cat[1].astype(np.int64), cat[2], cat[3], cat[4], cat[5], cat[6], cat[7], info,
+               cat[8].astype(str))
     log(f"flows: {len(fl)} rows x {len(cols_ref)} features ({sum(c.startswith(CTX_PREFIX) for c in cols_ref)} ctx), "
         f"{len(failed)} captures failed, {len(empty)} without flows")
     return fl

@@ -16,6 +16,12 @@ at TB.THRESHOLD_CAP):
 * leave-one-kind-out (LOKO): every scenario of one behaviour class left out: share of its
   flows still alerted (as any attack class).
 
+With --perturbed NAMES every capture is also read as `tapstream perturb` rewrites it (each
+flow's initiator pads, delays or splits its packets); a copy keeps its capture's scenario and
+source, so it leaves training with it, and each fold also scores the held-out copies: recall
+and benign FPR under the attacker's perturbations, out of sample. The copies are trained on
+only with --augment (and then count with their capture towards its caps and weights).
+
     python3 deploy/training/protocol.py --tapstream /work/bin/tapstream-ctx --extra /work/labgen \
         --extra /work/labgen2 --out models
 """
@@ -40,6 +46,7 @@ _FL: F.Flows | None = None  # set before forking the fold workers
 
 
 PROTOCOL_INNER_USE = None  # inner threshold groups used per fold (None: all, like the shipped model)
+AUGMENT: list = []  # perturbations whose copies are trained on too (train_behaviour.py --augment)
 
 
 def _fold(job):
@@ -47,22 +54,38 @@ def _fold(job):
     Returns one result per scored part (several for a scenario group)."""
     ftype, name, test_idx, evals = job
     fl = _FL
-    train_mask = np.ones(len(fl), dtype=bool)
+    train_mask = TB.trainable(fl, AUGMENT).copy()
     train_mask[test_idx] = False
     t0 = time.time()
     model, thr, info = TB.fit_fold(fl, train_mask, max_iter=PROTOCOL_MAX_ITER, inner_use=PROTOCOL_INNER_USE)
     fit_s = round(time.time() - t0, 1)
     out = []
-    for ename, eval_idx in evals:
+    for ename, all_idx in evals:
+        # The capture's own flows are the result; its perturbed copies (never in this fold's
+        # training: they share its scenario) are scored beside it.
+        own = fl.variant[all_idx] == ""
+        eval_idx = all_idx[own]
+        perturbed = {}
+        for v in sorted(set(fl.variant[all_idx][~own].tolist())):
+            vi = all_idx[fl.variant[all_idx] == v]
+            va = TB.alerts(TB.attack_score(model.predict_proba(fl.X[vi].astype(np.float64))), thr)
+            perturbed[v] = {"flows": int(len(vi)), "alert_rate": round(float(va.mean()), 6), "alerts": int(va.sum())}
         p = model.predict_proba(fl.X[eval_idx].astype(np.float64))
         score = TB.attack_score(p)  # float32, as tapstream
         alert = TB.alerts(score, thr)
         y = fl.y[eval_idx]
-        res = {"type": "scenario" if ftype == "scenario-group" else ftype, "name": ename, "threshold": thr,
+        etype = ftype
+        if ftype == "scenario-group" or (ftype == "set" and not ename.startswith("lab-")):
+            etype = "scenario"
+        elif ftype == "set":
+            etype = "source"
+        res = {"type": etype, "name": ename, "threshold": thr,
                "fit_s": fit_s, **info, "flows": int(len(eval_idx))}
-        if ftype == "scenario-group":
+        if ftype in ("scenario-group", "set"):
             res["left_out_with"] = name
-        if ftype == "source":
+        if perturbed:
+            res["perturbed"] = perturbed
+        if etype == "source":
             res["benign_fp"] = int(alert.sum())
             res["benign_fpr"] = round(float(alert.mean()), 6)
             res["files"] = int(len(np.unique(fl.scenario[eval_idx])))
@@ -107,6 +130,20 @@ def auto_groups(fl: F.Flows) -> int:
     most one scenario of each class (so per class it is leave-one-scenario-out)."""
     att = fl.y != 0
     return max(len(np.unique(fl.scenario[att & (fl.y == c)])) for c in range(1, len(F.CLASSES)) if (fl.y == c).any())
+
+
+def set_jobs(fl: F.Flows) -> list:
+    """Leave one lab set out (--sets-out): every capture of set S (with its perturbed copies)
+    leaves training; each of S's attack captures is scored as a scenario, and S's benign flows
+    as the source lab-S."""
+    jobs = []
+    att = fl.y != 0
+    for s in sorted(str(x) for x in np.unique(fl.set) if (fl.source == f"lab-{x}").any()):
+        in_set = fl.set == s
+        evals = [(str(sc), np.flatnonzero((fl.scenario == sc) & att)) for sc in np.unique(fl.scenario[in_set & att])]
+        evals.append((f"lab-{s}", np.flatnonzero(in_set & ~att)))
+        jobs.append(("set", f"set:{s}", np.flatnonzero(in_set), evals))
+    return jobs
 
 
 def jobs_for(fl: F.Flows, n_groups: int = 0) -> list:
@@ -163,7 +200,24 @@ def summarise(results: list) -> dict:
         folds_by.setdefault((r["type"], r.get("left_out_with", r["name"])), r)
     capped = sorted(f"{t}:{n}" for (t, n), r in folds_by.items() if r.get("threshold_capped"))
     n = sum(r["flows"] for r in src)
+    # Held-out perturbed copies: per perturbation, mean recall over kinds (mean of the kinds'
+    # mean scenario recall, as for the clean figure) and pooled benign FPR over the sources.
+    perturbed = {}
+    for v in sorted({k for r in results for k in r.get("perturbed", {})}):
+        kinds = {}
+        for c in F.CLASSES[1:]:
+            rs = [r["perturbed"][v]["alert_rate"] for r in loso if r["class"] == c and v in r.get("perturbed", {})]
+            if rs:
+                kinds[c] = round(float(np.mean(rs)), 4)
+        sp = [r["perturbed"][v] for r in src if v in r.get("perturbed", {})]
+        perturbed[v] = {
+            "mean_recall_over_kinds": round(float(np.mean(list(kinds.values()))), 4) if kinds else None,
+            "recall_per_kind": kinds,
+            "benign_fpr_pooled": round(sum(x["alerts"] for x in sp) / max(sum(x["flows"] for x in sp), 1), 6),
+            "benign_flows_pooled": int(sum(x["flows"] for x in sp)),
+        }
     return {
+        "perturbed": perturbed,
         "per_kind": per_kind,
         "mean_recall_over_kinds": round(float(np.mean([v["mean_recall"] for v in per_kind.values()])), 4) if per_kind else None,
         "mean_leave_kind_out_alert_rate": round(float(np.mean([r["recall"] for r in loko])), 4) if loko else None,
@@ -181,13 +235,15 @@ def summarise(results: list) -> dict:
     }
 
 
-def run(fl: F.Flows, jobs: int = 2, inner_use: int | None = None, scenario_groups: int = 0) -> dict:
-    global _FL, PROTOCOL_INNER_USE
+def run(fl: F.Flows, jobs: int = 2, inner_use: int | None = None, scenario_groups: int = 0,
+        augment: list | tuple = (), sets_out: bool = False) -> dict:
+    global _FL, PROTOCOL_INNER_USE, AUGMENT
     _FL = fl
     PROTOCOL_INNER_USE = inner_use
+    AUGMENT = list(augment)
     if scenario_groups < 0:
         scenario_groups = auto_groups(fl)
-    js = jobs_for(fl, scenario_groups)
+    js = set_jobs(fl) if sets_out else jobs_for(fl, scenario_groups)
     TB.log(f"protocol: {len(js)} folds ({sum(j[0].startswith('scenario') for j in js)} scenario"
            f"{' groups' if scenario_groups else ''}, {sum(j[0] == 'source' for j in js)} source, "
            f"{sum(j[0] == 'kind' for j in js)} kind) on {jobs} processes; threshold from "
@@ -215,9 +271,12 @@ def run(fl: F.Flows, jobs: int = 2, inner_use: int | None = None, scenario_group
             "threshold_cap": TB.THRESHOLD_CAP,
             "threshold": f"per fold (capped at {TB.THRESHOLD_CAP}): out-of-fold scores of that fold's training benign flows, "
                          f"{inner_use or TB.INNER_FOLDS} of {TB.INNER_FOLDS} inner groups of benign files",
-            "scenario_folds": (f"{scenario_groups} class-stratified groups of attack scenarios"
+            "scenario_folds": ("one lab set (all its captures) per fold" if sets_out else
+                               f"{scenario_groups} class-stratified groups of attack scenarios"
                                if scenario_groups else "one per attack scenario"),
             "seed": TB.SEED,
+            "perturbed": sorted(set(fl.variant.tolist()) - {""}),
+            "trained_on_perturbed": list(augment),
         },
         "data": {k: fl.info[k] for k in ("binary_sha256", "context")} | {"features": len(fl.features), "flows": len(fl)},
         "summary": summarise(results),
@@ -234,11 +293,18 @@ def markdown(prot: dict) -> str:
         lk = v["leave_kind_out_alert_rate"]
         L.append(f"| {c} | {v['scenarios']} | {v['mean_recall']:.3f} | {v['min_recall']:.3f} | "
                  f"{v['class_right_scenarios']}/{v['scenarios']} | {'' if lk is None else f'{lk:.3f}'} |")
-    L.append(f"| **mean over kinds** | | **{s['mean_recall_over_kinds']:.3f}** | | | {s['mean_leave_kind_out_alert_rate']:.3f} |")
+    lk = s["mean_leave_kind_out_alert_rate"]
+    L.append(f"| **mean over kinds** | | **{s['mean_recall_over_kinds']:.3f}** | | | {'' if lk is None else f'{lk:.3f}'} |")
     L += ["", "| Benign source (left out) | files | flows | false positives | benign FPR |", "|---|---:|---:|---:|---:|"]
     for name, v in s["benign_fpr_per_source"].items():
         L.append(f"| {name} | {v['files']} | {v['flows']} | {v['fp']} | {v['fpr']:.4f} |")
     L.append(f"| **pooled** | | {s['benign_flows_pooled']} | {s['benign_fp_pooled']} | **{s['benign_fpr_pooled']:.4f}** |")
+    if s.get("perturbed"):
+        L += ["", "| Held-out copies perturbed by | mean recall over kinds | " + " | ".join(F.CLASSES[1:]) + " | benign FPR pooled |",
+              "|---|---:|" + "---:|" * len(F.CLASSES[1:]) + "---:|"]
+        for v, x in s["perturbed"].items():
+            per = " | ".join(f"{x['recall_per_kind'][c]:.3f}" if c in x["recall_per_kind"] else "–" for c in F.CLASSES[1:])
+            L.append(f"| {v} | {x['mean_recall_over_kinds']:.3f} | {per} | {x['benign_fpr_pooled']:.4f} |")
     L += ["", "| Left-out scenario | class | flows | recall | top attack class right (share) | alerts mostly as | fold threshold |",
           "|---|---|---:|---:|---:|---|---:|"]
     for r in prot["folds"]:
@@ -251,7 +317,8 @@ def markdown(prot: dict) -> str:
 def main() -> None:
     args = TB.parse_args()
     fl = TB.load_flows(args)
-    prot = run(fl, jobs=args.jobs, inner_use=args.protocol_inner_use, scenario_groups=args.scenario_groups)
+    prot = run(fl, jobs=args.jobs, inner_use=args.protocol_inner_use, scenario_groups=args.scenario_groups,
+               augment=args.augment, sets_out=args.sets_out)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{TB.MODEL_NAME}.protocol.json").write_text(json.dumps(prot, indent=2) + "\n", encoding="utf-8")

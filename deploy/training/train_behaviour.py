@@ -289,7 +289,7 @@ def oof_benign_scores(fl: F.Flows, train_mask: np.ndarray, seed: int = SEED, max
     model fit (same recipe) on train_mask without g's files (their attack flows too) scores
     g's benign flows. `use` = only the first `use` groups (use=1: a single 1/k holdout)."""
     groups = inner_benign_groups(fl, train_mask, k)
-    bm = train_mask & (fl.y == 0)
+    bm = train_mask & (fl.y == 0) & fl.clean()  # the threshold is for the traffic itself, not perturbed copies
     gid = np.full(len(fl), -1)
     for scen, g in groups.items():
         gid[fl.scenario == scen] = g
@@ -324,7 +324,7 @@ def fit_fold(fl: F.Flows, train_mask: np.ndarray, seed: int = SEED, max_iter: in
     oof = oof_benign_scores(fl, train_mask, seed, max_iter, INNER_FOLDS, inner_use, jobs)
     thr, fpr_oof, cap = pick_threshold(oof)
     model, n_rows = fit_model(fl, train_mask, seed, max_iter)
-    bmask = train_mask & (fl.y == 0)
+    bmask = train_mask & (fl.y == 0) & fl.clean()
     p = model.predict_proba(fl.X[bmask].astype(np.float64))
     fpr_in = float(alerts(attack_score(p), thr).mean())
     return model, thr, {"train_rows": n_rows, "train_benign_flows": int(bmask.sum()),
@@ -341,7 +341,7 @@ def baseline_json(fl: F.Flows) -> str:
     """The contract's `tapstream.baseline`: each context feature's median and 99th percentile
     over the benign training flows (4 decimals, 6 significant digits). Alerts explain themselves
     with the context features furthest above their p99."""
-    benign = fl.X[fl.y == 0]
+    benign = fl.X[(fl.y == 0) & fl.clean()]
     out = {}
     for j, name in enumerate(fl.features):
         if name.startswith(F.CTX_PREFIX):
@@ -443,7 +443,28 @@ def parse_args() -> argparse.Namespace:
                     help="protocol: leave attack scenarios out in N class-stratified groups instead of one by one "
                          "(0 = one fold per scenario; -1 = as many groups as the largest class has scenarios, "
                          "so a fold leaves out at most one scenario per class)")
-    return ap.parse_args()
+    ap.add_argument("--perturbed", default="",
+                    help="comma-separated `tapstream perturb` names (e.g. jitter_500ms,padding_512b): every capture is "
+                         "also read as perturbed by its flows' initiators; the protocol scores the held-out copies "
+                         "too. They are trained on only with --augment")
+    ap.add_argument("--sets-out", action="store_true",
+                    help="protocol.py: leave one lab set out per fold (its attack captures and benign flows are "
+                         "scored) instead of the scenario, source and kind folds")
+    ap.add_argument("--augment", default="",
+                    help="comma-separated names among --perturbed whose copies are trained on as well (same labels "
+                         "and scenarios; the caps and weights count a capture and its copies together; thresholds "
+                         "and the baseline use the captures only); the other copies are only scored")
+    args = ap.parse_args()
+    args.perturbed = [n.strip() for n in args.perturbed.split(",") if n.strip()]
+    args.augment = [n.strip() for n in args.augment.split(",") if n.strip()]
+    if not set(args.augment) <= set(args.perturbed):
+        ap.error("--augment names must also be in --perturbed")
+    return args
+
+
+def trainable(fl: F.Flows, augment: list[str] | tuple = ()) -> np.ndarray:
+    """Rows a model may train on: the captures' own flows, and the copies perturbed by `augment`."""
+    return fl.clean() | np.isin(fl.variant, list(augment))
 
 
 def load_flows(args) -> F.Flows:
@@ -452,7 +473,8 @@ def load_flows(args) -> F.Flows:
         if not (e / "LABELS.tsv").exists():
             log(f"note: {e} has no LABELS.tsv (yet); skipped")
     return F.load(args.tapstream, lab_dirs, args.benign, args.cache, False if args.no_context else None, args.jobs,
-                  public_attack_dir=None if args.no_public_attacks else args.public_attack)
+                  public_attack_dir=None if args.no_public_attacks else args.public_attack,
+                  perturbed=args.perturbed)
 
 
 def training_note(fl: F.Flows, info: dict, threshold: float) -> str:
@@ -486,7 +508,7 @@ def main() -> None:
     if missing:
         sys.exit(f"no training flows for classes {missing}: the ONNX output would not match tapstream.labels")
     # 1) final model on everything
-    model, thr, info = fit_fold(fl, np.ones(len(fl), dtype=bool), jobs=args.jobs)
+    model, thr, info = fit_fold(fl, trainable(fl, args.augment), jobs=args.jobs)
     log(f"final model: {info['epochs']} epochs, {info['train_rows']} training rows, threshold {thr:.6f} "
         f"(out-of-fold benign FPR {info['oof_benign_fpr_at_threshold']:.4%} on {info['threshold_oof_benign_flows']} flows, "
         f"in-sample {info['train_benign_fpr_at_threshold_in_sample']:.4%}), {time.time() - t0:.0f}s")
@@ -504,19 +526,21 @@ def main() -> None:
     log(f"wrote {onnx_path} ({len(blob)} bytes, sha256 {sha})")
     diff = check_onnx(onnx_path, model, fl.X)
 
-    # 3) training-set view (in-sample; NOT an evaluation, see protocol)
-    p = model.predict_proba(fl.X.astype(np.float64))
+    # 3) training-set view (in-sample; NOT an evaluation, see protocol), on the captures themselves
+    own = fl.subset(fl.clean())
+    p = model.predict_proba(own.X.astype(np.float64))
     alert = alerts(attack_score(p), thr)
-    in_sample = {c: round(float(alert[fl.y == i].mean()), 6) for i, c in enumerate(F.CLASSES) if (fl.y == i).any()}
+    in_sample = {c: round(float(alert[own.y == i].mean()), 6) for i, c in enumerate(F.CLASSES) if (own.y == i).any()}
     # same, scored exactly as tapstream does: the exported graph in onnxruntime, float32 in/out
-    in_sample_ort = onnx_in_sample(onnx_path, fl, thr)
+    in_sample_ort = onnx_in_sample(onnx_path, own, thr)
     log(f"in-sample (onnxruntime float32) alert share per class at {thr:.6f}: {in_sample_ort['per_class']}")
 
     # 4) protocol
     protocol = None
     if not args.skip_protocol:
         import protocol as P
-        protocol = P.run(fl, jobs=args.jobs, inner_use=args.protocol_inner_use, scenario_groups=args.scenario_groups)
+        protocol = P.run(fl, jobs=args.jobs, inner_use=args.protocol_inner_use, scenario_groups=args.scenario_groups,
+                         augment=args.augment)
         (out / f"{MODEL_NAME}.protocol.json").write_text(json.dumps(protocol, indent=2) + "\n", encoding="utf-8")
         log(f"wrote {out / f'{MODEL_NAME}.protocol.json'}")
         log("\n" + P.markdown(protocol))
