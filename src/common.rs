@@ -1,6 +1,7 @@
 //! What the commands that read packets share: their common flags, loading
 //! the configuration with the flags applied, the progress bar, and the
-//! summary and exit code at the end.
+//! summary and exit code at the end; and where a command stages a file it
+//! writes.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -161,4 +162,12 @@ pub fn finish(report: &RunReport, common: &Common) -> Result<ExitCode> {
         _ if unusable.is_some_and(|u| u.link_type) => ExitCode::from(EXIT_UNUSABLE_INPUT),
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// Where a command writes `out` before renaming it into place (`out` with
+/// `.partial` appended), so a failed write never leaves a half file at `out`.
+pub fn staged_path(out: &Path) -> PathBuf {
+    let mut staged = out.as_os_str().to_owned();
+    staged.push(".partial");
+    PathBuf::from(staged)
 }

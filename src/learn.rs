@@ -90,9 +90,7 @@ pub fn run(args: LearnArgs) -> Result<ExitCode> {
     let learned = learn::learn(&flows, &opts)?;
     // Written beside the destination and checked there, then renamed: a
     // model that fails its check never takes the place of a good one.
-    let mut staged = args.out.clone().into_os_string();
-    staged.push(".partial");
-    let staged = PathBuf::from(staged);
+    let staged = crate::common::staged_path(&args.out);
     learned.write(&staged)?;
     let spec = ModelSpec {
         path: staged.clone(),

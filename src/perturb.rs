@@ -36,9 +36,7 @@ pub fn run(args: PerturbArgs) -> Result<ExitCode> {
             args.out.display()
         );
     }
-    let mut partial = args.out.clone().into_os_string();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
+    let partial = crate::common::staged_path(&args.out);
     let made = write_perturbed(&args.pcap, &partial, how).map_err(|e| {
         let _ = std::fs::remove_file(&partial);
         anyhow::anyhow!(e)

@@ -333,12 +333,13 @@ class Flows:
         }
 
 
-def perturbed_copies(binary: Path, caps: list[Capture], names: list[str], cache: Path, jobs: int) -> list[Capture]:
+def perturbed_copies(binary: Path, bin_sha: str, caps: list[Capture], names: list[str], cache: Path,
+                     jobs: int) -> list[Capture]:
     """A copy of every capture per perturbation name, written by `tapstream perturb` (each flow's
     initiator bends its packets) under CACHE/perturbed-<binary sha>/<name>/ and reused while the
     capture is unchanged. A copy keeps its capture's labels, scenario and source (the addresses do
     not change), so a leave-out fold removes the capture and its copies together."""
-    root = cache / f"perturbed-{file_sha256(binary)[:16]}"
+    root = cache / f"perturbed-{bin_sha[:16]}"
     tasks = []
     for cap in caps:
         st = cap.path.stat()
@@ -381,9 +382,9 @@ def load(binary: Path, lab_dirs: list[Path], benign_dir: Path | None, cache: Pat
         caps += benign_captures(benign_dir)
     if not caps:
         sys.exit("no captures found")
-    if perturbed:
-        caps += perturbed_copies(binary, caps, perturbed, cache, jobs)
     ext = Extractor(binary, cache, context)
+    if perturbed:
+        caps += perturbed_copies(ext.binary, ext.bin_sha, caps, perturbed, cache, jobs)
     csvs = ext.extract_all(caps, jobs=jobs)
 
     cols_ref = None
