@@ -46,7 +46,7 @@ pub mod limit;
 pub mod sink;
 
 pub use community_id::{CommunityId, FlowTuple};
-pub use episode::{EpisodeSettings, Episodes};
+pub use episode::{EpisodeSettings, Episodes, Pending};
 pub use eve::{Alert, EveWriter, ModelInfo};
 pub use limit::AlertLimiter;
 pub use sink::{AlertSink, FileSink, SinkError, StdoutSink};

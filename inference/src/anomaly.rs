@@ -66,29 +66,36 @@ impl Ppca {
     }
 
     /// The score `e` of one row; with `residuals`, also each feature's
-    /// part of it, `rⱼ² / σ²` (its reconstruction error).
-    pub fn error(&self, row: &[f32], mut residuals: Option<&mut Vec<f64>>) -> f64 {
-        let z: Vec<f64> = (0..self.width())
-            .map(|j| self.standardise(row.get(j).copied().unwrap_or(0.0), j))
+    /// part of it, `rⱼ² / σ²` (its reconstruction error). The residuals
+    /// are worked out in `residuals` itself, so a caller that explains many
+    /// rows reuses one buffer.
+    pub fn error(&self, row: &[f32], residuals: Option<&mut Vec<f64>>) -> f64 {
+        let mut local = Vec::new();
+        let r = residuals.unwrap_or(&mut local);
+        r.clear();
+        r.extend(
+            (0..self.width()).map(|j| self.standardise(row.get(j).copied().unwrap_or(0.0), j)),
+        );
+        // Every projection reads the standardised row; only then is each
+        // component taken out of it (per feature, in component order).
+        let ys: Vec<f64> = self
+            .components
+            .iter()
+            .map(|p| p.iter().zip(r.iter()).map(|(a, b)| a * b).sum())
             .collect();
-        let mut r = z.clone();
         let mut e = 0.0;
-        for (p, lambda) in self.components.iter().zip(&self.variances) {
-            let y: f64 = p.iter().zip(&z).map(|(a, b)| a * b).sum();
+        for (y, lambda) in ys.iter().zip(&self.variances) {
             e += y * y / lambda;
+        }
+        for (p, y) in self.components.iter().zip(&ys) {
             for (rj, pj) in r.iter_mut().zip(p) {
                 *rj -= y * pj;
             }
         }
-        if let Some(out) = residuals.as_deref_mut() {
-            out.clear();
-        }
-        for rj in r {
-            let part = rj * rj / self.residual_variance;
+        for rj in r.iter_mut() {
+            let part = *rj * *rj / self.residual_variance;
             e += part;
-            if let Some(out) = residuals.as_deref_mut() {
-                out.push(part);
-            }
+            *rj = part;
         }
         e
     }

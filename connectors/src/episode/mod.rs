@@ -163,10 +163,27 @@ pub struct Episode {
     reported_flows: u64,
     keys: [Key; 2],
     explanation: Option<Explanation>,
+    /// How strong the kept explanation is (or will be, once its residuals
+    /// are worked out).
+    strength: f32,
+    /// The kept flow's model input, while its residuals are pending.
+    pending: Option<Box<[f32]>>,
+}
+
+/// An anomaly model's residuals that are worked out only when a record
+/// shows them ([`Episodes::add_pending`]): they cost a pass over the
+/// model's parameters, and an episode shows one flow's.
+#[derive(Clone, Copy, Debug)]
+pub struct Pending<'a> {
+    /// The explanation's strength once complete ([`Explanation::strength`];
+    /// the caller's estimate from the flow's score).
+    pub strength: f32,
+    /// The flow's model input, from which the residuals come.
+    pub input: &'a [f32],
 }
 
 impl Episode {
-    fn open(alert: &Alert<'_>, keys: [Key; 2], now_us: i64) -> Self {
+    fn open(alert: &Alert<'_>, pending: Option<Pending<'_>>, keys: [Key; 2], now_us: i64) -> Self {
         let f = alert.flow;
         let mut ep = Episode {
             opener: *f,
@@ -187,12 +204,14 @@ impl Episode {
             reported_flows: 1,
             keys,
             explanation: None,
+            strength: 0.0,
+            pending: None,
         };
-        ep.join(alert);
+        ep.join(alert, pending);
         ep
     }
 
-    fn join(&mut self, alert: &Alert<'_>) {
+    fn join(&mut self, alert: &Alert<'_>, pending: Option<Pending<'_>>) {
         let f = alert.flow;
         self.first_us = self.first_us.min(f.start_us);
         self.last_us = self.last_us.max(f.last_us);
@@ -213,19 +232,32 @@ impl Episode {
             self.ports
                 .insert(&[u64::from(f.dport) | u64::from(f.proto) << 16]);
         }
-        if let Some(e) = alert.explanation {
-            if self
-                .explanation
-                .is_none_or(|old| e.strength() > old.strength())
-            {
-                self.explanation = Some(*e);
+        let strength = match (pending, alert.explanation) {
+            (Some(p), _) => p.strength,
+            (None, Some(e)) => e.strength(),
+            (None, None) => return,
+        };
+        let kept = self.explanation.is_some() || self.pending.is_some();
+        if !kept || strength > self.strength {
+            self.explanation = alert.explanation.copied();
+            self.strength = strength;
+            match (pending, &mut self.pending) {
+                (Some(p), Some(buf)) if buf.len() == p.input.len() => buf.copy_from_slice(p.input),
+                (p, buf) => *buf = p.map(|p| Box::from(p.input)),
             }
         }
     }
 
-    /// The strongest explanation of its flows (see [`Explanation`]).
+    /// The strongest explanation of its flows (see [`Explanation`]); with
+    /// [`Episode::pending`], its residuals are still to be added.
     pub fn explanation(&self) -> Option<&Explanation> {
         self.explanation.as_ref()
+    }
+
+    /// The model input of the flow whose explanation it keeps, while that
+    /// explanation's residuals are pending ([`Episodes::add_pending`]).
+    pub fn pending(&self) -> Option<&[f32]> {
+        self.pending.as_deref()
     }
 
     /// Its id: the `flow_id` of the flow that opened it.
@@ -399,6 +431,21 @@ impl Episodes {
     /// # Errors
     /// What `out` returned; the table stays consistent.
     pub fn add<E>(&mut self, alert: &Alert<'_>, out: &mut Out<'_, E>) -> Result<(), E> {
+        self.add_pending(alert, None, out)
+    }
+
+    /// [`Episodes::add`] for a flow whose explanation's residuals are
+    /// `pending`: its episode keeps them unworked, and its records say so
+    /// ([`Episode::pending`]), so the writer works out only what it shows.
+    ///
+    /// # Errors
+    /// What `out` returned.
+    pub fn add_pending<E>(
+        &mut self,
+        alert: &Alert<'_>,
+        pending: Option<Pending<'_>>,
+        out: &mut Out<'_, E>,
+    ) -> Result<(), E> {
         let f = alert.flow;
         self.clock_us = self.clock_us.max(f.last_us);
         let class = self.class_id(&alert.model.detector, alert.class);
@@ -416,13 +463,13 @@ impl Episodes {
         };
         let found = self.keys.get(&by_src).or_else(|| self.keys.get(&by_dst));
         if let Some(Some(ep)) = found.and_then(|&slot| self.slots.get_mut(slot)) {
-            ep.join(alert);
+            ep.join(alert, pending);
             return Ok(());
         }
         if self.open >= self.settings.max_open.max(1) {
             self.evict(out)?;
         }
-        let ep = Episode::open(alert, [by_src, by_dst], self.clock_us);
+        let ep = Episode::open(alert, pending, [by_src, by_dst], self.clock_us);
         let written = emit(&ep, EpisodeState::Start, out);
         let slot = match self.free.pop() {
             Some(slot) => slot,

@@ -281,3 +281,85 @@ fn totals_do_not_depend_on_arrival_order() {
     };
     assert_eq!(ends(&mut flows.iter()), ends(&mut flows.iter().rev()));
 }
+
+#[test]
+fn an_episode_keeps_its_strongest_flows_pending_residuals() {
+    let mut run = Run::new(EpisodeSettings::default());
+    let model = run.model.clone();
+    fn scan<'a>(f: &'a FlowMeta, e: Option<&'a Explanation>, m: &'a ModelInfo) -> Alert<'a> {
+        Alert {
+            flow: f,
+            score: 0.9,
+            class: "scan",
+            class_index: 2,
+            model: m,
+            threshold: 0.5,
+            episode: None,
+            explanation: e,
+        }
+    }
+    // A context explanation of strength 4.5 ((8 + 1) / (1 + 1)).
+    let mut row = [0f32; tapstream_kernels::context::NUM_CONTEXT];
+    row[0] = 8.0;
+    let baseline = vec![Some((0.0, 1.0)); row.len()];
+    let context = Explanation::of(&row, &baseline).expect("above its p99");
+    assert_eq!(context.strength(), 4.5);
+    let (a, b) = (0x0a00_0001, 0x0a00_0002);
+    let mut pending_seen = Vec::new();
+    let mut out = |r: &Alert<'_>| -> Result<(), Infallible> {
+        let e = r.episode.expect("an episode record");
+        pending_seen.push(e.episode.pending().map(<[f32]>::to_vec));
+        Ok(())
+    };
+    let steps: [(f32, Option<&Explanation>); 5] = [
+        (4.0, None),
+        (3.0, None),           // weaker: not kept
+        (5.0, None),           // kept
+        (0.0, Some(&context)), // 4.5 without residuals: weaker than 5
+        (5.0, None),           // as strong: the first one stays
+    ];
+    for (i, (strength, e)) in steps.into_iter().enumerate() {
+        let f = flow(i as u64 + 1, a, b, 22 + i as u16, i as i64 * S);
+        let input = [i as f32];
+        let pending = (e.is_none()).then_some(Pending {
+            strength,
+            input: &input,
+        });
+        assert!(run
+            .eps
+            .add_pending(&scan(&f, e, &model), pending, &mut out)
+            .is_ok());
+    }
+    assert!(run.eps.finish(&mut out).is_ok());
+    // The start record shows the first flow's; the end record the
+    // strongest one's.
+    assert_eq!(pending_seen.first(), Some(&Some(vec![0.0])));
+    assert_eq!(pending_seen.last(), Some(&Some(vec![2.0])));
+
+    // A stronger explanation without residuals replaces pending ones.
+    let mut run = Run::new(EpisodeSettings::default());
+    let mut seen = Vec::new();
+    let mut out = |r: &Alert<'_>| -> Result<(), Infallible> {
+        let e = r.episode.expect("an episode record");
+        seen.push((
+            e.episode.pending().is_some(),
+            e.episode.explanation().is_some(),
+        ));
+        Ok(())
+    };
+    let (f1, f2) = (flow(1, a, b, 22, 0), flow(2, a, b, 23, S));
+    let p = Pending {
+        strength: 2.0,
+        input: &[1.0],
+    };
+    assert!(run
+        .eps
+        .add_pending(&scan(&f1, None, &model), Some(p), &mut out)
+        .is_ok());
+    assert!(run
+        .eps
+        .add_pending(&scan(&f2, Some(&context), &model), None, &mut out)
+        .is_ok());
+    assert!(run.eps.finish(&mut out).is_ok());
+    assert_eq!(seen, [(true, false), (false, true)]);
+}

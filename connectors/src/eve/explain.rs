@@ -111,19 +111,32 @@ impl Residuals {
         error: f64,
         threshold: f64,
     ) -> Self {
-        let mut order: Vec<usize> = (0..parts.len()).collect();
+        // The largest positive parts, the earlier feature first among
+        // equals: one pass, as this runs for every flagged flow.
+        let mut top = [(0usize, 0.0f64); MAX_ITEMS];
+        let mut kept = 0;
+        for (j, &p) in parts.iter().enumerate() {
+            if p.is_nan() || p <= 0.0 {
+                continue;
+            }
+            let at = top.iter().take(kept).take_while(|&&(_, q)| q >= p).count();
+            if at == MAX_ITEMS {
+                continue;
+            }
+            kept = (kept + 1).min(MAX_ITEMS);
+            // It takes its place; the smaller ones move down one.
+            let mut carry = (j, p);
+            for slot in top.iter_mut().take(kept).skip(at) {
+                std::mem::swap(slot, &mut carry);
+            }
+        }
         let part = |j: usize| parts.get(j).copied().unwrap_or(0.0);
-        order.sort_by(|&a, &b| part(b).total_cmp(&part(a)).then(a.cmp(&b)));
         let mut r = Residuals {
             error: error as f32,
             threshold: threshold as f32,
             ..Residuals::default()
         };
-        for (slot, &j) in r
-            .items
-            .iter_mut()
-            .zip(order.iter().filter(|&&j| part(j) > 0.0))
-        {
+        for (slot, &(j, _)) in r.items.iter_mut().zip(top.iter().take(kept)) {
             *slot = Residual {
                 column: columns
                     .get(j)
@@ -466,5 +479,26 @@ mod tests {
         assert!((i(0).per_second(100.0) - 69.3).abs() < 0.1);
         assert!((i(1).per_second(100.0) - 6.93).abs() < 0.01);
         assert!((i(2).per_second(100.0) - 0.693).abs() < 0.001);
+    }
+
+    proptest::proptest! {
+        /// The one-pass selection keeps what sorting every part would:
+        /// the largest positive parts, the earlier feature first among
+        /// equals; zeros, negatives and NaN never.
+        #[test]
+        fn residuals_keep_the_largest_parts(
+            picks in proptest::collection::vec(0usize..6, 0..40),
+        ) {
+            let values = [0.0, -1.0, f64::NAN, 0.5, 2.0, 2.0];
+            let parts: Vec<f64> = picks.iter().map(|&k| values[k]).collect();
+            let columns: Vec<usize> = (0..parts.len()).collect();
+            let row = vec![1.0f32; parts.len()];
+            let r = Residuals::of(&parts, &columns, &row, &|_| 0.0, 10.0, 1.0);
+            let mut order: Vec<usize> = (0..parts.len()).filter(|&j| parts[j] > 0.0).collect();
+            order.sort_by(|&a, &b| parts[b].total_cmp(&parts[a]).then(a.cmp(&b)));
+            order.truncate(MAX_ITEMS);
+            let got: Vec<usize> = r.items().iter().map(|i| usize::from(i.column)).collect();
+            proptest::prop_assert_eq!(got, order);
+        }
     }
 }

@@ -32,7 +32,7 @@ use tapstream_kernels::schema::NUM_FEATURES;
 use tapstream_kernels::{FlowBatch, Mark, Settled};
 
 use super::detectors::{log_swap, Detector, Extra};
-use super::sink::{sink_loop, AlertBatch, Flagged, Scoring, SinkOutput};
+use super::sink::{sink_loop, AlertBatch, Flagged, Scoring, Scratch, SinkOutput};
 use crate::reopen::ReopenRequest;
 use crate::report::ConsumerReport;
 
@@ -214,6 +214,8 @@ struct AlertLoop<'a> {
     /// baseline).
     context_rows: Vec<f32>,
     preds: Vec<Prediction>,
+    /// Reused while explaining flagged flows.
+    scratch: Scratch,
     batcher: Batcher,
     batch_rows: usize,
     /// Marks received with the flows gathered so far: they go to the sink
@@ -278,6 +280,7 @@ impl<'a> AlertLoop<'a> {
             metas: Vec::with_capacity(batch_rows),
             context_rows: Vec::new(),
             preds: Vec::with_capacity(batch_rows),
+            scratch: Scratch::default(),
             batcher: Batcher::new(batch_rows, max_delay),
             batch_rows,
             marks: Vec::new(),
@@ -435,7 +438,9 @@ impl<'a> AlertLoop<'a> {
                     explanation: scoring.explain_flow(
                         context_row(&b.context, row),
                         b.rows.get(row * NUM_FEATURES..(row + 1) * NUM_FEATURES),
+                        &mut self.scratch,
                     ),
+                    input: None,
                 })
             }));
             self.batcher.add(n, Instant::now());
@@ -535,10 +540,12 @@ impl<'a> AlertLoop<'a> {
                     self.flagged += 1;
                     let row = context_row(&self.context_rows, c * self.batch_rows + i);
                     let input = chunk.get(i * width..(i + 1) * width);
+                    let (explanation, input) = self.scoring.defer(row, input);
                     flagged.push(Flagged {
                         meta: *meta,
                         prediction: *p,
-                        explanation: self.scoring.explain_with(row, input),
+                        explanation,
+                        input,
                     });
                 }
             }

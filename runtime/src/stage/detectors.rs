@@ -182,10 +182,12 @@ impl Extra {
                     let at = (c * rows + i) * NUM_CONTEXT;
                     let row = self.context_rows.get(at..at + NUM_CONTEXT);
                     let input = chunk.get(i * width..(i + 1) * width);
+                    let (explanation, input) = self.scoring.defer(row, input);
                     flagged.push(Flagged {
                         meta: *meta,
                         prediction: *p,
-                        explanation: self.scoring.explain_with(row, input),
+                        explanation,
+                        input,
                     });
                 }
             }

@@ -2,11 +2,12 @@
 //! limiter to the sink, flushes, re-opens the output when asked (log
 //! rotation), and publishes marks once the alerts before them are durable.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use tapstream_connectors::episode::{EpisodeCounts, EpisodeEnd, EpisodeState, Episodes};
+use tapstream_connectors::episode::{EpisodeCounts, EpisodeEnd, EpisodeState, Episodes, Pending};
 use tapstream_connectors::eve::explain::Residuals;
 use tapstream_connectors::eve::{Alert, Explanation};
 use tapstream_connectors::limit::{AlertLimiter, SuppressedCounts, Verdict};
@@ -26,6 +27,10 @@ pub(crate) struct Flagged {
     pub(crate) prediction: Prediction,
     /// Its context features above the model's benign baseline.
     pub(crate) explanation: Option<Explanation>,
+    /// An anomaly model's input row for the flow, while its residuals are
+    /// still to be worked out: the sink does that only for a line that
+    /// shows them (every flow's line, or an episode's strongest flow).
+    pub(crate) input: Option<Box<[f32]>>,
 }
 
 /// The model identity and decision settings an alert batch was scored with.
@@ -74,16 +79,20 @@ impl Scoring {
         &self,
         row: Option<&[f32]>,
         features: Option<&[f64]>,
+        scratch: &mut Scratch,
     ) -> Option<Explanation> {
         let Some((_, contract)) = &self.anomaly else {
             return self.explain(row);
         };
-        let mut input = Vec::new();
+        let mut input = std::mem::take(&mut scratch.input);
         let written = match features {
             Some(f) => select_features_with(contract, f, row.unwrap_or(&[]), 1, &mut input),
             None => 0,
         };
-        self.explain_with(row, (written == 1).then_some(input.as_slice()))
+        let e = self.explain_with(row, (written == 1).then_some(input.as_slice()), scratch);
+        input.clear();
+        scratch.input = input;
+        e
     }
 
     /// The explanation of a flagged flow with context row `row` and model
@@ -92,16 +101,42 @@ impl Scoring {
         &self,
         row: Option<&[f32]>,
         input: Option<&[f32]>,
+        scratch: &mut Scratch,
     ) -> Option<Explanation> {
         let e = self.explain(row);
-        let (Some((spec, contract)), Some(input)) = (&self.anomaly, input) else {
+        match input {
+            Some(input) => self.complete(e, input, scratch),
+            None => e,
+        }
+    }
+
+    /// A flagged flow's explanation as far as it is cheap (its context
+    /// features), and the model input its residuals need later, for an
+    /// anomaly model ([`Scoring::complete`]).
+    pub(crate) fn defer(
+        &self,
+        row: Option<&[f32]>,
+        input: Option<&[f32]>,
+    ) -> (Option<Explanation>, Option<Box<[f32]>>) {
+        let input = self.anomaly.as_ref().and(input).map(Box::from);
+        (self.explain(row), input)
+    }
+
+    /// `e` with the residuals of the anomaly model's input `input`.
+    pub(crate) fn complete(
+        &self,
+        e: Option<Explanation>,
+        input: &[f32],
+        scratch: &mut Scratch,
+    ) -> Option<Explanation> {
+        let Some((spec, contract)) = &self.anomaly else {
             return e;
         };
-        let mut parts = Vec::new();
-        let error = spec.model.error(input, Some(&mut parts));
+        let parts = &mut scratch.parts;
+        let error = spec.model.error(input, Some(parts));
         let typical = |j: usize| spec.model.typical(j);
         let r = Residuals::of(
-            &parts,
+            parts,
             &contract.columns,
             input,
             &typical,
@@ -111,6 +146,25 @@ impl Scoring {
         Some(Explanation::with_residuals(e, r))
     }
 
+    /// How strong a flagged flow's explanation will be, before its
+    /// residuals are worked out: its context part, or its anomaly score's
+    /// error over the threshold (`score = e / (e + threshold)`), whichever
+    /// is larger. It agrees with [`Explanation::strength`] to the float32
+    /// score's precision.
+    pub(crate) fn strength_before(&self, e: Option<&Explanation>, score: f32) -> f32 {
+        let context = e.map_or(0.0, Explanation::strength);
+        if self.anomaly.is_none() {
+            return context;
+        }
+        let s = f64::from(score);
+        let anomaly = if s >= 1.0 {
+            f64::INFINITY
+        } else {
+            s / (1.0 - s)
+        };
+        context.max(anomaly as f32)
+    }
+
     /// The explanation of a flagged flow with context row `row`.
     pub(crate) fn explain(&self, row: Option<&[f32]>) -> Option<Explanation> {
         if self.baseline.is_empty() {
@@ -118,6 +172,14 @@ impl Scoring {
         }
         Explanation::of(row?, &self.baseline)
     }
+}
+
+/// Buffers an explaining stage reuses from flow to flow (every flagged
+/// flow of an anomaly model is explained).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    parts: Vec<f64>,
+    input: Vec<f32>,
 }
 
 /// Alerts for the sink, and the marks that are settled once they are
@@ -179,6 +241,11 @@ struct SinkState {
     marks: Vec<Mark>,
     /// Alerts written since the last flush.
     unflushed: bool,
+    /// Reused while working out residuals.
+    scratch: Scratch,
+    /// The scoring of each model (by SHA-256) whose episodes keep
+    /// residuals pending: what works them out when a record is written.
+    scorings: HashMap<String, Arc<Scoring>>,
     last_flush: Instant,
 }
 
@@ -208,6 +275,8 @@ pub(crate) fn sink_loop(
         },
         marks: Vec::new(),
         unflushed: false,
+        scratch: Scratch::default(),
+        scorings: HashMap::new(),
         last_flush: Instant::now(),
     };
     loop {
@@ -267,7 +336,7 @@ impl SinkState {
                     .labels
                     .get(f.prediction.class)
                     .map_or("unknown", String::as_str);
-                let alert = Alert {
+                let mut alert = Alert {
                     flow: &f.meta,
                     score: f.prediction.score,
                     class,
@@ -277,14 +346,36 @@ impl SinkState {
                     episode: None,
                     explanation: f.explanation.as_ref(),
                 };
-                if !self.write_one(&alert, class) {
+                // An anomaly model's residuals are worked out only for a
+                // line that shows them: every flow's own line, or the record
+                // of an episode whose strongest flow this is.
+                let full;
+                let mut pending = None;
+                if let Some(input) = f.input.as_deref() {
+                    if self.output.episodes.is_some() {
+                        let e = f.explanation.as_ref();
+                        pending = Some(Pending {
+                            strength: scoring.strength_before(e, f.prediction.score),
+                            input,
+                        });
+                        if !self.scorings.contains_key(&scoring.model.sha256) {
+                            self.scorings
+                                .insert(scoring.model.sha256.clone(), scoring.clone());
+                        }
+                    } else {
+                        full = scoring.complete(f.explanation, input, &mut self.scratch);
+                        alert.explanation = full.as_ref();
+                    }
+                }
+                if !self.write_one(&alert, pending, class) {
                     break;
                 }
             }
             if let Some(eps) = &mut self.output.episodes {
                 let (sink, lines) = (&mut self.output.sink, &mut self.report.lines);
+                let (scorings, scratch) = (&self.scorings, &mut self.scratch);
                 let r = eps.advance(batch.clock_us, &mut |a| {
-                    write_record(sink.as_mut(), a, lines)
+                    write_episode(sink.as_mut(), a, lines, scorings, scratch)
                 });
                 self.episode_result(r);
             }
@@ -295,7 +386,7 @@ impl SinkState {
 
     /// Writes one alert unless the limiter suppresses it; false once the
     /// sink failed.
-    fn write_one(&mut self, alert: &Alert<'_>, class: &str) -> bool {
+    fn write_one(&mut self, alert: &Alert<'_>, pending: Option<Pending<'_>>, class: &str) -> bool {
         if let Verdict::Suppress(reason) = self.output.limiter.check(alert) {
             self.report.suppressed.add(reason);
             metrics::counter!("tapstream_alerts_suppressed_total", "reason" => reason.as_str())
@@ -305,7 +396,10 @@ impl SinkState {
         let written = match &mut self.output.episodes {
             Some(eps) => {
                 let (sink, lines) = (&mut self.output.sink, &mut self.report.lines);
-                eps.add(alert, &mut |a| write_record(sink.as_mut(), a, lines))
+                let (scorings, scratch) = (&self.scorings, &mut self.scratch);
+                eps.add_pending(alert, pending, &mut |a| {
+                    write_episode(sink.as_mut(), a, lines, scorings, scratch)
+                })
             }
             None => write_record(self.output.sink.as_mut(), alert, &mut self.report.lines),
         };
@@ -344,7 +438,8 @@ impl SinkState {
         }
         if let Some(eps) = &mut self.output.episodes {
             let (sink, lines) = (&mut self.output.sink, &mut self.report.lines);
-            let r = eps.finish(&mut |a| write_record(sink.as_mut(), a, lines));
+            let (scorings, scratch) = (&self.scorings, &mut self.scratch);
+            let r = eps.finish(&mut |a| write_episode(sink.as_mut(), a, lines, scorings, scratch));
             self.episode_result(r);
         }
     }
@@ -370,6 +465,25 @@ impl SinkState {
         self.report.busy += t.elapsed();
         true
     }
+}
+
+/// Writes an episode record, first working out the residuals its
+/// explanation still lacks.
+fn write_episode(
+    sink: &mut dyn AlertSink,
+    a: &Alert<'_>,
+    lines: &mut u64,
+    scorings: &HashMap<String, Arc<Scoring>>,
+    scratch: &mut Scratch,
+) -> Result<(), SinkError> {
+    let full;
+    let mut a = *a;
+    let pending = a.episode.and_then(|e| e.episode.pending());
+    if let (Some(input), Some(s)) = (pending, scorings.get(&a.model.sha256)) {
+        full = s.complete(a.explanation.copied(), input, scratch);
+        a.explanation = full.as_ref();
+    }
+    write_record(sink, &a, lines)
 }
 
 /// Writes one alert line (a flow's, or an episode record) and counts it.
@@ -447,6 +561,7 @@ mod tests {
                 class: 0,
             },
             explanation: None,
+            input: None,
         }
     }
 
