@@ -396,7 +396,7 @@ EOF
 ms_now() { date +%s.%3N; }
 clean_field() { printf '%s' "$*" | tr '\t\n' '  ' | sed 's/  */ /g; s/^ //; s/ $//'; }
 
-N_OK=0; N_FAIL=0; FAILED=()
+N_OK=0; N_FAIL=0; FAILED=(); SCN_RETRY=0
 # run_scn KIND NAME NS TOOL ATTACKERS FILTER MAXSEC NOTE CMD
 #   KIND benign or attack kind; NS peer namespace the command runs in; CMD is bash.
 run_scn() {
@@ -430,9 +430,23 @@ run_scn() {
   local drops
   drops=$(awk '/packets dropped by kernel/{print $1; exit}' "$err")
   if [[ -n "$drops" && "$drops" != 0 ]]; then notes+="; tcpdump reported $drops packets dropped by kernel"; fi
-  if ((pk == 0)); then
-    notes+="; EMPTY CAPTURE"; N_FAIL=$((N_FAIL + 1)); FAILED+=("$rel")
-    log "  !! $rel is empty; tool output: $(tail -c 300 "$W/scn.out" | tr '\n' ' ')"
+  # A tool that crashed (hping3 once aborted with SIGABRT after 8 packets)
+  # leaves a capture that is not the scenario: rerun it once, then count it
+  # as failed.
+  local crashed=0
+  ((rc == 134 || rc == 139)) && crashed=1
+  if ((crashed && ! SCN_RETRY)); then
+    log "  !! the tool crashed (rc=$rc) after $pk packets; output: $(tail -c 300 "$W/scn.out" | tr '\n' ' '); running the scenario again"
+    SCN_RETRY=1
+    run_scn "$@"
+    SCN_RETRY=0
+    return 0
+  fi
+  if ((pk == 0 || crashed)); then
+    ((pk == 0)) && notes+="; EMPTY CAPTURE"
+    ((crashed)) && notes+="; THE TOOL CRASHED TWICE"
+    N_FAIL=$((N_FAIL + 1)); FAILED+=("$rel")
+    log "  !! $rel failed; tool output: $(tail -c 300 "$W/scn.out" | tr '\n' ' ')"
   else
     N_OK=$((N_OK + 1))
   fi
@@ -773,5 +787,5 @@ run_scn dnsflood dnsperf_ipv6 atk1 "$(ver dnsperf)" "$A1v6" "ip6 host $A1v6" 16 
   "dnsperf over IPv6 ULA -Q $q -c 4 for 8s" \
   "dnsperf -s $VIC6 -d $W/dnsq_mix.txt -c 4 -Q $q -l 8 -t 2 >/dev/null" "$VIC6"
 
-log "scenarios ok=$N_OK empty=$N_FAIL ${FAILED[*]:-}"
+log "scenarios ok=$N_OK failed=$N_FAIL ${FAILED[*]:-}"
 log "labels: $LABELS"
