@@ -85,6 +85,11 @@ class Capture:
     variant: str = ""  # "" for the capture itself, else the `tapstream perturb` name of this copy
 
     @property
+    def shown_as(self) -> str:
+        """Its scenario, and for a perturbed copy the perturbation (`scenario~name`)."""
+        return self.scenario + (f"~{self.variant}" if self.variant else "")
+
+    @property
     def cls(self) -> str:
         return BENIGN if self.kind == BENIGN else KIND_CLASS[self.kind]
 
@@ -393,7 +398,7 @@ def load(binary: Path, lab_dirs: list[Path], benign_dir: Path | None, cache: Pat
     for cap in caps:
         p = csvs[cap.path]
         if p is None:
-            failed.append(cap.scenario + (f"~{cap.variant}" if cap.variant else ""))
+            failed.append(cap.shown_as)
             continue
         cols, X, ids = read_csv(p)
         if cols_ref is None:
@@ -401,7 +406,7 @@ def load(binary: Path, lab_dirs: list[Path], benign_dir: Path | None, cache: Pat
         elif cols != cols_ref:
             sys.exit(f"{p}: feature columns differ from the other captures")
         if len(X) == 0:
-            empty.append(cap.scenario + (f"~{cap.variant}" if cap.variant else ""))
+            empty.append(cap.shown_as)
             continue
         is_atk = label_flows(cap, ids)
         n = len(X)

@@ -32,7 +32,7 @@ use tapstream_kernels::schema::NUM_FEATURES;
 use tapstream_kernels::{FlowBatch, Mark, Settled};
 
 use super::detectors::{log_swap, Detector, Extra};
-use super::sink::{sink_loop, AlertBatch, Flagged, Scoring, Scratch, SinkOutput};
+use super::sink::{sink_loop, AlertBatch, Flagged, Scoring, SinkOutput};
 use crate::reopen::ReopenRequest;
 use crate::report::ConsumerReport;
 
@@ -214,8 +214,6 @@ struct AlertLoop<'a> {
     /// baseline).
     context_rows: Vec<f32>,
     preds: Vec<Prediction>,
-    /// Reused while explaining flagged flows.
-    scratch: Scratch,
     batcher: Batcher,
     batch_rows: usize,
     /// Marks received with the flows gathered so far: they go to the sink
@@ -280,7 +278,6 @@ impl<'a> AlertLoop<'a> {
             metas: Vec::with_capacity(batch_rows),
             context_rows: Vec::new(),
             preds: Vec::with_capacity(batch_rows),
-            scratch: Scratch::default(),
             batcher: Batcher::new(batch_rows, max_delay),
             batch_rows,
             marks: Vec::new(),
@@ -429,18 +426,18 @@ impl<'a> AlertLoop<'a> {
             let scoring = self.generation_scoring(s.generation);
             self.prescored.extend(b.flagged.iter().filter_map(|f| {
                 let row = f.row as usize;
+                let (explanation, input) = scoring.defer_flow(
+                    context_row(&b.context, row),
+                    b.rows.get(row * NUM_FEATURES..(row + 1) * NUM_FEATURES),
+                );
                 Some(Flagged {
                     meta: *b.metas.get(row)?,
                     prediction: Prediction {
                         score: f.score,
                         class: f.class as usize,
                     },
-                    explanation: scoring.explain_flow(
-                        context_row(&b.context, row),
-                        b.rows.get(row * NUM_FEATURES..(row + 1) * NUM_FEATURES),
-                        &mut self.scratch,
-                    ),
-                    input: None,
+                    explanation,
+                    input,
                 })
             }));
             self.batcher.add(n, Instant::now());

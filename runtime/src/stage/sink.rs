@@ -72,44 +72,6 @@ impl Scoring {
         }
     }
 
-    /// The explanation of a flagged flow from its feature row `features`
-    /// and context row `row` (the model input is taken from them when an
-    /// anomaly model needs it).
-    pub(crate) fn explain_flow(
-        &self,
-        row: Option<&[f32]>,
-        features: Option<&[f64]>,
-        scratch: &mut Scratch,
-    ) -> Option<Explanation> {
-        let Some((_, contract)) = &self.anomaly else {
-            return self.explain(row);
-        };
-        let mut input = std::mem::take(&mut scratch.input);
-        let written = match features {
-            Some(f) => select_features_with(contract, f, row.unwrap_or(&[]), 1, &mut input),
-            None => 0,
-        };
-        let e = self.explain_with(row, (written == 1).then_some(input.as_slice()), scratch);
-        input.clear();
-        scratch.input = input;
-        e
-    }
-
-    /// The explanation of a flagged flow with context row `row` and model
-    /// input `input` (read only for an anomaly model).
-    pub(crate) fn explain_with(
-        &self,
-        row: Option<&[f32]>,
-        input: Option<&[f32]>,
-        scratch: &mut Scratch,
-    ) -> Option<Explanation> {
-        let e = self.explain(row);
-        match input {
-            Some(input) => self.complete(e, input, scratch),
-            None => e,
-        }
-    }
-
     /// A flagged flow's explanation as far as it is cheap (its context
     /// features), and the model input its residuals need later, for an
     /// anomaly model ([`Scoring::complete`]).
@@ -122,17 +84,36 @@ impl Scoring {
         (self.explain(row), input)
     }
 
-    /// `e` with the residuals of the anomaly model's input `input`.
+    /// [`Scoring::defer`] for a flow scored elsewhere (in the flow
+    /// workers): the model input is taken from its feature row `features`
+    /// and context row `row`.
+    pub(crate) fn defer_flow(
+        &self,
+        row: Option<&[f32]>,
+        features: Option<&[f64]>,
+    ) -> (Option<Explanation>, Option<Box<[f32]>>) {
+        let input = match (&self.anomaly, features) {
+            (Some((_, contract)), Some(f)) => {
+                let mut input = Vec::new();
+                let written = select_features_with(contract, f, row.unwrap_or(&[]), 1, &mut input);
+                (written == 1).then(|| input.into_boxed_slice())
+            }
+            _ => None,
+        };
+        (self.explain(row), input)
+    }
+
+    /// `e` with the residuals of the anomaly model's input `input`
+    /// (`parts` is a buffer reused from flow to flow).
     pub(crate) fn complete(
         &self,
         e: Option<Explanation>,
         input: &[f32],
-        scratch: &mut Scratch,
+        parts: &mut Vec<f64>,
     ) -> Option<Explanation> {
         let Some((spec, contract)) = &self.anomaly else {
             return e;
         };
-        let parts = &mut scratch.parts;
         let error = spec.model.error(input, Some(parts));
         let typical = |j: usize| spec.model.typical(j);
         let r = Residuals::of(
@@ -146,6 +127,11 @@ impl Scoring {
         Some(Explanation::with_residuals(e, r))
     }
 
+    /// Whether its alerts carry an anomaly model's residuals.
+    pub(crate) fn has_anomaly(&self) -> bool {
+        self.anomaly.is_some()
+    }
+
     /// How strong a flagged flow's explanation will be, before its
     /// residuals are worked out: its context part, or its anomaly score's
     /// error over the threshold (`score = e / (e + threshold)`), whichever
@@ -153,7 +139,7 @@ impl Scoring {
     /// score's precision.
     pub(crate) fn strength_before(&self, e: Option<&Explanation>, score: f32) -> f32 {
         let context = e.map_or(0.0, Explanation::strength);
-        if self.anomaly.is_none() {
+        if !self.has_anomaly() {
             return context;
         }
         let s = f64::from(score);
@@ -172,14 +158,6 @@ impl Scoring {
         }
         Explanation::of(row?, &self.baseline)
     }
-}
-
-/// Buffers an explaining stage reuses from flow to flow (every flagged
-/// flow of an anomaly model is explained).
-#[derive(Default)]
-pub(crate) struct Scratch {
-    parts: Vec<f64>,
-    input: Vec<f32>,
 }
 
 /// Alerts for the sink, and the marks that are settled once they are
@@ -242,7 +220,7 @@ struct SinkState {
     /// Alerts written since the last flush.
     unflushed: bool,
     /// Reused while working out residuals.
-    scratch: Scratch,
+    parts: Vec<f64>,
     /// The scoring of each model (by SHA-256) whose episodes keep
     /// residuals pending: what works them out when a record is written.
     scorings: HashMap<String, Arc<Scoring>>,
@@ -275,7 +253,7 @@ pub(crate) fn sink_loop(
         },
         marks: Vec::new(),
         unflushed: false,
-        scratch: Scratch::default(),
+        parts: Vec::new(),
         scorings: HashMap::new(),
         last_flush: Instant::now(),
     };
@@ -331,6 +309,13 @@ impl SinkState {
         let t = Instant::now();
         if self.report.error.is_none() {
             let scoring = &batch.scoring;
+            if self.output.episodes.is_some()
+                && scoring.has_anomaly()
+                && !self.scorings.contains_key(&scoring.model.sha256)
+            {
+                self.scorings
+                    .insert(scoring.model.sha256.clone(), scoring.clone());
+            }
             for f in &batch.flagged {
                 let class = scoring
                     .labels
@@ -358,12 +343,8 @@ impl SinkState {
                             strength: scoring.strength_before(e, f.prediction.score),
                             input,
                         });
-                        if !self.scorings.contains_key(&scoring.model.sha256) {
-                            self.scorings
-                                .insert(scoring.model.sha256.clone(), scoring.clone());
-                        }
                     } else {
-                        full = scoring.complete(f.explanation, input, &mut self.scratch);
+                        full = scoring.complete(f.explanation, input, &mut self.parts);
                         alert.explanation = full.as_ref();
                     }
                 }
@@ -373,9 +354,9 @@ impl SinkState {
             }
             if let Some(eps) = &mut self.output.episodes {
                 let (sink, lines) = (&mut self.output.sink, &mut self.report.lines);
-                let (scorings, scratch) = (&self.scorings, &mut self.scratch);
+                let (scorings, parts) = (&self.scorings, &mut self.parts);
                 let r = eps.advance(batch.clock_us, &mut |a| {
-                    write_episode(sink.as_mut(), a, lines, scorings, scratch)
+                    write_episode(sink.as_mut(), a, lines, scorings, parts)
                 });
                 self.episode_result(r);
             }
@@ -396,9 +377,9 @@ impl SinkState {
         let written = match &mut self.output.episodes {
             Some(eps) => {
                 let (sink, lines) = (&mut self.output.sink, &mut self.report.lines);
-                let (scorings, scratch) = (&self.scorings, &mut self.scratch);
+                let (scorings, parts) = (&self.scorings, &mut self.parts);
                 eps.add_pending(alert, pending, &mut |a| {
-                    write_episode(sink.as_mut(), a, lines, scorings, scratch)
+                    write_episode(sink.as_mut(), a, lines, scorings, parts)
                 })
             }
             None => write_record(self.output.sink.as_mut(), alert, &mut self.report.lines),
@@ -438,8 +419,8 @@ impl SinkState {
         }
         if let Some(eps) = &mut self.output.episodes {
             let (sink, lines) = (&mut self.output.sink, &mut self.report.lines);
-            let (scorings, scratch) = (&self.scorings, &mut self.scratch);
-            let r = eps.finish(&mut |a| write_episode(sink.as_mut(), a, lines, scorings, scratch));
+            let (scorings, parts) = (&self.scorings, &mut self.parts);
+            let r = eps.finish(&mut |a| write_episode(sink.as_mut(), a, lines, scorings, parts));
             self.episode_result(r);
         }
     }
@@ -474,13 +455,13 @@ fn write_episode(
     a: &Alert<'_>,
     lines: &mut u64,
     scorings: &HashMap<String, Arc<Scoring>>,
-    scratch: &mut Scratch,
+    parts: &mut Vec<f64>,
 ) -> Result<(), SinkError> {
     let full;
     let mut a = *a;
     let pending = a.episode.and_then(|e| e.episode.pending());
     if let (Some(input), Some(s)) = (pending, scorings.get(&a.model.sha256)) {
-        full = s.complete(a.explanation.copied(), input, scratch);
+        full = s.complete(a.explanation.copied(), input, parts);
         a.explanation = full.as_ref();
     }
     write_record(sink, &a, lines)
