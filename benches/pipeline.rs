@@ -96,6 +96,7 @@ fn starts(n: u32, sources: u32) -> Vec<FlowStart> {
                 dport: if i % 2 == 0 { 80 } else { 443 },
                 proto: 6,
                 v6: false,
+                outcome: None,
             }
         })
         .collect()

@@ -36,7 +36,7 @@ fn rows(pcap: &Path, dir: &Path, workers: usize, decoders: usize, context: bool)
 fn check_capture(pcap: &Path, dir: &Path) -> usize {
     let one = rows(pcap, dir, 1, 1, true);
     let header: Vec<&str> = one[0].split(',').collect();
-    assert_eq!(header.len(), 88 + 24, "{}", one[0]);
+    assert_eq!(header.len(), 88 + 36, "{}", one[0]);
     assert_eq!(header[88], "ctx_src_flows_1s");
     for (w, d) in [(3, 1), (2, 3), (4, 2)] {
         assert!(
@@ -77,6 +77,7 @@ fn shared_captures_get_the_same_context_on_any_shape() {
     for rel in [
         "lab/attack/synflood/hping3_syn_nospoof.pcap",
         "lab/attack/sshbrute/hydra_ssh.pcap",
+        "lab/attack/portscan/nmap_sU.pcap",
         "lab/benign/http_ab.pcap",
         "pcaps/attack/dos/sv__ipv6-dos-with-ext-headers-5__denial6-5.pcap",
         "pcaps/edge/linktype_or_format/zeek__echo-connections.pcap.gz",
@@ -186,4 +187,67 @@ fn a_context_model_where_context_cannot_be_made_is_refused_with_the_fix() {
             .arg(&cfg),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn a_scan_shows_as_rejections_of_its_source() {
+    let Some(data) = shared_data("a_scan_shows_as_rejections_of_its_source") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let col = |header: &[&str], name: &str| header.iter().position(|h| *h == name).unwrap();
+    // (capture, scanner, the least share of its flows that must read some
+    // earlier rejection at the 10 s scale): closed TCP ports answer with
+    // resets; closed UDP ports with ICMP port unreachables, which Linux
+    // rate-limits, so fewer.
+    for (rel, scanner, share) in [
+        ("lab/attack/portscan/nmap_sS.pcap", "198.18.0.1", 0.9),
+        ("lab/attack/portscan/nmap_sU.pcap", "198.18.0.1", 0.5),
+    ] {
+        let lines = rows(&data.join(rel), dir.path(), 2, 1, true);
+        let header: Vec<&str> = lines[0].split(',').collect();
+        let (rej, ans) = (
+            col(&header, "ctx_src_rejected_10s"),
+            col(&header, "ctx_src_answered_10s"),
+        );
+        let mine: Vec<Vec<&str>> = lines[1..]
+            .iter()
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .filter(|c| c[1] == scanner)
+            .collect();
+        let rejected = mine
+            .iter()
+            .filter(|c| c[rej].parse::<f64>().unwrap() >= 1.0)
+            .count();
+        assert!(
+            rejected as f64 >= share * mine.len() as f64,
+            "{rel}: {rejected} of {}",
+            mine.len()
+        );
+        // More refused than answered: what a scan of mostly closed ports is.
+        let last = mine
+            .iter()
+            .max_by(|a, b| {
+                let r = |c: &Vec<&str>| c[rej].parse::<f64>().unwrap();
+                r(a).total_cmp(&r(b))
+            })
+            .unwrap();
+        assert!(
+            last[rej].parse::<f64>().unwrap() > last[ans].parse::<f64>().unwrap(),
+            "{rel}"
+        );
+    }
+    // A benign client's flows are answered, never refused.
+    let lines = rows(
+        &data.join("lab/benign/http_ab.pcap"),
+        dir.path(),
+        2,
+        1,
+        true,
+    );
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let rej = col(&header, "ctx_src_rejected_100s");
+    assert!(lines[1..]
+        .iter()
+        .all(|l| l.split(',').nth(rej).unwrap().parse::<f64>().unwrap() == 0.0));
 }

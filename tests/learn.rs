@@ -523,7 +523,9 @@ fn learned_on_the_shared_benign_captures() {
     let m = &r["results"][0]["metrics"];
     let recall = |k: &str| m["kinds"][k]["recall"].as_f64().unwrap();
     assert!(recall("portscan") >= 0.9, "{m}");
-    assert!(recall("dnsflood") >= 0.9, "{m}");
     assert!(recall("icmpflood") >= 0.9, "{m}");
+    // The ICMP port unreachables a UDP flood draws (context schema 3's
+    // outcome features; 0 without them).
+    assert!(recall("udpflood") >= 0.9, "{m}");
     assert!(m["benign"]["fpr"].as_f64().unwrap() <= 0.02, "{m}");
 }

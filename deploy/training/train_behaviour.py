@@ -6,7 +6,8 @@ Recipe (reasoning and results in BEHAVIOUR.md next to this file):
   lab captures (LABELS.tsv sets) + public benign protocol captures
     -> `tapstream features [--context]` per capture (flows.py; cached)
     -> label per flow (attacker address / spoofed victim rule), class = behaviour
-    -> 82 schema features (minus ports, like train.py) + 24 ctx_* features when present
+    -> 82 schema features (minus ports, like train.py) + the ctx_* features present (36 with
+       context schema 3), but those --without names (the shipped model: schema 2's 24)
     -> training sample: <= CAP_ATTACK flows per attack scenario, <= CAP_BENIGN per public benign
        file, <= CAP_BENIGN_LAB per lab benign file (the dense, busy lab captures)
     -> weights: scenario (file) weight ~ sqrt(flows); attack class weight ~ sqrt(flows);
@@ -56,8 +57,15 @@ import flows as F  # noqa: E402
 SEED = 20260101
 MODEL_NAME = "behaviour-mlp"
 SCHEMA = "tapstream-context"
-SCHEMA_VERSION = "2"
-MODEL_VERSION = 2  # 2: context schema 2 (group destinations read zero victim statistics)
+# Context features that came with schema version 3 (outcomes: answers and rejections per source
+# and destination host); a model without them names version 2, which this build still runs.
+V3_PREFIXES = ("ctx_src_answered_", "ctx_src_rejected_", "ctx_dst_answered_", "ctx_dst_rejected_")
+MODEL_VERSION = 3  # 2: context schema 2 (group destinations read zero victim statistics); 3: schema 3 outcomes
+
+
+def schema_version(features: list[str]) -> str:
+    """The oldest context schema version that has every one of `features`."""
+    return "3" if any(f.startswith(V3_PREFIXES) for f in features) else "2"
 CAP_ATTACK = 500  # training flows per attack scenario (random, seeded); test uses all flows
 CAP_BENIGN = 100  # training flows per public benign capture file (pcaps/benign: short protocol samples)
 CAP_BENIGN_LAB = 2000  # training flows per lab benign file (source lab-*: dense, busy captures)
@@ -361,7 +369,7 @@ def build_onnx(model: Model, features: list[str], threshold: float, training: st
     m.doc_string = "tapstream behaviour classifier: CIC + context flow features -> behaviour class probabilities"
     meta = {
         "tapstream.schema": SCHEMA,
-        "tapstream.schema_version": SCHEMA_VERSION,
+        "tapstream.schema_version": schema_version(features),
         "tapstream.features": json.dumps(features),
         "tapstream.scaler": "in-graph",
         "tapstream.labels": json.dumps(F.CLASSES),
@@ -454,7 +462,12 @@ def parse_args() -> argparse.Namespace:
                     help="comma-separated names among --perturbed whose copies are trained on as well (same labels "
                          "and scenarios; the caps and weights count a capture and its copies together; thresholds "
                          "and the baseline use the captures only); the other copies are only scored")
+    ap.add_argument("--without", default="",
+                    help="comma-separated feature-name prefixes the model does not read (e.g. "
+                         "ctx_src_answered_,ctx_dst_answered_); the contract then names the oldest context schema "
+                         "version that has the rest")
     args = ap.parse_args()
+    args.without = tuple(n.strip() for n in args.without.split(",") if n.strip())
     args.perturbed = [n.strip() for n in args.perturbed.split(",") if n.strip()]
     args.augment = [n.strip() for n in args.augment.split(",") if n.strip()]
     if not set(args.augment) <= set(args.perturbed):
@@ -472,9 +485,15 @@ def load_flows(args) -> F.Flows:
     for e in args.extra:
         if not (e / "LABELS.tsv").exists():
             log(f"note: {e} has no LABELS.tsv (yet); skipped")
-    return F.load(args.tapstream, lab_dirs, args.benign, args.cache, False if args.no_context else None, args.jobs,
-                  public_attack_dir=None if args.no_public_attacks else args.public_attack,
-                  perturbed=args.perturbed)
+    fl = F.load(args.tapstream, lab_dirs, args.benign, args.cache, False if args.no_context else None, args.jobs,
+                public_attack_dir=None if args.no_public_attacks else args.public_attack,
+                perturbed=args.perturbed)
+    if args.without:
+        keep = [i for i, f in enumerate(fl.features) if not f.startswith(args.without)]
+        log(f"without {', '.join(args.without)}*: {len(fl.features) - len(keep)} features left out, {len(keep)} read")
+        fl.features = [fl.features[i] for i in keep]
+        fl.X = np.ascontiguousarray(fl.X[:, keep])
+    return fl
 
 
 def training_note(fl: F.Flows, info: dict, threshold: float) -> str:

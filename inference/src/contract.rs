@@ -12,7 +12,10 @@ use std::collections::HashSet;
 use std::fmt;
 
 use serde::Deserialize;
-use tapstream_kernels::context::{context_index, CONTEXT_SCHEMA_NAME, CONTEXT_SCHEMA_VERSION};
+use tapstream_kernels::context::{
+    context_feature_since, context_index, CONTEXT_SCHEMA_NAME, CONTEXT_SCHEMA_OLDEST,
+    CONTEXT_SCHEMA_VERSION,
+};
 use tapstream_kernels::schema::{feature_index, NUM_FEATURES, SCHEMA_NAME, SCHEMA_VERSION};
 
 use crate::InferenceError;
@@ -200,7 +203,8 @@ impl ModelContract {
         let l = &mut lookup;
         let schema = parse_schema(required(l, keys::SCHEMA)?)?;
         let schema_version = parse_schema_version(&schema, required(l, keys::SCHEMA_VERSION)?)?;
-        let (features, columns) = parse_features(&schema, &required(l, keys::FEATURES)?)?;
+        let (features, columns) =
+            parse_features(&schema, schema_version, &required(l, keys::FEATURES)?)?;
         let scaler = parse_scaler(&required(l, keys::SCALER)?, features.len())?;
         let labels = parse_labels(&required(l, keys::LABELS)?)?;
         let output = parse_output(&required(l, keys::OUTPUT)?)?;
@@ -332,15 +336,17 @@ fn parse_schema(schema: String) -> Result<String, InferenceError> {
     }
 }
 
-/// The schema version, which must be this build's version of `schema`.
+/// The schema version, which must be this build's version of `schema` or,
+/// for the context schema, a version whose features this build still
+/// computes the same way ([`CONTEXT_SCHEMA_OLDEST`]).
 fn parse_schema_version(schema: &str, version_text: String) -> Result<u32, InferenceError> {
-    let expected = if schema == CONTEXT_SCHEMA_NAME {
-        CONTEXT_SCHEMA_VERSION
+    let (oldest, expected) = if schema == CONTEXT_SCHEMA_NAME {
+        (CONTEXT_SCHEMA_OLDEST, CONTEXT_SCHEMA_VERSION)
     } else {
-        SCHEMA_VERSION
+        (SCHEMA_VERSION, SCHEMA_VERSION)
     };
     match version_text.trim().parse::<u32>() {
-        Ok(v) if v == expected => Ok(v),
+        Ok(v) if (oldest..=expected).contains(&v) => Ok(v),
         _ => Err(InferenceError::SchemaVersionMismatch {
             expected,
             found: version_text,
@@ -358,8 +364,13 @@ fn column_of(schema: &str, name: &str) -> Option<usize> {
     })
 }
 
-/// The feature names (non-empty, known, unique) and their schema columns.
-fn parse_features(schema: &str, text: &str) -> Result<(Vec<String>, Vec<usize>), InferenceError> {
+/// The feature names (non-empty, known in the model's schema version,
+/// unique) and their schema columns.
+fn parse_features(
+    schema: &str,
+    version: u32,
+    text: &str,
+) -> Result<(Vec<String>, Vec<usize>), InferenceError> {
     let features: Vec<String> = parse_json(keys::FEATURES, text)?;
     if features.is_empty() {
         return Err(invalid(keys::FEATURES, "the feature list is empty"));
@@ -375,6 +386,16 @@ fn parse_features(schema: &str, text: &str) -> Result<(Vec<String>, Vec<usize>),
                 SCHEMA_NAME
             },
         })?;
+        let since = column
+            .checked_sub(NUM_FEATURES)
+            .and_then(context_feature_since);
+        if let Some(since) = since.filter(|&v| v > version) {
+            return Err(InferenceError::FeatureNewerThanSchema {
+                name: name.clone(),
+                since,
+                version,
+            });
+        }
         if !seen.insert(column) {
             return Err(InferenceError::DuplicateFeature { name: name.clone() });
         }
@@ -586,6 +607,36 @@ mod tests {
             with(keys::SCHEMA_VERSION, "one"),
             Err(InferenceError::SchemaVersionMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn a_context_model_of_an_older_compatible_version_loads_with_its_features() {
+        let context = |version: &str, features: &str| {
+            let mut m = base();
+            m.insert(keys::SCHEMA, CONTEXT_SCHEMA_NAME.to_owned());
+            m.insert(keys::SCHEMA_VERSION, version.to_owned());
+            m.insert(keys::FEATURES, features.to_owned());
+            parse(&m)
+        };
+        let v2 = r#"["Flow Duration","ctx_src_flows_1s","ctx_dst_flows_100s"]"#;
+        let v3 = r#"["Flow Duration","ctx_src_flows_1s","ctx_src_rejected_10s"]"#;
+        let current = CONTEXT_SCHEMA_VERSION.to_string();
+        let oldest = CONTEXT_SCHEMA_OLDEST.to_string();
+        assert_eq!(context(&oldest, v2).unwrap().schema_version, 2);
+        assert!(context(&current, v2).is_ok());
+        assert!(context(&current, v3).is_ok());
+        // Version 2 had no outcome statistics; version 1 counted groups.
+        assert!(matches!(
+            context(&oldest, v3),
+            Err(InferenceError::FeatureNewerThanSchema { name, since: 3, version: 2 })
+                if name == "ctx_src_rejected_10s"
+        ));
+        for bad in ["1", "4"] {
+            assert!(matches!(
+                context(bad, v2),
+                Err(InferenceError::SchemaVersionMismatch { .. })
+            ));
+        }
     }
 
     #[test]

@@ -194,6 +194,20 @@ pub enum InferenceError {
         schema: &'static str,
     },
 
+    /// The model names a feature its schema version does not have.
+    #[error(
+        "model feature {name:?} came with context schema version {since}, but the model \
+         names version {version}; re-export it with version {since} or later"
+    )]
+    FeatureNewerThanSchema {
+        /// The feature.
+        name: String,
+        /// The version that introduced it.
+        since: u32,
+        /// The version the model names.
+        version: u32,
+    },
+
     /// The model names one feature twice.
     #[error("model feature {name:?} is listed twice in tapstream.features")]
     DuplicateFeature {

@@ -33,8 +33,9 @@ pub struct FlowBatch {
     /// With the context stage on: each flow's start id, beside `metas`
     /// (set by the flow worker).
     pub start_ids: Vec<u64>,
-    /// With the context stage on: the flows the shard started, in capture
-    /// order (set by the flow worker, taken by the context stage).
+    /// With the context stage on: the flows the shard started and their
+    /// outcomes, in capture order (set by the flow worker, taken by the
+    /// context stage).
     pub starts: Vec<FlowStart>,
     /// With the context stage on: the shard has sent every start of input
     /// chunks numbered below this.

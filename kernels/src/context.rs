@@ -3,8 +3,9 @@
 //!
 //! Why this exists: a SYN flood from one host, password guessing, an HTTP
 //! flood or a slow DoS is many flows that each look ordinary; they show only
-//! as a rate or a fan-out per host or service. The per-flow CIC row cannot
-//! see that, so each flow also gets a context row ([`CONTEXT_FEATURES`]).
+//! as a rate or a fan-out per host or service; a scan or a SYN flood also
+//! as many flows refused or never answered. The per-flow CIC row cannot see
+//! that, so each flow also gets a context row ([`CONTEXT_FEATURES`]).
 //!
 //! # Definition
 //!
@@ -14,6 +15,10 @@
 //! [`ContextTable`] reads five keyed statistics (source host, destination
 //! host, host pair, service = destination host + port + protocol, and
 //! source → service) *before* counting the flow itself, and then counts it.
+//! The same sequence carries *outcomes* (schema version 3): a flow's
+//! responder's first packet answers or (a TCP reset) rejects it, and an ICMP
+//! destination unreachable rejects the source it goes back to; outcomes are
+//! counted per source and per answering host and read by later starts.
 //! Every statistic is a Kitsune-style damped count (Mirsky et al., NDSS
 //! 2018): before each read or update at time `t` it is multiplied by
 //! `2^(−λ·Δt)` with `Δt = max(0, t − t_last)` seconds, for
@@ -23,9 +28,9 @@
 //!
 //! # Why it is exact
 //!
-//! Flow starts are a property of the capture: the flows, and so their first
-//! packets, are the same for any number of workers (the flow table's
-//! contract). The runtime's context stage merges the shards' starts by the
+//! Flow starts and outcomes are a property of the capture: the flows, and
+//! so their first packets and their responders' first packets, are the same
+//! for any number of workers (the flow table's contract). The runtime's context stage merges the shards' starts by the
 //! first packet's place in the capture (chunk number, index in chunk) and
 //! applies them in that order, so the table sees the same sequence for any
 //! number of workers and decoders and on every replay. A flow's row is
@@ -53,7 +58,12 @@ use tapstream_ingest::FlowMeta;
 /// The context schema's name in the model contract.
 pub const CONTEXT_SCHEMA_NAME: &str = "tapstream-context";
 /// The context schema's version; bump it when a formula or name changes.
-pub const CONTEXT_SCHEMA_VERSION: u32 = 2;
+pub const CONTEXT_SCHEMA_VERSION: u32 = 3;
+/// The oldest context schema version whose models this build still runs:
+/// version 3 only added features (the outcome statistics) after version 2's
+/// 24, whose formulas are unchanged, so a version-2 model reads the same
+/// values it was trained on. Version 1 counted group destinations.
+pub const CONTEXT_SCHEMA_OLDEST: u32 = 2;
 
 /// Decay rates λ (per second): half-lives 1 s, 10 s and 100 s.
 pub const LAMBDAS: [f64; SCALES] = [1.0, 0.1, 0.01];
@@ -63,8 +73,9 @@ pub const SCALES: usize = 3;
 #[cfg(test)]
 const SCALE_NAMES: [&str; SCALES] = ["1s", "10s", "100s"];
 
-/// The eight statistics, each at every scale (see `kernels/FEATURES.md`).
-const STATS: [&str; 8] = [
+/// The twelve statistics, each at every scale (see `kernels/FEATURES.md`):
+/// eight counts of flow starts, then (version 3) four counts of outcomes.
+const STATS: [&str; 12] = [
     "src_flows",
     "src_new_dsts",
     "pair_flows",
@@ -73,6 +84,10 @@ const STATS: [&str; 8] = [
     "srv_flows",
     "srv_new_srcs",
     "dst_flows",
+    "src_answered",
+    "src_rejected",
+    "dst_answered",
+    "dst_rejected",
 ];
 
 /// Number of context features in a row.
@@ -105,7 +120,25 @@ pub static CONTEXT_FEATURES: [&str; NUM_CONTEXT] = [
     "ctx_dst_flows_1s",
     "ctx_dst_flows_10s",
     "ctx_dst_flows_100s",
+    "ctx_src_answered_1s",
+    "ctx_src_answered_10s",
+    "ctx_src_answered_100s",
+    "ctx_src_rejected_1s",
+    "ctx_src_rejected_10s",
+    "ctx_src_rejected_100s",
+    "ctx_dst_answered_1s",
+    "ctx_dst_answered_10s",
+    "ctx_dst_answered_100s",
+    "ctx_dst_rejected_1s",
+    "ctx_dst_rejected_10s",
+    "ctx_dst_rejected_100s",
 ];
+
+/// The context schema version that introduced each context feature, in row
+/// order: a model may name a feature only if its contract's version has it.
+pub fn context_feature_since(index: usize) -> Option<u32> {
+    (index < NUM_CONTEXT).then_some(if index < 8 * SCALES { 2 } else { 3 })
+}
 
 /// A context row as it travels beside a flow: computed in `f64`, kept as
 /// `f32` (what models read; half the memory of the rows of open flows).
@@ -120,15 +153,29 @@ pub fn context_index(name: &str) -> Option<usize> {
 /// flow counted within about one half-life.
 const RECENT: f64 = 0.5;
 
-/// One flow's start, as the context stage orders and applies it.
+/// How a flow's responder first answered it (schema version 3): what KDD's
+/// `serror_rate` / `rerror_rate` read, as events in the packet sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The responder's first packet in the flow, not a TCP reset.
+    Answered,
+    /// The responder's first packet in the flow was a TCP reset, or an ICMP
+    /// or ICMPv6 destination-unreachable packet came back to the source.
+    Rejected,
+}
+
+/// One flow's start, or the outcome of a flow, as the context stage orders
+/// and applies them: both are packets of the input, so both have a place in
+/// the one sequence the stage applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowStart {
     /// Which flow: the id its ended row carries ([`FlowBatch::start_ids`](crate::FlowBatch)).
     pub id: u64,
-    /// The first packet's place in the input: chunk number in the high 32
-    /// bits, index among the chunk's decoded packets in the low 32.
+    /// The packet's place in the input (the first packet for a start):
+    /// chunk number in the high 32 bits, index among the chunk's decoded
+    /// packets in the low 32.
     pub order: u64,
-    /// The first packet's timestamp, µs.
+    /// The packet's timestamp, µs.
     pub ts_us: i64,
     /// The initiator's address (IPv4 in the first 4 bytes).
     pub src: [u8; 16],
@@ -140,6 +187,10 @@ pub struct FlowStart {
     pub proto: u8,
     /// IPv6 addresses.
     pub v6: bool,
+    /// `None` for a flow's start; the outcome it reports otherwise (then
+    /// `src` is the source that was answered or rejected, `dst` the host
+    /// that answered or rejected it).
+    pub outcome: Option<Outcome>,
 }
 
 impl FlowStart {
@@ -155,6 +206,7 @@ impl FlowStart {
             dport: meta.dport,
             proto: meta.proto,
             v6: meta.v6,
+            outcome: None,
         }
     }
 
@@ -175,7 +227,7 @@ impl FlowStart {
 /// Limits of a [`ContextTable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ContextConfig {
-    /// Entries (over all five keys) at most.
+    /// Entries (over all seven kinds of key) at most.
     pub max_entries: usize,
     /// Entries untouched this long (packet time, µs) are swept.
     pub retain_us: i64,
@@ -220,6 +272,8 @@ impl Default for ContextConfig {
 pub struct ContextStats {
     /// Flow starts applied.
     pub starts: u64,
+    /// Outcomes applied (first answers and rejections).
+    pub outcomes: u64,
     /// Entries now.
     pub entries: u64,
     /// Entries removed by a sweep (untouched for the retention time).
@@ -271,13 +325,14 @@ impl Damped {
     }
 }
 
-/// The five keys of one start, as 64-bit fingerprints: source host,
+/// The keys of one start, as 64-bit fingerprints: source host,
 /// destination host, host pair, service (destination host, port, protocol)
-/// and source → service.
+/// and source → service, and the outcome keys of the source and the
+/// destination (schema version 3).
 ///
 /// The table is keyed by fingerprints: a 64-byte slot (fingerprint and
 /// statistics) instead of 97 for the keys themselves keeps a flood's fresh
-/// keys to one cache line each, and a start's five fingerprints share the
+/// keys to one cache line each, and a start's seven fingerprints share the
 /// work of mixing its two addresses. The function is fixed, the same on
 /// every run and machine (the CUDA twin computes it too). Keys that differ
 /// in one address word, or only in port or protocol, never collide; others
@@ -291,6 +346,10 @@ struct Keys {
     pair: u64,
     srv: u64,
     psrv: u64,
+    /// The source's outcomes: `w` answered, `n` rejected.
+    src_out: u64,
+    /// The destination's outcomes: `w` answers it gave, `n` rejections.
+    dst_out: u64,
 }
 
 impl Keys {
@@ -312,12 +371,16 @@ impl Keys {
         const PAIR: u64 = 0xA409_3822_299F_31D0;
         const SRV: u64 = 0x082E_FA98_EC4E_6C89;
         const PSRV: u64 = 0x4528_21E6_38D0_1377;
+        const SRC_OUT: u64 = 0xBE54_66CF_34E9_0C6C;
+        const DST_OUT: u64 = 0xC0AC_29B7_C97C_50DD;
         Keys {
             src: mix(hs ^ SRC),
             dst: mix(hd ^ DST),
             pair: mix(mix(hs ^ PAIR) ^ hd),
             srv: mix(mix(hd ^ SRV) ^ service),
             psrv: mix(mix(mix(hs ^ PSRV) ^ hd) ^ service),
+            src_out: mix(hs ^ SRC_OUT),
+            dst_out: mix(hd ^ DST_OUT),
         }
     }
 }
@@ -408,8 +471,13 @@ impl ContextTable {
     }
 
     /// Applies one start: writes the flow's context row into `row` (what
-    /// came before it), then counts the flow.
+    /// came before it), then counts the flow. An outcome
+    /// ([`FlowStart::outcome`]) is counted and leaves `row` alone.
     pub fn apply(&mut self, s: &FlowStart, row: &mut [f64; NUM_CONTEXT]) {
+        if let Some(o) = s.outcome {
+            self.count_outcome(s, o);
+            return;
+        }
         let admit = self.make_room(s.ts_us);
         let t = s.ts_us;
         let k = Keys::of(s);
@@ -420,22 +488,70 @@ impl ContextTable {
         let (src_w, src_n) = self.count(k.src, t, admit, new_dst);
         // A group address is not a host: what many sources send it is
         // membership (IGMP, mDNS, SSDP), not load on one victim.
-        let ((srv_w, srv_n), (dst_w, _)) = if s.to_group() {
-            (
-                ([0.0; SCALES], [0.0; SCALES]),
-                ([0.0; SCALES], [0.0; SCALES]),
-            )
+        const NONE: ([f64; SCALES], [f64; SCALES]) = ([0.0; SCALES], [0.0; SCALES]);
+        let ((srv_w, srv_n), (dst_w, _), (dst_a, dst_r)) = if s.to_group() {
+            (NONE, NONE, NONE)
         } else {
             (
                 self.count(k.srv, t, admit, new_port),
                 self.count(k.dst, t, admit, [false; SCALES]),
+                self.read(k.dst_out, t),
             )
         };
-        let groups = [src_w, src_n, pair_w, pair_n, psrv_w, srv_w, srv_n, dst_w];
+        let (src_a, src_r) = self.read(k.src_out, t);
+        let groups = [
+            src_w, src_n, pair_w, pair_n, psrv_w, srv_w, srv_n, dst_w, src_a, src_r, dst_a, dst_r,
+        ];
         for (out, v) in row.iter_mut().zip(groups.iter().flatten()) {
             *out = *v;
         }
         self.stats.starts += 1;
+    }
+
+    /// Counts an outcome: on the source's outcomes and, unless it is a group
+    /// address, on the answering host's.
+    fn count_outcome(&mut self, s: &FlowStart, o: Outcome) {
+        let admit = self.make_room(s.ts_us);
+        let k = Keys::of(s);
+        let rejected = o == Outcome::Rejected;
+        self.bump(k.src_out, s.ts_us, admit, rejected);
+        if !s.to_group() {
+            self.bump(k.dst_out, s.ts_us, admit, rejected);
+        }
+        self.stats.outcomes += 1;
+    }
+
+    /// The counts of `key` decayed to `t_us`, without counting anything
+    /// (zeros for a key not kept; nothing is added).
+    fn read(&mut self, key: u64, t_us: i64) -> ([f64; SCALES], [f64; SCALES]) {
+        match self.map.get_mut(&key) {
+            Some(d) => {
+                d.decay_to(t_us);
+                (d.w, d.n)
+            }
+            None => ([0.0; SCALES], [0.0; SCALES]),
+        }
+    }
+
+    /// Decays `key` to `t_us` and adds one to its `n` (when `second`) or its
+    /// `w`, adding the key when `admit` allows.
+    fn bump(&mut self, key: u64, t_us: i64, admit: bool, second: bool) {
+        let d = if admit {
+            self.map.entry(key).or_insert(Damped {
+                t_us,
+                ..Damped::default()
+            })
+        } else if let Some(d) = self.map.get_mut(&key) {
+            d
+        } else {
+            self.stats.refused += 1;
+            return;
+        };
+        d.decay_to(t_us);
+        let counts = if second { &mut d.n } else { &mut d.w };
+        for c in counts {
+            *c += 1.0;
+        }
     }
 
     /// The counts (flows, new flows) of `key` decayed to `t_us` (zeros for
@@ -481,7 +597,7 @@ impl ContextTable {
             }
             self.shrink();
         }
-        // Up to five new entries per start.
+        // Up to five new entries per start (two per outcome).
         if self.len() + 5 <= self.cfg.max_entries {
             return true;
         }
@@ -561,10 +677,14 @@ impl ContextRows {
         }
     }
 
-    /// Applies a flow's start and keeps its row until [`take`](Self::take).
+    /// Applies a flow's start and keeps its row until [`take`](Self::take);
+    /// counts an outcome (which has no row).
     pub fn start(&mut self, s: &FlowStart) {
         let mut row = [0.0; NUM_CONTEXT];
         self.table.apply(s, &mut row);
+        if s.outcome.is_some() {
+            return;
+        }
         let row = row.map(|v| v as f32);
         let slot = match self.free.pop() {
             Some(i) => {
@@ -622,6 +742,7 @@ mod tests {
             dport,
             proto: 6,
             v6: false,
+            outcome: None,
         }
     }
 
@@ -727,6 +848,59 @@ mod tests {
         assert!(!to(&[0xfe, 0x80], true));
         // An IPv6 address is not read as IPv4: 2001:… starts with 0x20.
         assert!(!to(&[0xe0, 0x01], true));
+    }
+
+    fn outcome(s: FlowStart, o: Outcome) -> FlowStart {
+        FlowStart {
+            outcome: Some(o),
+            ..s
+        }
+    }
+
+    #[test]
+    fn outcomes_count_for_the_source_and_the_answering_host_and_take_no_row() {
+        let mut t = ContextTable::new(ContextConfig::default());
+        let mut row = [7.0; NUM_CONTEXT];
+        // Host 1 probes 2's ports 1..=10: two answer, eight are refused.
+        for port in 1..=10u16 {
+            let s = start(u64::from(port), 1.0, 1, 2, port);
+            t.apply(&s, &mut row);
+            let o = if port <= 2 {
+                Outcome::Answered
+            } else {
+                Outcome::Rejected
+            };
+            let mut untouched = [7.0; NUM_CONTEXT];
+            t.apply(&outcome(s, o), &mut untouched);
+            assert!(untouched.iter().all(|&v| v == 7.0), "an outcome has no row");
+        }
+        t.apply(&start(11, 1.0, 1, 2, 11), &mut row);
+        assert_eq!(get(&row, "ctx_src_flows_10s"), 10.0);
+        assert_eq!(get(&row, "ctx_src_answered_10s"), 2.0);
+        assert_eq!(get(&row, "ctx_src_rejected_10s"), 8.0);
+        assert_eq!(get(&row, "ctx_dst_answered_100s"), 2.0);
+        assert_eq!(get(&row, "ctx_dst_rejected_1s"), 8.0);
+        assert_eq!(t.stats().starts, 11);
+        assert_eq!(t.stats().outcomes, 10);
+        // Another source sees host 2's outcomes, not its own.
+        t.apply(&start(12, 2.0, 3, 2, 80), &mut row);
+        assert_eq!(get(&row, "ctx_src_rejected_1s"), 0.0);
+        assert_eq!(get(&row, "ctx_dst_rejected_1s"), 4.0, "one half-life later");
+        // A group destination reads no destination outcomes.
+        let mut g = start(13, 2.0, 1, 0, 0);
+        g.dst[..4].copy_from_slice(&[239, 1, 1, 1]);
+        t.apply(&g, &mut row);
+        assert_eq!(get(&row, "ctx_dst_rejected_1s"), 0.0);
+        assert_eq!(get(&row, "ctx_src_rejected_1s"), 4.0);
+    }
+
+    #[test]
+    fn version_2_features_come_first_and_outcomes_since_version_3() {
+        assert_eq!(context_index("ctx_dst_flows_100s"), Some(23));
+        assert_eq!(context_feature_since(23), Some(2));
+        assert_eq!(context_feature_since(24), Some(3));
+        assert_eq!(CONTEXT_FEATURES[24], "ctx_src_answered_1s");
+        assert_eq!(context_feature_since(NUM_CONTEXT), None);
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub trait FeatureExtractor: Send {
         false
     }
 
-    /// Appends the starts recorded since the last call
+    /// Appends the starts and outcomes recorded since the last call
     /// ([`ShardProcessor::take_starts`]).
     fn take_starts(&mut self, order: &dyn Fn(u32) -> u64, out: &mut Vec<FlowStart>) {
         let _ = (order, out);

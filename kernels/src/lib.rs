@@ -35,7 +35,9 @@ mod settled;
 pub mod shard;
 
 pub use batch::{FlowBatch, Mark, Scored};
-pub use context::{ContextConfig, ContextRow, ContextRows, ContextStats, ContextTable, FlowStart};
+pub use context::{
+    ContextConfig, ContextRow, ContextRows, ContextStats, ContextTable, FlowStart, Outcome,
+};
 pub use extract::{Backend, FeatureExtractor, Handoff};
 pub use rows::{FlowSource, FlowWriter};
 pub use settled::Settled;

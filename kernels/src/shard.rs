@@ -10,13 +10,14 @@
 use std::collections::BTreeMap;
 
 use tapstream_ingest::flow::{
-    Direction, EndedFlow, FlowConfig, FlowConfigError, FlowTable, PlacementKind, SlotVec,
-    TABLE_BYTES_PER_FLOW,
+    Direction, EndedFlow, FlowConfig, FlowConfigError, FlowTable, Placement, PlacementKind,
+    SlotVec, TABLE_BYTES_PER_FLOW,
 };
+use tapstream_ingest::packet::{proto, tcp_flags};
 use tapstream_ingest::{EndReason, FlowMeta, PacketRecord};
 
 use crate::batch::{FlowBatch, Scored};
-use crate::context::FlowStart;
+use crate::context::{FlowStart, Outcome};
 use crate::cpu::{CpuExtractor, FlowAccumulator};
 use crate::gpu::Flagged;
 
@@ -99,17 +100,99 @@ pub struct ShardProcessor {
 }
 
 /// The flows a shard started, for the context stage: each open flow's id,
-/// and the starts since they were last taken.
+/// and the starts and outcomes since they were last taken.
 #[derive(Debug, Default)]
 struct Starts {
     shard: u32,
     next: u64,
+    /// Each open flow's id, with [`ANSWERED`] set once its outcome is sent.
     of_slot: SlotVec<u64>,
-    /// `(index of the first packet in the records given, start)`.
+    /// `(index of the packet in the records given, start or outcome)`.
     pending: Vec<(u32, FlowStart)>,
 }
 
+/// Bit of [`Starts::of_slot`] set once the flow's responder has answered
+/// (ids use the low 48 bits).
+const ANSWERED: u64 = 1 << 63;
+
 impl Starts {
+    /// Records what the packet `recs[i]`, placed as `placement`, tells the
+    /// context stage: a new flow's start; the flow's outcome at its
+    /// responder's first packet; a rejection for each ICMP or ICMPv6
+    /// destination-unreachable packet (to the packet's destination, the
+    /// source that was refused).
+    #[inline]
+    fn on_packet(&mut self, i: usize, rec: &PacketRecord, placement: &Placement) {
+        let backward = placement.dir == Direction::Backward;
+        if let PlacementKind::New { .. } = placement.kind {
+            self.open(placement.slot, i, rec, backward);
+        }
+        let unreachable = match rec.proto {
+            proto::ICMP => rec.icmp_type == 3,
+            proto::ICMPV6 => rec.icmp_type == 1,
+            _ => false,
+        };
+        if unreachable {
+            // Counted once, as the rejection below, even where it is also
+            // the responder's first packet of its flow.
+            self.mark_answered(placement.slot);
+            self.push(i, rec, rec.dst, rec.src, Some(Outcome::Rejected), u64::MAX);
+        } else if backward {
+            self.answer(placement.slot, i, rec);
+        }
+    }
+
+    /// Marks the flow in `slot` answered; returns its id if it was not yet.
+    fn mark_answered(&mut self, slot: u32) -> Option<u64> {
+        let id = self.of_slot.get_mut(slot as usize)?;
+        if *id & ANSWERED != 0 {
+            return None;
+        }
+        *id |= ANSWERED;
+        Some(*id & !ANSWERED)
+    }
+
+    /// The flow in `slot` got its responder's packet `recs[i]`: its outcome,
+    /// once per flow.
+    fn answer(&mut self, slot: u32, i: usize, rec: &PacketRecord) {
+        let Some(id) = self.mark_answered(slot) else {
+            return;
+        };
+        let outcome = if rec.proto == proto::TCP && rec.has_flag(tcp_flags::RST) {
+            Outcome::Rejected
+        } else {
+            Outcome::Answered
+        };
+        // The packet travels from the responder to the initiator.
+        self.push(i, rec, rec.dst, rec.src, Some(outcome), id);
+    }
+
+    fn push(
+        &mut self,
+        i: usize,
+        rec: &PacketRecord,
+        src: [u8; 16],
+        dst: [u8; 16],
+        outcome: Option<Outcome>,
+        id: u64,
+    ) {
+        let dport = if outcome.is_some() { 0 } else { rec.dport };
+        self.pending.push((
+            u32::try_from(i).unwrap_or(u32::MAX),
+            FlowStart {
+                id,
+                order: 0,
+                ts_us: rec.ts_us,
+                src,
+                dst,
+                dport,
+                proto: rec.proto,
+                v6: rec.v6,
+                outcome,
+            },
+        ));
+    }
+
     /// Records a new flow in `slot`, opened by `recs[i]`.
     fn open(&mut self, slot: u32, i: usize, rec: &PacketRecord, backward: bool) {
         let id = (u64::from(self.shard) << 40) | self.next;
@@ -132,6 +215,7 @@ impl Starts {
             dport,
             proto: rec.proto,
             v6: rec.v6,
+            outcome: None,
         };
         self.pending
             .push((u32::try_from(i).unwrap_or(u32::MAX), start));
@@ -140,9 +224,11 @@ impl Starts {
     /// Puts the start id of the flow ending in `slot` beside its row.
     fn end_in(starts: &mut Option<Starts>, slot: u32, batch: &mut FlowBatch) {
         if let Some(s) = starts.as_ref() {
-            batch
-                .start_ids
-                .push(s.of_slot.get(slot as usize).copied().unwrap_or(u64::MAX));
+            batch.start_ids.push(
+                s.of_slot
+                    .get(slot as usize)
+                    .map_or(u64::MAX, |id| id & !ANSWERED),
+            );
         }
     }
 }
@@ -308,8 +394,8 @@ impl ShardProcessor {
                 out.emit(ext, &e)
             });
             ext.on_packet(rec, &placement);
-            if let (PlacementKind::New { .. }, Some(s)) = (placement.kind, starts.as_mut()) {
-                s.open(placement.slot, i, rec, placement.dir == Direction::Backward);
+            if let Some(s) = starts.as_mut() {
+                s.on_packet(i, rec, &placement);
             }
         }
     }
@@ -343,9 +429,9 @@ impl ShardProcessor {
             ext.on_packet(rec, &placement);
             if let PlacementKind::New { .. } = placement.kind {
                 origins.open(placement.slot, tags.get(i).copied().unwrap_or(0));
-                if let Some(s) = starts.as_mut() {
-                    s.open(placement.slot, i, rec, placement.dir == Direction::Backward);
-                }
+            }
+            if let Some(s) = starts.as_mut() {
+                s.on_packet(i, rec, &placement);
             }
         }
     }
@@ -403,8 +489,8 @@ impl ShardProcessor {
         }
     }
 
-    /// From now on, records each flow's start (for the context stage) and
-    /// puts each ended flow's start id in [`FlowBatch::start_ids`]. Call it
+    /// From now on, records each flow's start and outcome (for the context
+    /// stage) and puts each ended flow's start id in [`FlowBatch::start_ids`]. Call it
     /// before the first packet.
     pub fn track_starts(&mut self) {
         self.starts.get_or_insert_with(|| Starts {
@@ -413,9 +499,10 @@ impl ShardProcessor {
         });
     }
 
-    /// Appends the starts recorded since the last call to `out`, each with
-    /// its [`FlowStart::order`] set by `order` from the index of its first
-    /// packet in the records of the `process` call that saw it.
+    /// Appends the starts and outcomes recorded since the last call to
+    /// `out`, in input order, each with its [`FlowStart::order`] set by
+    /// `order` from the index of its packet in the records of the `process`
+    /// call that saw it.
     pub fn take_starts(&mut self, order: &dyn Fn(u32) -> u64, out: &mut Vec<FlowStart>) {
         if let Some(s) = self.starts.as_mut() {
             out.extend(s.pending.drain(..).map(|(i, st)| FlowStart {
@@ -443,5 +530,111 @@ impl ShardProcessor {
     /// The shard's packet-time clock, µs (`i64::MIN` before any packet).
     pub fn clock_us(&self) -> i64 {
         self.table.clock_us()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapstream_ingest::decode::flow_hash;
+
+    fn addr(last: u8) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[198, 18, 0, last]);
+        a
+    }
+
+    fn pkt(
+        ms: i64,
+        from: u8,
+        to: u8,
+        sport: u16,
+        dport: u16,
+        proto: u8,
+        flags: u8,
+    ) -> PacketRecord {
+        let (src, dst) = (addr(from), addr(to));
+        PacketRecord {
+            ts_us: ms * 1000,
+            hash: flow_hash(&src, &dst, sport, dport, proto, false),
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+            flags,
+            header_len: 20,
+            wire_len: 60,
+            ..PacketRecord::default()
+        }
+    }
+
+    /// What a shard sends the context stage for `recs`: (order, outcome,
+    /// source's last byte, destination's last byte).
+    fn events(recs: &[PacketRecord]) -> Vec<(u64, Option<Outcome>, u8, u8)> {
+        let mut shard = ShardProcessor::new(FlowConfig::default(), 0).unwrap();
+        shard.track_starts();
+        let mut out = FlowBatch::default();
+        shard.process(recs, &mut out);
+        let mut starts = Vec::new();
+        shard.take_starts(&|i| u64::from(i), &mut starts);
+        starts
+            .iter()
+            .map(|s| (s.order, s.outcome, s.src[3], s.dst[3]))
+            .collect()
+    }
+
+    #[test]
+    fn a_flow_reports_its_start_and_its_responders_first_answer_once() {
+        use tcp_flags::{ACK, RST, SYN};
+        let got = events(&[
+            pkt(0, 1, 2, 40000, 22, proto::TCP, SYN),
+            pkt(1, 2, 1, 22, 40000, proto::TCP, SYN | ACK),
+            pkt(2, 1, 2, 40000, 22, proto::TCP, ACK),
+            pkt(3, 2, 1, 22, 40000, proto::TCP, ACK),
+            // A closed port answers with a reset.
+            pkt(4, 1, 2, 40001, 23, proto::TCP, SYN),
+            pkt(5, 2, 1, 23, 40001, proto::TCP, RST | ACK),
+            // Nothing comes back: a start only.
+            pkt(6, 1, 3, 40002, 80, proto::TCP, SYN),
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                (0, None, 1, 2),
+                (1, Some(Outcome::Answered), 1, 2),
+                (4, None, 1, 2),
+                (5, Some(Outcome::Rejected), 1, 2),
+                (6, None, 1, 3),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unreachable_rejects_the_source_it_is_sent_back_to() {
+        let mut unreachable = pkt(1, 2, 1, 0, 0, proto::ICMP, 0);
+        unreachable.icmp_type = 3;
+        unreachable.icmp_code = 3;
+        let mut echo_reply = pkt(3, 2, 1, 0, 0, proto::ICMP, 0);
+        echo_reply.icmp_type = 0;
+        let got = events(&[
+            pkt(0, 1, 2, 40000, 161, proto::UDP, 0),
+            unreachable,
+            unreachable,
+            echo_reply,
+        ]);
+        // The UDP probe's start; the ICMP flow's start (2 -> 1) and one
+        // rejection of 1 by 2 for each unreachable; an echo reply is no
+        // rejection (here it starts a flow of its own).
+        assert_eq!(
+            got,
+            vec![
+                (0, None, 1, 2),
+                (1, None, 2, 1),
+                (1, Some(Outcome::Rejected), 1, 2),
+                (2, Some(Outcome::Rejected), 1, 2),
+                (3, None, 2, 1),
+            ]
+        );
     }
 }

@@ -147,8 +147,8 @@ fn render_flows(s: &mut String, r: &RunReport) {
         let t = &c.table;
         let _ = writeln!(
             s,
-            "  context            {:>12}  flow starts, {} entries ({} expired, {} evicted, {} emergencies)",
-            t.starts, t.entries, t.expired, t.evictions, t.emergency_entries
+            "  context            {:>12}  flow starts, {} outcomes, {} entries ({} expired, {} evicted, {} emergencies)",
+            t.starts, t.outcomes, t.entries, t.expired, t.evictions, t.emergency_entries
         );
     }
 }
@@ -344,6 +344,7 @@ fn render_rates(s: &mut String, r: &RunReport) {
 fn context_json(c: &crate::stage::context::ContextReport) -> serde_json::Value {
     serde_json::json!({
         "starts": c.table.starts,
+        "outcomes": c.table.outcomes,
         "entries": c.table.entries,
         "expired": c.table.expired,
         "evictions": c.table.evictions,

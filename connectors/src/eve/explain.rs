@@ -366,8 +366,9 @@ enum Whom {
 /// word.
 type StatText = (&'static str, Whom, Option<(&'static str, Whom)>);
 
-/// Per statistic, in `kernels::context` order.
-const STAT_TEXT: [StatText; 8] = [
+/// Per statistic, in `kernels::context` order (one per statistic: the
+/// length is checked against the schema at compile time).
+const STAT_TEXT: [StatText; NUM_CONTEXT / SCALES] = [
     (" flows/s started by ", Whom::Src, None),
     (" new destinations/s contacted by ", Whom::Src, None),
     (" flows/s from ", Whom::Src, Some((" to ", Whom::Dst))),
@@ -380,6 +381,10 @@ const STAT_TEXT: [StatText; 8] = [
     (" flows/s to ", Whom::Service, None),
     (" new sources/s of ", Whom::Service, None),
     (" flows/s to ", Whom::Dst, None),
+    (" answered flows/s of ", Whom::Src, None),
+    (" rejections/s received by ", Whom::Src, None),
+    (" answers/s given by ", Whom::Dst, None),
+    (" rejections/s sent by ", Whom::Dst, None),
 ];
 
 /// Writes `whom` of flow `f`: an address, or address, port and protocol.
@@ -466,6 +471,53 @@ mod tests {
         nan[1] = f32::INFINITY;
         let e = Explanation::of(&nan, &baseline()).unwrap();
         assert_eq!(e.items().len(), 1);
+    }
+
+    #[test]
+    fn every_statistic_says_what_it_counts() {
+        let ip = |last: u8| {
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&[198, 18, 0, last]);
+            a
+        };
+        let f = FlowMeta {
+            flow_id: 1,
+            src: ip(1),
+            dst: ip(2),
+            sport: 40_000,
+            dport: 22,
+            proto: 6,
+            v6: false,
+            icmp_type: 0,
+            icmp_code: 0,
+            start_us: 0,
+            last_us: 0,
+            pkts_fwd: 1,
+            pkts_bwd: 0,
+            bytes_fwd: 60,
+            bytes_bwd: 0,
+            reason: tapstream_ingest::EndReason::IdleTimeout,
+        };
+        let text = |name: &str| {
+            let feature = CONTEXT_FEATURES.iter().position(|n| *n == name).unwrap();
+            let item = Item {
+                feature: u8::try_from(feature).unwrap(),
+                value: 100.0,
+                median: 0.0,
+                p99: 1.0,
+            };
+            let mut out = Vec::new();
+            push_text(&mut out, &item, &f);
+            String::from_utf8(out).unwrap()
+        };
+        assert!(
+            text("ctx_src_rejected_1s").starts_with("69.3 rejections/s received by 198.18.0.1 "),
+            "{}",
+            text("ctx_src_rejected_1s")
+        );
+        assert!(text("ctx_dst_answered_10s").contains("answers/s given by 198.18.0.2 "));
+        assert!(text("ctx_dst_rejected_100s").contains("rejections/s sent by 198.18.0.2 "));
+        assert!(text("ctx_src_answered_1s").contains("answered flows/s of 198.18.0.1 "));
     }
 
     #[test]

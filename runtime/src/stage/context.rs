@@ -2,11 +2,12 @@
 //! row, between the flow workers and the consumer.
 //!
 //! A host's flows span shards, so no worker can compute what a host did:
-//! this stage sees every shard's flow starts. Each worker sends the starts
-//! it saw, in capture order, and after each input chunk a *watermark* (all
-//! its starts from chunks below it are sent). The stage applies starts to
-//! the [`ContextTable`](tapstream_kernels::ContextTable) in the order of
-//! their first packet in the input (chunk number, index in the chunk) once
+//! this stage sees every shard's flow starts and outcomes (a flow's first
+//! answer or rejection). Each worker sends the starts and outcomes it saw,
+//! in capture order, and after each input chunk a *watermark* (all of them
+//! from chunks below it are sent). The stage applies them to the
+//! [`ContextTable`](tapstream_kernels::ContextTable) in the order of their
+//! packet in the input (chunk number, index in the chunk) once
 //! every shard's watermark has passed them, so the table sees one sequence
 //! for any number of workers and decoders. A batch of ended flows waits until its shard's next
 //! watermark is passed (its flows' starts are then applied), gets its
@@ -260,6 +261,7 @@ mod tests {
             dport: 80,
             proto: 6,
             v6: false,
+            outcome: None,
         }
     }
 
