@@ -536,6 +536,18 @@ impl ContextTable {
     /// Decays `key` to `t_us` and adds one to its `n` (when `second`) or its
     /// `w`, adding the key when `admit` allows.
     fn bump(&mut self, key: u64, t_us: i64, admit: bool, second: bool) {
+        if let Some(d) = self.entry(key, t_us, admit) {
+            let counts = if second { &mut d.n } else { &mut d.w };
+            for c in counts {
+                *c += 1.0;
+            }
+        }
+    }
+
+    /// The statistics of `key` decayed to `t_us`; a key not yet kept is
+    /// added only when `admit` is set, otherwise `None` (counted in
+    /// [`ContextStats::refused`]).
+    fn entry(&mut self, key: u64, t_us: i64, admit: bool) -> Option<&mut Damped> {
         let d = if admit {
             self.map.entry(key).or_insert(Damped {
                 t_us,
@@ -545,13 +557,10 @@ impl ContextTable {
             d
         } else {
             self.stats.refused += 1;
-            return;
+            return None;
         };
         d.decay_to(t_us);
-        let counts = if second { &mut d.n } else { &mut d.w };
-        for c in counts {
-            *c += 1.0;
-        }
+        Some(d)
     }
 
     /// The counts (flows, new flows) of `key` decayed to `t_us` (zeros for
@@ -565,18 +574,9 @@ impl ContextTable {
         admit: bool,
         new: [bool; SCALES],
     ) -> ([f64; SCALES], [f64; SCALES]) {
-        let d = if admit {
-            self.map.entry(key).or_insert(Damped {
-                t_us,
-                ..Damped::default()
-            })
-        } else if let Some(d) = self.map.get_mut(&key) {
-            d
-        } else {
-            self.stats.refused += 1;
+        let Some(d) = self.entry(key, t_us, admit) else {
             return ([0.0; SCALES], [0.0; SCALES]);
         };
-        d.decay_to(t_us);
         let before = (d.w, d.n);
         d.count(new);
         before

@@ -111,6 +111,27 @@ struct Starts {
     pending: Vec<(u32, FlowStart)>,
 }
 
+/// A start (`outcome` none) or an outcome seen at `rec`, between
+/// `(source, destination, destination port)`; its order is set when taken.
+fn event(
+    rec: &PacketRecord,
+    (src, dst, dport): ([u8; 16], [u8; 16], u16),
+    outcome: Option<Outcome>,
+    id: u64,
+) -> FlowStart {
+    FlowStart {
+        id,
+        order: 0,
+        ts_us: rec.ts_us,
+        src,
+        dst,
+        dport,
+        proto: rec.proto,
+        v6: rec.v6,
+        outcome,
+    }
+}
+
 /// Bit of [`Starts::of_slot`] set once the flow's responder has answered
 /// (ids use the low 48 bits).
 const ANSWERED: u64 = 1 << 63;
@@ -136,7 +157,8 @@ impl Starts {
             // Counted once, as the rejection below, even where it is also
             // the responder's first packet of its flow.
             self.mark_answered(placement.slot);
-            self.push(i, rec, rec.dst, rec.src, Some(Outcome::Rejected), u64::MAX);
+            let back = (rec.dst, rec.src, 0);
+            self.push(i, event(rec, back, Some(Outcome::Rejected), u64::MAX));
         } else if backward {
             self.answer(placement.slot, i, rec);
         }
@@ -164,33 +186,13 @@ impl Starts {
             Outcome::Answered
         };
         // The packet travels from the responder to the initiator.
-        self.push(i, rec, rec.dst, rec.src, Some(outcome), id);
+        self.push(i, event(rec, (rec.dst, rec.src, 0), Some(outcome), id));
     }
 
-    fn push(
-        &mut self,
-        i: usize,
-        rec: &PacketRecord,
-        src: [u8; 16],
-        dst: [u8; 16],
-        outcome: Option<Outcome>,
-        id: u64,
-    ) {
-        let dport = if outcome.is_some() { 0 } else { rec.dport };
-        self.pending.push((
-            u32::try_from(i).unwrap_or(u32::MAX),
-            FlowStart {
-                id,
-                order: 0,
-                ts_us: rec.ts_us,
-                src,
-                dst,
-                dport,
-                proto: rec.proto,
-                v6: rec.v6,
-                outcome,
-            },
-        ));
+    /// Queues `start` for the context stage, seen at `recs[i]`.
+    fn push(&mut self, i: usize, start: FlowStart) {
+        self.pending
+            .push((u32::try_from(i).unwrap_or(u32::MAX), start));
     }
 
     /// Records a new flow in `slot`, opened by `recs[i]`.
@@ -201,24 +203,12 @@ impl Starts {
         if let Some(o) = self.of_slot.get_mut(slot as usize) {
             *o = id;
         }
-        let (src, dst, dport) = if backward {
+        let oriented = if backward {
             (rec.dst, rec.src, rec.sport)
         } else {
             (rec.src, rec.dst, rec.dport)
         };
-        let start = FlowStart {
-            id,
-            order: 0,
-            ts_us: rec.ts_us,
-            src,
-            dst,
-            dport,
-            proto: rec.proto,
-            v6: rec.v6,
-            outcome: None,
-        };
-        self.pending
-            .push((u32::try_from(i).unwrap_or(u32::MAX), start));
+        self.push(i, event(rec, oriented, None, id));
     }
 
     /// Puts the start id of the flow ending in `slot` beside its row.

@@ -625,4 +625,4 @@ fn micros(d: Duration) -> i64 {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -15,7 +15,7 @@ fn v4(a: u32) -> [u8; 16] {
 }
 
 /// A TCP flow `src → dst:dport` ending at `t` (µs after T0).
-fn flow(id: u64, src: u32, dst: u32, dport: u16, t: i64) -> FlowMeta {
+pub(crate) fn flow(id: u64, src: u32, dst: u32, dport: u16, t: i64) -> FlowMeta {
     FlowMeta {
         flow_id: id,
         src: v4(src),

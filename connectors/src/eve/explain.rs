@@ -475,29 +475,8 @@ mod tests {
 
     #[test]
     fn every_statistic_says_what_it_counts() {
-        let ip = |last: u8| {
-            let mut a = [0u8; 16];
-            a[..4].copy_from_slice(&[198, 18, 0, last]);
-            a
-        };
-        let f = FlowMeta {
-            flow_id: 1,
-            src: ip(1),
-            dst: ip(2),
-            sport: 40_000,
-            dport: 22,
-            proto: 6,
-            v6: false,
-            icmp_type: 0,
-            icmp_code: 0,
-            start_us: 0,
-            last_us: 0,
-            pkts_fwd: 1,
-            pkts_bwd: 0,
-            bytes_fwd: 60,
-            bytes_bwd: 0,
-            reason: tapstream_ingest::EndReason::IdleTimeout,
-        };
+        // 198.18.0.1 -> 198.18.0.2:22.
+        let f = crate::episode::tests::flow(1, 0xC612_0001, 0xC612_0002, 22, 0);
         let text = |name: &str| {
             let feature = CONTEXT_FEATURES.iter().position(|n| *n == name).unwrap();
             let item = Item {
