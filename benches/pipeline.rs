@@ -112,9 +112,7 @@ fn context(c: &mut Criterion) {
             b.iter(|| {
                 let mut rows = ContextRows::new(ContextConfig::default());
                 for chunk in starts.chunks(4096) {
-                    for s in chunk {
-                        rows.start(s);
-                    }
+                    rows.start_all(chunk);
                     for s in chunk {
                         std::hint::black_box(rows.take(s.id));
                     }

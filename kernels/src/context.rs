@@ -38,18 +38,20 @@
 //!
 //! # Bounded memory
 //!
-//! Entries are capped ([`ContextConfig::max_entries`], from a memcap). The
-//! table grows with its entries up to the allocation that cap allows and
-//! shrinks back after a sweep that leaves it mostly empty: a dense table
-//! keeps lookups in cache and makes a sweep cost what it keeps, not what a
-//! flood once needed. Entries not touched for [`ContextConfig::retain_us`]
-//! are swept. A table
-//! that is still full enters *emergency mode*: it drops the least recently
-//! touched quarter of its entries (counted as evictions), at most once per
-//! second of packet time; in between, new keys are not added (counted as
-//! refused; their flows read zeros for them, as for a host never seen). It
-//! leaves the mode at a sweep that finds it at most 70 % full. All of this is driven by the
-//! starts' packet time, so it too is the same on every run.
+//! Entries are capped ([`ContextConfig::max_entries`], from a memcap). An
+//! entry not touched for [`ContextConfig::retain_us`] has *expired*: it
+//! reads as a key never seen, whether or not it has been removed yet, so no
+//! value depends on when memory is reclaimed. The table starts at 1 MiB;
+//! when a start finds it at its load limit, it is rebuilt without its
+//! expired entries, and doubles when what it keeps needs more room, up to
+//! the allocation the cap allows. It does not shrink (the next flood needs
+//! the room again). A table that is full at the cap enters
+//! *emergency mode*: it drops the least recently touched quarter of its
+//! entries (counted as evictions), at most once per second of packet time;
+//! in between, new keys are not added (counted as refused; their flows read
+//! zeros for them, as for a host never seen). It leaves the mode at a sweep
+//! that finds it at most 70 % full. All of this is driven by the starts'
+//! packet time, so it too is the same on every run.
 
 use hashbrown::HashMap;
 
@@ -229,7 +231,8 @@ impl FlowStart {
 pub struct ContextConfig {
     /// Entries (over all seven kinds of key) at most.
     pub max_entries: usize,
-    /// Entries untouched this long (packet time, µs) are swept.
+    /// Entries untouched for longer than this (packet time, µs) have
+    /// expired: they read as keys never seen, and sweeps remove them.
     pub retain_us: i64,
 }
 
@@ -240,13 +243,14 @@ impl ContextConfig {
     /// (its counts have fallen below 0.1 %).
     pub const DEFAULT_RETAIN_US: i64 = 1_000_000_000;
 
-    /// Host memory one table slot costs: a key and its statistics, and the
-    /// hash table's control byte.
-    pub const BYTES_PER_SLOT: usize = std::mem::size_of::<(u64, Damped)>() + 1;
+    /// Host memory one table slot costs: a key and its statistics, one
+    /// cache line.
+    pub const BYTES_PER_SLOT: usize = std::mem::size_of::<Slot>();
 
     /// The limits for a memcap of `mib` MiB. The table's slots are a power
-    /// of two with at most 7/8 of them used, so at `max_entries` it holds
-    /// the largest power of two of slots the memcap pays for, and never more.
+    /// of two with at most half of them used, so at `max_entries` it holds
+    /// the largest power of two of slots the memcap pays for, and never more
+    /// (a rebuild briefly holds the old slots beside the new).
     pub fn with_memcap_mib(mib: usize) -> Self {
         let slots = mib.saturating_mul(1 << 20) / Self::BYTES_PER_SLOT;
         let pow2 = if slots == 0 {
@@ -255,7 +259,7 @@ impl ContextConfig {
             1usize << (usize::BITS - 1 - slots.leading_zeros())
         };
         ContextConfig {
-            max_entries: (pow2 / 8 * 7).max(16),
+            max_entries: Slots::limit(pow2).max(12),
             retain_us: Self::DEFAULT_RETAIN_US,
         }
     }
@@ -299,31 +303,52 @@ struct Damped {
 }
 
 impl Damped {
-    /// Decays to `t_us` (never backwards).
-    fn decay_to(&mut self, t_us: i64) {
+    /// The counts decayed to `t_us` (never backwards), not yet stored:
+    /// the callers store what they add to them in one go.
+    #[inline]
+    fn decayed(&self, t_us: i64) -> ([f64; SCALES], [f64; SCALES]) {
+        let (mut w, mut n) = (self.w, self.n);
         if t_us > self.t_us {
             let dt = (t_us - self.t_us) as f64 * 1e-6;
-            for (i, l) in LAMBDAS.iter().enumerate() {
+            for ((w, n), l) in w.iter_mut().zip(n.iter_mut()).zip(LAMBDAS) {
                 let d = (-l * dt).exp2();
-                if let (Some(w), Some(n)) = (self.w.get_mut(i), self.n.get_mut(i)) {
-                    *w *= d;
-                    *n *= d;
-                }
+                *w *= d;
+                *n *= d;
             }
-            self.t_us = t_us;
         }
+        (w, n)
     }
 
-    /// Counts one flow, and one "new" flow at the scales where `new` says so.
-    fn count(&mut self, new: [bool; SCALES]) {
-        for ((w, n), fresh) in self.w.iter_mut().zip(self.n.iter_mut()).zip(new) {
-            *w += 1.0;
-            if fresh {
-                *n += 1.0;
+    /// Decays to `t_us` and adds `add_w` and `add_n` to the counts; returns
+    /// the decayed counts before the addition.
+    #[inline]
+    fn add(
+        &mut self,
+        t_us: i64,
+        add_w: [f64; SCALES],
+        add_n: [f64; SCALES],
+    ) -> ([f64; SCALES], [f64; SCALES]) {
+        let (w, n) = self.decayed(t_us);
+        self.t_us = self.t_us.max(t_us);
+        for i in 0..SCALES {
+            if let (Some(dw), Some(dn), Some(aw), Some(an)) = (
+                self.w.get_mut(i),
+                self.n.get_mut(i),
+                add_w.get(i),
+                add_n.get(i),
+            ) {
+                *dw = w.get(i).copied().unwrap_or(0.0) + aw;
+                *dn = n.get(i).copied().unwrap_or(0.0) + an;
             }
         }
+        (w, n)
     }
 }
+
+/// One at every scale.
+const ONES: [f64; SCALES] = [1.0; SCALES];
+/// Zero at every scale.
+const ZEROS: [f64; SCALES] = [0.0; SCALES];
 
 /// The keys of one start, as 64-bit fingerprints: source host,
 /// destination host, host pair, service (destination host, port, protocol)
@@ -373,14 +398,17 @@ impl Keys {
         const PSRV: u64 = 0x4528_21E6_38D0_1377;
         const SRC_OUT: u64 = 0xBE54_66CF_34E9_0C6C;
         const DST_OUT: u64 = 0xC0AC_29B7_C97C_50DD;
+        // 0 marks an empty slot: the one key whose fingerprint is 0 shares
+        // 1's.
+        let nz = |k: u64| k.max(1);
         Keys {
-            src: mix(hs ^ SRC),
-            dst: mix(hd ^ DST),
-            pair: mix(mix(hs ^ PAIR) ^ hd),
-            srv: mix(mix(hd ^ SRV) ^ service),
-            psrv: mix(mix(mix(hs ^ PSRV) ^ hd) ^ service),
-            src_out: mix(hs ^ SRC_OUT),
-            dst_out: mix(hd ^ DST_OUT),
+            src: nz(mix(hs ^ SRC)),
+            dst: nz(mix(hd ^ DST)),
+            pair: nz(mix(mix(hs ^ PAIR) ^ hd)),
+            srv: nz(mix(mix(hd ^ SRV) ^ service)),
+            psrv: nz(mix(mix(mix(hs ^ PSRV) ^ hd) ^ service)),
+            src_out: nz(mix(hs ^ SRC_OUT)),
+            dst_out: nz(mix(hd ^ DST_OUT)),
         }
     }
 }
@@ -394,25 +422,151 @@ pub fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Hashes a fingerprint as itself: it is already mixed.
-#[derive(Clone, Copy, Debug, Default)]
-struct Fingerprint(u64);
-
-impl std::hash::Hasher for Fingerprint {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = mix(self.0 ^ u64::from(b));
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
+/// Whether an entry last touched at `touched_us` has expired by `t_us`:
+/// untouched for longer than the retention time. An expired entry reads as
+/// a key never seen, whether or not a rebuild has removed it yet, so when
+/// memory is reclaimed changes no value.
+fn expired(retain_us: i64, touched_us: i64, t_us: i64) -> bool {
+    touched_us < t_us.saturating_sub(retain_us)
 }
 
-type ByFingerprint = std::hash::BuildHasherDefault<Fingerprint>;
+/// The touch time at or below which about a quarter of `ts` lie (the value
+/// is what counts, so the result does not depend on slot order).
+fn quartile(ts: &mut [i64]) -> i64 {
+    let k = ts.len() / 4;
+    if ts.is_empty() {
+        return i64::MIN;
+    }
+    let (_, v, _) = ts.select_nth_unstable(k);
+    *v
+}
+
+/// One slot of the table: a key's fingerprint (0: the slot is empty) and
+/// its statistics, in one cache line.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C, align(64))]
+struct Slot {
+    key: u64,
+    d: Damped,
+}
+
+/// Where a key is, or would go, in [`Slots`].
+enum Probe {
+    Found(usize),
+    Vacant(usize),
+    /// No empty slot on the way (never at the load the table keeps).
+    Full,
+}
+
+/// The table's storage: open addressing with linear probing over
+/// one-cache-line slots, keyed by fingerprint (already mixed, so its low
+/// bits are the home slot).
+///
+/// Why not `hashbrown` (used until 2026-12-07): a start touches seven keys
+/// that in a flood are mostly not in cache. Here each key is one cache line
+/// (hashbrown reads a control group and a bucket, two), and the lines of
+/// the starts a little ahead are requested before they are used
+/// ([`Slots::prefetch`], [`ContextRows::start_all`]), which hashbrown's API
+/// cannot do. Measured on the benchmark capture (`tapstream bench`,
+/// "context (1 thread)", medians, 2-core Xeon): 0.28–0.32 s with
+/// hashbrown, 0.297 s with this table without prefetching, 0.21–0.25 s
+/// with it. Slower than hashbrown: a spoofed flood past the memcap, where
+/// the table is rebuilt in place once a second (README, "Context").
+#[derive(Debug, Default)]
+struct Slots {
+    slots: Vec<Slot>,
+    len: usize,
+}
+
+impl Slots {
+    /// An empty table of `cap` slots (a power of two).
+    fn new(cap: usize) -> Self {
+        Slots {
+            slots: vec![Slot::default(); cap.next_power_of_two()],
+            len: 0,
+        }
+    }
+
+    fn cap(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Entries a table of `cap` slots holds at most: half full, linear
+    /// probing takes about 1.5 slots to find a key and 2.5 to miss one (at
+    /// 3/4, 8.5 to miss: the stage took 4.7–4.9 s instead of 4.1–4.7 s in
+    /// `tests/flood.rs`'s spoofed flood, where most lookups miss).
+    fn limit(cap: usize) -> usize {
+        cap / 2
+    }
+
+    fn home(&self, key: u64) -> usize {
+        (key as usize) & self.cap().wrapping_sub(1)
+    }
+
+    /// Asks the CPU for `key`'s home slot now, so that the lookup a little
+    /// later finds it in cache.
+    #[inline]
+    fn prefetch(&self, key: u64) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(s) = self.slots.get(self.home(key)) {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            // SAFETY: a prefetch reads nothing the program sees and never
+            // faults; the address is a slot of `self.slots`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(s).cast()) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = key;
+    }
+
+    fn probe(&self, key: u64) -> Probe {
+        let mask = self.cap().wrapping_sub(1);
+        let mut i = self.home(key);
+        for _ in 0..self.cap() {
+            match self.slots.get(i) {
+                Some(s) if s.key == key => return Probe::Found(i),
+                Some(s) if s.key == 0 => return Probe::Vacant(i),
+                Some(_) => i = (i + 1) & mask,
+                None => break,
+            }
+        }
+        Probe::Full
+    }
+
+    /// Puts an entry whose key is not in the table yet.
+    fn insert(&mut self, key: u64, d: Damped) {
+        if let Probe::Vacant(i) = self.probe(key) {
+            if let Some(s) = self.slots.get_mut(i) {
+                *s = Slot { key, d };
+                self.len += 1;
+            }
+        }
+    }
+
+    /// After entries were emptied in place, puts every entry back at the
+    /// first empty slot from its home, so that no lookup stops early at a
+    /// hole. Walking from an empty slot, each cluster is redone from its
+    /// start, and an entry only ever moves back towards its home.
+    fn close_gaps(&mut self) {
+        let cap = self.cap();
+        let mask = cap.wrapping_sub(1);
+        let Some(start) = self.slots.iter().position(|s| s.key == 0) else {
+            return;
+        };
+        for step in 1..=cap {
+            let i = (start + step) & mask;
+            let Some(s) = self.slots.get_mut(i).filter(|s| s.key != 0) else {
+                continue;
+            };
+            let moved = std::mem::take(s);
+            self.len -= 1;
+            self.insert(moved.key, moved.d);
+        }
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &Slot> {
+        self.slots.iter().filter(|s| s.key != 0)
+    }
+}
 
 /// The keyed statistics and their limits. Applying the same starts in the
 /// same order gives the same rows, bit for bit.
@@ -421,40 +575,38 @@ pub struct ContextTable {
     cfg: ContextConfig,
     /// Every key's statistics by the key's fingerprint, in one table (see
     /// the module docs on its size).
-    map: HashMap<u64, Damped, ByFingerprint>,
+    slots: Slots,
+    /// The largest size `cfg.max_entries` needs, slots.
+    max_slots: usize,
     stats: ContextStats,
-    /// Packet time of the next sweep, µs.
+    /// Packet time of the next sweep in emergency mode, µs.
     next_sweep_us: Option<i64>,
     /// A full table frees room again from this packet time on, µs.
     next_evict_us: Option<i64>,
 }
 
-/// Sweeps run this often in packet time (µs).
+/// A table in emergency mode is swept this often in packet time (µs), to
+/// leave the mode once expiry has freed room.
 const SWEEP_EVERY_US: i64 = 60_000_000;
 /// A full table frees room at most this often in packet time (µs).
 const EVICT_EVERY_US: i64 = 1_000_000;
-/// Entries the table has room for at least (it starts there).
-const MIN_CAPACITY: usize = 16_384;
+/// The table's first size, slots (1 MiB), unless the memcap is smaller.
+const MIN_SLOTS: usize = 16_384;
+/// New entries one start adds at most (two for an outcome).
+const NEW_PER_START: usize = 5;
 
 impl ContextTable {
     /// An empty table.
     pub fn new(cfg: ContextConfig) -> Self {
+        let mut max_slots = 16;
+        while Slots::limit(max_slots) < cfg.max_entries {
+            max_slots *= 2;
+        }
         ContextTable {
             cfg,
-            map: HashMap::with_capacity_and_hasher(
-                cfg.max_entries.min(MIN_CAPACITY),
-                ByFingerprint::default(),
-            ),
+            slots: Slots::new(MIN_SLOTS.min(max_slots)),
+            max_slots,
             ..ContextTable::default()
-        }
-    }
-
-    /// Gives memory back after a sweep that left the table mostly empty, so
-    /// lookups and the next sweep touch only what is kept.
-    fn shrink(&mut self) {
-        let keep = (self.len() * 2).max(MIN_CAPACITY);
-        if self.map.capacity() > keep * 2 {
-            self.map.shrink_to(keep);
         }
     }
 
@@ -467,20 +619,30 @@ impl ContextTable {
     }
 
     fn len(&self) -> usize {
-        self.map.len()
+        self.slots.len
+    }
+
+    /// Entries the table may hold at its present size.
+    fn room(&self) -> usize {
+        Slots::limit(self.slots.cap()).min(self.cfg.max_entries)
     }
 
     /// Applies one start: writes the flow's context row into `row` (what
     /// came before it), then counts the flow. An outcome
     /// ([`FlowStart::outcome`]) is counted and leaves `row` alone.
     pub fn apply(&mut self, s: &FlowStart, row: &mut [f64; NUM_CONTEXT]) {
+        self.apply_keyed(s, &Keys::of(s), row);
+    }
+
+    /// [`apply`](Self::apply) with the start's keys already computed.
+    fn apply_keyed(&mut self, s: &FlowStart, k: &Keys, row: &mut [f64; NUM_CONTEXT]) {
         if let Some(o) = s.outcome {
-            self.count_outcome(s, o);
+            self.count_outcome(s, k, o);
             return;
         }
         let admit = self.make_room(s.ts_us);
         let t = s.ts_us;
-        let k = Keys::of(s);
+        let group = s.to_group();
         let (psrv_w, _) = self.count(k.psrv, t, admit, [false; SCALES]);
         let new_port = psrv_w.map(|w| w < RECENT);
         let (pair_w, pair_n) = self.count(k.pair, t, admit, new_port);
@@ -488,8 +650,8 @@ impl ContextTable {
         let (src_w, src_n) = self.count(k.src, t, admit, new_dst);
         // A group address is not a host: what many sources send it is
         // membership (IGMP, mDNS, SSDP), not load on one victim.
-        const NONE: ([f64; SCALES], [f64; SCALES]) = ([0.0; SCALES], [0.0; SCALES]);
-        let ((srv_w, srv_n), (dst_w, _), (dst_a, dst_r)) = if s.to_group() {
+        const NONE: ([f64; SCALES], [f64; SCALES]) = (ZEROS, ZEROS);
+        let ((srv_w, srv_n), (dst_w, _), (dst_a, dst_r)) = if group {
             (NONE, NONE, NONE)
         } else {
             (
@@ -510,57 +672,88 @@ impl ContextTable {
 
     /// Counts an outcome: on the source's outcomes and, unless it is a group
     /// address, on the answering host's.
-    fn count_outcome(&mut self, s: &FlowStart, o: Outcome) {
+    fn count_outcome(&mut self, s: &FlowStart, k: &Keys, o: Outcome) {
         let admit = self.make_room(s.ts_us);
-        let k = Keys::of(s);
         let rejected = o == Outcome::Rejected;
-        self.bump(k.src_out, s.ts_us, admit, rejected);
         if !s.to_group() {
             self.bump(k.dst_out, s.ts_us, admit, rejected);
         }
+        self.bump(k.src_out, s.ts_us, admit, rejected);
         self.stats.outcomes += 1;
     }
 
-    /// The counts of `key` decayed to `t_us`, without counting anything
-    /// (zeros for a key not kept; nothing is added).
-    fn read(&mut self, key: u64, t_us: i64) -> ([f64; SCALES], [f64; SCALES]) {
-        match self.map.get_mut(&key) {
-            Some(d) => {
-                d.decay_to(t_us);
-                (d.w, d.n)
+    /// Asks the CPU for the slots `s` will touch, so that applying a run of
+    /// starts waits for memory once per few starts, not once per key: a
+    /// flood's keys are mostly not in cache.
+    fn prefetch(&self, s: &FlowStart, k: &Keys) {
+        if s.outcome.is_none() {
+            for key in [k.psrv, k.pair, k.src] {
+                self.slots.prefetch(key);
             }
-            None => ([0.0; SCALES], [0.0; SCALES]),
+        }
+        self.slots.prefetch(k.src_out);
+        if !s.to_group() {
+            if s.outcome.is_none() {
+                for key in [k.srv, k.dst] {
+                    self.slots.prefetch(key);
+                }
+            }
+            self.slots.prefetch(k.dst_out);
+        }
+    }
+
+    /// The counts of `key` decayed to `t_us`, without counting anything
+    /// (zeros for a key not kept or expired; nothing is added).
+    fn read(&mut self, key: u64, t_us: i64) -> ([f64; SCALES], [f64; SCALES]) {
+        let Probe::Found(i) = self.slots.probe(key) else {
+            return (ZEROS, ZEROS);
+        };
+        let retain = self.cfg.retain_us;
+        match self.slots.slots.get_mut(i) {
+            Some(s) if !expired(retain, s.d.t_us, t_us) => s.d.add(t_us, ZEROS, ZEROS),
+            _ => (ZEROS, ZEROS),
         }
     }
 
     /// Decays `key` to `t_us` and adds one to its `n` (when `second`) or its
     /// `w`, adding the key when `admit` allows.
     fn bump(&mut self, key: u64, t_us: i64, admit: bool, second: bool) {
+        let (w, n) = if second { (ZEROS, ONES) } else { (ONES, ZEROS) };
         if let Some(d) = self.entry(key, t_us, admit) {
-            let counts = if second { &mut d.n } else { &mut d.w };
-            for c in counts {
-                *c += 1.0;
-            }
+            d.add(t_us, w, n);
         }
     }
 
-    /// The statistics of `key` decayed to `t_us`; a key not yet kept is
-    /// added only when `admit` is set, otherwise `None` (counted in
-    /// [`ContextStats::refused`]).
+    /// The statistics of `key` (an expired entry starts again from zero,
+    /// counted as expired); a key not yet kept is added only when `admit`
+    /// is set, otherwise `None` (counted in [`ContextStats::refused`]).
+    #[inline]
     fn entry(&mut self, key: u64, t_us: i64, admit: bool) -> Option<&mut Damped> {
-        let d = if admit {
-            self.map.entry(key).or_insert(Damped {
-                t_us,
-                ..Damped::default()
-            })
-        } else if let Some(d) = self.map.get_mut(&key) {
-            d
-        } else {
-            self.stats.refused += 1;
-            return None;
+        let fresh = Damped {
+            t_us,
+            ..Damped::default()
         };
-        d.decay_to(t_us);
-        Some(d)
+        let retain = self.cfg.retain_us;
+        match self.slots.probe(key) {
+            Probe::Found(i) => {
+                let s = self.slots.slots.get_mut(i)?;
+                if expired(retain, s.d.t_us, t_us) {
+                    self.stats.expired += 1;
+                    s.d = fresh;
+                }
+                Some(&mut s.d)
+            }
+            Probe::Vacant(i) if admit => {
+                let s = self.slots.slots.get_mut(i)?;
+                *s = Slot { key, d: fresh };
+                self.slots.len += 1;
+                Some(&mut s.d)
+            }
+            Probe::Vacant(_) | Probe::Full => {
+                self.stats.refused += 1;
+                None
+            }
+        }
     }
 
     /// The counts (flows, new flows) of `key` decayed to `t_us` (zeros for
@@ -574,72 +767,107 @@ impl ContextTable {
         admit: bool,
         new: [bool; SCALES],
     ) -> ([f64; SCALES], [f64; SCALES]) {
-        let Some(d) = self.entry(key, t_us, admit) else {
-            return ([0.0; SCALES], [0.0; SCALES]);
-        };
-        let before = (d.w, d.n);
-        d.count(new);
-        before
+        match self.entry(key, t_us, admit) {
+            Some(d) => d.add(t_us, ONES, new.map(|b| if b { 1.0 } else { 0.0 })),
+            None => (ZEROS, ZEROS),
+        }
     }
 
-    /// Sweeps when due, and frees room when full (emergency mode). Returns
-    /// whether new keys may be added for this start: a full table frees a
-    /// quarter at most once per second of packet time, and in between
-    /// admits no new key (a spoofed flood, a new source per flow, then
-    /// costs a lookup per start, not a scan).
+    /// Makes room for this start's new keys and returns whether they may be
+    /// added. A table at its load limit is rebuilt without its expired
+    /// entries, twice as large if what it keeps needs that (up to the
+    /// memcap). At the memcap, such a rebuild runs at most once per second
+    /// of packet time; if it frees less than a quarter, the table enters
+    /// emergency mode and drops its least recently touched quarter, and
+    /// until the next second admits no new key (a spoofed flood, a new
+    /// source per start, then costs lookups, not rebuilds). In emergency
+    /// mode it is also swept every minute of packet time, to leave the mode
+    /// once expiry has freed room.
     fn make_room(&mut self, t_us: i64) -> bool {
-        let due = self.next_sweep_us.is_none_or(|at| t_us >= at);
-        if due {
+        if self.stats.emergency && self.next_sweep_us.is_none_or(|at| t_us >= at) {
             self.next_sweep_us = Some(t_us.saturating_add(SWEEP_EVERY_US));
-            self.remove_older_than(t_us.saturating_sub(self.cfg.retain_us), false);
-            if self.stats.emergency && self.len() * 10 <= self.cfg.max_entries * 7 {
+            self.rebuild(t_us, None);
+            if self.len() * 10 <= self.cfg.max_entries * 7 {
                 self.stats.emergency = false;
             }
-            self.shrink();
         }
-        // Up to five new entries per start (two per outcome).
-        if self.len() + 5 <= self.cfg.max_entries {
+        if self.len() + NEW_PER_START <= self.room() {
             return true;
         }
-        if !self.stats.emergency {
-            self.stats.emergency = true;
-            self.stats.emergency_entries += 1;
+        if self.slots.cap() < self.max_slots {
+            self.rebuild(t_us, None);
+            if self.len() + NEW_PER_START <= self.room() {
+                return true;
+            }
         }
+        // Full at the memcap.
         if self.next_evict_us.is_some_and(|at| t_us < at) {
+            self.enter_emergency(t_us);
             return false;
         }
         self.next_evict_us = Some(t_us.saturating_add(EVICT_EVERY_US));
-        self.remove_older_than(t_us.saturating_sub(self.cfg.retain_us), false);
-        if self.len() + 5 > self.cfg.max_entries {
-            let cutoff = self.quartile_touch_time();
-            self.remove_older_than(cutoff.saturating_add(1), true);
+        // One read pass decides, one rebuild acts.
+        let retain = self.cfg.retain_us;
+        let mut live: Vec<i64> = self
+            .slots
+            .entries()
+            .map(|s| s.d.t_us)
+            .filter(|&touched| !expired(retain, touched, t_us))
+            .collect();
+        if live.len() * 4 <= self.room() * 3 {
+            self.rebuild(t_us, None);
+            return true;
         }
-        self.len() + 5 <= self.cfg.max_entries
+        self.enter_emergency(t_us);
+        let cutoff = quartile(&mut live);
+        self.rebuild(t_us, Some(cutoff));
+        self.len() + NEW_PER_START <= self.room()
     }
 
-    /// The touch time below which about a quarter of the entries lie (the
-    /// value is what counts, so the result does not depend on map order).
-    fn quartile_touch_time(&self) -> i64 {
-        let mut ts: Vec<i64> = self.map.values().map(|d| d.t_us).collect();
-        let k = ts.len() / 4;
-        if ts.is_empty() {
-            return i64::MIN;
+    fn enter_emergency(&mut self, t_us: i64) {
+        if !self.stats.emergency {
+            self.stats.emergency = true;
+            self.stats.emergency_entries += 1;
+            self.next_sweep_us = Some(t_us.saturating_add(SWEEP_EVERY_US));
         }
-        let (_, v, _) = ts.select_nth_unstable(k);
-        *v
     }
 
-    /// Removes entries last touched before `cutoff_us`, counting them as
-    /// evictions or expiries.
-    fn remove_older_than(&mut self, cutoff_us: i64, evicting: bool) {
-        let before = self.len();
-        self.map.retain(|_, d| d.t_us >= cutoff_us);
-        let gone = (before - self.len()) as u64;
-        if evicting {
-            self.stats.evictions += gone;
-        } else {
-            self.stats.expired += gone;
+    /// Rebuilds the table without its expired entries (counted as expired)
+    /// and, with `evict_upto`, without those last touched at or before it
+    /// (counted as evictions), in place. It keeps its size, or doubles when
+    /// what it keeps would fill more than half its load limit (up to the
+    /// memcap's size); it never shrinks, as Suricata's flow hash does not:
+    /// the next flood needs the room again, and rebuilding into fresh pages
+    /// costs more than lookups in a sparse table.
+    fn rebuild(&mut self, t_us: i64, evict_upto: Option<i64>) {
+        let retain = self.cfg.retain_us;
+        let (mut expired_n, mut evicted_n) = (0u64, 0u64);
+        for s in self.slots.slots.iter_mut().filter(|s| s.key != 0) {
+            if expired(retain, s.d.t_us, t_us) {
+                expired_n += 1;
+            } else if evict_upto.is_some_and(|c| s.d.t_us <= c) {
+                evicted_n += 1;
+            } else {
+                continue;
+            }
+            *s = Slot::default();
         }
+        let gone = usize::try_from(expired_n + evicted_n).unwrap_or(usize::MAX);
+        self.slots.len = self.slots.len.saturating_sub(gone);
+        let mut cap = self.slots.cap();
+        while cap < self.max_slots && self.len() * 2 > Slots::limit(cap) {
+            cap *= 2;
+        }
+        if cap != self.slots.cap() {
+            let old = std::mem::replace(&mut self.slots, Slots::new(cap));
+            for s in old.entries() {
+                self.slots.insert(s.key, s.d);
+            }
+        } else if gone > 0 {
+            self.slots.close_gaps();
+        }
+        self.stats.expired += expired_n;
+        self.stats.evictions += evicted_n;
     }
 }
 
@@ -680,11 +908,16 @@ impl ContextRows {
     /// Applies a flow's start and keeps its row until [`take`](Self::take);
     /// counts an outcome (which has no row).
     pub fn start(&mut self, s: &FlowStart) {
-        let mut row = [0.0; NUM_CONTEXT];
-        self.table.apply(s, &mut row);
-        if s.outcome.is_some() {
+        self.start_keyed(s, &Keys::of(s));
+    }
+
+    fn start_keyed(&mut self, s: &FlowStart, k: &Keys) {
+        if let Some(o) = s.outcome {
+            self.table.count_outcome(s, k, o);
             return;
         }
+        let mut row = [0.0; NUM_CONTEXT];
+        self.table.apply_keyed(s, k, &mut row);
         let row = row.map(|v| v as f32);
         let slot = match self.free.pop() {
             Some(i) => {
@@ -702,6 +935,28 @@ impl ContextRows {
         // is freed, not lost.
         if let Some(old) = self.open.insert(s.id, slot) {
             self.free.push(old);
+        }
+    }
+
+    /// Applies a run of starts in order, as [`start`](Self::start) does
+    /// each; the slots of the starts a little ahead are fetched meanwhile.
+    pub fn start_all(&mut self, starts: &[FlowStart]) {
+        /// Starts ahead whose slots are fetched (up to fourteen lines in
+        /// flight, about what a core's fill buffers hold); a ring keeps
+        /// their keys until they are applied.
+        const AHEAD: usize = 2;
+        let mut ring = [None; AHEAD];
+        for (i, s) in starts.iter().enumerate() {
+            let ahead = starts.get(i + AHEAD).map(|next| {
+                let k = Keys::of(next);
+                self.table.prefetch(next, &k);
+                k
+            });
+            let k = ring
+                .get_mut(i % AHEAD)
+                .and_then(|r| std::mem::replace(r, ahead))
+                .unwrap_or_else(|| Keys::of(s));
+            self.start_keyed(s, &k);
         }
     }
 
@@ -901,6 +1156,113 @@ mod tests {
         assert_eq!(context_feature_since(24), Some(3));
         assert_eq!(CONTEXT_FEATURES[24], "ctx_src_answered_1s");
         assert_eq!(context_feature_since(NUM_CONTEXT), None);
+    }
+
+    #[test]
+    fn a_run_of_starts_gives_the_rows_one_at_a_time_gives() {
+        // A small table, so the run crosses rebuilds and emergency mode.
+        let cfg = ContextConfig {
+            max_entries: 3_000,
+            retain_us: 5_000_000,
+        };
+        // 20 s of starts, then a few after a minute's pause (a sweep).
+        let starts: Vec<FlowStart> = (0..20_100u64)
+            .map(|i| {
+                let ts = if i < 20_000 {
+                    i as f64 * 0.001
+                } else {
+                    100.0 + i as f64 * 0.001
+                };
+                let s = start(i, ts, (i % 97) as u8, (i % 13) as u8, (i % 50) as u16);
+                match i % 5 {
+                    0 => outcome(s, Outcome::Rejected),
+                    1 => outcome(s, Outcome::Answered),
+                    2 => FlowStart {
+                        dst: [224, 0, 0, 251, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                        ..s
+                    },
+                    _ => FlowStart {
+                        src: [
+                            198,
+                            19,
+                            (i >> 8) as u8,
+                            i as u8,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                            0,
+                        ],
+                        ..s
+                    },
+                }
+            })
+            .collect();
+        let (mut one, mut run) = (ContextRows::new(cfg), ContextRows::new(cfg));
+        for s in &starts {
+            one.start(s);
+        }
+        for chunk in starts.chunks(777) {
+            run.start_all(chunk);
+        }
+        assert_eq!(one.stats(), run.stats());
+        assert!(
+            one.stats().evictions > 0 && one.stats().expired > 0,
+            "{:?}",
+            one.stats()
+        );
+        for s in starts.iter().filter(|s| s.outcome.is_none()) {
+            let (a, b) = (one.take(s.id), run.take(s.id));
+            assert!(a.is_some());
+            assert_eq!(
+                a.map(|r| r.map(f32::to_bits)),
+                b.map(|r| r.map(f32::to_bits))
+            );
+        }
+    }
+
+    #[test]
+    fn a_growing_table_keeps_every_count() {
+        let mut t = ContextTable::new(ContextConfig::default());
+        let mut row = [0.0; NUM_CONTEXT];
+        let src = |i: u64| (198, (i >> 8) as u8, i as u8);
+        let at = |i: u64, ts: f64| {
+            let (a, b, c) = src(i);
+            FlowStart {
+                src: [a, b, c, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                ..start(i, ts, 0, 2, 80)
+            }
+        };
+        // 20,000 sources, five keys each: past the first size (12,288).
+        for i in 0..20_000 {
+            t.apply(&at(i, 0.0), &mut row);
+        }
+        assert!(t.slots.cap() > MIN_SLOTS, "{}", t.slots.cap());
+        for i in 0..20_000 {
+            t.apply(&at(i, 1.0), &mut row);
+            assert_eq!(get(&row, "ctx_src_flows_1s"), 0.5, "source {i}");
+        }
+        assert_eq!(t.stats().refused + t.stats().evictions, 0);
+    }
+
+    #[test]
+    fn an_entry_idle_past_retention_reads_as_never_seen_before_any_sweep() {
+        let mut t = ContextTable::new(ContextConfig::default());
+        let mut row = [0.0; NUM_CONTEXT];
+        t.apply(&start(1, 0.0, 1, 2, 80), &mut row);
+        t.apply(&start(2, 999.0, 1, 2, 80), &mut row);
+        assert!(get(&row, "ctx_src_flows_100s") > 0.0);
+        t.apply(&start(3, 1_999.5, 1, 2, 80), &mut row);
+        assert_eq!(get(&row, "ctx_src_flows_100s"), 0.0);
+        assert!(t.stats().expired >= 1, "{:?}", t.stats());
+        assert_eq!(t.stats().entries, 5);
     }
 
     #[test]

@@ -240,9 +240,7 @@ impl Bench {
         kept.context.clear();
         let (mut s0, mut e0) = (0, 0);
         for &(s1, e1) in &flows.chunks {
-            for s in flows.starts.get(s0..s1).unwrap_or_default() {
-                rows.start(s);
-            }
+            rows.start_all(flows.starts.get(s0..s1).unwrap_or_default());
             for &id in flows.ended.get(e0..e1).unwrap_or_default() {
                 let row = rows.take(id).unwrap_or([0.0; NUM_CONTEXT]);
                 if kept.context.len() < kept.start_ids.len() * NUM_CONTEXT {

@@ -27,8 +27,9 @@ pub struct ContextSection {
     /// `auto` (default), `on` or `off`.
     pub enabled: ContextMode,
     /// Memory cap of the context table, MiB (1 to 1,048,576; default 64).
-    /// When full, the table drops its least recently touched quarter
-    /// (counted) and stays in emergency mode until it is at most 70 % full.
+    /// When full, the table drops its expired entries and, if that frees
+    /// less than a quarter, its least recently touched quarter (counted),
+    /// and stays in emergency mode until it is at most 70 % full.
     pub memcap_mib: u64,
 }
 

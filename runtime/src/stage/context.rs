@@ -51,6 +51,8 @@ pub(crate) struct ContextStage {
     rows: ContextRows,
     shards: Vec<ShardQueue>,
     missing: u64,
+    /// The starts being applied (reused).
+    run: Vec<FlowStart>,
 }
 
 /// Host memory an open flow costs in the stage at most (its row, kept until
@@ -68,6 +70,7 @@ impl ContextStage {
             rows: ContextRows::new(cfg),
             shards: (0..shards.max(1)).map(|_| ShardQueue::default()).collect(),
             missing: 0,
+            run: Vec::new(),
         }
     }
 
@@ -127,14 +130,14 @@ impl ContextStage {
             let Some(q) = first.and_then(|(_, i)| self.shards.get_mut(i)) else {
                 break;
             };
-            while let Some(start) = q
+            let n = q
                 .starts
-                .front()
-                .filter(|s| below(s.order) && s.order <= second)
-            {
-                self.rows.start(start);
-                q.starts.pop_front();
-            }
+                .iter()
+                .take_while(|s| below(s.order) && s.order <= second)
+                .count();
+            self.run.clear();
+            self.run.extend(q.starts.drain(..n));
+            self.rows.start_all(&self.run);
         }
     }
 
