@@ -535,11 +535,16 @@ impl Slots {
     /// Puts an entry whose key is not in the table yet.
     fn insert(&mut self, key: u64, d: Damped) {
         if let Probe::Vacant(i) = self.probe(key) {
-            if let Some(s) = self.slots.get_mut(i) {
-                *s = Slot { key, d };
-                self.len += 1;
-            }
+            self.put(i, key, d);
         }
+    }
+
+    /// Fills the empty slot `i` (from [`Probe::Vacant`]).
+    fn put(&mut self, i: usize, key: u64, d: Damped) -> Option<&mut Damped> {
+        let s = self.slots.get_mut(i)?;
+        *s = Slot { key, d };
+        self.len += 1;
+        Some(&mut s.d)
     }
 
     /// After entries were emptied in place, puts every entry back at the
@@ -743,12 +748,7 @@ impl ContextTable {
                 }
                 Some(&mut s.d)
             }
-            Probe::Vacant(i) if admit => {
-                let s = self.slots.slots.get_mut(i)?;
-                *s = Slot { key, d: fresh };
-                self.slots.len += 1;
-                Some(&mut s.d)
-            }
+            Probe::Vacant(i) if admit => self.slots.put(i, key, fresh),
             Probe::Vacant(_) | Probe::Full => {
                 self.stats.refused += 1;
                 None

@@ -51,8 +51,6 @@ pub(crate) struct ContextStage {
     rows: ContextRows,
     shards: Vec<ShardQueue>,
     missing: u64,
-    /// The starts being applied (reused).
-    run: Vec<FlowStart>,
 }
 
 /// Host memory an open flow costs in the stage at most (its row, kept until
@@ -70,7 +68,6 @@ impl ContextStage {
             rows: ContextRows::new(cfg),
             shards: (0..shards.max(1)).map(|_| ShardQueue::default()).collect(),
             missing: 0,
-            run: Vec::new(),
         }
     }
 
@@ -135,9 +132,9 @@ impl ContextStage {
                 .iter()
                 .take_while(|s| below(s.order) && s.order <= second)
                 .count();
-            self.run.clear();
-            self.run.extend(q.starts.drain(..n));
-            self.rows.start_all(&self.run);
+            let run = q.starts.make_contiguous();
+            self.rows.start_all(run.get(..n).unwrap_or_default());
+            q.starts.drain(..n);
         }
     }
 
