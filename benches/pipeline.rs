@@ -3,7 +3,8 @@
 //! read + decode, flow table + CPU features, and the threaded pipeline with
 //! flows discarded and with the default model and EVE formatting (the last
 //! one only when the ONNX Runtime library and the default model are found);
-//! and the context table on a spoofed flood (every start a new source) and
+//! and the context table on a spoofed flood (every start a new source), on
+//! one past a 16 MiB memcap (the table full, making room once a second) and
 //! on a few busy hosts.
 //!
 //! `tapstream bench --pcap FILE` measures the same stages on any capture.
@@ -121,7 +122,43 @@ fn context(c: &mut Criterion) {
             })
         });
     }
+    // A spoofed flood past a 16 MiB memcap, as in `tests/flood.rs`: 250,000
+    // new sources a second of packet time for 8 s, so the full table makes
+    // room once a second.
+    let flood = spoofed_past_memcap(2_000_000, 4);
+    g.throughput(Throughput::Elements(flood.len() as u64));
+    g.sample_size(10);
+    g.bench_function("spoofed_flood_past_memcap", |b| {
+        b.iter(|| {
+            let mut rows = ContextRows::new(ContextConfig::with_memcap_mib(16));
+            for chunk in flood.chunks(4096) {
+                rows.start_all(chunk);
+                for s in chunk {
+                    std::hint::black_box(rows.take(s.id));
+                }
+            }
+            rows.stats().entries
+        })
+    });
     g.finish();
+}
+
+/// `n` starts `gap_us` apart, each from a new pseudo-random source to a
+/// pseudo-random port.
+fn spoofed_past_memcap(n: u32, gap_us: i64) -> Vec<FlowStart> {
+    let mut rng = tapstream_tools::rng::SplitMix64::new(7);
+    (0..n)
+        .map(|i| {
+            let mut s = starts(1, 1).remove(0);
+            let r = rng.next_u64();
+            s.id = u64::from(i);
+            s.order = u64::from(i);
+            s.ts_us = i64::from(i) * gap_us;
+            s.src[..4].copy_from_slice(&(r as u32).to_be_bytes());
+            s.dport = (r >> 32) as u16;
+            s
+        })
+        .collect()
 }
 
 fn end_to_end(c: &mut Criterion) {

@@ -41,7 +41,7 @@
 //! Entries are capped ([`ContextConfig::max_entries`], from a memcap). An
 //! entry not touched for [`ContextConfig::retain_us`] has *expired*: it
 //! reads as a key never seen, whether or not it has been removed yet, so no
-//! value depends on when memory is reclaimed. The table starts at 1 MiB;
+//! value depends on when memory is reclaimed. The table starts at about 1 MiB;
 //! when a start finds it at its load limit, it is rebuilt without its
 //! expired entries, and doubles when what it keeps needs more room, up to
 //! the allocation the cap allows. It does not shrink (the next flood needs
@@ -243,23 +243,17 @@ impl ContextConfig {
     /// (its counts have fallen below 0.1 %).
     pub const DEFAULT_RETAIN_US: i64 = 1_000_000_000;
 
-    /// Host memory one table slot costs: a key and its statistics, one
-    /// cache line.
-    pub const BYTES_PER_SLOT: usize = std::mem::size_of::<Slot>();
+    /// Host memory one table slot costs: a key and its statistics (one
+    /// cache line) and its tag byte.
+    pub const BYTES_PER_SLOT: usize = std::mem::size_of::<Slot>() + 1;
 
-    /// The limits for a memcap of `mib` MiB. The table's slots are a power
-    /// of two with at most half of them used, so at `max_entries` it holds
-    /// the largest power of two of slots the memcap pays for, and never more
-    /// (a rebuild briefly holds the old slots beside the new).
+    /// The limits for a memcap of `mib` MiB: at `max_entries` the table
+    /// holds the slots the memcap pays for, at most half of them used (a
+    /// rebuild briefly holds the old slots beside the new).
     pub fn with_memcap_mib(mib: usize) -> Self {
         let slots = mib.saturating_mul(1 << 20) / Self::BYTES_PER_SLOT;
-        let pow2 = if slots == 0 {
-            0
-        } else {
-            1usize << (usize::BITS - 1 - slots.leading_zeros())
-        };
         ContextConfig {
-            max_entries: Slots::limit(pow2).max(12),
+            max_entries: Slots::limit(slots).max(12),
             retain_us: Self::DEFAULT_RETAIN_US,
         }
     }
@@ -345,6 +339,24 @@ impl Damped {
     }
 }
 
+/// A row's element type: the f64 the table computes, or the f32 a model
+/// reads (rounded once, as `as f32` does).
+trait RowValue: Copy {
+    fn of(v: f64) -> Self;
+}
+
+impl RowValue for f64 {
+    fn of(v: f64) -> Self {
+        v
+    }
+}
+
+impl RowValue for f32 {
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+}
+
 /// One at every scale.
 const ONES: [f64; SCALES] = [1.0; SCALES];
 /// Zero at every scale.
@@ -398,17 +410,19 @@ impl Keys {
         const PSRV: u64 = 0x4528_21E6_38D0_1377;
         const SRC_OUT: u64 = 0xBE54_66CF_34E9_0C6C;
         const DST_OUT: u64 = 0xC0AC_29B7_C97C_50DD;
-        // 0 marks an empty slot: the one key whose fingerprint is 0 shares
-        // 1's.
-        let nz = |k: u64| k.max(1);
+        // One mix per key at most: `hs` and `hd` are mixed already, and a
+        // pair or socket takes the source rotated so that A → B is not
+        // B → A. Each key is a bijection of one address word (or of the
+        // service) with the rest fixed, so the promise above holds.
+        let (rs, sv) = (hs.rotate_left(32), service << 40);
         Keys {
-            src: nz(mix(hs ^ SRC)),
-            dst: nz(mix(hd ^ DST)),
-            pair: nz(mix(mix(hs ^ PAIR) ^ hd)),
-            srv: nz(mix(mix(hd ^ SRV) ^ service)),
-            psrv: nz(mix(mix(mix(hs ^ PSRV) ^ hd) ^ service)),
-            src_out: nz(mix(hs ^ SRC_OUT)),
-            dst_out: nz(mix(hd ^ DST_OUT)),
+            src: hs ^ SRC,
+            dst: hd ^ DST,
+            pair: mix(rs ^ hd ^ PAIR),
+            srv: mix(hd ^ SRV ^ service),
+            psrv: mix(rs ^ hd ^ PSRV ^ sv),
+            src_out: hs ^ SRC_OUT,
+            dst_out: hd ^ DST_OUT,
         }
     }
 }
@@ -441,8 +455,8 @@ fn quartile(ts: &mut [i64]) -> i64 {
     *v
 }
 
-/// One slot of the table: a key's fingerprint (0: the slot is empty) and
-/// its statistics, in one cache line.
+/// One slot of the table: a key's fingerprint and its statistics, in one
+/// cache line.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[repr(C, align(64))]
 struct Slot {
@@ -458,37 +472,79 @@ enum Probe {
     Full,
 }
 
+/// A slot's tag: 0 when it is empty, else the low byte of its key's
+/// fingerprint (at least 1; the home slot comes from the high bits).
+fn tag(key: u64) -> u8 {
+    (key as u8).max(1)
+}
+
+/// Asks Linux to back `v`'s allocation with huge pages (where transparent
+/// huge pages are `always` or `madvise`), before its pages are first
+/// touched. A start's keys land on random pages
+/// of a table of tens of MiB; with 4 KiB pages nearly every lookup also
+/// misses the TLB.
+fn huge_pages<T>(v: &mut Vec<T>) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let bytes = v.capacity().saturating_mul(std::mem::size_of::<T>());
+        let start = v.as_mut_ptr() as usize;
+        // madvise wants a page-aligned start; advise the whole 2 MiB
+        // regions inside the allocation.
+        let first = start.next_multiple_of(HUGE);
+        let end = start.saturating_add(bytes) / HUGE * HUGE;
+        if end > first {
+            // SAFETY: the range lies inside `v`'s allocation, and
+            // MADV_HUGEPAGE changes how it is backed, never its contents.
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = v;
+}
+
 /// The table's storage: open addressing with linear probing over
-/// one-cache-line slots, keyed by fingerprint (already mixed, so its low
-/// bits are the home slot).
+/// one-cache-line slots, keyed by fingerprint (already mixed: its high
+/// bits scaled to the table's size are the home slot, so any size works
+/// and the memcap is used to the slot), with a byte per slot beside them
+/// that says whether it is empty and, if not, 8 more bits of its key.
 ///
 /// Why not `hashbrown` (used until 2026-12-07): a start touches seven keys
-/// that in a flood are mostly not in cache. Here each key is one cache line
-/// (hashbrown reads a control group and a bucket, two), and the lines of
-/// the starts a little ahead are requested before they are used
-/// ([`Slots::prefetch`], [`ContextRows::start_all`]), which hashbrown's API
-/// cannot do. Measured on the benchmark capture (`tapstream bench`,
-/// "context (1 thread)", medians, 2-core Xeon): 0.28–0.32 s with
-/// hashbrown, 0.297 s with this table without prefetching, 0.21–0.25 s
-/// with it. Slower than hashbrown: a spoofed flood past the memcap, where
-/// the table is rebuilt in place once a second (README, "Context").
+/// that in a flood are mostly not in cache. Here a key found costs one
+/// slot's cache line (hashbrown reads a control group and a bucket, two),
+/// and the lines of the starts a little ahead are requested before they are
+/// used ([`Slots::prefetch`], [`ContextRows::start_all`]), which
+/// hashbrown's API cannot do. A key not kept is answered by the tags alone
+/// (a sixty-fourth of the slots' bytes, so mostly in cache), as by
+/// hashbrown's control bytes; without them a spoofed flood past the memcap
+/// read two or three slots from memory per missed key (criterion
+/// `spoofed_flood_past_memcap`, 2-core Xeon: 612 ms without tags, 442 ms
+/// with them, 466 ms with hashbrown).
 #[derive(Debug, Default)]
 struct Slots {
+    tags: Vec<u8>,
     slots: Vec<Slot>,
     len: usize,
 }
 
 impl Slots {
-    /// An empty table of `cap` slots (a power of two).
+    /// An empty table of `cap` slots (at least one).
     fn new(cap: usize) -> Self {
+        let cap = cap.max(1);
+        let mut slots = Vec::with_capacity(cap);
+        huge_pages(&mut slots);
+        slots.resize(cap, Slot::default());
         Slots {
-            slots: vec![Slot::default(); cap.next_power_of_two()],
+            tags: vec![0; cap],
+            slots,
             len: 0,
         }
     }
 
     fn cap(&self) -> usize {
-        self.slots.len()
+        self.tags.len()
     }
 
     /// Entries a table of `cap` slots holds at most: half full, linear
@@ -500,36 +556,72 @@ impl Slots {
     }
 
     fn home(&self, key: u64) -> usize {
-        (key as usize) & self.cap().wrapping_sub(1)
+        // Lemire's multiply-shift: the high bits of key × cap, below cap.
+        ((u128::from(key) * self.cap() as u128) >> 64) as usize
     }
 
-    /// Asks the CPU for `key`'s home slot now, so that the lookup a little
-    /// later finds it in cache.
+    /// The slot after `i`, wrapping at the end.
+    fn next(&self, i: usize) -> usize {
+        if i + 1 >= self.cap() {
+            0
+        } else {
+            i + 1
+        }
+    }
+
+    /// Slots from `from` forward to `to`, wrapping.
+    fn dist(&self, from: usize, to: usize) -> usize {
+        if to >= from {
+            to - from
+        } else {
+            to + self.cap() - from
+        }
+    }
+
+    /// Asks the CPU for `key`'s home tag and slot now, so that the lookup a
+    /// little later finds them in cache.
     #[inline]
     fn prefetch(&self, key: u64) {
         #[cfg(target_arch = "x86_64")]
-        if let Some(s) = self.slots.get(self.home(key)) {
+        {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            // SAFETY: a prefetch reads nothing the program sees and never
-            // faults; the address is a slot of `self.slots`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(s).cast()) }
+            let i = self.home(key);
+            if let (Some(t), Some(s)) = (self.tags.get(i), self.slots.get(i)) {
+                // SAFETY: a prefetch reads nothing the program sees and
+                // never faults; the addresses are elements of `self.tags`
+                // and `self.slots`.
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(t).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(s).cast());
+                }
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = key;
     }
 
     fn probe(&self, key: u64) -> Probe {
-        let mask = self.cap().wrapping_sub(1);
+        let want = tag(key);
         let mut i = self.home(key);
         for _ in 0..self.cap() {
-            match self.slots.get(i) {
-                Some(s) if s.key == key => return Probe::Found(i),
-                Some(s) if s.key == 0 => return Probe::Vacant(i),
-                Some(_) => i = (i + 1) & mask,
+            match self.tags.get(i) {
+                Some(0) => return Probe::Vacant(i),
+                Some(&t) if t == want && self.slots.get(i).is_some_and(|s| s.key == key) => {
+                    return Probe::Found(i)
+                }
+                Some(_) => i = self.next(i),
                 None => break,
             }
         }
         Probe::Full
+    }
+
+    /// The entry in slot `i`, if it is full.
+    fn get_mut(&mut self, i: usize) -> Option<&mut Slot> {
+        match self.tags.get(i) {
+            Some(t) if *t != 0 => self.slots.get_mut(i),
+            _ => None,
+        }
     }
 
     /// Puts an entry whose key is not in the table yet.
@@ -541,35 +633,65 @@ impl Slots {
 
     /// Fills the empty slot `i` (from [`Probe::Vacant`]).
     fn put(&mut self, i: usize, key: u64, d: Damped) -> Option<&mut Damped> {
-        let s = self.slots.get_mut(i)?;
+        let (t, s) = (self.tags.get_mut(i)?, self.slots.get_mut(i)?);
+        *t = tag(key);
         *s = Slot { key, d };
         self.len += 1;
         Some(&mut s.d)
     }
 
-    /// After entries were emptied in place, puts every entry back at the
-    /// first empty slot from its home, so that no lookup stops early at a
-    /// hole. Walking from an empty slot, each cluster is redone from its
-    /// start, and an entry only ever moves back towards its home.
-    fn close_gaps(&mut self) {
-        let cap = self.cap();
-        let mask = cap.wrapping_sub(1);
-        let Some(start) = self.slots.iter().position(|s| s.key == 0) else {
+    /// Keeps the entries `keep` accepts and empties the others' slots, in
+    /// one pass and in place. Walking from an empty slot, an entry moves
+    /// only where an emptied slot now lies between its home and it, and
+    /// then to the first empty slot from its home, so every lookup still
+    /// reaches it; most entries (at home, at this load) stay where they are.
+    fn retain(&mut self, mut keep: impl FnMut(&Slot) -> bool) {
+        let Some(start) = self.tags.iter().position(|&t| t == 0) else {
+            // Full (never at the load the table keeps): rebuilt afresh.
+            let old = std::mem::replace(self, Slots::new(self.cap()));
+            for (_, s) in old.entries().filter(|(_, s)| keep(s)) {
+                self.insert(s.key, s.d);
+            }
             return;
         };
-        for step in 1..=cap {
-            let i = (start + step) & mask;
-            let Some(s) = self.slots.get_mut(i).filter(|s| s.key != 0) else {
+        let (mut last_empty, mut i) = (start, start);
+        for _ in 1..self.cap() {
+            i = self.next(i);
+            let Some(s) = self.get_mut(i).copied() else {
+                last_empty = i;
                 continue;
             };
-            let moved = std::mem::take(s);
-            self.len -= 1;
-            self.insert(moved.key, moved.d);
+            if !keep(&s) {
+                self.take(i);
+                last_empty = i;
+                continue;
+            }
+            // An empty slot in [home, i) is the last one seen, if any.
+            let home = self.home(s.key);
+            if self.dist(home, last_empty) < self.dist(home, i) {
+                self.take(i);
+                self.insert(s.key, s.d);
+                last_empty = i;
+            }
         }
     }
 
-    fn entries(&self) -> impl Iterator<Item = &Slot> {
-        self.slots.iter().filter(|s| s.key != 0)
+    /// Empties slot `i`.
+    fn take(&mut self, i: usize) {
+        if let Some(t) = self.tags.get_mut(i).filter(|t| **t != 0) {
+            *t = 0;
+            self.len -= 1;
+        }
+    }
+
+    /// The full slots and their indexes.
+    fn entries(&self) -> impl Iterator<Item = (usize, &Slot)> {
+        self.tags
+            .iter()
+            .zip(&self.slots)
+            .enumerate()
+            .filter(|(_, (t, _))| **t != 0)
+            .map(|(i, (_, s))| (i, s))
     }
 }
 
@@ -595,7 +717,7 @@ pub struct ContextTable {
 const SWEEP_EVERY_US: i64 = 60_000_000;
 /// A full table frees room at most this often in packet time (µs).
 const EVICT_EVERY_US: i64 = 1_000_000;
-/// The table's first size, slots (1 MiB), unless the memcap is smaller.
+/// The table's first size, slots (about 1 MiB), unless the memcap is smaller.
 const MIN_SLOTS: usize = 16_384;
 /// New entries one start adds at most (two for an outcome).
 const NEW_PER_START: usize = 5;
@@ -603,10 +725,8 @@ const NEW_PER_START: usize = 5;
 impl ContextTable {
     /// An empty table.
     pub fn new(cfg: ContextConfig) -> Self {
-        let mut max_slots = 16;
-        while Slots::limit(max_slots) < cfg.max_entries {
-            max_slots *= 2;
-        }
+        // The fewest slots whose load limit holds `max_entries`.
+        let max_slots = cfg.max_entries.saturating_mul(2).max(1);
         ContextTable {
             cfg,
             slots: Slots::new(MIN_SLOTS.min(max_slots)),
@@ -639,8 +759,10 @@ impl ContextTable {
         self.apply_keyed(s, &Keys::of(s), row);
     }
 
-    /// [`apply`](Self::apply) with the start's keys already computed.
-    fn apply_keyed(&mut self, s: &FlowStart, k: &Keys, row: &mut [f64; NUM_CONTEXT]) {
+    /// [`apply`](Self::apply) with the start's keys already computed, into
+    /// a row of f64 or (what the stage keeps) f32.
+    #[inline]
+    fn apply_keyed<T: RowValue>(&mut self, s: &FlowStart, k: &Keys, row: &mut [T; NUM_CONTEXT]) {
         if let Some(o) = s.outcome {
             self.count_outcome(s, k, o);
             return;
@@ -670,7 +792,7 @@ impl ContextTable {
             src_w, src_n, pair_w, pair_n, psrv_w, srv_w, srv_n, dst_w, src_a, src_r, dst_a, dst_r,
         ];
         for (out, v) in row.iter_mut().zip(groups.iter().flatten()) {
-            *out = *v;
+            *out = T::of(*v);
         }
         self.stats.starts += 1;
     }
@@ -714,7 +836,7 @@ impl ContextTable {
             return (ZEROS, ZEROS);
         };
         let retain = self.cfg.retain_us;
-        match self.slots.slots.get_mut(i) {
+        match self.slots.get_mut(i) {
             Some(s) if !expired(retain, s.d.t_us, t_us) => s.d.add(t_us, ZEROS, ZEROS),
             _ => (ZEROS, ZEROS),
         }
@@ -741,7 +863,7 @@ impl ContextTable {
         let retain = self.cfg.retain_us;
         match self.slots.probe(key) {
             Probe::Found(i) => {
-                let s = self.slots.slots.get_mut(i)?;
+                let s = self.slots.get_mut(i)?;
                 if expired(retain, s.d.t_us, t_us) {
                     self.stats.expired += 1;
                     s.d = fresh;
@@ -811,7 +933,7 @@ impl ContextTable {
         let mut live: Vec<i64> = self
             .slots
             .entries()
-            .map(|s| s.d.t_us)
+            .map(|(_, s)| s.d.t_us)
             .filter(|&touched| !expired(retain, touched, t_us))
             .collect();
         if live.len() * 4 <= self.room() * 3 {
@@ -842,29 +964,25 @@ impl ContextTable {
     fn rebuild(&mut self, t_us: i64, evict_upto: Option<i64>) {
         let retain = self.cfg.retain_us;
         let (mut expired_n, mut evicted_n) = (0u64, 0u64);
-        for s in self.slots.slots.iter_mut().filter(|s| s.key != 0) {
+        self.slots.retain(|s| {
             if expired(retain, s.d.t_us, t_us) {
                 expired_n += 1;
             } else if evict_upto.is_some_and(|c| s.d.t_us <= c) {
                 evicted_n += 1;
             } else {
-                continue;
+                return true;
             }
-            *s = Slot::default();
-        }
-        let gone = usize::try_from(expired_n + evicted_n).unwrap_or(usize::MAX);
-        self.slots.len = self.slots.len.saturating_sub(gone);
+            false
+        });
         let mut cap = self.slots.cap();
         while cap < self.max_slots && self.len() * 2 > Slots::limit(cap) {
-            cap *= 2;
+            cap = cap.saturating_mul(2).min(self.max_slots);
         }
         if cap != self.slots.cap() {
             let old = std::mem::replace(&mut self.slots, Slots::new(cap));
-            for s in old.entries() {
+            for (_, s) in old.entries() {
                 self.slots.insert(s.key, s.d);
             }
-        } else if gone > 0 {
-            self.slots.close_gaps();
         }
         self.stats.expired += expired_n;
         self.stats.evictions += evicted_n;
@@ -916,21 +1034,17 @@ impl ContextRows {
             self.table.count_outcome(s, k, o);
             return;
         }
-        let mut row = [0.0; NUM_CONTEXT];
-        self.table.apply_keyed(s, k, &mut row);
-        let row = row.map(|v| v as f32);
+        // The row is written in place: in its freed slot, or a new one.
         let slot = match self.free.pop() {
-            Some(i) => {
-                if let Some(r) = self.slab.get_mut(i) {
-                    *r = row;
-                }
-                i
-            }
-            None => {
-                self.slab.push(row);
+            Some(i) if i < self.slab.len() => i,
+            _ => {
+                self.slab.push([0.0; NUM_CONTEXT]);
                 self.slab.len() - 1
             }
         };
+        if let Some(row) = self.slab.get_mut(slot) {
+            self.table.apply_keyed(s, k, row);
+        }
         // An id is started once; were one started again, its first slot
         // is freed, not lost.
         if let Some(old) = self.open.insert(s.id, slot) {
@@ -1225,6 +1339,72 @@ mod tests {
                 a.map(|r| r.map(f32::to_bits)),
                 b.map(|r| r.map(f32::to_bits))
             );
+        }
+    }
+
+    #[test]
+    fn the_largest_table_fits_the_memcap_tags_included() {
+        for mib in [1, 3, 16, 64, 1000] {
+            let cfg = ContextConfig::with_memcap_mib(mib);
+            let t = ContextTable::new(cfg);
+            let bytes = t.max_slots * ContextConfig::BYTES_PER_SLOT;
+            assert!(bytes <= mib << 20, "{mib} MiB: {bytes} bytes");
+            assert_eq!(Slots::limit(t.max_slots), cfg.max_entries);
+        }
+        // What the README and FEATURES.md say.
+        assert_eq!(ContextConfig::default().max_entries, 516_222);
+    }
+
+    #[test]
+    fn emptying_slots_in_place_keeps_every_other_key_reachable() {
+        // Keys crowded onto a few homes near the end of a small table, so
+        // that clusters wrap around; each round keeps a pseudo-random part.
+        let mut r = 0u64;
+        let mut next = || {
+            r = mix(r);
+            r
+        };
+        for round in 0..200 {
+            let mut t = Slots::new(64);
+            let mut keys = Vec::new();
+            for i in 0..32u64 {
+                let home = 56 + next() % 12; // 56..67, wrapping past 63
+                let key = ((home & 63) << 58) | (next() >> 6);
+                t.insert(
+                    key,
+                    Damped {
+                        t_us: i as i64,
+                        ..Damped::default()
+                    },
+                );
+                if matches!(t.probe(key), Probe::Found(_)) {
+                    keys.push(key);
+                }
+            }
+            let drop: Vec<bool> = keys.iter().map(|_| next() % 3 == 0).collect();
+            let dropped: std::collections::HashSet<u64> = keys
+                .iter()
+                .zip(&drop)
+                .filter(|(_, d)| **d)
+                .map(|(k, _)| *k)
+                .collect();
+            t.retain(|s| !dropped.contains(&s.key));
+            assert_eq!(t.len, keys.len() - dropped.len(), "round {round}");
+            assert_eq!(t.entries().count(), t.len, "round {round}");
+            for (i, k) in keys.iter().enumerate() {
+                let found = match t.probe(*k) {
+                    Probe::Found(j) => t.get_mut(j).map(|s| s.d.t_us),
+                    _ => None,
+                };
+                if dropped.contains(k) {
+                    assert_eq!(found, None, "round {round}: {k:x} dropped");
+                } else {
+                    assert!(
+                        found.is_some(),
+                        "round {round}: {k:x} kept, not found ({i})"
+                    );
+                }
+            }
         }
     }
 
