@@ -379,14 +379,18 @@ const ZEROS: [f64; SCALES] = [0.0; SCALES];
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Keys {
     src: u64,
-    dst: u64,
     pair: u64,
-    srv: u64,
     psrv: u64,
     /// The source's outcomes: `w` answered, `n` rejected.
     src_out: u64,
+    /// The destination's keys: `None` when it is a group address. What many
+    /// sources send a group is membership (IGMP, mDNS, SSDP), not load on
+    /// one victim, so a group gets no destination, service or outcome
+    /// counts (schema version 2).
+    dst: Option<u64>,
+    srv: Option<u64>,
     /// The destination's outcomes: `w` answers it gave, `n` rejections.
-    dst_out: u64,
+    dst_out: Option<u64>,
 }
 
 impl Keys {
@@ -415,14 +419,15 @@ impl Keys {
         // B → A. Each key is a bijection of one address word (or of the
         // service) with the rest fixed, so the promise above holds.
         let (rs, sv) = (hs.rotate_left(32), service << 40);
+        let host_dst = !s.to_group();
         Keys {
             src: hs ^ SRC,
-            dst: hd ^ DST,
             pair: mix(rs ^ hd ^ PAIR),
-            srv: mix(hd ^ SRV ^ service),
             psrv: mix(rs ^ hd ^ PSRV ^ sv),
             src_out: hs ^ SRC_OUT,
-            dst_out: hd ^ DST_OUT,
+            dst: host_dst.then_some(hd ^ DST),
+            srv: host_dst.then(|| mix(hd ^ SRV ^ service)),
+            dst_out: host_dst.then_some(hd ^ DST_OUT),
         }
     }
 }
@@ -769,24 +774,20 @@ impl ContextTable {
         }
         let admit = self.make_room(s.ts_us);
         let t = s.ts_us;
-        let group = s.to_group();
         let (psrv_w, _) = self.count(k.psrv, t, admit, [false; SCALES]);
         let new_port = psrv_w.map(|w| w < RECENT);
         let (pair_w, pair_n) = self.count(k.pair, t, admit, new_port);
         let new_dst = pair_w.map(|w| w < RECENT);
         let (src_w, src_n) = self.count(k.src, t, admit, new_dst);
-        // A group address is not a host: what many sources send it is
-        // membership (IGMP, mDNS, SSDP), not load on one victim.
+        // Zeros for a group destination (no keys).
         const NONE: ([f64; SCALES], [f64; SCALES]) = (ZEROS, ZEROS);
-        let ((srv_w, srv_n), (dst_w, _), (dst_a, dst_r)) = if group {
-            (NONE, NONE, NONE)
-        } else {
-            (
-                self.count(k.srv, t, admit, new_port),
-                self.count(k.dst, t, admit, [false; SCALES]),
-                self.read(k.dst_out, t),
-            )
-        };
+        let (srv_w, srv_n) = k
+            .srv
+            .map_or(NONE, |key| self.count(key, t, admit, new_port));
+        let (dst_w, _) = k
+            .dst
+            .map_or(NONE, |key| self.count(key, t, admit, [false; SCALES]));
+        let (dst_a, dst_r) = k.dst_out.map_or(NONE, |key| self.read(key, t));
         let (src_a, src_r) = self.read(k.src_out, t);
         let groups = [
             src_w, src_n, pair_w, pair_n, psrv_w, srv_w, srv_n, dst_w, src_a, src_r, dst_a, dst_r,
@@ -802,8 +803,8 @@ impl ContextTable {
     fn count_outcome(&mut self, s: &FlowStart, k: &Keys, o: Outcome) {
         let admit = self.make_room(s.ts_us);
         let rejected = o == Outcome::Rejected;
-        if !s.to_group() {
-            self.bump(k.dst_out, s.ts_us, admit, rejected);
+        if let Some(key) = k.dst_out {
+            self.bump(key, s.ts_us, admit, rejected);
         }
         self.bump(k.src_out, s.ts_us, admit, rejected);
         self.stats.outcomes += 1;
@@ -812,20 +813,13 @@ impl ContextTable {
     /// Asks the CPU for the slots `s` will touch, so that applying a run of
     /// starts waits for memory once per few starts, not once per key: a
     /// flood's keys are mostly not in cache.
+    /// A start touches all of its keys ([`apply_keyed`](Self::apply_keyed)),
+    /// an outcome only the outcome keys ([`count_outcome`](Self::count_outcome)).
     fn prefetch(&self, s: &FlowStart, k: &Keys) {
-        if s.outcome.is_none() {
-            for key in [k.psrv, k.pair, k.src] {
-                self.slots.prefetch(key);
-            }
-        }
-        self.slots.prefetch(k.src_out);
-        if !s.to_group() {
-            if s.outcome.is_none() {
-                for key in [k.srv, k.dst] {
-                    self.slots.prefetch(key);
-                }
-            }
-            self.slots.prefetch(k.dst_out);
+        let counted = [Some(k.psrv), Some(k.pair), Some(k.src), k.srv, k.dst];
+        let counted = counted.iter().filter(|_| s.outcome.is_none());
+        for key in counted.chain(&[Some(k.src_out), k.dst_out]).flatten() {
+            self.slots.prefetch(*key);
         }
     }
 
