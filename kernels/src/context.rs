@@ -653,10 +653,7 @@ impl Slots {
     fn retain(&mut self, mut keep: impl FnMut(&Slot) -> bool) {
         let Some(start) = self.tags.iter().position(|&t| t == 0) else {
             // Full (never at the load the table keeps): rebuilt afresh.
-            let old = std::mem::replace(self, Slots::new(self.cap()));
-            for (_, s) in old.entries().filter(|(_, s)| keep(s)) {
-                self.insert(s.key, s.d);
-            }
+            self.move_to(self.cap(), keep);
             return;
         };
         let (mut last_empty, mut i) = (start, start);
@@ -681,6 +678,14 @@ impl Slots {
         }
     }
 
+    /// Moves the entries `keep` accepts into a fresh table of `cap` slots.
+    fn move_to(&mut self, cap: usize, mut keep: impl FnMut(&Slot) -> bool) {
+        let old = std::mem::replace(self, Slots::new(cap));
+        for s in old.entries().filter(|s| keep(s)) {
+            self.insert(s.key, s.d);
+        }
+    }
+
     /// Empties slot `i`.
     fn take(&mut self, i: usize) {
         if let Some(t) = self.tags.get_mut(i).filter(|t| **t != 0) {
@@ -689,14 +694,13 @@ impl Slots {
         }
     }
 
-    /// The full slots and their indexes.
-    fn entries(&self) -> impl Iterator<Item = (usize, &Slot)> {
+    /// The full slots.
+    fn entries(&self) -> impl Iterator<Item = &Slot> {
         self.tags
             .iter()
             .zip(&self.slots)
-            .enumerate()
-            .filter(|(_, (t, _))| **t != 0)
-            .map(|(i, (_, s))| (i, s))
+            .filter(|(t, _)| **t != 0)
+            .map(|(_, s)| s)
     }
 }
 
@@ -927,7 +931,7 @@ impl ContextTable {
         let mut live: Vec<i64> = self
             .slots
             .entries()
-            .map(|(_, s)| s.d.t_us)
+            .map(|s| s.d.t_us)
             .filter(|&touched| !expired(retain, touched, t_us))
             .collect();
         if live.len() * 4 <= self.room() * 3 {
@@ -973,10 +977,7 @@ impl ContextTable {
             cap = cap.saturating_mul(2).min(self.max_slots);
         }
         if cap != self.slots.cap() {
-            let old = std::mem::replace(&mut self.slots, Slots::new(cap));
-            for (_, s) in old.entries() {
-                self.slots.insert(s.key, s.d);
-            }
+            self.slots.move_to(cap, |_| true);
         }
         self.stats.expired += expired_n;
         self.stats.evictions += evicted_n;
