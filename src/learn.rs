@@ -226,3 +226,104 @@ fn summary(l: &Learned, v: &Verified, out: &Path, read_s: f64) -> String {
         l.fit_seconds,
     )
 }
+
+/// How many flows to score a learning detector holds while it fits, at
+/// most (about 1 KiB each); at the limit the run waits for the fit.
+pub const HOLD_MAX: usize = 65_536;
+
+/// A run's learning detector (`[[detector]] learn_for`): gathers the
+/// learning period's flows as model rows, fits as `tapstream learn` does,
+/// checks the model through ONNX Runtime and loads it.
+pub struct RunLearner {
+    flows: Flows,
+    opts: Options,
+    onnx: tapstream_inference::OnnxConfig,
+    threshold: Option<f32>,
+    save: Option<PathBuf>,
+}
+
+impl RunLearner {
+    /// A learner for `[[detector]]` section `d`.
+    pub fn new(cfg: &Config, d: &tapstream_runtime::config::DetectorSection) -> Result<Self> {
+        Ok(RunLearner {
+            flows: Flows::new()?,
+            opts: Options {
+                fpr: d.fpr.unwrap_or(0.001),
+                name: d.name.clone(),
+                version: "1".into(),
+                ..Options::default()
+            },
+            onnx: cfg.inference.onnx_config(None),
+            threshold: d.threshold,
+            save: d.save.clone(),
+        })
+    }
+
+    /// Where the model is written: `save`, staged beside it, or a file of
+    /// this process in the temporary directory (removed once loaded).
+    fn staged(&self) -> PathBuf {
+        match &self.save {
+            Some(p) => crate::common::staged_path(p),
+            None => std::env::temp_dir().join(format!(
+                "tapstream-{}-{}.onnx",
+                std::process::id(),
+                self.opts.name
+            )),
+        }
+    }
+}
+
+impl tapstream_runtime::Learner for RunLearner {
+    fn add(
+        &mut self,
+        b: &tapstream_kernels::FlowBatch,
+        keep: &dyn Fn(&tapstream_ingest::FlowMeta) -> bool,
+    ) {
+        self.flows.gather(b, keep);
+    }
+
+    fn flows(&self) -> u64 {
+        self.flows.gathered() as u64
+    }
+
+    fn fit(mut self: Box<Self>) -> Result<tapstream_inference::LoadedModel> {
+        self.flows.seal("learning period");
+        let learned = learn::learn(&self.flows, &self.opts)?;
+        let staged = self.staged();
+        learned.write(&staged)?;
+        let spec = ModelSpec {
+            path: staged.clone(),
+            onnx: self.onnx.clone(),
+            threshold: self.threshold,
+        };
+        let checked = learn::verify(&learned, &spec)
+            .map_err(anyhow::Error::from)
+            .and_then(|v| Ok((v, tapstream_inference::model::load(&spec)?)));
+        let (verified, model) = match checked {
+            Ok(ok) => ok,
+            Err(e) => {
+                let _ = std::fs::remove_file(&staged);
+                return Err(e);
+            }
+        };
+        match &self.save {
+            Some(out) => std::fs::rename(&staged, out)
+                .with_context(|| format!("renaming {} to {}", staged.display(), out.display()))?,
+            None => {
+                let _ = std::fs::remove_file(&staged);
+            }
+        }
+        tracing::info!(
+            message = "model learned",
+            detector = %self.opts.name,
+            fitted_on = learned.fit_flows,
+            held_out = learned.threshold.held_out,
+            components = learned.components,
+            threshold = learned.threshold.error,
+            held_out_fpr = verified.held_out_fpr,
+            fit_seconds = learned.fit_seconds,
+            saved = ?self.save,
+        );
+        Ok(model)
+    }
+}

@@ -18,7 +18,7 @@ use tapstream_kernels::Settled;
 use tapstream_runtime::config::{AlertMode, DetectorSection, KafkaFormat, Placement};
 use tapstream_runtime::reopen::ReopenRequest;
 use tapstream_runtime::{live, model, privileges, signals, telemetry};
-use tapstream_runtime::{AlertStage, Config, Consumer, Detector};
+use tapstream_runtime::{AlertStage, Config, Consumer, Detector, LearningDetector};
 
 use crate::common::{finish, load_config, with_progress, Common};
 
@@ -69,6 +69,16 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     }
     cfg.detectors.extend(args.detector.iter().cloned());
     cfg.validate()?;
+    if args.common.kafka {
+        if let Some(d) = cfg.detectors.iter().find(|d| d.learn_for.is_some()) {
+            anyhow::bail!(
+                "detector `{}` learns from its run's first traffic (learn_for), which a Kafka \
+                 input does not order: learn from captures with `tapstream learn` and name the \
+                 model instead",
+                d.name
+            );
+        }
+    }
     // A live capture is opened first, with the privileges it needs, and
     // then they are dropped: before any thread starts (metrics, model,
     // outputs), so no thread keeps a capability.
@@ -147,10 +157,12 @@ fn alert_stage(
         .context("spawning the model reload thread")?;
     let mut triggers = vec![reload.trigger()];
     let detectors = detectors(cfg, &mut triggers)?;
+    let learning = learning_detectors(cfg)?;
     let guard = signals::reload_on_sighup(triggers)?;
     let stage = AlertStage {
         detector: cfg.model.detector_name().to_owned(),
         detectors,
+        learning,
         reload: Some(Arc::new(reload)),
         limiter: AlertLimiter::new(&cfg.output.limit.settings()),
         episodes: cfg.output.episodes.settings(cfg.output.alerts),
@@ -169,7 +181,7 @@ fn alert_stage(
 /// added to `triggers`).
 fn detectors(cfg: &Config, triggers: &mut Vec<ReloadTrigger>) -> Result<Vec<Detector>> {
     let mut out = Vec::new();
-    for d in &cfg.detectors {
+    for d in cfg.detectors.iter().filter(|d| d.learn_for.is_none()) {
         let spec = ModelSpec {
             path: model_path(None, Some(&d.model))?,
             onnx: cfg.inference.onnx_config(d.sha256.clone()),
@@ -184,6 +196,27 @@ fn detectors(cfg: &Config, triggers: &mut Vec<ReloadTrigger>) -> Result<Vec<Dete
             name: d.name.clone(),
             model,
             reload: Some(Arc::new(reload)),
+        });
+    }
+    Ok(out)
+}
+
+/// The `[[detector]]` sections that learn their model in the run.
+fn learning_detectors(cfg: &Config) -> Result<Vec<LearningDetector>> {
+    let mut out = Vec::new();
+    for d in &cfg.detectors {
+        let Some(learn_for) = d.learn_for else {
+            continue;
+        };
+        let learner = crate::learn::RunLearner::new(cfg, d)
+            .with_context(|| format!("detector `{}`", d.name))?;
+        out.push(LearningDetector {
+            name: d.name.clone(),
+            learn_for,
+            flow_timeout: cfg.flow.timeout,
+            shards: cfg.worker_threads(),
+            hold_max: crate::learn::HOLD_MAX,
+            learner: Box::new(learner),
         });
     }
     Ok(out)

@@ -391,6 +391,148 @@ fn two_detectors_score_every_flow_and_each_alert_names_its_own() {
     }
 }
 
+/// The flow ids of the alert lines of `eve` that `detector` raised, sorted.
+fn alerted_by(eve: &Path, detector: &str) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_to_string(eve)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["tapstream"]["detector"] == detector)
+        .map(|v| v["flow_id"].as_u64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn a_detector_learns_the_first_half_hour_then_flags_the_scan_whatever_the_workers() {
+    if !have_ort("a_detector_learns_the_first_half_hour_then_flags_the_scan_whatever_the_workers") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 25 minutes of benign sessions, the scan an hour in, then benign again.
+    let mut frames = sessions(T0, 1500, 1);
+    frames.extend(scan(T0 + 3_600_000_000));
+    frames.extend(sessions(T0 + 7_200_000_000, 1500, 2));
+    write(&d.join("day.pcap"), frames);
+    write(&d.join("benign.pcap"), sessions(T0, 1500, 1));
+    learn_model(&d.join("benign.pcap"), &d.join("site.onnx"), "site");
+    let mut seen: Option<(Vec<u64>, Vec<u8>)> = None;
+    for workers in ["1", "3"] {
+        let saved = d.join(format!("learned-{workers}.onnx"));
+        let cfg = d.join("c.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[pipeline]\nworkers = {workers}\n[[detector]]\nname = \"site\"\n\
+                 learn_for = \"30m\"\nfpr = 0.01\nsave = {saved:?}\n"
+            ),
+        )
+        .unwrap();
+        let (eve, summary) = (
+            d.join(format!("eve-{workers}.json")),
+            d.join("summary.json"),
+        );
+        let o = output(
+            bin()
+                .args(["run", "-q", "--alerts", "flows", "--config"])
+                .arg(&cfg)
+                .arg("--pcap")
+                .arg(d.join("day.pcap"))
+                .arg("--eve")
+                .arg(&eve)
+                .arg("--summary-json")
+                .arg(&summary),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let s: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        let site = &s["detectors"][1];
+        assert_eq!(site["name"], "site", "{s}");
+        // The first half hour is learned; every flow after it is scored
+        // (nothing starts in the flow timeout after it).
+        assert_eq!(site["learn"]["learned"], 1500, "{site}");
+        assert_eq!(site["learn"]["skipped"], 0, "{site}");
+        assert_eq!(site["learn"]["failed"], Value::Null, "{site}");
+        assert_eq!(site["scored"], 1800, "{site}");
+        // What it learned is what `tapstream learn` writes from the same flows.
+        let bytes = std::fs::read(&saved).unwrap();
+        assert_eq!(
+            bytes,
+            std::fs::read(d.join("site.onnx")).unwrap(),
+            "workers {workers}"
+        );
+        let ids = alerted_by(&eve, "site");
+        assert!(
+            ids.len() >= 285,
+            "{} alerts by the learned detector",
+            ids.len()
+        );
+        assert!(
+            ids.len() <= 300 + 45,
+            "{} alerts by the learned detector",
+            ids.len()
+        );
+        // The same alerts and model for any number of workers.
+        match &seen {
+            None => seen = Some((ids, bytes)),
+            Some(first) => assert_eq!(first, &(ids, bytes), "workers {workers}"),
+        }
+    }
+}
+
+#[test]
+fn a_learning_detector_is_configured_or_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(&d.join("x.pcap"), sessions(T0, 5, 1));
+    for (section, says) in [
+        (
+            "learn_for = \"10m\"\nmodel = \"a.onnx\"",
+            "model and learn_for exclude each other",
+        ),
+        ("learn_for = \"0s\"", "must be longer than zero"),
+        (
+            "learn_for = \"10m\"\nfpr = 0.7",
+            "must be above 0 and below 0.5",
+        ),
+        (
+            "model = \"a.onnx\"\nsave = \"b.onnx\"",
+            "fpr and save go with learn_for",
+        ),
+        ("", "must name the ONNX model file (or set learn_for)"),
+    ] {
+        refused(
+            d,
+            &format!("[[detector]]\nname = \"site\"\n{section}\n"),
+            says,
+        );
+    }
+    refused(
+        d,
+        "[context]\nenabled = \"off\"\n[model]\npath = \"models/cic-mlp.onnx\"\n\
+         [[detector]]\nname = \"site\"\nlearn_for = \"10m\"\n",
+        "learns from context features",
+    );
+}
+
+/// `run` with configuration `toml` on `dir`'s `x.pcap` fails, saying `says`.
+fn refused(dir: &Path, toml: &str, says: &str) {
+    let cfg = dir.join("c.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let o = output(
+        bin()
+            .args(["run", "-q", "--config"])
+            .arg(&cfg)
+            .arg("--pcap")
+            .arg(dir.join("x.pcap"))
+            .args(["--eve", "/dev/null"]),
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{toml}: {stderr}");
+    assert!(stderr.contains(says), "{toml}: {stderr}");
+}
+
 #[test]
 fn sighup_reloads_only_the_detector_whose_file_changed() {
     if !have_ort("sighup_reloads_only_the_detector_whose_file_changed") {

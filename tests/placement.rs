@@ -149,6 +149,8 @@ fn run_failing(cfg: &Config, pcap: &std::path::Path, sessions: usize) -> anyhow:
         episodes: None,
         detector: String::new(),
         detectors: Vec::new(),
+        learning: Vec::new(),
+        progress: None,
     };
     tapstream_runtime::run_file(
         pcap,

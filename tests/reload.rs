@@ -67,6 +67,8 @@ fn recording_stage(
         episodes: None,
         detector: String::new(),
         detectors: Vec::new(),
+        learning: Vec::new(),
+        progress: None,
     }
 }
 

@@ -140,6 +140,25 @@ impl FlowBatch {
         !self.metas.is_empty() && self.context.len() == self.metas.len() * NUM_CONTEXT
     }
 
+    /// A batch of the flows `keep` accepts, with their feature and context
+    /// rows and the shard; no mark, scores, starts or watermark.
+    pub fn select(&self, keep: impl Fn(&FlowMeta) -> bool) -> FlowBatch {
+        let mut out = FlowBatch::with_capacity(0);
+        out.shard = self.shard;
+        let context = self.has_context();
+        for (i, m) in self.metas.iter().enumerate().filter(|(_, m)| keep(m)) {
+            let (Some(row), c) = (self.row(i), self.context_row(i)) else {
+                continue;
+            };
+            out.metas.push(*m);
+            out.rows.extend_from_slice(row);
+            if let (true, Some(c)) = (context, c) {
+                out.context.extend_from_slice(c);
+            }
+        }
+        out
+    }
+
     /// Empties the batch (and drops its mark and scores), keeping its
     /// allocations for reuse.
     pub fn clear(&mut self) {

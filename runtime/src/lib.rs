@@ -48,6 +48,7 @@ pub use report::RunReport;
 pub use stage::alerts::AlertStage;
 pub use stage::consumer::Consumer;
 pub use stage::detectors::{Detector, DetectorCounts};
+pub use stage::learning::{LearnCounts, Learner, LearningDetector};
 pub use tapstream_ingest::source::Progress;
 pub use topology::{run_file, run_packets, run_rows};
 

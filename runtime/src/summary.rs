@@ -165,9 +165,14 @@ fn add_defrag_and_episodes(v: &mut serde_json::Value, r: &RunReport) {
             .detectors
             .iter()
             .map(|d| {
+                let learn = d.learn.as_ref().map_or(serde_json::Value::Null, |l| {
+                    serde_json::json!({
+                        "learned": l.learned, "skipped": l.skipped, "failed": l.failed,
+                    })
+                });
                 serde_json::json!({
                     "name": d.name, "scored": d.scored, "flagged": d.flagged, "swaps": d.swaps,
-                    "inference_seconds": d.inference_busy.as_secs_f64(),
+                    "inference_seconds": d.inference_busy.as_secs_f64(), "learn": learn,
                 })
             })
             .collect();
@@ -245,6 +250,19 @@ fn render_output(s: &mut String, r: &RunReport) {
                         n => format!(", {n} reloads"),
                     }
                 );
+                if let Some(l) = &d.learn {
+                    let _ = writeln!(
+                        s,
+                        "    {:<26} learned from {} flows, {} skipped (started within a flow \
+                         timeout of the learning period's end){}",
+                        "",
+                        l.learned,
+                        l.skipped,
+                        l.failed
+                            .as_ref()
+                            .map_or(String::new(), |e| format!("; fit failed: {e}")),
+                    );
+                }
             }
         }
         for (label, n) in c.labels.iter().zip(&c.alerts_by_class) {

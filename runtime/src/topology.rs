@@ -144,6 +144,8 @@ fn run_sources(
         (&stop, context),
     )?;
     let (chunk_txs, decoders) = spawn_decoders(&shape, decoder_txs)?;
+    let mut consumer = consumer;
+    consumer.watch_progress(&progress);
     let consumer = spawn_consumer(consumer, flow_rx, flow_pool_tx, &stop, context)?;
     let pool = chunk_pool(&shape)?;
     let setup = started.elapsed();

@@ -18,6 +18,7 @@ mod file;
 mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub use chunk::{PacketChunk, CHUNK_BYTES};
@@ -84,6 +85,9 @@ pub struct Progress {
     pub bytes: AtomicU64,
     /// Packets read so far.
     pub packets: AtomicU64,
+    /// The timestamp of the first packet read, µs (packet time starts
+    /// there: a detector that learns for a while counts from it).
+    pub first_packet_us: OnceLock<i64>,
 }
 
 /// What a source counted.

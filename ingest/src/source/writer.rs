@@ -134,6 +134,9 @@ impl ChunkWriter {
         }
         if self.chunk.is_empty() {
             self.opened = Instant::now();
+            if self.progress.first_packet_us.get().is_none() {
+                let _ = self.progress.first_packet_us.set(p.ts_us);
+            }
         }
         match origin {
             Some(o) if self.numbered => self.chunk.push_numbered(p, o),

@@ -177,6 +177,17 @@ impl Config {
         self.pipeline.validate()?;
         self.model.validate()?;
         model::validate_detectors(&self.model, &self.detectors)?;
+        if self.context.enabled == ContextMode::Off {
+            if let Some(d) = self.detectors.iter().find(|d| d.learn_for.is_some()) {
+                return Err(invalid(
+                    "detector.learn_for",
+                    format!(
+                        "detector `{}` learns from context features, which [context] enabled = \"off\" turns off",
+                        d.name
+                    ),
+                ));
+            }
+        }
         self.inference.validate()?;
         self.gpu.validate()?;
         self.output.validate()?;

@@ -1,6 +1,7 @@
 //! `[model]`: which ONNX model scores flows.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -37,14 +38,34 @@ pub const DEFAULT_DETECTOR: &str = "classifier";
 /// `[[detector]]`: a further model that scores every flow beside `[model]`
 /// (in the alert stage), e.g. the anomaly model `tapstream learn` writes.
 /// Each alert names its detector; SIGHUP (and `[model] watch`) reloads
-/// whichever detector's file changed.
+/// whichever detector's file changed. With `learn_for` instead of `model`,
+/// the run learns an anomaly model on its own first stretch of traffic and
+/// then scores with it.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorSection {
     /// Its name in alerts (`tapstream.detector`) and in the summary.
     pub name: String,
-    /// The ONNX model file.
+    /// The ONNX model file (not with `learn_for`).
+    #[serde(default)]
     pub model: PathBuf,
+    /// Learn an anomaly model (as `tapstream learn` does) on the flows that
+    /// start in this much packet time from the input's first packet, then
+    /// score the flows that start a flow timeout later.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub learn_for: Option<Duration>,
+    /// With `learn_for`: the false-positive rate its threshold is set at,
+    /// on the learned period's latest flows held out (default 0.001).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fpr: Option<f64>,
+    /// With `learn_for`: also write the learned model here (a later run can
+    /// name it as `model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save: Option<PathBuf>,
     /// Expected SHA-256 of the model file (hex).
     #[serde(default)]
     pub sha256: Option<String>,
@@ -85,8 +106,48 @@ pub fn validate_detectors(
             ));
         }
         names.push(&d.name);
-        if d.model.as_os_str().is_empty() {
-            return Err(invalid("detector.model", "must name the ONNX model file"));
+        let named = format!("detector `{}`", d.name);
+        match d.learn_for {
+            None if d.model.as_os_str().is_empty() => {
+                return Err(invalid(
+                    "detector.model",
+                    format!("{named}: must name the ONNX model file (or set learn_for)"),
+                ));
+            }
+            None if d.fpr.is_some() || d.save.is_some() => {
+                return Err(invalid(
+                    "detector",
+                    format!("{named}: fpr and save go with learn_for"),
+                ));
+            }
+            None => {}
+            Some(_) if !d.model.as_os_str().is_empty() => {
+                return Err(invalid(
+                    "detector",
+                    format!("{named}: model and learn_for exclude each other"),
+                ));
+            }
+            Some(_) if d.sha256.is_some() => {
+                return Err(invalid(
+                    "detector",
+                    format!("{named}: a learned model has no file to pin (sha256)"),
+                ));
+            }
+            Some(l) if l.is_zero() => {
+                return Err(invalid(
+                    "detector.learn_for",
+                    format!("{named}: must be longer than zero"),
+                ));
+            }
+            Some(_) => {}
+        }
+        if let Some(f) = d.fpr {
+            if !(f > 0.0 && f < 0.5) {
+                return Err(invalid(
+                    "detector.fpr",
+                    format!("{named}: must be above 0 and below 0.5"),
+                ));
+            }
         }
         ModelSection {
             threshold: d.threshold,

@@ -26,12 +26,14 @@ use tapstream_inference::{
     WorkerModels,
 };
 use tapstream_ingest::queue::{recv_until, Recv};
+use tapstream_ingest::source::Progress;
 use tapstream_ingest::FlowMeta;
 use tapstream_kernels::context::NUM_CONTEXT;
 use tapstream_kernels::schema::NUM_FEATURES;
 use tapstream_kernels::{FlowBatch, Mark, Settled};
 
 use super::detectors::{log_swap, Detector, Extra};
+use super::learning::{Learning, LearningDetector};
 use super::sink::{sink_loop, AlertBatch, Flagged, Scoring, SinkOutput};
 use crate::reopen::ReopenRequest;
 use crate::report::ConsumerReport;
@@ -76,6 +78,12 @@ pub struct AlertStage {
     pub detector: String,
     /// Further detectors, scoring every flow in this stage.
     pub detectors: Vec<Detector>,
+    /// Further detectors that learn their model first (after `detectors`
+    /// in signature ids).
+    pub learning: Vec<LearningDetector>,
+    /// The reader's progress (the input's first packet time), which a
+    /// learning detector counts from; the run sets it.
+    pub progress: Option<Arc<Progress>>,
 }
 
 /// The identity alerts carry for a model.
@@ -110,12 +118,16 @@ impl AlertStage {
             episodes: None,
             detector: String::new(),
             detectors: Vec::new(),
+            learning: Vec::new(),
+            progress: None,
         }
     }
 
     /// Whether a model of the stage reads context features.
     pub fn needs_context(&self) -> bool {
-        self.engine.contract().needs_context() || self.detectors.iter().any(Extra::needs_context)
+        self.engine.contract().needs_context()
+            || self.detectors.iter().any(Extra::needs_context)
+            || !self.learning.is_empty()
     }
 
     /// Runs until every worker has hung up. Sets `stop` when output fails so
@@ -156,11 +168,24 @@ impl AlertStage {
             context,
         );
         state.clock.episodes = output_has_episodes;
+        let first_learning = u16::try_from(self.detectors.len() + 1).unwrap_or(u16::MAX);
         state.extras = self
             .detectors
             .into_iter()
             .zip(1u16..)
             .map(|(d, i)| Extra::new(d, i, context))
+            .collect();
+        state.learning = self
+            .learning
+            .into_iter()
+            .zip(first_learning..)
+            .map(|(d, i)| {
+                let mut l = Learning::new(d, i);
+                if let Some(p) = &self.progress {
+                    l.set_progress(p.clone());
+                }
+                l
+            })
             .collect();
         let scored = state.run(&rx, &pool);
         let detectors = state.detector_counts();
@@ -236,6 +261,8 @@ struct AlertLoop<'a> {
     flagged: u64,
     /// The detectors beside it.
     extras: Vec<Extra>,
+    /// Those still learning their model.
+    learning: Vec<Learning>,
 }
 
 /// The latest flow end the stage has seen (µs), and the one it last told
@@ -299,6 +326,7 @@ impl<'a> AlertLoop<'a> {
             detector,
             flagged: 0,
             extras: Vec::new(),
+            learning: Vec::new(),
         }
     }
 
@@ -331,6 +359,7 @@ impl<'a> AlertLoop<'a> {
                     for e in &mut self.extras {
                         e.gather(&b);
                     }
+                    self.learn(|l, context| l.gather(&b, context));
                     b.clear();
                     let _ = pool.try_send(b);
                     false
@@ -342,9 +371,14 @@ impl<'a> AlertLoop<'a> {
                     for e in &mut self.extras {
                         e.swap_if_idle();
                     }
+                    self.learn(Learning::poll);
                     false
                 }
-                Recv::Closed => true, // every worker is done
+                Recv::Closed => {
+                    // Every worker is done: no learned flow can still come.
+                    self.learn(Learning::finish);
+                    true
+                }
             };
             // Marks behind no pending flow need no scoring: pass them on.
             let only_marks = self.metas.is_empty() && !self.marks.is_empty();
@@ -354,6 +388,22 @@ impl<'a> AlertLoop<'a> {
             self.score_pending()?;
             if closed {
                 return Ok(());
+            }
+        }
+    }
+
+    /// Runs `step` on each learning detector; one whose model is ready
+    /// joins the scoring detectors.
+    fn learn(&mut self, mut step: impl FnMut(&mut Learning, bool) -> Option<Extra>) {
+        let context = self.context;
+        let mut i = 0;
+        while let Some(l) = self.learning.get_mut(i) {
+            match step(l, context) {
+                Some(e) => {
+                    self.extras.push(e);
+                    self.learning.remove(i);
+                }
+                None => i += 1,
             }
         }
     }
@@ -573,9 +623,17 @@ impl<'a> AlertLoop<'a> {
             flagged: self.flagged,
             swaps: self.report.model_swaps,
             inference_busy: self.report.inference_busy,
+            learn: None,
         };
+        let mut further: Vec<(u16, crate::stage::detectors::DetectorCounts)> = self
+            .extras
+            .iter()
+            .map(|e| (e.index(), e.counts.clone()))
+            .chain(self.learning.iter().map(|l| (l.index, l.counts.clone())))
+            .collect();
+        further.sort_by_key(|(i, _)| *i);
         std::iter::once(first)
-            .chain(self.extras.iter().map(|e| e.counts.clone()))
+            .chain(further.into_iter().map(|(_, c)| c))
             .collect()
     }
 

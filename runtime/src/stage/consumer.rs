@@ -51,6 +51,14 @@ impl Consumer {
         }
     }
 
+    /// Gives the alert stage the reader's progress (the input's first packet
+    /// time, which a learning detector counts from).
+    pub fn watch_progress(&mut self, progress: &Arc<tapstream_ingest::source::Progress>) {
+        if let Consumer::Alerts(stage) = self {
+            stage.progress = Some(progress.clone());
+        }
+    }
+
     /// The worker sessions, when the flow workers score.
     pub fn worker_models(&self) -> Option<Arc<WorkerModels>> {
         match self {

@@ -57,6 +57,8 @@ pub struct DetectorCounts {
     pub swaps: u64,
     /// Time inside its engine.
     pub inference_busy: std::time::Duration,
+    /// A detector that learned its model in the run: what it learned.
+    pub learn: Option<super::learning::LearnCounts>,
 }
 
 /// A further detector's state in the stage.
@@ -97,6 +99,11 @@ impl Extra {
                 ..DetectorCounts::default()
             },
         }
+    }
+
+    /// Its place among the run's detectors (the first is 0).
+    pub(crate) fn index(&self) -> u16 {
+        self.index
     }
 
     /// Whether its model reads context features.

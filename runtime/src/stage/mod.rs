@@ -9,5 +9,6 @@ pub mod context;
 pub(crate) mod decode;
 pub mod detectors;
 pub(crate) mod inbox;
+pub mod learning;
 pub(crate) mod sink;
 pub(crate) mod worker;

@@ -31,6 +31,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tapstream_inference::contract::keys;
 use tapstream_inference::{select_features_with, ModelContract};
+use tapstream_ingest::FlowMeta;
 use tapstream_kernels::context::{CONTEXT_FEATURES, CONTEXT_SCHEMA_NAME, CONTEXT_SCHEMA_VERSION};
 use tapstream_kernels::schema::FEATURES;
 use tapstream_kernels::FlowBatch;
@@ -115,7 +116,14 @@ pub struct Flows {
     contract: ModelContract,
     /// Per input: its name and its rows (row major).
     inputs: Vec<(String, Vec<f32>)>,
+    /// The input being gathered: its rows and each row's sort key.
+    open: Vec<f32>,
+    keys: Vec<FlowKey>,
 }
+
+/// What puts an input's flows in one order whatever the order they came in:
+/// start time, then the flow's identity and end.
+type FlowKey = (i64, [u8; 16], [u8; 16], u16, u16, u8, i64);
 
 impl Flows {
     /// No flows yet, for the anomaly model's features.
@@ -126,6 +134,8 @@ impl Flows {
         Ok(Flows {
             contract,
             inputs: Vec::new(),
+            open: Vec::new(),
+            keys: Vec::new(),
         })
     }
 
@@ -137,17 +147,37 @@ impl Flows {
     /// Adds an input's flows (batches collected from the pipeline with the
     /// context stage on), put in start-time order.
     pub fn add(&mut self, name: &str, batches: &[FlowBatch]) {
+        for b in batches {
+            self.gather(b, |_| true);
+        }
+        self.seal(name);
+    }
+
+    /// Adds the flows of `b` that `keep` accepts to the input being
+    /// gathered (a run that learns as the flows come).
+    pub fn gather(&mut self, b: &FlowBatch, keep: impl Fn(&FlowMeta) -> bool) {
         let width = self.contract.num_features();
         let mut input = Vec::new();
-        let mut keys = Vec::new();
-        for b in batches {
-            let n = select_features_with(&self.contract, &b.rows, &b.context, b.len(), &mut input);
-            keys.extend(b.metas.iter().take(n).map(|m| {
-                (
+        let n = select_features_with(&self.contract, &b.rows, &b.context, b.len(), &mut input);
+        for (i, m) in b.metas.iter().take(n).enumerate() {
+            if !keep(m) {
+                continue;
+            }
+            if let Some(row) = input.get(i * width..(i + 1) * width) {
+                self.open.extend_from_slice(row);
+                self.keys.push((
                     m.start_us, m.src, m.dst, m.sport, m.dport, m.proto, m.last_us,
-                )
-            }));
+                ));
+            }
         }
+    }
+
+    /// Ends the input being gathered, named `name`: its flows in start-time
+    /// order.
+    pub fn seal(&mut self, name: &str) {
+        let width = self.contract.num_features();
+        let input = std::mem::take(&mut self.open);
+        let keys = std::mem::take(&mut self.keys);
         let row = |i: usize| input.get(i * width..(i + 1) * width).unwrap_or(&[]);
         let mut order: Vec<usize> = (0..keys.len()).collect();
         order.sort_by(|&a, &b| {
@@ -157,6 +187,11 @@ impl Flows {
         });
         let rows = order.iter().flat_map(|&i| row(i).iter().copied()).collect();
         self.inputs.push((name.to_owned(), rows));
+    }
+
+    /// Flows of the input being gathered.
+    pub fn gathered(&self) -> usize {
+        self.keys.len()
     }
 
     /// Number of flows.
