@@ -184,6 +184,8 @@ struct Sensor {
     proc: Reaped,
     stderr: std::process::ChildStderr,
     dir: tempfile::TempDir,
+    /// Its log, once stopped.
+    log: String,
 }
 
 impl Sensor {
@@ -244,7 +246,12 @@ impl Sensor {
             }
             scrape(&ns.b, port).is_some()
         });
-        Sensor { proc, stderr, dir }
+        Sensor {
+            proc,
+            stderr,
+            dir,
+            log: String::new(),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -260,6 +267,7 @@ impl Sensor {
         let _ = self.stderr.read_to_string(&mut log);
         assert!(status.success(), "tapstream: {status}\n{log}");
         assert!(log.contains("privileges dropped"), "{log}");
+        self.log = log;
         let text = std::fs::read_to_string(self.path("summary.json")).unwrap();
         serde_json::from_str(&text).unwrap()
     }
@@ -613,4 +621,79 @@ fn learn_from_a_live_interface_for_a_while() {
             .current_dir(root()),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn a_live_sensor_learns_for_a_while_then_flags_a_scan() {
+    let test = "a_live_sensor_learns_for_a_while_then_flags_a_scan";
+    if !have_ort(test) {
+        return;
+    }
+    let Some(ns) = Netns::setup(test, 'w') else {
+        return;
+    };
+    let mut sensor = Sensor::start(
+        &ns,
+        &[],
+        "[capture]\nfilter = \"ip\"\ntimeout = \"50ms\"\n\
+         [flow]\ntimeout = \"2s\"\nactivity_timeout = \"1s\"\ntcp_close_linger = \"1s\"\n\
+         [privileges]\nrun_as = \"nobody\"\n\
+         [[detector]]\nname = \"site\"\nlearn_for = \"4s\"\nfpr = 0.01\n",
+        19465,
+    );
+    // Four and a half seconds of UDP queries (one flow each), a pause past
+    // the learning period and the flow timeout, then a TCP connect scan of
+    // 200 closed ports, then a few seconds more of queries.
+    let traffic = Netns::exec(&ns.a, "python3")
+        .args([
+            "-c",
+            "import socket, time\n\
+             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             def queries(n, base):\n\
+             \x20   for i in range(n):\n\
+             \x20       s.sendto(b'q' * (20 + i % 40), ('198.18.0.2', base + i))\n\
+             \x20       time.sleep(0.005)\n\
+             queries(900, 20000)\n\
+             time.sleep(4)\n\
+             for port in range(1000, 1200):\n\
+             \x20   try:\n\
+             \x20       socket.create_connection(('198.18.0.2', port), timeout=0.5).close()\n\
+             \x20   except OSError:\n\
+             \x20       pass\n\
+             queries(400, 30000)\n\
+             time.sleep(3)\n",
+        ])
+        .status()
+        .expect("python3 runs");
+    assert!(traffic.success());
+    let summary = sensor.stop();
+    let site = &summary["detectors"][1];
+    assert_eq!(site["name"], "site", "{summary}");
+    assert_eq!(site["learn"]["failed"], serde_json::Value::Null, "{site}");
+    let learned = site["learn"]["learned"].as_u64().unwrap();
+    assert!(learned >= 300, "{site}");
+    let scored = site["scored"].as_u64().unwrap();
+    assert!(scored >= 200, "{site}");
+    let eve = std::fs::read_to_string(sensor.path("eve.json")).unwrap();
+    let scan_alerts = eve
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| {
+            v["tapstream"]["detector"] == "site"
+                && v["proto"] == "TCP"
+                && v["dest_port"]
+                    .as_u64()
+                    .is_some_and(|p| (1000..1200).contains(&p))
+        })
+        .count();
+    assert!(
+        scan_alerts >= 150,
+        "{scan_alerts} of 200 scan flows flagged: {site}"
+    );
+    // Fitted while the capture ran, once the scan's flows proved the
+    // learning period over, not at the end.
+    let log = &sensor.log;
+    let fitted = log.find("learned model scoring");
+    let ended = log.find("capture thread done");
+    assert!(fitted.is_some() && fitted < ended, "{log}");
 }
