@@ -418,20 +418,27 @@ fn a_detector_learns_the_first_half_hour_then_flags_the_scan_whatever_the_worker
     write(&d.join("day.pcap"), frames);
     write(&d.join("benign.pcap"), sessions(T0, 1500, 1));
     learn_model(&d.join("benign.pcap"), &d.join("site.onnx"), "site");
-    let mut seen: Option<(Vec<u64>, Vec<u8>)> = None;
-    for workers in ["1", "3"] {
+    // Every flow kept, then at most 1,000 (a hash of the flow id samples).
+    let mut seen: Vec<(Option<u32>, Vec<u64>, Vec<u8>)> = Vec::new();
+    for (workers, cap) in [
+        ("1", None),
+        ("3", None),
+        ("1", Some(1000)),
+        ("3", Some(1000)),
+    ] {
         let saved = d.join(format!("learned-{workers}.onnx"));
         let cfg = d.join("c.toml");
+        let max_flows = cap.map_or(String::new(), |c| format!("max_flows = {c}\n"));
         std::fs::write(
             &cfg,
             format!(
                 "[pipeline]\nworkers = {workers}\n[[detector]]\nname = \"site\"\n\
-                 learn_for = \"30m\"\nfpr = 0.01\nsave = {saved:?}\n"
+                 learn_for = \"30m\"\nfpr = 0.01\nsave = {saved:?}\n{max_flows}"
             ),
         )
         .unwrap();
         let (eve, summary) = (
-            d.join(format!("eve-{workers}.json")),
+            d.join(format!("eve-{workers}-{cap:?}.json")),
             d.join("summary.json"),
         );
         let o = output(
@@ -455,13 +462,18 @@ fn a_detector_learns_the_first_half_hour_then_flags_the_scan_whatever_the_worker
         assert_eq!(site["learn"]["skipped"], 0, "{site}");
         assert_eq!(site["learn"]["failed"], Value::Null, "{site}");
         assert_eq!(site["scored"], 1800, "{site}");
-        // What it learned is what `tapstream learn` writes from the same flows.
+        let kept = site["learn"]["kept"].as_u64().unwrap();
         let bytes = std::fs::read(&saved).unwrap();
-        assert_eq!(
-            bytes,
-            std::fs::read(d.join("site.onnx")).unwrap(),
-            "workers {workers}"
-        );
+        match cap {
+            // What it learned is what `tapstream learn` writes from the
+            // same flows.
+            None => {
+                assert_eq!(kept, 1500, "{site}");
+                let learned = std::fs::read(d.join("site.onnx")).unwrap();
+                assert_eq!(bytes, learned, "workers {workers}");
+            }
+            Some(c) => assert!((500..=c).contains(&kept), "{site}"),
+        }
         let ids = alerted_by(&eve, "site");
         assert!(
             ids.len() >= 285,
@@ -474,9 +486,16 @@ fn a_detector_learns_the_first_half_hour_then_flags_the_scan_whatever_the_worker
             ids.len()
         );
         // The same alerts and model for any number of workers.
-        match &seen {
-            None => seen = Some((ids, bytes)),
-            Some(first) => assert_eq!(first, &(ids, bytes), "workers {workers}"),
+        let cap = cap.map(|c| c as u32);
+        match seen.iter().find(|(c, _, _)| *c == cap) {
+            None => seen.push((cap, ids, bytes)),
+            Some((_, first_ids, first_bytes)) => {
+                assert_eq!(
+                    (first_ids, first_bytes),
+                    (&ids, &bytes),
+                    "workers {workers}"
+                );
+            }
         }
     }
 }
@@ -493,12 +512,16 @@ fn a_learning_detector_is_configured_or_refused_clearly() {
         ),
         ("learn_for = \"0s\"", "must be longer than zero"),
         (
+            "learn_for = \"10m\"\nmax_flows = 10",
+            "must be at least 1000",
+        ),
+        (
             "learn_for = \"10m\"\nfpr = 0.7",
             "must be above 0 and below 0.5",
         ),
         (
             "model = \"a.onnx\"\nsave = \"b.onnx\"",
-            "fpr and save go with learn_for",
+            "fpr, save and max_flows go with learn_for",
         ),
         ("", "must name the ONNX model file (or set learn_for)"),
     ] {

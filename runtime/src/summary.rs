@@ -167,7 +167,8 @@ fn add_defrag_and_episodes(v: &mut serde_json::Value, r: &RunReport) {
             .map(|d| {
                 let learn = d.learn.as_ref().map_or(serde_json::Value::Null, |l| {
                     serde_json::json!({
-                        "learned": l.learned, "skipped": l.skipped, "failed": l.failed,
+                        "learned": l.learned, "kept": l.kept, "skipped": l.skipped,
+                        "failed": l.failed,
                     })
                 });
                 serde_json::json!({
@@ -253,10 +254,11 @@ fn render_output(s: &mut String, r: &RunReport) {
                 if let Some(l) = &d.learn {
                     let _ = writeln!(
                         s,
-                        "    {:<26} learned from {} flows, {} skipped (started within a flow \
-                         timeout of the learning period's end){}",
+                        "    {:<26} learned from {} flows ({} kept), {} skipped (started within \
+                         a flow timeout of the learning period's end){}",
                         "",
                         l.learned,
+                        l.kept,
                         l.skipped,
                         l.failed
                             .as_ref()

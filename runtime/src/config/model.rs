@@ -66,6 +66,10 @@ pub struct DetectorSection {
     /// name it as `model`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save: Option<PathBuf>,
+    /// With `learn_for`: flows kept to fit on at most (about 0.5 KiB each;
+    /// default 1,000,000); past it, a hash of the flow id samples them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_flows: Option<usize>,
     /// Expected SHA-256 of the model file (hex).
     #[serde(default)]
     pub sha256: Option<String>,
@@ -114,10 +118,10 @@ pub fn validate_detectors(
                     format!("{named}: must name the ONNX model file (or set learn_for)"),
                 ));
             }
-            None if d.fpr.is_some() || d.save.is_some() => {
+            None if d.fpr.is_some() || d.save.is_some() || d.max_flows.is_some() => {
                 return Err(invalid(
                     "detector",
-                    format!("{named}: fpr and save go with learn_for"),
+                    format!("{named}: fpr, save and max_flows go with learn_for"),
                 ));
             }
             None => {}
@@ -140,6 +144,12 @@ pub fn validate_detectors(
                 ));
             }
             Some(_) => {}
+        }
+        if d.max_flows.is_some_and(|n| n < 1_000) {
+            return Err(invalid(
+                "detector.max_flows",
+                format!("{named}: must be at least 1000 (a fit needs flows to hold out)"),
+            ));
         }
         if let Some(f) = d.fpr {
             if !(f > 0.0 && f < 0.5) {

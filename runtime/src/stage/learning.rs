@@ -109,8 +109,10 @@ pub(crate) struct Learning {
 /// What a learning detector counted, beside [`DetectorCounts`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LearnCounts {
-    /// Flows it learned from.
+    /// Flows of the learning period.
     pub learned: u64,
+    /// Those kept to fit on (fewer when a cap sampled them).
+    pub kept: u64,
     /// Flows that started in the flow timeout after the learning period
     /// (neither learned nor scored).
     pub skipped: u64,
@@ -247,6 +249,7 @@ impl Learning {
                     detector = %self.name,
                     flows = l.flows(),
                 );
+                self.learn_counts().kept = l.flows();
                 let spawned = std::thread::Builder::new()
                     .name(format!("learn-{}", self.name))
                     .spawn(move || l.fit());

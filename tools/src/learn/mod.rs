@@ -119,11 +119,23 @@ pub struct Flows {
     /// The input being gathered: its rows and each row's sort key.
     open: Vec<f32>,
     keys: Vec<FlowKey>,
+    /// Flows the input being gathered keeps at most ([`Flows::at_most`]).
+    cap: Option<usize>,
+    /// It keeps the flows whose sampling hash has this many low bits zero.
+    sample_bits: u32,
 }
 
 /// What puts an input's flows in one order whatever the order they came in:
-/// start time, then the flow's identity and end.
-type FlowKey = (i64, [u8; 16], [u8; 16], u16, u16, u8, i64);
+/// start time, then the flow's identity and end (and its id, which samples
+/// it).
+type FlowKey = (i64, [u8; 16], [u8; 16], u16, u16, u8, i64, u64);
+
+/// Whether the flow `id` is kept when `bits` low bits of its hash must be
+/// zero.
+fn sampled(id: u64, bits: u32) -> bool {
+    let h = tapstream_kernels::context::mix(id);
+    bits == 0 || h.checked_shl(64 - bits.min(64)).unwrap_or(0) == 0
+}
 
 impl Flows {
     /// No flows yet, for the anomaly model's features.
@@ -136,7 +148,26 @@ impl Flows {
             inputs: Vec::new(),
             open: Vec::new(),
             keys: Vec::new(),
+            cap: None,
+            sample_bits: 0,
         })
+    }
+
+    /// Keeps at most `cap` flows of an input gathered with
+    /// [`gather`](Self::gather): past it, half of them are dropped, and so on
+    /// while it is still past it. Which half is decided by a hash of the flow
+    /// id (itself the 5-tuple and start time), so the flows kept are those
+    /// whose hash has the fewest low zero bits that leave at most `cap`:
+    /// the same set whatever the order the flows came in.
+    pub fn at_most(mut self, cap: usize) -> Self {
+        self.cap = Some(cap.max(1));
+        self
+    }
+
+    /// Halvings of the input being gathered so far (it keeps about one flow
+    /// in `2^n`).
+    pub fn halvings(&self) -> u32 {
+        self.sample_bits
     }
 
     /// The model's features, in column order.
@@ -160,16 +191,41 @@ impl Flows {
         let mut input = Vec::new();
         let n = select_features_with(&self.contract, &b.rows, &b.context, b.len(), &mut input);
         for (i, m) in b.metas.iter().take(n).enumerate() {
-            if !keep(m) {
+            if !keep(m) || !sampled(m.flow_id, self.sample_bits) {
                 continue;
             }
             if let Some(row) = input.get(i * width..(i + 1) * width) {
                 self.open.extend_from_slice(row);
                 self.keys.push((
-                    m.start_us, m.src, m.dst, m.sport, m.dport, m.proto, m.last_us,
+                    m.start_us, m.src, m.dst, m.sport, m.dport, m.proto, m.last_us, m.flow_id,
                 ));
             }
+            while self.cap.is_some_and(|c| self.keys.len() > c) && self.sample_bits < 64 {
+                self.halve();
+            }
         }
+    }
+
+    /// Keeps the flows of the input being gathered that one more hash bit
+    /// samples.
+    fn halve(&mut self) {
+        self.sample_bits += 1;
+        let width = self.contract.num_features();
+        let mut kept = 0;
+        for i in 0..self.keys.len() {
+            let Some(&key) = self.keys.get(i) else {
+                break;
+            };
+            if !sampled(key.7, self.sample_bits) {
+                continue;
+            }
+            self.keys.swap(kept, i);
+            self.open
+                .copy_within(i * width..(i + 1) * width, kept * width);
+            kept += 1;
+        }
+        self.keys.truncate(kept);
+        self.open.truncate(kept * width);
     }
 
     /// Ends the input being gathered, named `name`: its flows in start-time
@@ -178,6 +234,7 @@ impl Flows {
         let width = self.contract.num_features();
         let input = std::mem::take(&mut self.open);
         let keys = std::mem::take(&mut self.keys);
+        self.sample_bits = 0;
         let row = |i: usize| input.get(i * width..(i + 1) * width).unwrap_or(&[]);
         let mut order: Vec<usize> = (0..keys.len()).collect();
         order.sort_by(|&a, &b| {

@@ -151,6 +151,7 @@ fn batches(n: usize, seed: u64, reverse: bool) -> Vec<FlowBatch> {
     for (i, r) in data.chunks_exact(width + NUM_CONTEXT).enumerate() {
         let mut m = crate::eval::labels::tests::flow([198, 18, 0, 1], [198, 18, 0, 2], i as f64);
         m.sport = 1000 + (i % 5000) as u16;
+        m.flow_id = i as u64 + 1;
         let b = &mut out[if reverse { (i + 1) % 2 } else { i % 2 }];
         let mut row = [0.0f64; NUM_FEATURES];
         for (d, s) in row.iter_mut().zip(r) {
@@ -193,6 +194,32 @@ fn learning_writes_a_contract_model_whatever_the_batch_order() {
     assert!(s.iter().all(|&x| (0.0..1.0).contains(&x)));
     let flagged = s.iter().filter(|&&x| x >= 0.5).count();
     assert_eq!(flagged, la.threshold.held_out_flagged);
+}
+
+#[test]
+fn a_capped_input_keeps_the_same_sample_whatever_the_batch_order() {
+    let gathered = |reverse: bool, cap: usize| {
+        let mut f = Flows::new().unwrap().at_most(cap);
+        for b in batches(3000, 7, reverse) {
+            f.gather(&b, |m| m.flow_id != 5);
+        }
+        let halvings = f.halvings();
+        f.seal("x");
+        (f, halvings)
+    };
+    let (a, halvings) = gathered(false, 1000);
+    let (b, _) = gathered(true, 1000);
+    // 2,999 flows (one left out) over 1,000: two halvings keep about 750.
+    assert_eq!(halvings, 2);
+    assert!((600..=1000).contains(&a.len()), "{}", a.len());
+    assert_eq!(a.inputs, b.inputs, "the same flows, in the same order");
+    // The sample is the flows whose hash has two low zero bits.
+    let (all, _) = gathered(false, 10_000);
+    assert_eq!(all.len(), 2999);
+    let expected = (1..=3000u64)
+        .filter(|&id| id != 5 && sampled(id, 2))
+        .count();
+    assert_eq!(a.len(), expected);
 }
 
 #[test]
