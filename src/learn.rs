@@ -306,9 +306,10 @@ impl tapstream_runtime::Learner for RunLearner {
             onnx: self.onnx.clone(),
             threshold: self.threshold,
         };
-        let checked = learn::verify(&learned, &spec)
+        // One load: the model checked is the model that scores.
+        let checked = tapstream_inference::model::load(&spec)
             .map_err(anyhow::Error::from)
-            .and_then(|v| Ok((v, tapstream_inference::model::load(&spec)?)));
+            .and_then(|mut m| Ok((learn::verify_loaded(&learned, &mut m)?, m)));
         let (verified, model) = match checked {
             Ok(ok) => ok,
             Err(e) => {

@@ -85,7 +85,6 @@ enum Phase {
 /// ready and it becomes an [`Extra`].
 pub(crate) struct Learning {
     pub(crate) index: u16,
-    name: String,
     learn_for_us: i64,
     timeout_us: i64,
     hold_max: usize,
@@ -137,11 +136,10 @@ impl Learning {
             held: Vec::new(),
             held_flows: 0,
             counts: DetectorCounts {
-                name: d.name.clone(),
+                name: d.name,
                 learn: Some(LearnCounts::default()),
                 ..DetectorCounts::default()
             },
-            name: d.name,
         }
     }
 
@@ -224,14 +222,14 @@ impl Learning {
             if let Phase::Fitting(_) = self.phase {
                 tracing::info!(
                     message = "waiting for the learning detector's fit",
-                    detector = %self.name,
+                    detector = %self.counts.name,
                     held = self.held_flows,
                 );
                 return self.wait(context);
             }
             // Still learning: the held flows wait for the fit; none is lost.
         }
-        self.ready(context)
+        self.poll(context)
     }
 
     /// Every flow has come: fits now (if not yet) and waits for it.
@@ -246,12 +244,12 @@ impl Learning {
             Phase::Learning(l) => {
                 tracing::info!(
                     message = "learning period over: fitting the model",
-                    detector = %self.name,
+                    detector = %self.counts.name,
                     flows = l.flows(),
                 );
                 self.learn_counts().kept = l.flows();
                 let spawned = std::thread::Builder::new()
-                    .name(format!("learn-{}", self.name))
+                    .name(format!("learn-{}", self.counts.name))
                     .spawn(move || l.fit());
                 match spawned {
                     Ok(h) => Phase::Fitting(h),
@@ -267,10 +265,6 @@ impl Learning {
 
     /// The detector, once the fit has finished (without waiting).
     pub(crate) fn poll(&mut self, context: bool) -> Option<Extra> {
-        self.ready(context)
-    }
-
-    fn ready(&mut self, context: bool) -> Option<Extra> {
         match &self.phase {
             Phase::Fitting(h) if h.is_finished() => self.wait(context),
             _ => None,
@@ -292,7 +286,7 @@ impl Learning {
             Ok(model) => {
                 let mut e = Extra::new(
                     Detector {
-                        name: self.name.clone(),
+                        name: self.counts.name.clone(),
                         model,
                         reload: None,
                     },
@@ -302,7 +296,7 @@ impl Learning {
                 e.counts.learn = self.counts.learn.take();
                 tracing::info!(
                     message = "learned model scoring",
-                    detector = %self.name,
+                    detector = %self.counts.name,
                     waited_ms = started.elapsed().as_millis() as u64,
                     held = self.held_flows,
                 );
@@ -322,7 +316,7 @@ impl Learning {
     fn fail(&mut self, e: anyhow::Error) {
         tracing::error!(
             message = "the learning detector could not fit its model; it scores nothing",
-            detector = %self.name,
+            detector = %self.counts.name,
             error = format!("{e:#}"),
         );
         self.learn_counts().failed = Some(format!("{e:#}"));

@@ -429,6 +429,15 @@ pub fn verify(
     spec: &tapstream_inference::ModelSpec,
 ) -> Result<Verified, LearnError> {
     let mut loaded = tapstream_inference::model::load(spec).map_err(LearnError::Load)?;
+    verify_loaded(learned, &mut loaded)
+}
+
+/// Scores the held-out flows with `loaded` (the model file `learned`
+/// wrote, loaded) and compares with the `f64` reference.
+pub fn verify_loaded(
+    learned: &Learned,
+    loaded: &mut tapstream_inference::LoadedModel,
+) -> Result<Verified, LearnError> {
     let width = learned.features.max(1);
     let reference = learned.reference_scores(&learned.held_out);
     let mut flagged = 0;
